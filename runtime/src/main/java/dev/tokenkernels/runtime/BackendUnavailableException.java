@@ -1,0 +1,10 @@
+package dev.tokenkernels.runtime;
+
+/** An explicitly requested backend cannot run here; the message says why. */
+public class BackendUnavailableException extends TokenKernelsException {
+    private static final long serialVersionUID = 1L;
+
+    public BackendUnavailableException(String backend, String reason) {
+        super("backend '" + backend + "' is unavailable: " + reason);
+    }
+}

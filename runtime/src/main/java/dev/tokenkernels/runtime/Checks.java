@@ -1,0 +1,55 @@
+package dev.tokenkernels.runtime;
+
+import java.util.Arrays;
+
+/**
+ * Argument checks shared by every op. Each failure is an {@link IllegalArgumentException} that
+ * names the argument and gives the expected and the actual value, so a caller can fix the call
+ * without reading our sources.
+ */
+public final class Checks {
+    private Checks() {
+    }
+
+    /** Throws unless {@code condition}: "{@code name}: expected {@code expected}, got {@code actual}". */
+    public static void require(boolean condition, String name, String expected, Object actual) {
+        if (!condition) {
+            throw new IllegalArgumentException(name + ": expected " + expected + ", got " + actual);
+        }
+    }
+
+    public static Tensor notNull(String name, Tensor tensor) {
+        if (tensor == null) {
+            throw new IllegalArgumentException(name + ": expected a tensor, got null");
+        }
+        return tensor;
+    }
+
+    /** The tensor has {@code rank} dimensions; {@code layout} names them, e.g. "[N, V]". */
+    public static void rank(String name, Tensor tensor, int rank, String layout) {
+        require(tensor.rank() == rank, name, "rank " + rank + " " + layout,
+                "shape " + Arrays.toString(tensor.shape()));
+    }
+
+    /** Dimension {@code dim} of the tensor equals {@code expected}. */
+    public static void dim(String name, Tensor tensor, int dim, long expected, String what) {
+        require(tensor.dim(dim) == expected, name, "dimension " + dim + " = " + expected + " (" + what + ")",
+                "shape " + Arrays.toString(tensor.shape()));
+    }
+
+    public static void dtype(String name, Tensor tensor, DType... allowed) {
+        for (DType d : allowed) {
+            if (tensor.dtype() == d) {
+                return;
+            }
+        }
+        String expected = allowed.length == 1 ? allowed[0].toString() : "one of " + Arrays.toString(allowed);
+        throw new IllegalArgumentException(name + ": expected dtype " + expected + ", got " + tensor.dtype());
+    }
+
+    /** A finite value greater than zero, such as a temperature. */
+    public static float positiveFinite(String name, float value) {
+        require(value > 0 && Float.isFinite(value), name, "a finite value > 0", value);
+        return value;
+    }
+}

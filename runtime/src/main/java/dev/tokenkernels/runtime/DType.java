@@ -1,0 +1,49 @@
+package dev.tokenkernels.runtime;
+
+/**
+ * Element types a {@link Tensor} can hold. Floating types are decoded to fp32 by the ops, which
+ * do all their math in fp32 (or wider) whatever the storage type.
+ */
+public enum DType {
+    F32(4, true),
+    /** IEEE 754 binary16. */
+    F16(2, true),
+    /** bfloat16: the upper 16 bits of an fp32. */
+    BF16(2, true),
+    I8(1, false),
+    U8(1, false),
+    I32(4, false),
+    I64(8, false);
+
+    private final int byteSize;
+    private final boolean floating;
+
+    DType(int byteSize, boolean floating) {
+        this.byteSize = byteSize;
+        this.floating = floating;
+    }
+
+    /** Bytes per element. */
+    public int byteSize() {
+        return byteSize;
+    }
+
+    public boolean isFloating() {
+        return floating;
+    }
+
+    /** bfloat16 bits of {@code value}, rounded to nearest even; NaN stays a (quiet) NaN. */
+    public static short floatToBf16(float value) {
+        int bits = Float.floatToRawIntBits(value);
+        if (Float.isNaN(value)) {
+            return (short) ((bits >>> 16) | 0x0040);
+        }
+        int roundingBias = 0x7FFF + ((bits >>> 16) & 1);
+        return (short) ((bits + roundingBias) >>> 16);
+    }
+
+    /** The fp32 value of bfloat16 bits (exact). */
+    public static float bf16ToFloat(short bits) {
+        return Float.intBitsToFloat((bits & 0xFFFF) << 16);
+    }
+}

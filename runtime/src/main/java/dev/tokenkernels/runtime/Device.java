@@ -1,0 +1,29 @@
+package dev.tokenkernels.runtime;
+
+import java.util.Objects;
+
+/**
+ * Where a tensor's storage lives: a backend name and a device index. Host memory is
+ * {@link #CPU}; device backends (for example {@code cuda}, {@code cuda-emu}) own their memory.
+ */
+public record Device(String backend, int index) {
+
+    /** Host memory, the home of every tensor created from Java arrays, buffers or segments. */
+    public static final Device CPU = new Device("cpu", 0);
+
+    public Device {
+        Objects.requireNonNull(backend, "backend");
+        if (index < 0) {
+            throw new IllegalArgumentException("index: expected >= 0, got " + index);
+        }
+    }
+
+    public boolean isHost() {
+        return equals(CPU);
+    }
+
+    @Override
+    public String toString() {
+        return index == 0 ? backend : backend + ":" + index;
+    }
+}

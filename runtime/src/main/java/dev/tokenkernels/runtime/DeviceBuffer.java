@@ -1,0 +1,13 @@
+package dev.tokenkernels.runtime;
+
+/** Memory owned by a {@link KernelBackend}; closing frees it, and use after close is an error. */
+public interface DeviceBuffer extends AutoCloseable {
+
+    /** The device address, valid until {@link #close()}. */
+    long address();
+
+    long byteSize();
+
+    @Override
+    void close();
+}

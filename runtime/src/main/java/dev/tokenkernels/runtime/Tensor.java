@@ -1,0 +1,276 @@
+package dev.tokenkernels.runtime;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.lang.ref.Cleaner;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
+import java.util.Arrays;
+import java.util.Objects;
+
+/**
+ * A row-major, contiguous tensor of one {@link DType} in host memory.
+ *
+ * <p>Storage is a native {@link MemorySegment}, so the same bytes are read by the Vector API, by
+ * native code and by device copies without conversion. Tensors this class allocates own their
+ * memory: {@link #close()} frees it at once, and a {@link Cleaner} frees it if the tensor becomes
+ * unreachable first. Tensors that wrap a caller's native segment or direct buffer never free it.
+ * Any access after {@link #close()} is an {@link IllegalStateException}.
+ *
+ * <p>Instances are safe to read from several threads; closing while another thread still uses a
+ * tensor is the caller's error and is reported by the FFM runtime as an exception, not a crash.
+ */
+public final class Tensor implements AutoCloseable {
+    /** Alignment of every allocation: one 512-bit vector. */
+    static final long ALIGNMENT = 64;
+    private static final Cleaner CLEANER = Cleaner.create();
+
+    private final long[] shape;
+    private final DType dtype;
+    private final MemorySegment segment;
+    private final Cleaner.Cleanable cleanable;
+    private volatile boolean closed;
+
+    private Tensor(long[] shape, DType dtype, MemorySegment segment, Arena owner) {
+        this.shape = shape;
+        this.dtype = dtype;
+        this.segment = segment;
+        this.cleanable = owner == null ? null : CLEANER.register(this, new ArenaCloser(owner));
+    }
+
+    /** Frees an owned arena; holds no reference to the tensor so the tensor can be collected. */
+    private record ArenaCloser(Arena arena) implements Runnable {
+        @Override
+        public void run() {
+            arena.close();
+        }
+    }
+
+    // ---- creation -------------------------------------------------------------------------
+
+    /** A zero-filled tensor that owns its memory. */
+    public static Tensor allocate(DType dtype, long... shape) {
+        Objects.requireNonNull(dtype, "dtype");
+        long[] dims = checkShape(shape);
+        long bytes = Math.multiplyExact(elementCount(dims), (long) dtype.byteSize());
+        Arena arena = Arena.ofShared();
+        MemorySegment segment = arena.allocate(Math.max(bytes, 1), ALIGNMENT).asSlice(0, bytes);
+        return new Tensor(dims, dtype, segment, arena);
+    }
+
+    /** An F32 tensor holding a copy of {@code values}. */
+    public static Tensor of(float[] values, long... shape) {
+        Tensor t = allocateFor("values", values.length, DType.F32, shape);
+        MemorySegment.copy(values, 0, t.segment, ValueLayout.JAVA_FLOAT, 0, values.length);
+        return t;
+    }
+
+    /**
+     * An F32 tensor over the remaining elements of {@code buffer}: a zero-copy view when the
+     * buffer is direct and in native byte order (the buffer must then outlive the tensor), a copy
+     * otherwise.
+     */
+    public static Tensor of(FloatBuffer buffer, long... shape) {
+        Objects.requireNonNull(buffer, "buffer");
+        if (buffer.isDirect() && buffer.order() == ByteOrder.nativeOrder()) {
+            return of(MemorySegment.ofBuffer(buffer), DType.F32, shape);
+        }
+        float[] copy = new float[buffer.remaining()];
+        buffer.duplicate().get(copy);
+        return of(copy, shape);
+    }
+
+    /**
+     * A tensor over {@code segment}, whose bytes are elements of {@code dtype} in native byte
+     * order: a zero-copy view of a native segment (which must stay alive as long as the tensor),
+     * a copy of a heap segment (kernels need native memory).
+     */
+    public static Tensor of(MemorySegment segment, DType dtype, long... shape) {
+        Objects.requireNonNull(segment, "segment");
+        Objects.requireNonNull(dtype, "dtype");
+        long[] dims = checkShape(shape);
+        long bytes = Math.multiplyExact(elementCount(dims), (long) dtype.byteSize());
+        Checks.require(segment.byteSize() == bytes, "segment",
+                bytes + " bytes for " + dtype + " " + Arrays.toString(dims), segment.byteSize() + " bytes");
+        if (segment.isNative()) {
+            return new Tensor(dims, dtype, segment, null);
+        }
+        Tensor t = allocate(dtype, dims);
+        t.segment.copyFrom(segment);
+        return t;
+    }
+
+    /** An I32 tensor holding a copy of {@code values}, e.g. target token ids. */
+    public static Tensor ofInts(int[] values, long... shape) {
+        Tensor t = allocateFor("values", values.length, DType.I32, shape);
+        MemorySegment.copy(values, 0, t.segment, ValueLayout.JAVA_INT, 0, values.length);
+        return t;
+    }
+
+    /** An I64 tensor holding a copy of {@code values}. */
+    public static Tensor ofLongs(long[] values, long... shape) {
+        Tensor t = allocateFor("values", values.length, DType.I64, shape);
+        MemorySegment.copy(values, 0, t.segment, ValueLayout.JAVA_LONG, 0, values.length);
+        return t;
+    }
+
+    /**
+     * A tensor of {@code dtype} (F32, F16 or BF16) holding {@code values} rounded to that type
+     * (round to nearest even).
+     */
+    public static Tensor ofFloats(float[] values, DType dtype, long... shape) {
+        Checks.require(dtype.isFloating(), "dtype", "F32, F16 or BF16", dtype);
+        Tensor t = allocateFor("values", values.length, dtype, shape);
+        for (int i = 0; i < values.length; i++) {
+            t.setFloat(i, values[i]);
+        }
+        return t;
+    }
+
+    private static Tensor allocateFor(String name, int length, DType dtype, long[] shape) {
+        long[] dims = checkShape(shape);
+        Checks.require(elementCount(dims) == length, name,
+                elementCount(dims) + " elements for shape " + Arrays.toString(dims), length + " elements");
+        return allocate(dtype, dims);
+    }
+
+    private static long[] checkShape(long[] shape) {
+        Objects.requireNonNull(shape, "shape");
+        long[] dims = shape.clone();
+        long count = 1;
+        for (long d : dims) {
+            Checks.require(d >= 0, "shape", "dimensions >= 0", Arrays.toString(dims));
+            count = Math.multiplyExact(count, d);
+        }
+        return dims;
+    }
+
+    private static long elementCount(long[] dims) {
+        long count = 1;
+        for (long d : dims) {
+            count *= d;
+        }
+        return count;
+    }
+
+    // ---- description ----------------------------------------------------------------------
+
+    public DType dtype() {
+        return dtype;
+    }
+
+    /** A copy of the shape. */
+    public long[] shape() {
+        return shape.clone();
+    }
+
+    public int rank() {
+        return shape.length;
+    }
+
+    /** Size of dimension {@code i}; negative {@code i} counts from the end. */
+    public long dim(int i) {
+        int k = i < 0 ? shape.length + i : i;
+        if (k < 0 || k >= shape.length) {
+            throw new IndexOutOfBoundsException("dim " + i + " of a rank-" + shape.length + " tensor");
+        }
+        return shape[k];
+    }
+
+    public long elementCount() {
+        return elementCount(shape);
+    }
+
+    public long byteSize() {
+        return segment.byteSize();
+    }
+
+    /** Where the storage lives; tensors of this class are host tensors. */
+    public Device device() {
+        return Device.CPU;
+    }
+
+    public boolean isClosed() {
+        return closed;
+    }
+
+    /** The storage, for ops and native code. */
+    public MemorySegment segment() {
+        ensureOpen();
+        return segment;
+    }
+
+    // ---- element access (convenient, not fast) ------------------------------------------------
+
+    /** Element {@code index} (flat, row-major) of a floating tensor, decoded to fp32. */
+    public float getFloat(long index) {
+        ensureOpen();
+        return switch (dtype) {
+            case F32 -> segment.getAtIndex(ValueLayout.JAVA_FLOAT, index);
+            case F16 -> Float.float16ToFloat(segment.getAtIndex(ValueLayout.JAVA_SHORT, index));
+            case BF16 -> DType.bf16ToFloat(segment.getAtIndex(ValueLayout.JAVA_SHORT, index));
+            default -> throw new IllegalStateException("getFloat on a " + dtype + " tensor");
+        };
+    }
+
+    /** Sets element {@code index} of a floating tensor, rounding to its dtype. */
+    public void setFloat(long index, float value) {
+        ensureOpen();
+        switch (dtype) {
+            case F32 -> segment.setAtIndex(ValueLayout.JAVA_FLOAT, index, value);
+            case F16 -> segment.setAtIndex(ValueLayout.JAVA_SHORT, index, Float.floatToFloat16(value));
+            case BF16 -> segment.setAtIndex(ValueLayout.JAVA_SHORT, index, DType.floatToBf16(value));
+            default -> throw new IllegalStateException("setFloat on a " + dtype + " tensor");
+        }
+    }
+
+    /** Element {@code index} of an integer tensor. */
+    public long getLong(long index) {
+        ensureOpen();
+        return switch (dtype) {
+            case I8 -> segment.get(ValueLayout.JAVA_BYTE, index);
+            case U8 -> segment.get(ValueLayout.JAVA_BYTE, index) & 0xFF;
+            case I32 -> segment.getAtIndex(ValueLayout.JAVA_INT, index);
+            case I64 -> segment.getAtIndex(ValueLayout.JAVA_LONG, index);
+            default -> throw new IllegalStateException("getLong on a " + dtype + " tensor");
+        };
+    }
+
+    /** All elements decoded to fp32 (floating tensors only). */
+    public float[] toFloatArray() {
+        ensureOpen();
+        long n = elementCount();
+        Checks.require(n <= Integer.MAX_VALUE - 8, "tensor", "fewer than 2^31 elements", n);
+        if (dtype == DType.F32) {
+            return segment.toArray(ValueLayout.JAVA_FLOAT);
+        }
+        float[] out = new float[(int) n];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = getFloat(i);
+        }
+        return out;
+    }
+
+    // ---- lifetime -----------------------------------------------------------------------------
+
+    /** Frees owned memory now. Idempotent. */
+    @Override
+    public void close() {
+        closed = true;
+        if (cleanable != null) {
+            cleanable.clean();
+        }
+    }
+
+    private void ensureOpen() {
+        if (closed) {
+            throw new IllegalStateException("tensor " + dtype + Arrays.toString(shape) + " is closed");
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "Tensor[" + dtype + " " + Arrays.toString(shape) + " on " + device() + (closed ? ", closed" : "") + "]";
+    }
+}

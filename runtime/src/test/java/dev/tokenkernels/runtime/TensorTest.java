@@ -1,0 +1,125 @@
+package dev.tokenkernels.runtime;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
+import org.junit.jupiter.api.Test;
+
+class TensorTest {
+
+    @Test
+    void copiesFloatArrays() {
+        float[] values = {1, 2, 3, 4, 5, 6};
+        try (Tensor t = Tensor.of(values, 2, 3)) {
+            values[0] = 99; // the tensor holds a copy
+            assertArrayEquals(new float[] {1, 2, 3, 4, 5, 6}, t.toFloatArray());
+            assertArrayEquals(new long[] {2, 3}, t.shape());
+            assertEquals(3, t.dim(-1));
+            assertEquals(DType.F32, t.dtype());
+            assertEquals(Device.CPU, t.device());
+            assertEquals(24, t.byteSize());
+            assertEquals(0, t.segment().address() % 64, "allocations are vector aligned");
+        }
+    }
+
+    @Test
+    void viewsDirectNativeOrderBuffersWithoutCopying() {
+        FloatBuffer direct = ByteBuffer.allocateDirect(16).order(ByteOrder.nativeOrder()).asFloatBuffer();
+        direct.put(new float[] {1, 2, 3, 4}).flip();
+        try (Tensor t = Tensor.of(direct, 4)) {
+            direct.put(0, 42); // visible through the view
+            assertEquals(42f, t.getFloat(0));
+        }
+        FloatBuffer heap = FloatBuffer.wrap(new float[] {5, 6});
+        try (Tensor t = Tensor.of(heap, 2)) {
+            heap.put(0, 0);
+            assertEquals(5f, t.getFloat(0));
+        }
+    }
+
+    @Test
+    void viewsNativeSegmentsAndCopiesHeapSegments() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment native_ = arena.allocate(8);
+            Tensor t = Tensor.of(native_, DType.F32, 2);
+            native_.setAtIndex(ValueLayout.JAVA_FLOAT, 1, 7f);
+            assertEquals(7f, t.getFloat(1));
+            t.close();
+            assertEquals(7f, native_.getAtIndex(ValueLayout.JAVA_FLOAT, 1), "a view never frees the caller's memory");
+        }
+        float[] backing = {1, 2};
+        try (Tensor t = Tensor.of(MemorySegment.ofArray(backing), DType.F32, 2)) {
+            backing[0] = 9;
+            assertEquals(1f, t.getFloat(0));
+            assertTrue(t.segment().isNative());
+        }
+    }
+
+    @Test
+    void roundsToHalfPrecisionTypes() {
+        float[] values = {1f, -2.5f, 65504f, 1e-7f, Float.NaN, Float.NEGATIVE_INFINITY, 3.14159f};
+        try (Tensor h = Tensor.ofFloats(values, DType.F16, values.length);
+             Tensor b = Tensor.ofFloats(values, DType.BF16, values.length)) {
+            for (int i = 0; i < values.length; i++) {
+                assertEquals(Float.float16ToFloat(Float.floatToFloat16(values[i])), h.getFloat(i));
+            }
+            assertEquals(3.140625f, b.getFloat(6)); // bf16 keeps 8 bits of mantissa
+            assertTrue(Float.isNaN(b.getFloat(4)));
+            assertEquals(Float.NEGATIVE_INFINITY, b.getFloat(5));
+        }
+    }
+
+    @Test
+    void bf16RoundsToNearestEven() {
+        // 1 + 2^-8 is halfway between bf16 neighbours 1 and 1 + 2^-7: ties go to the even one.
+        assertEquals(1f, DType.bf16ToFloat(DType.floatToBf16(1f + 0x1p-8f)));
+        assertEquals(1f + 0x1p-6f, DType.bf16ToFloat(DType.floatToBf16(1f + 0x1p-7f + 0x1p-8f)));
+        assertEquals(1f + 0x1p-7f, DType.bf16ToFloat(DType.floatToBf16(1f + 0x1p-8f + 0x1p-12f)));
+    }
+
+    @Test
+    void useAfterCloseIsAnIllegalStateException() {
+        Tensor t = Tensor.of(new float[] {1}, 1);
+        t.close();
+        t.close(); // idempotent
+        assertTrue(t.isClosed());
+        assertThrows(IllegalStateException.class, t::segment);
+        assertThrows(IllegalStateException.class, () -> t.getFloat(0));
+        assertThrows(IllegalStateException.class, t::toFloatArray);
+        assertTrue(t.toString().contains("closed"));
+    }
+
+    @Test
+    void rejectsInconsistentShapes() {
+        var e = assertThrows(IllegalArgumentException.class, () -> Tensor.of(new float[5], 2, 3));
+        assertEquals("values: expected 6 elements for shape [2, 3], got 5 elements", e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> Tensor.allocate(DType.F32, 2, -1));
+        assertEquals("shape: expected dimensions >= 0, got [2, -1]", e.getMessage());
+        assertThrows(ArithmeticException.class, () -> Tensor.allocate(DType.F32, Long.MAX_VALUE, 2));
+        try (Arena arena = Arena.ofConfined()) {
+            e = assertThrows(IllegalArgumentException.class, () -> Tensor.of(arena.allocate(10), DType.F32, 2));
+            assertEquals("segment: expected 8 bytes for F32 [2], got 10 bytes", e.getMessage());
+        }
+        e = assertThrows(IllegalArgumentException.class, () -> Tensor.ofFloats(new float[1], DType.I8, 1));
+        assertEquals("dtype: expected F32, F16 or BF16, got I8", e.getMessage());
+    }
+
+    @Test
+    void integerTensorsReadBack() {
+        try (Tensor i = Tensor.ofInts(new int[] {-3, 4}, 2); Tensor l = Tensor.ofLongs(new long[] {1L << 40}, 1)) {
+            assertEquals(-3, i.getLong(0));
+            assertEquals(1L << 40, l.getLong(0));
+            assertThrows(IllegalStateException.class, () -> i.getFloat(0));
+            assertFalse(i.dtype().isFloating());
+        }
+    }
+}
