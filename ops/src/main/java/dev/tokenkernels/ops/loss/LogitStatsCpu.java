@@ -1,0 +1,272 @@
+package dev.tokenkernels.ops.loss;
+
+import dev.tokenkernels.ops.cpu.HalfFloats;
+import dev.tokenkernels.ops.cpu.VectorMath;
+import dev.tokenkernels.runtime.CpuBackend;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorMask;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+/**
+ * Vector API implementation of {@link LogitStats}.
+ *
+ * <p>An online softmax by blocks that fit in L1: a first sweep finds the block's max; if it
+ * raises the row's running max {@code m}, the running sums {@code s = sum exp(x - m)} and
+ * {@code t = sum exp(x - m) (x - m)} are rescaled once; a second sweep (from L1) adds the block's
+ * terms, accumulated per lane in vectors and reduced at the end of the block. Memory is read once and there is one {@code exp} per element, not the two that a
+ * per-element rescale costs. Keeping {@code t} relative to the max keeps the entropy accurate
+ * when logits are large: {@code H = log s - t / s}, {@code lse = m + log s}.
+ */
+final class LogitStatsCpu {
+    private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
+    private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
+    /** Columns per block: 8 KiB of fp32, well inside L1 next to the decode scratch. */
+    static final int BLOCK = 2048;
+    /** Differences are clamped here: exp is 0 below it, and the clamp turns {@code 0 * -inf} into 0. */
+    private static final float EXP_FLOOR = VectorMath.EXP_UNDERFLOW - 1;
+    /** About this many elements per parallel task keeps the fork-join overhead negligible. */
+    private static final int ELEMENTS_PER_TASK = 1 << 16;
+
+    private LogitStatsCpu() {
+    }
+
+    static void run(CpuBackend cpu, Tensor logits, Tensor targets, float invT, long ignoreIndex,
+                    LogitStats.Result out) {
+        int vocab = (int) logits.dim(1);
+        DType dtype = logits.dtype();
+        MemorySegment z = logits.segment();
+        MemorySegment max = out.max().segment();
+        MemorySegment lse = out.lse().segment();
+        MemorySegment entropy = out.entropy().segment();
+        MemorySegment logprob = out.logprob() == null ? null : out.logprob().segment();
+        MemorySegment y = targets == null ? null : targets.segment();
+        boolean longTargets = targets != null && targets.dtype() == DType.I64;
+        long rowBytes = (long) vocab * dtype.byteSize();
+        int grain = Math.max(1, ELEMENTS_PER_TASK / vocab);
+
+        cpu.parallelFor((int) logits.dim(0), grain, (from, to) -> {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment scratch = dtype == DType.F32 ? null : arena.allocate(4L * BLOCK, 64);
+                RowState state = new RowState();
+                float[] stats = new float[3];
+                for (int row = from; row < to; row++) {
+                    if (dtype == DType.F32) {
+                        rowStatsF32(z, row * rowBytes, vocab, invT, state);
+                    } else {
+                        rowStatsDecoded(z, row * rowBytes, dtype, vocab, invT, scratch, state);
+                    }
+                    state.finish(stats);
+                    max.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[0]);
+                    lse.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[1]);
+                    entropy.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[2]);
+                    if (logprob != null) {
+                        long target = longTargets ? y.getAtIndex(ValueLayout.JAVA_LONG, row)
+                                : y.getAtIndex(ValueLayout.JAVA_INT, row);
+                        float lp = target == ignoreIndex ? 0f
+                                : logProb(element(z, row * rowBytes, dtype, target) * invT, stats[1]);
+                        logprob.setAtIndex(ValueLayout.JAVA_FLOAT, row, lp);
+                    }
+                }
+            }
+        });
+    }
+
+    /** {@code x - lse}, with the fully masked row (lse = -inf) giving -inf instead of NaN. */
+    private static float logProb(float x, float lse) {
+        return lse == Float.NEGATIVE_INFINITY && x == Float.NEGATIVE_INFINITY ? Float.NEGATIVE_INFINITY : x - lse;
+    }
+
+    private static float element(MemorySegment z, long rowOffset, DType dtype, long column) {
+        return switch (dtype) {
+            case F32 -> z.get(ValueLayout.JAVA_FLOAT_UNALIGNED, rowOffset + 4 * column);
+            case F16 -> Float.float16ToFloat(z.get(ValueLayout.JAVA_SHORT_UNALIGNED, rowOffset + 2 * column));
+            case BF16 -> DType.bf16ToFloat(z.get(ValueLayout.JAVA_SHORT_UNALIGNED, rowOffset + 2 * column));
+            default -> throw new IllegalStateException("unexpected dtype " + dtype);
+        };
+    }
+
+    /**
+     * One F32 row, software-pipelined: the loop that adds block k's exponentials (from L1) also
+     * streams block k+1 from memory for its max, so memory traffic overlaps the arithmetic.
+     */
+    static void rowStatsF32(MemorySegment z, long rowOffset, int vocab, float invT, RowState state) {
+        state.reset();
+        float nextMax = blockMax(z, rowOffset, Math.min(BLOCK, vocab));
+        for (int start = 0; start < vocab; start += BLOCK) {
+            int len = Math.min(BLOCK, vocab - start);
+            long base = rowOffset + 4L * start;
+            boolean active = state.enterBlock(nextMax * invT);
+            int nextStart = start + BLOCK;
+            if (nextStart < vocab) {
+                int nextLen = Math.min(BLOCK, vocab - nextStart);
+                long nextBase = base + 4L * BLOCK;
+                nextMax = active ? sumExpAndNextMax(z, base, len, nextBase, nextLen, invT, state)
+                        : blockMax(z, nextBase, nextLen);
+            } else if (active) {
+                sumExp(z, base, len, invT, state);
+            }
+        }
+    }
+
+    /** One F16 or BF16 row: each block is decoded to fp32 in {@code scratch}, then swept twice. */
+    static void rowStatsDecoded(MemorySegment z, long rowOffset, DType dtype, int vocab, float invT,
+                                MemorySegment scratch, RowState state) {
+        state.reset();
+        for (int start = 0; start < vocab; start += BLOCK) {
+            int len = Math.min(BLOCK, vocab - start);
+            HalfFloats.decode(z, rowOffset + 2L * start, dtype, scratch, len);
+            if (state.enterBlock(blockMax(scratch, 0, len) * invT)) {
+                sumExp(scratch, 0, len, invT, state);
+            }
+        }
+    }
+
+    /**
+     * {@link #sumExp} over block {@code [base, base + 4 len)} fused with {@link #blockMax} over the
+     * next block {@code [nextBase, nextBase + 4 nextLen)}, {@code nextLen <= len}; returns the
+     * next block's max.
+     */
+    private static float sumExpAndNextMax(MemorySegment z, long base, int len, long nextBase, int nextLen,
+                                          float invT, RowState state) {
+        FloatVector scaleBy = FloatVector.broadcast(F, invT);
+        FloatVector minusMax = FloatVector.broadcast(F, -state.max);
+        FloatVector s = FloatVector.zero(F);
+        FloatVector t = FloatVector.zero(F);
+        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        int i = 0;
+        for (int upper = F.loopBound(nextLen); i < upper; i += F.length()) {
+            m = m.max(FloatVector.fromMemorySegment(F, z, nextBase + 4L * i, NATIVE));
+            FloatVector logit = FloatVector.fromMemorySegment(F, z, base + 4L * i, NATIVE);
+            FloatVector d = clampBelow(logit.fma(scaleBy, minusMax));
+            FloatVector e = VectorMath.expNonPositive(d);
+            s = s.add(e);
+            t = e.fma(d, t);
+        }
+        VectorMask<Float> nextTail = F.indexInRange(i, nextLen);
+        if (nextTail.anyTrue()) {
+            FloatVector x = FloatVector.fromMemorySegment(F, z, nextBase + 4L * i, NATIVE, nextTail);
+            m = m.lanewise(VectorOperators.MAX, x, nextTail);
+        }
+        state.add(s.reduceLanes(VectorOperators.ADD), t.reduceLanes(VectorOperators.ADD));
+        if (i < len) {
+            sumExp(z, base + 4L * i, len - i, invT, state); // the rest of a block longer than the next
+        }
+        return m.reduceLanes(VectorOperators.MAX);
+    }
+
+    /**
+     * Adds {@code e = exp(x - max)} and {@code e (x - max)} over {@code x = block[i] * invT} to
+     * the state. A method of its own so that the JIT compiles this loop with every vector in
+     * registers (in one big method, the Vector API's inlining budget runs out and vectors get
+     * boxed).
+     */
+    private static void sumExp(MemorySegment block, long base, int len, float invT, RowState state) {
+        FloatVector scaleBy = FloatVector.broadcast(F, invT);
+        FloatVector minusMax = FloatVector.broadcast(F, -state.max);
+        FloatVector s = FloatVector.zero(F);
+        FloatVector t = FloatVector.zero(F);
+        int i = 0;
+        for (int upper = F.loopBound(len); i < upper; i += F.length()) {
+            FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE);
+            FloatVector d = clampBelow(logit.fma(scaleBy, minusMax));
+            FloatVector e = VectorMath.expNonPositive(d);
+            s = s.add(e);
+            t = e.fma(d, t);
+        }
+        VectorMask<Float> tail = F.indexInRange(i, len);
+        if (tail.anyTrue()) {
+            FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE, tail);
+            FloatVector d = clampBelow(logit.fma(scaleBy, minusMax));
+            FloatVector e = VectorMath.expNonPositive(d);
+            s = s.add(e, tail);
+            t = t.add(e.mul(d), tail);
+        }
+        state.add(s.reduceLanes(VectorOperators.ADD), t.reduceLanes(VectorOperators.ADD));
+    }
+
+    /** The largest element of {@code block[base .. base + 4 len)}; NaN if any element is NaN. */
+    private static float blockMax(MemorySegment block, long base, int len) {
+        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        int i = 0;
+        for (int upper = F.loopBound(len); i < upper; i += F.length()) {
+            m = m.max(FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE));
+        }
+        VectorMask<Float> tail = F.indexInRange(i, len);
+        if (tail.anyTrue()) {
+            m = m.lanewise(VectorOperators.MAX, FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE, tail), tail);
+        }
+        return m.reduceLanes(VectorOperators.MAX);
+    }
+
+    /**
+     * Raises differences below {@link #EXP_FLOOR} (where exp is 0 anyway) to it, so that
+     * {@code exp(d) d} is 0 rather than NaN for masked ({@code -inf}) logits. NaN stays NaN.
+     * A compare and a blend: cheaper than {@code max}, whose NaN rules cost extra instructions.
+     */
+    private static FloatVector clampBelow(FloatVector d) {
+        return d.blend(EXP_FLOOR, d.lt(EXP_FLOOR));
+    }
+
+    /** The online-softmax state of one row: its running max and the sums relative to that max. */
+    static final class RowState {
+        float max;
+        boolean nan;
+        double sum;      // sum exp(x - max)
+        double weighted; // sum exp(x - max) (x - max)
+
+        void reset() {
+            max = Float.NEGATIVE_INFINITY;
+            nan = false;
+            sum = 0;
+            weighted = 0;
+        }
+
+        /**
+         * Takes in the max of the next block (of x = z/T), rescaling the sums if it raises the
+         * running max. Returns false while everything seen is -inf (there is nothing to add).
+         */
+        boolean enterBlock(float blockMax) {
+            nan |= Float.isNaN(blockMax);
+            if (blockMax > max) {
+                if (max != Float.NEGATIVE_INFINITY) {
+                    double shift = (double) max - blockMax;
+                    double scale = Math.exp(shift);
+                    weighted = (weighted + sum * shift) * scale;
+                    sum *= scale;
+                }
+                max = blockMax;
+            }
+            return max != Float.NEGATIVE_INFINITY;
+        }
+
+        void add(float blockSum, float blockWeighted) {
+            sum += blockSum;
+            weighted += blockWeighted;
+        }
+
+        /** Writes max, lse and entropy, the special rows first. */
+        void finish(float[] stats) {
+            if (nan) {
+                stats[0] = stats[1] = stats[2] = Float.NaN;
+            } else if (max == Float.POSITIVE_INFINITY) {
+                stats[0] = max;
+                stats[1] = stats[2] = Float.NaN;
+            } else if (max == Float.NEGATIVE_INFINITY) {
+                stats[0] = stats[1] = max;
+                stats[2] = 0f;
+            } else {
+                double logSum = Math.log(sum);
+                stats[0] = max;
+                stats[1] = (float) (max + logSum);
+                stats[2] = (float) Math.max(0, logSum - weighted / sum);
+            }
+        }
+    }
+}
