@@ -1,0 +1,29 @@
+package dev.tokenkernels.conformance;
+
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Backends;
+import dev.tokenkernels.runtime.CpuBackend;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The backends every op is checked on: the CPU with one thread and with two (so both the
+ * sequential and the split row paths run) and every other backend that starts on this machine.
+ */
+final class ConformanceBackends {
+    private static final CpuBackend ONE_THREAD = CpuBackend.withThreads(1);
+    private static final CpuBackend TWO_THREADS = CpuBackend.withThreads(2);
+
+    private ConformanceBackends() {
+    }
+
+    static List<Backend> all() {
+        List<Backend> backends = new ArrayList<>(List.of(ONE_THREAD, TWO_THREADS));
+        for (Backends.Status status : Backends.status()) {
+            if (status.available() && !(status.backend() instanceof CpuBackend)) {
+                backends.add(status.backend());
+            }
+        }
+        return backends;
+    }
+}
