@@ -1,0 +1,77 @@
+package dev.tokenkernels.bench;
+
+import dev.tokenkernels.runtime.Backends;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.List;
+
+/** The {@code tokenkernels} command line; the launcher script builds the jar and calls this. */
+public final class Cli {
+    private static final String USAGE = """
+            usage: ./tokenkernels <command> [options]
+
+              report [--quick] [--out DIR]  measure every op on every backend (default DIR: report/)
+              info                          machine, backends, and why any backend is unavailable
+              jmh [JMH options]             run the JMH benchmarks, e.g. jmh LogitStatsBenchmark -p threads=1
+              test [Maven options]          run the test suite (mvn verify)
+              build                         rebuild the jar
+              help                          this text
+            """;
+
+    private Cli() {
+    }
+
+    public static void main(String[] args) throws Exception {
+        String command = args.length == 0 ? "help" : args[0];
+        List<String> rest = Arrays.asList(args).subList(Math.min(1, args.length), args.length);
+        switch (command) {
+            case "report" -> report(rest);
+            case "info" -> info(rest);
+            case "jmh" -> org.openjdk.jmh.Main.main(rest.toArray(String[]::new));
+            case "help", "-h", "--help" -> System.out.print(USAGE);
+            default -> {
+                System.err.println("tokenkernels: unknown command '" + command + "'");
+                System.err.print(USAGE);
+                System.exit(2);
+            }
+        }
+    }
+
+    private static void report(List<String> options) throws Exception {
+        Report.Config config = Report.Config.full();
+        Path out = Path.of("report");
+        for (int i = 0; i < options.size(); i++) {
+            switch (options.get(i)) {
+                case "--quick" -> config = Report.Config.quick();
+                case "--out" -> {
+                    if (i + 1 >= options.size()) {
+                        fail("--out needs a directory");
+                    }
+                    out = Path.of(options.get(++i));
+                }
+                default -> fail("report: unknown option '" + options.get(i) + "'");
+            }
+        }
+        new Report(config, System.out).run(out);
+    }
+
+    private static void info(List<String> options) {
+        if (options.contains("--kernels")) {
+            System.out.println("kernel report: no CUDA kernels are compiled yet (the NVRTC path is issue 3)");
+            return;
+        }
+        System.out.println("machine:");
+        Machine.describe().forEach(line -> System.out.println("  " + line));
+        System.out.println("backends:");
+        for (Backends.Status s : Backends.status()) {
+            System.out.println("  " + s.name() + ": " + (s.available() ? "available, " + s.backend().description()
+                    : "unavailable: " + s.unavailableReason()));
+        }
+        System.out.println("default: " + Backends.defaultChoiceReason());
+    }
+
+    private static void fail(String message) {
+        System.err.println("tokenkernels: " + message);
+        System.exit(2);
+    }
+}

@@ -1,0 +1,161 @@
+package dev.tokenkernels.bench;
+
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Backends;
+import dev.tokenkernels.runtime.CpuBackend;
+import dev.tokenkernels.runtime.DType;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.function.Supplier;
+
+/**
+ * {@code tokenkernels report}: in one run, the machine, the backends, a bandwidth probe and each
+ * op's throughput per backend and shape, as a fraction of the probe and as a speedup over the
+ * scalar Java baseline. Writes {@code report.csv}, {@code report.md} and {@code throughput.png}.
+ */
+public final class Report {
+
+    /** One measured line of the report. */
+    public record Row(String op, String backend, int threads, String shape, String dtype, double millis,
+                      double gbPerSecond, double probeGbPerSecond, double speedupOverScalar) {
+        double fractionOfProbe() {
+            return gbPerSecond / probeGbPerSecond;
+        }
+    }
+
+    /** What to measure: the shapes, how often, and how big a probe. */
+    public record Config(List<int[]> shapes, List<DType> dtypes, int repeats, long probeBytes, boolean scalar) {
+        public static Config full() {
+            return new Config(List.of(new int[] {4096, 32000}, new int[] {1024, 128256}),
+                    List.of(DType.F32, DType.BF16), 7, 1L << 30, true);
+        }
+
+        /** Small shapes, for a smoke test of the whole pipeline in seconds. */
+        public static Config quick() {
+            return new Config(List.of(new int[] {64, 4000}), List.of(DType.F32, DType.BF16), 3, 64L << 20, true);
+        }
+    }
+
+    private final Config config;
+    private final PrintStream out;
+
+    public Report(Config config, PrintStream out) {
+        this.config = config;
+        this.out = out;
+    }
+
+    /** Measures everything, prints it, and writes the files into {@code directory}. */
+    public List<Row> run(Path directory) throws IOException {
+        out.println("== machine");
+        Machine.describe().forEach(line -> out.println("  " + line));
+        out.println("== backends (" + Backends.defaultChoiceReason() + ")");
+        for (Backends.Status s : Backends.status()) {
+            out.println("  " + s.name() + ": " + (s.available() ? s.backend().description()
+                    : "unavailable: " + s.unavailableReason()));
+        }
+
+        int allThreads = CpuBackend.shared().threads();
+        try (CpuBackend one = CpuBackend.withThreads(1)) {
+            out.println("== bandwidth probe (Vector API read sweep of " + (config.probeBytes() >> 20) + " MiB)");
+            double probeOne = BandwidthProbe.readGbPerSecond(one, config.probeBytes(), 5);
+            double probeAll = BandwidthProbe.readGbPerSecond(CpuBackend.shared(), config.probeBytes(), 5);
+            out.printf(Locale.ROOT, "  1 thread: %.1f GB/s; %d threads: %.1f GB/s%n", probeOne, allThreads, probeAll);
+
+            List<Backend> backends = new ArrayList<>(List.of(one));
+            if (allThreads > 1) {
+                backends.add(CpuBackend.shared());
+            }
+            for (Backends.Status s : Backends.status()) {
+                if (s.available() && !(s.backend() instanceof CpuBackend)) {
+                    backends.add(s.backend());
+                }
+            }
+
+            out.println("== ops");
+            out.printf(Locale.ROOT, "  %-12s %-10s %-12s %-5s %10s %8s %8s %9s%n",
+                    "op", "backend", "shape", "dtype", "ms", "GB/s", "probe", "vs scalar");
+            List<Row> rows = new ArrayList<>();
+            for (Supplier<Workload> make : workloads()) {
+                try (Workload w = make.get()) {
+                    double scalarMillis = config.scalar() ? millis(w::runScalar, Math.min(3, config.repeats())) : Double.NaN;
+                    for (Backend backend : backends) {
+                        int threads = backend instanceof CpuBackend cpu ? cpu.threads() : 0;
+                        double probe = threads == 1 ? probeOne : probeAll;
+                        double ms = millis(() -> w.run(backend), config.repeats());
+                        Row row = new Row(w.op(), backend.name(), threads, w.shape(), w.dtype(), ms,
+                                w.bytes() / (ms * 1e6), probe, scalarMillis / ms);
+                        rows.add(row);
+                        out.printf(Locale.ROOT, "  %-12s %-10s %-12s %-5s %10.2f %8.2f %7.0f%% %8.1fx%n",
+                                row.op(), label(row), row.shape(), row.dtype(), row.millis(), row.gbPerSecond(),
+                                100 * row.fractionOfProbe(), row.speedupOverScalar());
+                    }
+                }
+            }
+            write(directory, rows, probeOne, probeAll);
+            return rows;
+        }
+    }
+
+    private List<Supplier<Workload>> workloads() {
+        List<Supplier<Workload>> list = new ArrayList<>();
+        for (int[] shape : config.shapes()) {
+            for (DType dtype : config.dtypes()) {
+                list.add(() -> new LogitStatsWorkload(shape[0], shape[1], dtype));
+            }
+        }
+        return list;
+    }
+
+    static String label(Row row) {
+        return row.threads() > 0 ? row.backend() + "/" + row.threads() + "t" : row.backend();
+    }
+
+    /** Median wall time of {@code repeats} runs after two warm-up runs, in milliseconds. */
+    static double millis(Runnable task, int repeats) {
+        task.run();
+        task.run();
+        double[] times = new double[repeats];
+        for (int i = 0; i < repeats; i++) {
+            long start = System.nanoTime();
+            task.run();
+            times[i] = (System.nanoTime() - start) / 1e6;
+        }
+        Arrays.sort(times);
+        return times[repeats / 2];
+    }
+
+    private void write(Path directory, List<Row> rows, double probeOne, double probeAll) throws IOException {
+        Files.createDirectories(directory);
+        StringBuilder csv = new StringBuilder(
+                "op,backend,threads,shape,dtype,millis,gb_per_s,probe_gb_per_s,fraction_of_probe,speedup_over_scalar\n");
+        StringBuilder md = new StringBuilder("# tokenkernels report\n\n");
+        Machine.describe().forEach(line -> md.append("- ").append(line).append('\n'));
+        md.append(String.format(Locale.ROOT, "- read bandwidth probe: %.1f GB/s (1 thread), %.1f GB/s (%d threads)%n%n",
+                probeOne, probeAll, CpuBackend.shared().threads()));
+        md.append("| op | backend | shape | dtype | ms | GB/s | of probe | vs scalar |\n");
+        md.append("|---|---|---|---|---:|---:|---:|---:|\n");
+        for (Row r : rows) {
+            csv.append(String.format(Locale.ROOT, "%s,%s,%d,%s,%s,%.4f,%.4f,%.4f,%.4f,%.4f%n", r.op(), r.backend(),
+                    r.threads(), r.shape(), r.dtype(), r.millis(), r.gbPerSecond(), r.probeGbPerSecond(),
+                    r.fractionOfProbe(), r.speedupOverScalar()));
+            md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %.2f | %.2f | %.0f%% | %.1fx |%n", r.op(),
+                    label(r), r.shape(), r.dtype(), r.millis(), r.gbPerSecond(), 100 * r.fractionOfProbe(),
+                    r.speedupOverScalar()));
+        }
+        Files.writeString(directory.resolve("report.csv"), csv);
+        Files.writeString(directory.resolve("report.md"), md);
+        Path chart = directory.resolve("throughput.png");
+        try {
+            Chart.write(rows, chart);
+            out.println("== wrote " + directory.resolve("report.csv") + ", report.md, throughput.png");
+        } catch (IOException | RuntimeException | Error e) {
+            out.println("== wrote " + directory.resolve("report.csv") + " and report.md; no chart: " + e);
+        }
+    }
+}

@@ -1,0 +1,47 @@
+package dev.tokenkernels.bench;
+
+import dev.tokenkernels.runtime.DType;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/**
+ * The plain scalar Java loops that a JVM user would write without this library; the report and
+ * the JMH benchmarks give each op's speedup over them. Same inputs, same outputs, one thread.
+ */
+public final class ScalarBaselines {
+    private ScalarBaselines() {
+    }
+
+    /** Max, log-sum-exp and entropy of each row of {@code z [rows, vocab] / T}, two passes per row. */
+    public static void logitStats(MemorySegment z, DType dtype, int rows, int vocab, float temperature,
+                                  float[] max, float[] lse, float[] entropy) {
+        for (int r = 0; r < rows; r++) {
+            long base = (long) r * vocab;
+            float m = Float.NEGATIVE_INFINITY;
+            for (int j = 0; j < vocab; j++) {
+                m = Math.max(m, load(z, dtype, base + j) / temperature);
+            }
+            float sum = 0;
+            float weighted = 0;
+            for (int j = 0; j < vocab; j++) {
+                float d = load(z, dtype, base + j) / temperature - m;
+                float e = (float) Math.exp(d);
+                sum += e;
+                weighted += e * d;
+            }
+            float logSum = (float) Math.log(sum);
+            max[r] = m;
+            lse[r] = m + logSum;
+            entropy[r] = logSum - weighted / sum;
+        }
+    }
+
+    private static float load(MemorySegment z, DType dtype, long index) {
+        return switch (dtype) {
+            case F32 -> z.getAtIndex(ValueLayout.JAVA_FLOAT, index);
+            case BF16 -> DType.bf16ToFloat(z.getAtIndex(ValueLayout.JAVA_SHORT, index));
+            case F16 -> Float.float16ToFloat(z.getAtIndex(ValueLayout.JAVA_SHORT, index));
+            default -> throw new IllegalArgumentException("dtype: expected F32, F16 or BF16, got " + dtype);
+        };
+    }
+}

@@ -1,0 +1,43 @@
+package dev.tokenkernels.bench;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.tokenkernels.runtime.DType;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import javax.imageio.ImageIO;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The report pipeline end to end on tiny shapes: what it prints and the files it writes (not its timings). */
+class ReportTest {
+
+    @Test
+    void writesCsvMarkdownAndChart(@TempDir Path dir) throws Exception {
+        var config = new Report.Config(List.of(new int[] {8, 100}), List.of(DType.F32, DType.BF16), 1, 1 << 20, true);
+        ByteArrayOutputStream printed = new ByteArrayOutputStream();
+        List<Report.Row> rows = new Report(config, new PrintStream(printed, true, StandardCharsets.UTF_8)).run(dir);
+
+        int backends = Runtime.getRuntime().availableProcessors() > 1 ? 2 : 1;
+        assertEquals(2 * backends, rows.size());
+        for (Report.Row row : rows) {
+            assertEquals("logit_stats", row.op());
+            assertEquals("8x100", row.shape());
+            assertTrue(row.millis() > 0 && row.gbPerSecond() > 0 && row.speedupOverScalar() > 0, row.toString());
+        }
+        List<String> csv = Files.readAllLines(dir.resolve("report.csv"));
+        assertEquals(rows.size() + 1, csv.size());
+        assertTrue(csv.get(0).startsWith("op,backend,threads,shape,dtype,millis,gb_per_s"), csv.get(0));
+        String md = Files.readString(dir.resolve("report.md"));
+        assertTrue(md.contains("| logit_stats | cpu/1t | 8x100 | F32 |"), md);
+        assertNotNull(ImageIO.read(dir.resolve("throughput.png").toFile()), "throughput.png is a PNG");
+        String out = printed.toString(StandardCharsets.UTF_8);
+        assertTrue(out.contains("== bandwidth probe") && out.contains("cpu: "), out);
+    }
+}
