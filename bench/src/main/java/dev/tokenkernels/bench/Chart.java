@@ -23,7 +23,7 @@ final class Chart {
 
     static void write(List<Report.Row> rows, Path file) throws IOException {
         System.setProperty("java.awt.headless", "true");
-        int height = 70 + rows.size() * (BAR + 8);
+        int height = 85 + rows.size() * (BAR + 8);
         BufferedImage image = new BufferedImage(WIDTH, height, BufferedImage.TYPE_INT_RGB);
         Graphics2D g = image.createGraphics();
         try {
@@ -51,6 +51,11 @@ final class Chart {
             g.setColor(Color.GRAY);
             g.setStroke(new BasicStroke(1f, BasicStroke.CAP_BUTT, BasicStroke.JOIN_MITER, 1f, new float[] {4f}, 0f));
             g.drawLine(LEFT + scaleWidth, 35, LEFT + scaleWidth, height - 10);
+            g.drawString("probe", LEFT + scaleWidth + 4, 45);
+            g.setColor(new Color(0x4C72B0));
+            g.drawString("1 thread (vs the 1-thread probe)", LEFT, height - 8);
+            g.setColor(new Color(0xDD8452));
+            g.drawString("all threads (vs the all-thread probe)", LEFT + 220, height - 8);
         } finally {
             g.dispose();
         }

@@ -116,10 +116,15 @@ public final class Report {
         return row.threads() > 0 ? row.backend() + "/" + row.threads() + "t" : row.backend();
     }
 
-    /** Median wall time of {@code repeats} runs after two warm-up runs, in milliseconds. */
+    /**
+     * Median wall time of {@code repeats} runs, in milliseconds, after warming up for at least two
+     * runs and one second (so the JIT has compiled the hot loops, not just their OSR versions).
+     */
     static double millis(Runnable task, int repeats) {
-        task.run();
-        task.run();
+        long warmStart = System.nanoTime();
+        for (int i = 0; i < 2 || (System.nanoTime() - warmStart < 1_000_000_000L && i < 50); i++) {
+            task.run();
+        }
         double[] times = new double[repeats];
         for (int i = 0; i < repeats; i++) {
             long start = System.nanoTime();
