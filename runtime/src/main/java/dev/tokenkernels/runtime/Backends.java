@@ -15,7 +15,8 @@ import java.util.ServiceLoader;
  * {@code TOKENKERNELS_BACKEND} (or the system property {@code tokenkernels.backend}), which must
  * start or the call fails with the reason; else {@code cuda} if it starts, else {@code cpu}.
  * Discovery never throws: a backend that cannot start is recorded with its reason, which
- * {@link #status()} reports.
+ * {@link #status()} reports. A provider is started the first time its backend is asked for (not
+ * at discovery), so picking {@code cpu} never pays for compiling or loading another backend.
  */
 public final class Backends {
     public static final String ENV_BACKEND = "TOKENKERNELS_BACKEND";
@@ -28,26 +29,40 @@ public final class Backends {
         }
     }
 
-    private static volatile Map<String, Status> statuses;
+    /** Providers by name, found once; each is started only when first asked for. */
+    private static volatile Map<String, BackendProvider> providers;
+    private static final Map<String, Status> started = new java.util.concurrent.ConcurrentHashMap<>();
+    private static volatile String discoveryProblem;
 
     private Backends() {
     }
 
     /** Every known backend, started (once) or with the reason it is unavailable; cpu first. */
     public static List<Status> status() {
-        return List.copyOf(statuses().values());
+        List<Status> all = new ArrayList<>();
+        all.add(cpuStatus());
+        for (String name : providers().keySet()) {
+            all.add(statusOf(name));
+        }
+        if (discoveryProblem != null) {
+            all.add(new Status("(discovery)", null, discoveryProblem));
+        }
+        return List.copyOf(all);
     }
 
     /**
-     * The backend called {@code name}.
+     * The backend called {@code name}, started on first use.
      *
      * @throws IllegalArgumentException if no backend has that name
      * @throws BackendUnavailableException if it cannot run here, with the reason
      */
     public static Backend named(String name) {
-        Status status = statuses().get(name);
+        Status status = "cpu".equals(name) ? cpuStatus() : providers().containsKey(name) ? statusOf(name) : null;
         if (status == null) {
-            throw new IllegalArgumentException("backend: expected one of " + statuses().keySet() + ", got '" + name + "'");
+            List<String> known = new ArrayList<>();
+            known.add("cpu");
+            known.addAll(providers().keySet());
+            throw new IllegalArgumentException("backend: expected one of " + known + ", got '" + name + "'");
         }
         if (!status.available()) {
             throw new BackendUnavailableException(name, status.unavailableReason());
@@ -61,7 +76,7 @@ public final class Backends {
         if (requested != null) {
             return named(requested);
         }
-        Status cuda = statuses().get("cuda");
+        Status cuda = providers().containsKey("cuda") ? statusOf("cuda") : null;
         return cuda != null && cuda.available() ? cuda.backend() : CpuBackend.shared();
     }
 
@@ -71,10 +86,10 @@ public final class Backends {
         if (requested != null) {
             return "requested by " + ENV_BACKEND + "/" + PROPERTY_BACKEND + "=" + requested;
         }
-        Status cuda = statuses().get("cuda");
-        if (cuda == null) {
+        if (!providers().containsKey("cuda")) {
             return "automatic: no cuda backend on the class path (add tokenkernels-cuda), using cpu";
         }
+        Status cuda = statusOf("cuda");
         return cuda.available() ? "automatic: cuda is available"
                 : "automatic: cuda unavailable (" + cuda.unavailableReason() + "), using cpu";
     }
@@ -92,32 +107,36 @@ public final class Backends {
         return value == null || value.isBlank() ? null : value.trim();
     }
 
-    private static Map<String, Status> statuses() {
-        Map<String, Status> result = statuses;
+    private static Status cpuStatus() {
+        return new Status("cpu", CpuBackend.shared(), null);
+    }
+
+    private static Status statusOf(String name) {
+        return started.computeIfAbsent(name, n -> start(providers().get(n)));
+    }
+
+    private static Map<String, BackendProvider> providers() {
+        Map<String, BackendProvider> result = providers;
         if (result == null) {
             synchronized (Backends.class) {
-                result = statuses;
+                result = providers;
                 if (result == null) {
                     result = discover();
-                    statuses = result;
+                    providers = result;
                 }
             }
         }
         return result;
     }
 
-    private static Map<String, Status> discover() {
-        Map<String, Status> found = new LinkedHashMap<>();
-        found.put("cpu", new Status("cpu", CpuBackend.shared(), null));
-        List<BackendProvider> providers = new ArrayList<>();
+    private static Map<String, BackendProvider> discover() {
+        Map<String, BackendProvider> found = new LinkedHashMap<>();
         try {
-            ServiceLoader.load(BackendProvider.class).forEach(providers::add);
+            ServiceLoader.load(BackendProvider.class).forEach(p -> found.putIfAbsent(p.name(), p));
         } catch (ServiceConfigurationError e) {
-            found.put("(discovery)", new Status("(discovery)", null, "service loading failed: " + e.getMessage()));
+            discoveryProblem = "service loading failed: " + e.getMessage();
         }
-        for (BackendProvider provider : providers) {
-            found.putIfAbsent(provider.name(), start(provider));
-        }
+        found.remove("cpu");
         return found;
     }
 
