@@ -1,0 +1,165 @@
+package dev.tokenkernels.cuda;
+
+import dev.tokenkernels.runtime.TokenKernelsException;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import java.util.TreeMap;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import java.util.stream.Stream;
+
+/**
+ * Builds what {@code cuda-emu} loads, with the host C++ compiler, through the {@link KernelCache}:
+ * the driver stand-in ({@code kernels/emu/cuda_emu_driver.cpp}) and, per kernel source, a module:
+ * the unmodified {@code .cu} compiled with {@code cuda_emu.h} force-included, linked with the
+ * emulator runtime and a generated table of its {@code extern "C" __global__} entry points.
+ */
+final class EmuModuleBuilder {
+    /** Flags shared by every emulator build; part of the cache key. */
+    private static final List<String> FLAGS = List.of("-std=c++17", "-O2", "-fPIC", "-shared",
+            "-fvisibility=hidden", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas");
+    private static final Pattern ENTRY = Pattern.compile(
+            "extern\\s+\"C\"\\s+__global__\\s+void\\s+(?:__launch_bounds__\\s*\\([^)]*\\)\\s*)?(\\w+)\\s*\\(");
+    private static final Pattern DYNAMIC_SHARED = Pattern.compile(
+            "extern\\s+__shared__\\s+[^;\\[]*?(\\w+)\\s*\\[\\s*\\]\\s*;");
+    private static final Pattern COMMENTS = Pattern.compile("//[^\\n]*|/\\*.*?\\*/", Pattern.DOTALL);
+    /** Toolkit headers kernels may include with angle brackets; cuda-emu has a stand-in for each. */
+    private static final List<String> TOOLKIT_HEADERS = List.of("cuda_fp16.h", "cuda_bf16.h", "cuda_runtime.h");
+    /** Must equal kMaxDynamicShared in cuda_emu_runtime.cpp. */
+    private static final int MAX_DYNAMIC_SHARED = 227 * 1024;
+
+    private final HostCompiler compiler;
+    private final KernelCache cache;
+
+    EmuModuleBuilder(HostCompiler compiler, KernelCache cache) {
+        this.compiler = compiler;
+        this.cache = cache;
+    }
+
+    HostCompiler compiler() {
+        return compiler;
+    }
+
+    /** The driver stand-in library, built on first use. */
+    Path driverLibrary() {
+        KernelSource driver = KernelSource.load("emu/cuda_emu_driver.cpp");
+        String key = KernelCache.key("cuda-emu driver", driver.fingerprint(), compiler.version(), FLAGS.toString());
+        Optional<Path> cached = cache.find(key, "so");
+        if (cached.isPresent()) {
+            return cached.get();
+        }
+        Path build = cache.temporaryDirectory("emu-driver");
+        try {
+            driver.writeTo(build);
+            List<String> args = new ArrayList<>(FLAGS);
+            args.addAll(List.of("-o", "libtkcudaemu.so", "emu/cuda_emu_driver.cpp", "-ldl"));
+            compiler.compile(args, build);
+            return cache.storeFile(key, "so", build.resolve("libtkcudaemu.so"));
+        } finally {
+            deleteTree(build);
+        }
+    }
+
+    /** The cache key of {@code source}'s module: its files, the emulator's files, compiler and flags. */
+    String moduleKey(KernelSource source) {
+        return KernelCache.key("cuda-emu module", source.fingerprint(), runtimeSource().fingerprint(),
+                compiler.version(), FLAGS.toString());
+    }
+
+    /** Whether {@code source}'s module is already in the cache (a warm load). */
+    boolean isCached(KernelSource source) {
+        return cache.find(moduleKey(source), "so").isPresent();
+    }
+
+    /** The module library of {@code source}, built on first use. */
+    Path module(KernelSource source) {
+        String key = moduleKey(source);
+        Optional<Path> cached = cache.find(key, "so");
+        if (cached.isPresent()) {
+            return cached.get();
+        }
+        List<String> entries = entryPoints(source.text());
+        if (entries.isEmpty()) {
+            throw new TokenKernelsException("kernel source " + source.path() + " has no extern \"C\" __global__ entry point");
+        }
+        KernelSource runtime = runtimeSource();
+        Path build = cache.temporaryDirectory("emu-module");
+        try {
+            source.writeTo(build);
+            runtime.writeTo(build);
+            StringBuilder table = new StringBuilder()
+                    .append("#include \"").append(source.path()).append("\"\n")
+                    .append("#include \"cuda_emu_module.h\"\n")
+                    .append("TK_EMU_KERNELS(");
+            for (int i = 0; i < entries.size(); i++) {
+                table.append(i == 0 ? "" : ", ").append("TK_EMU_KERNEL(").append(entries.get(i)).append(')');
+            }
+            table.append(")\n");
+            Files.writeString(build.resolve("tk_emu_kernel_table.cpp"), table);
+            // Each `extern __shared__ T name[]` is one thread-local array of the largest size a
+            // launch may request. It is defined in its own translation unit so that its element
+            // type need not match the declaration's.
+            StringBuilder shared = new StringBuilder();
+            for (String name : dynamicSharedNames(source)) {
+                shared.append("alignas(16) thread_local unsigned char ").append(name)
+                        .append('[').append(MAX_DYNAMIC_SHARED).append("];\n");
+            }
+            Files.writeString(build.resolve("tk_emu_dynamic_shared.cpp"), shared);
+            List<String> args = new ArrayList<>(FLAGS);
+            args.addAll(List.of("-include", "emu/cuda_emu.h", "-Iemu", "-Iinclude", "-I.", "-o", "module.so",
+                    "tk_emu_kernel_table.cpp", "tk_emu_dynamic_shared.cpp", "emu/cuda_emu_runtime.cpp"));
+            compiler.compile(args, build);
+            return cache.storeFile(key, "so", build.resolve("module.so"));
+        } catch (IOException e) {
+            throw new TokenKernelsException("cannot prepare the cuda-emu build of " + source.path(), e);
+        } finally {
+            deleteTree(build);
+        }
+    }
+
+    /** The {@code extern "C" __global__} entry points of a kernel file, in source order. */
+    static List<String> entryPoints(String text) {
+        Set<String> names = new LinkedHashSet<>();
+        Matcher m = ENTRY.matcher(COMMENTS.matcher(text).replaceAll(" "));
+        while (m.find()) {
+            names.add(m.group(1));
+        }
+        return List.copyOf(names);
+    }
+
+    private static Set<String> dynamicSharedNames(KernelSource source) {
+        Set<String> names = new LinkedHashSet<>();
+        for (String text : source.files().values()) {
+            Matcher m = DYNAMIC_SHARED.matcher(COMMENTS.matcher(text).replaceAll(" "));
+            while (m.find()) {
+                names.add(m.group(1));
+            }
+        }
+        return names;
+    }
+
+    /** The emulator runtime with its headers, including the stand-ins for the toolkit's headers. */
+    private static KernelSource runtimeSource() {
+        Map<String, String> files = new TreeMap<>(KernelSource.load("emu/cuda_emu_runtime.cpp").files());
+        for (String header : TOOLKIT_HEADERS) {
+            files.putAll(KernelSource.load("emu/" + header).files());
+        }
+        return new KernelSource("emu/cuda_emu_runtime.cpp", files);
+    }
+
+    private static void deleteTree(Path root) {
+        try (Stream<Path> walk = Files.walk(root)) {
+            walk.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+        } catch (IOException e) {
+            // A leftover build directory costs disk space only.
+        }
+    }
+}

@@ -1,0 +1,417 @@
+// cuda-emu driver: a host stand-in for libcuda. It exports the driver-API functions that the
+// Java bindings (dev.tokenkernels.cuda.CudaDriver) call, with the same signatures and CUresult
+// codes, so the memory, stream, event and launch code of the `cuda` backend runs unchanged in CI.
+// Device memory is host memory; streams are synchronous; a module is a host shared library built
+// from a kernel source by the module builder, loaded with cuModuleLoad(path).
+//
+// Memory is tracked so that copies, memsets and frees of addresses that were never allocated (or
+// run past the end of an allocation) fail with CUDA_ERROR_INVALID_VALUE instead of corrupting
+// the JVM. The message of the last failure on the calling thread is kept for tkEmuLastError().
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#define TK_EXPORT extern "C" __attribute__((visibility("default")))
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+
+namespace {
+
+enum : CUresult {
+    CUDA_SUCCESS = 0,
+    CUDA_ERROR_INVALID_VALUE = 1,
+    CUDA_ERROR_OUT_OF_MEMORY = 2,
+    CUDA_ERROR_NOT_INITIALIZED = 3,
+    CUDA_ERROR_INVALID_DEVICE = 101,
+    CUDA_ERROR_INVALID_IMAGE = 200,
+    CUDA_ERROR_INVALID_CONTEXT = 201,
+    CUDA_ERROR_FILE_NOT_FOUND = 301,
+    CUDA_ERROR_INVALID_HANDLE = 400,
+    CUDA_ERROR_NOT_FOUND = 500,
+    CUDA_ERROR_LAUNCH_FAILED = 719,
+    CUDA_ERROR_NOT_SUPPORTED = 801,
+};
+
+struct ErrorText {
+    CUresult code;
+    const char* name;
+    const char* text;
+};
+
+const ErrorText kErrors[] = {
+    {CUDA_SUCCESS, "CUDA_SUCCESS", "no error"},
+    {CUDA_ERROR_INVALID_VALUE, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
+    {CUDA_ERROR_OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
+    {CUDA_ERROR_NOT_INITIALIZED, "CUDA_ERROR_NOT_INITIALIZED", "initialization error"},
+    {CUDA_ERROR_INVALID_DEVICE, "CUDA_ERROR_INVALID_DEVICE", "invalid device ordinal"},
+    {CUDA_ERROR_INVALID_IMAGE, "CUDA_ERROR_INVALID_IMAGE", "device kernel image is invalid"},
+    {CUDA_ERROR_INVALID_CONTEXT, "CUDA_ERROR_INVALID_CONTEXT", "invalid device context"},
+    {CUDA_ERROR_FILE_NOT_FOUND, "CUDA_ERROR_FILE_NOT_FOUND", "file not found"},
+    {CUDA_ERROR_INVALID_HANDLE, "CUDA_ERROR_INVALID_HANDLE", "invalid resource handle"},
+    {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+    {CUDA_ERROR_LAUNCH_FAILED, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure"},
+    {CUDA_ERROR_NOT_SUPPORTED, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported"},
+};
+
+thread_local std::string last_error;
+
+CUresult fail(CUresult code, std::string message) {
+    last_error = std::move(message);
+    return code;
+}
+
+bool initialized = false;
+
+// ---- Memory ----
+std::mutex memory_lock;
+std::map<uintptr_t, size_t> allocations;  // start -> size
+
+// Whether [address, address + bytes) lies inside one live allocation.
+bool inside_allocation(CUdeviceptr address, size_t bytes) {
+    std::lock_guard<std::mutex> guard(memory_lock);
+    auto it = allocations.upper_bound((uintptr_t)address);
+    if (it == allocations.begin()) return false;
+    --it;
+    return (uintptr_t)address >= it->first && (uintptr_t)address - it->first + bytes <= it->second;
+}
+
+CUresult check_range(const char* call, CUdeviceptr address, size_t bytes) {
+    if (inside_allocation(address, bytes)) return CUDA_SUCCESS;
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%s: [0x%llx, +%zu bytes) is not inside a live device allocation", call,
+                  (unsigned long long)address, bytes);
+    return fail(CUDA_ERROR_INVALID_VALUE, buf);
+}
+
+int emulator_threads() {
+    const char* env = std::getenv("TOKENKERNELS_EMU_THREADS");
+    if (env && *env) {
+        int n = std::atoi(env);
+        if (n > 0) return n;
+    }
+    unsigned hw = std::thread::hardware_concurrency();
+    return hw > 0 ? (int)hw : 1;
+}
+
+// ---- Modules and functions ----
+struct Module {
+    void* handle;
+    int (*kernel_count)();
+    const char* (*kernel_name)(int);
+    int (*param_count)(int);
+    int (*param_size)(int, int);
+    int (*launch)(int, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void**, int, char*,
+                  size_t);
+};
+
+struct Function {
+    Module* module;
+    int index;
+};
+
+struct Event {
+    std::chrono::steady_clock::time_point time;
+    bool recorded = false;
+};
+
+int context_token;  // the primary context's handle points here
+int stream_token;
+
+}  // namespace
+
+TK_EXPORT const char* tkEmuLastError() { return last_error.c_str(); }
+
+TK_EXPORT CUresult cuGetErrorName(CUresult error, const char** name) {
+    if (!name) return CUDA_ERROR_INVALID_VALUE;
+    for (const ErrorText& e : kErrors)
+        if (e.code == error) {
+            *name = e.name;
+            return CUDA_SUCCESS;
+        }
+    *name = nullptr;
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+TK_EXPORT CUresult cuGetErrorString(CUresult error, const char** text) {
+    if (!text) return CUDA_ERROR_INVALID_VALUE;
+    for (const ErrorText& e : kErrors)
+        if (e.code == error) {
+            *text = e.text;
+            return CUDA_SUCCESS;
+        }
+    *text = nullptr;
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+TK_EXPORT CUresult cuInit(unsigned flags) {
+    if (flags != 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuInit: flags must be 0");
+    initialized = true;
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuDriverGetVersion(int* version) {
+    if (!version) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    *version = 13000;
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuDeviceGetCount(int* count) {
+    if (!initialized) return fail(CUDA_ERROR_NOT_INITIALIZED, "cuInit was not called");
+    if (!count) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    *count = 1;
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuDeviceGet(CUdevice* device, int ordinal) {
+    if (!initialized) return fail(CUDA_ERROR_NOT_INITIALIZED, "cuInit was not called");
+    if (!device) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    if (ordinal != 0) return fail(CUDA_ERROR_INVALID_DEVICE, "cuda-emu has one device, ordinal 0");
+    *device = 0;
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuDeviceGetName(char* name, int length, CUdevice device) {
+    if (device != 0) return fail(CUDA_ERROR_INVALID_DEVICE, __func__);
+    if (!name || length <= 0) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    std::snprintf(name, (size_t)length, "cuda-emu (host CPU, %d threads)", emulator_threads());
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuDeviceGetAttribute(int* value, int attribute, CUdevice device) {
+    if (device != 0) return fail(CUDA_ERROR_INVALID_DEVICE, __func__);
+    if (!value) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    switch (attribute) {
+        case 1: *value = 1024; return CUDA_SUCCESS;                 // max threads per block
+        case 2: *value = 1024; return CUDA_SUCCESS;                 // max block dim x
+        case 3: *value = 1024; return CUDA_SUCCESS;                 // max block dim y
+        case 4: *value = 64; return CUDA_SUCCESS;                   // max block dim z
+        case 5: *value = 2147483647; return CUDA_SUCCESS;           // max grid dim x
+        case 6: *value = 65535; return CUDA_SUCCESS;                // max grid dim y
+        case 7: *value = 65535; return CUDA_SUCCESS;                // max grid dim z
+        case 8: *value = 48 * 1024; return CUDA_SUCCESS;            // shared memory per block
+        case 10: *value = 32; return CUDA_SUCCESS;                  // warp size
+        case 16: *value = emulator_threads(); return CUDA_SUCCESS;  // multiprocessors: one per host thread
+        case 75: *value = 9; return CUDA_SUCCESS;                   // compute capability major
+        case 76: *value = 0; return CUDA_SUCCESS;                   // compute capability minor
+        case 97: *value = 227 * 1024; return CUDA_SUCCESS;          // shared memory per block (opt-in)
+        default: return fail(CUDA_ERROR_NOT_SUPPORTED, "cuDeviceGetAttribute: attribute " + std::to_string(attribute) +
+                                                           " is not emulated");
+    }
+}
+
+TK_EXPORT CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice device) {
+    if (device != 0) return fail(CUDA_ERROR_INVALID_DEVICE, __func__);
+    if (!bytes) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    *bytes = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuDevicePrimaryCtxRetain(void** context, CUdevice device) {
+    if (!initialized) return fail(CUDA_ERROR_NOT_INITIALIZED, "cuInit was not called");
+    if (device != 0) return fail(CUDA_ERROR_INVALID_DEVICE, __func__);
+    if (!context) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    *context = &context_token;
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device) {
+    return device == 0 ? CUDA_SUCCESS : fail(CUDA_ERROR_INVALID_DEVICE, __func__);
+}
+
+TK_EXPORT CUresult cuCtxSetCurrent(void* context) {
+    if (context != nullptr && context != &context_token) return fail(CUDA_ERROR_INVALID_CONTEXT, __func__);
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+
+TK_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* address, size_t bytes) {
+    if (!address || bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc: size must be > 0");
+    // 256-byte alignment, as cudaMalloc guarantees.
+    void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!p) return fail(CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc: cannot allocate " + std::to_string(bytes) + " bytes");
+    std::lock_guard<std::mutex> guard(memory_lock);
+    allocations[(uintptr_t)p] = bytes;
+    *address = (CUdeviceptr)(uintptr_t)p;
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuMemFree_v2(CUdeviceptr address) {
+    std::lock_guard<std::mutex> guard(memory_lock);
+    auto it = allocations.find((uintptr_t)address);
+    if (it == allocations.end()) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemFree: not a live device allocation");
+    allocations.erase(it);
+    std::free((void*)(uintptr_t)address);
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr destination, const void* source, size_t bytes) {
+    if (CUresult r = check_range("cuMemcpyHtoD", destination, bytes)) return r;
+    std::memcpy((void*)(uintptr_t)destination, source, bytes);
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuMemcpyDtoH_v2(void* destination, CUdeviceptr source, size_t bytes) {
+    if (CUresult r = check_range("cuMemcpyDtoH", source, bytes)) return r;
+    std::memcpy(destination, (const void*)(uintptr_t)source, bytes);
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuMemsetD8_v2(CUdeviceptr destination, unsigned char value, size_t count) {
+    if (CUresult r = check_range("cuMemsetD8", destination, count)) return r;
+    std::memset((void*)(uintptr_t)destination, value, count);
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuMemsetD32_v2(CUdeviceptr destination, unsigned value, size_t count) {
+    if (destination % 4 != 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemsetD32: address not 4-byte aligned");
+    if (CUresult r = check_range("cuMemsetD32", destination, count * 4)) return r;
+    unsigned* p = (unsigned*)(uintptr_t)destination;
+    for (size_t i = 0; i < count; i++) p[i] = value;
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuStreamCreate(void** stream, unsigned flags) {
+    (void)flags;
+    if (!stream) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    *stream = &stream_token;  // work runs synchronously, so every stream is the same
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuStreamSynchronize(void* stream) {
+    (void)stream;
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuStreamDestroy_v2(void* stream) {
+    return stream == &stream_token ? CUDA_SUCCESS : fail(CUDA_ERROR_INVALID_HANDLE, __func__);
+}
+
+TK_EXPORT CUresult cuEventCreate(void** event, unsigned flags) {
+    (void)flags;
+    if (!event) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    *event = new Event();
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuEventRecord(void* event, void* stream) {
+    (void)stream;
+    if (!event) return fail(CUDA_ERROR_INVALID_HANDLE, __func__);
+    Event* e = static_cast<Event*>(event);
+    e->time = std::chrono::steady_clock::now();
+    e->recorded = true;
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuEventSynchronize(void* event) { return event ? CUDA_SUCCESS : fail(CUDA_ERROR_INVALID_HANDLE, __func__); }
+
+TK_EXPORT CUresult cuEventElapsedTime(float* milliseconds, void* start, void* end) {
+    if (!milliseconds || !start || !end) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    Event* s = static_cast<Event*>(start);
+    Event* e = static_cast<Event*>(end);
+    if (!s->recorded || !e->recorded) return fail(CUDA_ERROR_INVALID_HANDLE, "cuEventElapsedTime: event not recorded");
+    *milliseconds = std::chrono::duration<float, std::milli>(e->time - s->time).count();
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuEventDestroy_v2(void* event) {
+    if (!event) return fail(CUDA_ERROR_INVALID_HANDLE, __func__);
+    delete static_cast<Event*>(event);
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuModuleLoad(void** module, const char* path) {
+    if (!module || !path) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    void* handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!handle) return fail(CUDA_ERROR_FILE_NOT_FOUND, std::string("cuModuleLoad: ") + dlerror());
+    Module* m = new Module();
+    m->handle = handle;
+    m->kernel_count = (int (*)())dlsym(handle, "tk_emu_kernel_count");
+    m->kernel_name = (const char* (*)(int))dlsym(handle, "tk_emu_kernel_name");
+    m->param_count = (int (*)(int))dlsym(handle, "tk_emu_kernel_param_count");
+    m->param_size = (int (*)(int, int))dlsym(handle, "tk_emu_kernel_param_size");
+    m->launch = (decltype(m->launch))dlsym(handle, "tk_emu_launch");
+    if (!m->kernel_count || !m->kernel_name || !m->param_count || !m->param_size || !m->launch) {
+        dlclose(handle);
+        delete m;
+        return fail(CUDA_ERROR_INVALID_IMAGE, std::string("cuModuleLoad: ") + path + " is not a cuda-emu module");
+    }
+    *module = m;
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuModuleLoadData(void** module, const void* image) {
+    (void)module;
+    (void)image;
+    return fail(CUDA_ERROR_NOT_SUPPORTED,
+                "cuModuleLoadData: cuda-emu cannot run CUBIN or PTX; load a host module with cuModuleLoad(path)");
+}
+
+TK_EXPORT CUresult cuModuleUnload(void* module) {
+    if (!module) return fail(CUDA_ERROR_INVALID_HANDLE, __func__);
+    Module* m = static_cast<Module*>(module);
+    dlclose(m->handle);
+    delete m;
+    return CUDA_SUCCESS;
+}
+
+TK_EXPORT CUresult cuModuleGetFunction(void** function, void* module, const char* name) {
+    if (!function || !module || !name) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    Module* m = static_cast<Module*>(module);
+    for (int i = 0, n = m->kernel_count(); i < n; i++) {
+        if (std::strcmp(m->kernel_name(i), name) == 0) {
+            // Functions live as long as their module, as in the real driver; they are small and
+            // few, so they are not freed on unload.
+            *function = new Function{m, i};
+            return CUDA_SUCCESS;
+        }
+    }
+    return fail(CUDA_ERROR_NOT_FOUND, std::string("cuModuleGetFunction: no kernel named ") + name);
+}
+
+// Parameter layout in the kernel's argument buffer: naturally aligned, in declaration order.
+TK_EXPORT CUresult cuFuncGetParamInfo(void* function, size_t index, size_t* offset, size_t* size) {
+    if (!function) return fail(CUDA_ERROR_INVALID_HANDLE, __func__);
+    Function* f = static_cast<Function*>(function);
+    int count = f->module->param_count(f->index);
+    if (index >= (size_t)count) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    size_t at = 0;
+    for (size_t i = 0;; i++) {
+        size_t s = (size_t)f->module->param_size(f->index, (int)i);
+        size_t align = s >= 8 ? 8 : s;
+        at = (at + align - 1) / align * align;
+        if (i == index) {
+            if (offset) *offset = at;
+            if (size) *size = s;
+            return CUDA_SUCCESS;
+        }
+        at += s;
+    }
+}
+
+TK_EXPORT CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                                  unsigned bz, unsigned shared_bytes, void* stream, void** params, void** extra) {
+    (void)stream;
+    if (!function) return fail(CUDA_ERROR_INVALID_HANDLE, __func__);
+    if (extra != nullptr) return fail(CUDA_ERROR_NOT_SUPPORTED, "cuLaunchKernel: `extra` is not emulated");
+    Function* f = static_cast<Function*>(function);
+    if (f->module->param_count(f->index) > 0 && params == nullptr)
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuLaunchKernel: kernelParams is null");
+    char message[1024];
+    int rc = f->module->launch(f->index, gx, gy, gz, bx, by, bz, shared_bytes, params, emulator_threads(), message,
+                               sizeof message);
+    if (rc == 2) return fail(CUDA_ERROR_INVALID_VALUE, std::string("cuLaunchKernel: ") + message);
+    if (rc != 0) return fail(CUDA_ERROR_LAUNCH_FAILED, message);
+    return CUDA_SUCCESS;
+}

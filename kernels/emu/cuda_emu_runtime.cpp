@@ -1,0 +1,508 @@
+// cuda-emu runtime: runs a grid of CUDA blocks on host threads, one fiber per CUDA thread.
+// Compiled into every emulated module (so a module is a self-contained shared library) and
+// called through the functions at the bottom, which the driver stand-in (cuda_emu_driver.cpp)
+// finds with dlsym.
+//
+// Scheduling: a block runs on one OS thread. The scheduler sweeps over the block's runnable
+// fibers, running each until it reaches a synchronization point or exits. When a sweep leaves
+// no fiber runnable, it completes every warp collective whose lanes have all arrived (computing
+// every lane's result at once, so lanes never see a half-updated exchange), else the block
+// barrier if every live thread waits at it, else it reports a deadlock. Threads that have
+// exited count as arrived at barriers, as on current hardware.
+#include "cuda_emu.h"
+#include "cuda_emu_module.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <system_error>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+#define TK_EMU_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace tk_emu {
+
+extern const KernelEntry module_kernels[];
+extern const int module_kernel_count;
+
+thread_local ThreadContext* current = nullptr;
+
+// The largest dynamic shared memory a launch may ask for (sm_90's opt-in maximum); the module
+// builder sizes the `extern __shared__` arrays with it.
+constexpr unsigned kMaxDynamicShared = 227u * 1024u;
+constexpr size_t kStackBytes = 256u * 1024u;
+constexpr size_t kGuardBytes = 4096u;
+
+// ---- Context switch ----
+#if defined(__x86_64__)
+// Saves the callee-saved registers and the SSE/x87 control words on the current stack, stores
+// the stack pointer in *save, and resumes the context whose stack pointer is `next`.
+extern "C" void tk_emu_switch(void** save, void* next);
+asm(R"(
+    .text
+    .p2align 4
+    .globl tk_emu_switch
+    .hidden tk_emu_switch
+    .type tk_emu_switch,@function
+tk_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size tk_emu_switch, .-tk_emu_switch
+)");
+#endif
+
+enum class State { Runnable, AtBarrier, AtWarp, Done };
+
+struct Fiber {
+    ThreadContext ctx;
+    State state = State::Done;
+    unsigned linear = 0;
+#if defined(__x86_64__)
+    void* sp = nullptr;
+#else
+    ucontext_t uc;
+#endif
+    char* stack = nullptr;
+    // Block barrier reductions.
+    int predicate = 0;
+    int barrier_count = 0;    // threads that arrived with a non-zero predicate
+    int barrier_arrived = 0;  // threads that arrived (every live thread)
+    // The warp collective this fiber waits in, and its result.
+    WarpOp op = WARP_SYNC;
+    unsigned mask = 0;
+    uint64_t bits = 0;
+    int arg = 0;
+    int width = 32;
+    uint64_t result = 0;
+};
+
+// One per OS thread that runs blocks: fibers with their stacks, reused block after block.
+struct Worker {
+    const KernelEntry* kernel = nullptr;
+    void** args = nullptr;
+    dim3 grid, block;
+    std::vector<Fiber> fibers;
+    char* stacks = nullptr;
+    size_t stacks_bytes = 0;
+    Fiber* running = nullptr;
+#if defined(__x86_64__)
+    void* scheduler_sp = nullptr;
+#else
+    ucontext_t scheduler_uc;
+#endif
+    std::string error;
+
+    ~Worker() {
+        if (stacks) munmap(stacks, stacks_bytes);
+    }
+};
+
+thread_local Worker* worker = nullptr;
+
+[[noreturn]] void fiber_main() {
+    Worker* w = worker;
+    Fiber* f = w->running;
+    w->kernel->invoke(w->kernel->function, w->args);
+    f->state = State::Done;
+#if defined(__x86_64__)
+    tk_emu_switch(&f->sp, w->scheduler_sp);
+#else
+    swapcontext(&f->uc, &w->scheduler_uc);
+#endif
+    std::abort();  // a finished fiber is never resumed
+}
+
+#if !defined(__x86_64__)
+void fiber_entry_ucontext() { fiber_main(); }
+#endif
+
+// Runs `f` until it blocks or exits.
+void resume(Worker* w, Fiber* f) {
+    w->running = f;
+    current = &f->ctx;
+#if defined(__x86_64__)
+    tk_emu_switch(&w->scheduler_sp, f->sp);
+#else
+    swapcontext(&w->scheduler_uc, &f->uc);
+#endif
+    current = nullptr;
+}
+
+// Suspends the running fiber and returns to the scheduler.
+void suspend(Worker* w, Fiber* f) {
+#if defined(__x86_64__)
+    tk_emu_switch(&f->sp, w->scheduler_sp);
+#else
+    swapcontext(&f->uc, &w->scheduler_uc);
+#endif
+    current = &f->ctx;
+}
+
+bool prepare_fibers(Worker* w, unsigned count) {
+    if (w->fibers.size() < count) {
+        if (w->stacks) munmap(w->stacks, w->stacks_bytes);
+        size_t slot = kStackBytes + kGuardBytes;
+        w->stacks_bytes = slot * count;
+        void* mem = mmap(nullptr, w->stacks_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                         -1, 0);
+        if (mem == MAP_FAILED) {
+            w->stacks = nullptr;
+            w->error = "cannot map " + std::to_string(w->stacks_bytes) + " bytes of fiber stacks";
+            return false;
+        }
+        w->stacks = static_cast<char*>(mem);
+        w->fibers.assign(count, Fiber{});
+        for (unsigned i = 0; i < count; i++) {
+            // The lowest page of each stack is a guard, so an overflow faults instead of
+            // silently overwriting the neighbouring fiber's stack.
+            mprotect(w->stacks + i * slot, kGuardBytes, PROT_NONE);
+            w->fibers[i].stack = w->stacks + i * slot + kGuardBytes;
+        }
+    }
+    return true;
+}
+
+void start_fiber(Worker* w, Fiber& f) {
+#if defined(__x86_64__)
+    uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kStackBytes) & ~uintptr_t(15);
+    uint64_t* sp = reinterpret_cast<uint64_t*>(top);
+    *--sp = 0;                                            // fiber_main's return address: never used
+    *--sp = reinterpret_cast<uint64_t>(&fiber_main);      // where tk_emu_switch returns to
+    for (int i = 0; i < 6; i++) *--sp = 0;               // rbp rbx r12..r15
+    --sp;
+    uint32_t mxcsr;
+    uint16_t fpucw;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(fpucw));
+    reinterpret_cast<uint32_t*>(sp)[0] = mxcsr;
+    reinterpret_cast<uint32_t*>(sp)[1] = fpucw;
+    f.sp = sp;
+#else
+    getcontext(&f.uc);
+    f.uc.uc_stack.ss_sp = f.stack;
+    f.uc.uc_stack.ss_size = kStackBytes;
+    f.uc.uc_link = nullptr;
+    makecontext(&f.uc, fiber_entry_ucontext, 0);
+#endif
+    (void)w;
+    f.state = State::Runnable;
+}
+
+// Completes the warp collectives whose lanes have all arrived; returns whether any did.
+bool complete_warp_collectives(Worker* w, unsigned count) {
+    bool released = false;
+    for (unsigned base = 0; base < count; base += 32) {
+        unsigned lanes = std::min(32u, count - base);
+        Fiber* warp = &w->fibers[base];
+        for (unsigned l = 0; l < lanes; l++) {
+            if (warp[l].state != State::AtWarp) continue;
+            unsigned mask = warp[l].mask;
+            // The group: lanes of the mask that exist and have not exited.
+            unsigned group = 0;
+            bool complete = true;
+            for (unsigned k = 0; k < lanes; k++) {
+                if (!(mask >> k & 1u) || warp[k].state == State::Done) continue;
+                group |= 1u << k;
+                if (warp[k].state != State::AtWarp || warp[k].mask != mask) complete = false;
+            }
+            if (!complete) continue;
+            for (unsigned k = 0; k < lanes; k++) {
+                if ((group >> k & 1u) && warp[k].op != warp[l].op) {
+                    w->error = "lanes of warp " + std::to_string(base / 32) +
+                               " reached different warp collectives with the same mask";
+                    return false;
+                }
+            }
+            unsigned ballot = 0;
+            for (unsigned k = 0; k < lanes; k++)
+                if ((group >> k & 1u) && warp[k].bits != 0) ballot |= 1u << k;
+            for (unsigned k = 0; k < lanes; k++) {
+                if (!(group >> k & 1u)) continue;
+                Fiber& f = warp[k];
+                int width = f.width;
+                unsigned segment = k & ~unsigned(width - 1);
+                unsigned src = k;
+                switch (f.op) {
+                    case SHFL_IDX: src = segment + (unsigned(f.arg) & unsigned(width - 1)); break;
+                    case SHFL_UP: src = (k - segment) >= unsigned(f.arg) ? k - unsigned(f.arg) : k; break;
+                    case SHFL_DOWN: src = (k - segment) + unsigned(f.arg) < unsigned(width) ? k + unsigned(f.arg) : k; break;
+                    case SHFL_XOR:
+                        src = k ^ unsigned(f.arg);
+                        if (src > (k | unsigned(width - 1))) src = k;  // later segments are out of reach
+                        break;
+                    default: break;
+                }
+                switch (f.op) {
+                    case SHFL_IDX:
+                    case SHFL_UP:
+                    case SHFL_DOWN:
+                    case SHFL_XOR:
+                        // A source lane outside the group has no defined value; give the lane its own.
+                        f.result = (src < lanes && (group >> src & 1u)) ? warp[src].bits : f.bits;
+                        break;
+                    case BALLOT: f.result = ballot; break;
+                    case ANY: f.result = ballot != 0; break;
+                    case ALL: f.result = ballot == group; break;
+                    case WARP_SYNC: f.result = 0; break;
+                }
+            }
+            for (unsigned k = 0; k < lanes; k++)
+                if (group >> k & 1u) warp[k].state = State::Runnable;
+            released = true;
+        }
+    }
+    return released;
+}
+
+std::string describe_deadlock(Worker* w, unsigned count, const dim3& block_idx) {
+    unsigned at_barrier = 0, at_warp = 0, done = 0;
+    std::string first_warp;
+    for (unsigned i = 0; i < count; i++) {
+        const Fiber& f = w->fibers[i];
+        if (f.state == State::AtBarrier) at_barrier++;
+        if (f.state == State::Done) done++;
+        if (f.state == State::AtWarp) {
+            if (at_warp++ == 0) {
+                char buf[96];
+                std::snprintf(buf, sizeof buf, " (first: thread %u with mask 0x%08x)", i, f.mask);
+                first_warp = buf;
+            }
+        }
+    }
+    return "deadlock in block (" + std::to_string(block_idx.x) + "," + std::to_string(block_idx.y) + "," +
+           std::to_string(block_idx.z) + "): " + std::to_string(at_barrier) + " threads wait at __syncthreads, " +
+           std::to_string(at_warp) + " at warp collectives that cannot complete" + first_warp + ", " +
+           std::to_string(done) + " exited";
+}
+
+bool run_block(Worker* w, const dim3& block_idx) {
+    unsigned count = w->block.x * w->block.y * w->block.z;
+    for (unsigned i = 0; i < count; i++) {
+        Fiber& f = w->fibers[i];
+        f.linear = i;
+        f.ctx.thread_idx = uint3{i % w->block.x, (i / w->block.x) % w->block.y, i / (w->block.x * w->block.y)};
+        f.ctx.block_idx = uint3{block_idx.x, block_idx.y, block_idx.z};
+        f.ctx.block_dim = w->block;
+        f.ctx.grid_dim = w->grid;
+        f.ctx.lane = i % 32;
+        start_fiber(w, f);
+    }
+    for (;;) {
+        for (unsigned i = 0; i < count; i++)
+            if (w->fibers[i].state == State::Runnable) resume(w, &w->fibers[i]);
+        unsigned live = 0, at_barrier = 0;
+        for (unsigned i = 0; i < count; i++) {
+            State s = w->fibers[i].state;
+            if (s != State::Done) live++;
+            if (s == State::AtBarrier) at_barrier++;
+        }
+        if (live == 0) return true;
+        if (complete_warp_collectives(w, count)) continue;
+        if (!w->error.empty()) return false;
+        if (at_barrier == live) {
+            // Release the barrier; __syncthreads_count/and/or see the predicates of every live thread.
+            int n = 0;
+            for (unsigned i = 0; i < count; i++)
+                if (w->fibers[i].state == State::AtBarrier && w->fibers[i].predicate) n++;
+            for (unsigned i = 0; i < count; i++) {
+                Fiber& f = w->fibers[i];
+                if (f.state != State::AtBarrier) continue;
+                f.barrier_count = n;
+                f.barrier_arrived = (int)at_barrier;
+                f.state = State::Runnable;
+            }
+            continue;
+        }
+        w->error = describe_deadlock(w, count, block_idx);
+        return false;
+    }
+}
+
+// ---- Called by kernel code (declared in cuda_emu.h) ----
+
+void sync_block() { sync_block_reduce(0, 0); }
+
+int sync_block_reduce(int predicate, int op) {
+    Worker* w = worker;
+    Fiber* f = w->running;
+    f->predicate = predicate != 0;
+    f->state = State::AtBarrier;
+    suspend(w, f);
+    switch (op) {
+        case 1: return f->barrier_count == f->barrier_arrived ? 1 : 0;
+        case 2: return f->barrier_count > 0 ? 1 : 0;
+        default: return f->barrier_count;
+    }
+}
+
+uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t bits, int arg, int width) {
+    Worker* w = worker;
+    Fiber* f = w->running;
+    if (width <= 0 || width > 32 || (width & (width - 1)) != 0) {
+        w->error = "warp shuffle width must be a power of two in [1, 32], got " + std::to_string(width);
+        // Let the lane leave; the launch reports the error when the block ends.
+        return bits;
+    }
+    f->op = op;
+    f->mask = mask;
+    f->bits = bits;
+    f->arg = arg;
+    f->width = width;
+    f->state = State::AtWarp;
+    suspend(w, f);
+    return f->result;
+}
+
+unsigned active_mask() {
+    Worker* w = worker;
+    unsigned count = w->block.x * w->block.y * w->block.z;
+    unsigned base = w->running->linear & ~31u;
+    unsigned mask = 0;
+    for (unsigned k = 0; k < 32 && base + k < count; k++)
+        if (w->fibers[base + k].state != State::Done) mask |= 1u << k;
+    return mask;
+}
+
+// ---- Grid execution ----
+
+struct Launch {
+    const KernelEntry* kernel;
+    void** args;
+    dim3 grid, block;
+    unsigned long long blocks;
+    std::atomic<unsigned long long> next{0};
+    std::atomic<bool> failed{false};
+    std::string error;
+    std::atomic_flag error_lock = ATOMIC_FLAG_INIT;
+};
+
+void run_blocks(Launch* launch) {
+    Worker w;
+    w.kernel = launch->kernel;
+    w.args = launch->args;
+    w.grid = launch->grid;
+    w.block = launch->block;
+    Worker* saved = worker;
+    worker = &w;
+    bool ok = prepare_fibers(&w, w.block.x * w.block.y * w.block.z);
+    while (ok && !launch->failed.load()) {
+        unsigned long long b = launch->next.fetch_add(1);
+        if (b >= launch->blocks) break;
+        dim3 idx(unsigned(b % launch->grid.x), unsigned(b / launch->grid.x % launch->grid.y),
+                 unsigned(b / (unsigned long long)launch->grid.x / launch->grid.y));
+        ok = run_block(&w, idx);
+    }
+    worker = saved;
+    if (!ok) {
+        launch->failed.store(true);
+        while (launch->error_lock.test_and_set()) {
+        }
+        if (launch->error.empty()) launch->error = w.error;
+        launch->error_lock.clear();
+    }
+}
+
+void copy_message(const std::string& message, char* out, size_t capacity) {
+    if (!out || capacity == 0) return;
+    size_t n = std::min(message.size(), capacity - 1);
+    std::memcpy(out, message.data(), n);
+    out[n] = '\0';
+}
+
+}  // namespace tk_emu
+
+// ---- The module's exported interface ----
+
+TK_EMU_EXPORT int tk_emu_kernel_count() { return tk_emu::module_kernel_count; }
+
+TK_EMU_EXPORT const char* tk_emu_kernel_name(int kernel) {
+    return kernel >= 0 && kernel < tk_emu::module_kernel_count ? tk_emu::module_kernels[kernel].name : nullptr;
+}
+
+TK_EMU_EXPORT int tk_emu_kernel_param_count(int kernel) {
+    return kernel >= 0 && kernel < tk_emu::module_kernel_count ? tk_emu::module_kernels[kernel].param_count : -1;
+}
+
+TK_EMU_EXPORT int tk_emu_kernel_param_size(int kernel, int param) {
+    if (kernel < 0 || kernel >= tk_emu::module_kernel_count) return -1;
+    const tk_emu::KernelEntry& k = tk_emu::module_kernels[kernel];
+    return param >= 0 && param < k.param_count ? k.param_sizes[param] : -1;
+}
+
+TK_EMU_EXPORT unsigned tk_emu_max_dynamic_shared() { return tk_emu::kMaxDynamicShared; }
+
+// Runs the whole grid on up to `threads` OS threads (the caller's among them) and returns 0, or
+// a non-zero code with a message in `error`: 2 for an invalid configuration, 1 for a failure
+// while running (deadlock, invalid warp collective).
+TK_EMU_EXPORT int tk_emu_launch(int kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                                unsigned bz, unsigned shared_bytes, void** args, int threads, char* error,
+                                size_t error_capacity) {
+    using namespace tk_emu;
+    if (kernel < 0 || kernel >= module_kernel_count) {
+        copy_message("no kernel with index " + std::to_string(kernel), error, error_capacity);
+        return 2;
+    }
+    unsigned long long block_threads = (unsigned long long)bx * by * bz;
+    if (gx == 0 || gy == 0 || gz == 0 || block_threads == 0 || block_threads > 1024 || bz > 64 || gy > 65535 ||
+        gz > 65535) {
+        copy_message("invalid launch configuration: grid " + std::to_string(gx) + "x" + std::to_string(gy) + "x" +
+                         std::to_string(gz) + ", block " + std::to_string(bx) + "x" + std::to_string(by) + "x" +
+                         std::to_string(bz),
+                     error, error_capacity);
+        return 2;
+    }
+    if (shared_bytes > kMaxDynamicShared) {
+        copy_message("dynamic shared memory of " + std::to_string(shared_bytes) + " bytes exceeds the maximum " +
+                         std::to_string(kMaxDynamicShared),
+                     error, error_capacity);
+        return 2;
+    }
+    Launch launch;
+    launch.kernel = &module_kernels[kernel];
+    launch.args = args;
+    launch.grid = dim3(gx, gy, gz);
+    launch.block = dim3(bx, by, bz);
+    launch.blocks = (unsigned long long)gx * gy * gz;
+    unsigned long long helpers = std::min<unsigned long long>(threads > 1 ? threads : 1, launch.blocks) - 1;
+    std::vector<std::thread> pool;
+    try {
+        for (unsigned long long i = 0; i < helpers; i++) pool.emplace_back(run_blocks, &launch);
+    } catch (const std::system_error&) {
+        // Fewer threads than asked for: the ones that started (and this one) still run every block.
+    }
+    run_blocks(&launch);
+    for (std::thread& t : pool) t.join();
+    if (launch.failed.load()) {
+        copy_message(std::string(launch.kernel->name) + ": " + launch.error, error, error_capacity);
+        return 1;
+    }
+    return 0;
+}
