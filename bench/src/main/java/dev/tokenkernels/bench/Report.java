@@ -72,7 +72,8 @@ public final class Report {
                 backends.add(CpuBackend.shared());
             }
             for (Backends.Status s : Backends.status()) {
-                if (s.available() && !(s.backend() instanceof CpuBackend)) {
+                // cuda-emu is a correctness tool: its timings would say nothing about a GPU.
+                if (s.available() && !(s.backend() instanceof CpuBackend) && !s.name().equals("cuda-emu")) {
                     backends.add(s.backend());
                 }
             }

@@ -5,6 +5,7 @@ import dev.tokenkernels.runtime.Backends;
 import dev.tokenkernels.runtime.Checks;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.KernelBackend;
 import dev.tokenkernels.runtime.Tensor;
 import dev.tokenkernels.runtime.TokenKernelsException;
 
@@ -128,9 +129,11 @@ public final class LogitStats {
             Backend backend = Backends.select(options.backend());
             if (backend instanceof CpuBackend cpu) {
                 LogitStatsCpu.run(cpu, logits, targets, 1f / options.temperature(), options.ignoreIndex(), result);
+            } else if (backend instanceof KernelBackend gpu) {
+                LogitStatsKernel.run(gpu, logits, targets, 1f / options.temperature(), options.ignoreIndex(), result);
             } else {
                 throw new TokenKernelsException("logit statistics cannot run on backend '" + backend.name()
-                        + "' yet: its CUDA kernel is not written (see issue 3); use the cpu backend");
+                        + "': it is neither the cpu backend nor a kernel backend");
             }
             return result;
         } catch (RuntimeException | Error e) {
