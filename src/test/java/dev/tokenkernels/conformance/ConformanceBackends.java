@@ -21,6 +21,9 @@ final class ConformanceBackends {
 
     static List<Backend> all() {
         List<Backend> backends = new ArrayList<>(List.of(ONE_THREAD, TWO_THREADS, Backends.named("cuda-emu")));
+        if (Boolean.getBoolean("tokenkernels.requireCuda")) {
+            backends.add(Backends.named("cuda")); // -Pgpu: a GPU machine that cannot start cuda fails here
+        }
         for (Backends.Status status : Backends.status()) {
             if (status.available() && !(status.backend() instanceof CpuBackend) && !backends.contains(status.backend())) {
                 backends.add(status.backend());
