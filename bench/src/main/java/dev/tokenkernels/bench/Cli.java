@@ -1,9 +1,11 @@
 package dev.tokenkernels.bench;
 
+import dev.tokenkernels.cuda.CudaKernelBackend;
 import dev.tokenkernels.runtime.Backends;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Locale;
 
 /** The {@code tokenkernels} command line; the launcher script builds the jar and calls this. */
 public final class Cli {
@@ -68,6 +70,16 @@ public final class Cli {
                     : "unavailable: " + s.unavailableReason()));
         }
         System.out.println("default: " + Backends.defaultChoiceReason());
+        for (Backends.Status s : Backends.status()) {
+            if (s.available() && s.backend() instanceof CudaKernelBackend kernels) {
+                System.out.println("kernel compile on " + s.name() + " (cold: empty cache; warm: from the cache):");
+                for (String source : CudaKernelBackend.kernelSources()) {
+                    CudaKernelBackend.CompileTiming t = kernels.timeCompile(source);
+                    System.out.printf(Locale.ROOT, "  %-28s cold %8.1f ms   warm %6.1f ms%n", source, t.coldMillis(),
+                            t.warmMillis());
+                }
+            }
+        }
     }
 
     private static void fail(String message) {

@@ -12,7 +12,9 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.lang.ref.Cleaner;
+import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -150,7 +152,38 @@ public final class CudaKernelBackend implements KernelBackend {
         }
     }
 
-    /** Loads (compiling if needed) the module of {@code source}; for timing and the kernel report. */
+    /**
+     * Cold compile and warm load of one kernel file, in milliseconds: cold compiles into an empty
+     * cache; warm takes the compiled module from this user's cache (filling it first if needed)
+     * and loads it, as a new process would.
+     */
+    public record CompileTiming(String source, double coldMillis, double warmMillis) {
+    }
+
+    /** The kernel files on the class path, as paths under {@code kernels/} (e.g. "loss/logit_stats.cu"). */
+    public static List<String> kernelSources() {
+        return KernelSource.list(CudaKernelBackend.class.getClassLoader());
+    }
+
+    /** Measures {@link CompileTiming} for {@code source} (a path under {@code kernels/}). */
+    public CompileTiming timeCompile(String source) {
+        driver.setCurrentContext(context);
+        KernelSource kernel = KernelSource.load(source);
+        KernelCache scratch = KernelCache.standard();
+        Path empty = scratch.temporaryDirectory("cold");
+        try {
+            ModuleLoader.Loaded cold = loader.withCache(new KernelCache(empty)).load(driver, kernel);
+            driver.unloadModule(cold.handle());
+            driver.unloadModule(loader.load(driver, kernel).handle()); // fills the cache if empty
+            ModuleLoader.Loaded warm = loader.load(driver, kernel);
+            driver.unloadModule(warm.handle());
+            return new CompileTiming(source, cold.millis(), warm.millis());
+        } finally {
+            KernelCache.deleteTree(empty);
+        }
+    }
+
+    /** Loads (compiling if needed) the module of {@code source}. */
     ModuleLoader.Loaded module(String source) {
         driver.setCurrentContext(context);
         return modules.computeIfAbsent(source, s -> loader.load(driver, KernelSource.load(s)));

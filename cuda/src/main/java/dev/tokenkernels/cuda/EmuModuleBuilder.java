@@ -5,7 +5,6 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
@@ -14,7 +13,6 @@ import java.util.Set;
 import java.util.TreeMap;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import java.util.stream.Stream;
 
 /**
  * Builds what {@code cuda-emu} loads, with the host C++ compiler, through the {@link KernelCache}:
@@ -64,7 +62,7 @@ final class EmuModuleBuilder {
             compiler.compile(args, build);
             return cache.storeFile(key, "so", build.resolve("libtkcudaemu.so"));
         } finally {
-            deleteTree(build);
+            KernelCache.deleteTree(build);
         }
     }
 
@@ -121,7 +119,7 @@ final class EmuModuleBuilder {
         } catch (IOException e) {
             throw new TokenKernelsException("cannot prepare the cuda-emu build of " + source.path(), e);
         } finally {
-            deleteTree(build);
+            KernelCache.deleteTree(build);
         }
     }
 
@@ -153,13 +151,5 @@ final class EmuModuleBuilder {
             files.putAll(KernelSource.load("emu/" + header).files());
         }
         return new KernelSource("emu/cuda_emu_runtime.cpp", files);
-    }
-
-    private static void deleteTree(Path root) {
-        try (Stream<Path> walk = Files.walk(root)) {
-            walk.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
-        } catch (IOException e) {
-            // A leftover build directory costs disk space only.
-        }
     }
 }

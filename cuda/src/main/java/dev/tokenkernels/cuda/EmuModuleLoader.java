@@ -21,6 +21,11 @@ final class EmuModuleLoader implements ModuleLoader {
     }
 
     @Override
+    public ModuleLoader withCache(KernelCache cache) {
+        return new EmuModuleLoader(new EmuModuleBuilder(builder.compiler(), cache));
+    }
+
+    @Override
     public String describe() {
         return "host compiler " + builder.compiler().executable() + " (" + builder.compiler().version() + ")";
     }

@@ -13,9 +13,11 @@ import java.nio.file.StandardOpenOption;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.Arrays;
+import java.util.Comparator;
 import java.util.HexFormat;
 import java.util.Optional;
 import java.util.concurrent.ThreadLocalRandom;
+import java.util.stream.Stream;
 
 /**
  * The on-disk cache of compiled kernels (CUBINs, PTX, emulator libraries), in
@@ -135,6 +137,15 @@ final class KernelCache {
             return Files.createTempDirectory(directory, prefix + "-");
         } catch (IOException e) {
             throw new TokenKernelsException("cannot create a build directory in " + directory, e);
+        }
+    }
+
+    /** Deletes a folder made by {@link #temporaryDirectory} and everything in it. */
+    static void deleteTree(Path root) {
+        try (Stream<Path> walk = Files.walk(root)) {
+            walk.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+        } catch (IOException e) {
+            // A leftover build folder costs disk space only.
         }
     }
 

@@ -6,7 +6,17 @@ import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.net.URI;
+import java.net.URISyntaxException;
+import java.net.URL;
+import java.nio.file.FileSystem;
+import java.nio.file.FileSystems;
 import java.util.ArrayDeque;
+import java.util.Collections;
+import java.util.List;
+import java.util.Set;
+import java.util.TreeSet;
+import java.util.stream.Stream;
 import java.util.Deque;
 import java.util.Map;
 import java.util.TreeMap;
@@ -54,6 +64,38 @@ record KernelSource(String path, Map<String, String> files) {
             }
         }
         return new KernelSource(path, files);
+    }
+
+    /**
+     * The kernel files ({@code *.cu}) on the class path, by path under {@code kernels/}, sorted;
+     * the emulator's own files are not kernels.
+     */
+    static List<String> list(ClassLoader loader) {
+        Set<String> found = new TreeSet<>();
+        try {
+            for (URL root : Collections.list(loader.getResources(RESOURCE_ROOT))) {
+                if (root.getProtocol().equals("jar")) {
+                    try (FileSystem jar = FileSystems.newFileSystem(URI.create(root.toString().substring(0,
+                            root.toString().indexOf("!/"))), Map.of())) {
+                        collect(jar.getPath(RESOURCE_ROOT), found);
+                    }
+                } else if (root.getProtocol().equals("file")) {
+                    collect(Path.of(root.toURI()), found);
+                }
+            }
+        } catch (IOException | URISyntaxException e) {
+            throw new TokenKernelsException("cannot list the kernel sources on the class path", e);
+        }
+        return List.copyOf(found);
+    }
+
+    private static void collect(Path root, Set<String> found) throws IOException {
+        try (Stream<Path> walk = Files.walk(root)) {
+            walk.filter(p -> p.getFileName() != null && p.getFileName().toString().endsWith(".cu"))
+                    .map(p -> root.relativize(p).toString().replace('\\', '/'))
+                    .filter(p -> !p.startsWith("emu/"))
+                    .forEach(found::add);
+        }
     }
 
     /** The main file's text. */

@@ -16,6 +16,9 @@ interface ModuleLoader {
     /** One line on the compiler, for the backend's description. */
     String describe();
 
+    /** The same loader over another cache (an empty one times a cold compile). */
+    ModuleLoader withCache(KernelCache cache);
+
     /**
      * A loaded module.
      *
