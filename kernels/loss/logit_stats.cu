@@ -85,13 +85,13 @@ extern "C" __global__ void __launch_bounds__(256)
 }
 
 extern "C" __global__ void __launch_bounds__(256)
-    logit_stats_f16(const __half* logits, const long long* targets, float* max_out, float* lse_out, float* entropy_out,
+    logit_stats_f16(const tk::f16* logits, const long long* targets, float* max_out, float* lse_out, float* entropy_out,
                     float* logprob_out, long long vocab, float inv_t, long long ignore_index, int has_targets) {
     logit_stats_row(logits, targets, max_out, lse_out, entropy_out, logprob_out, vocab, inv_t, ignore_index, has_targets);
 }
 
 extern "C" __global__ void __launch_bounds__(256)
-    logit_stats_bf16(const __nv_bfloat16* logits, const long long* targets, float* max_out, float* lse_out,
+    logit_stats_bf16(const tk::bf16* logits, const long long* targets, float* max_out, float* lse_out,
                      float* entropy_out, float* logprob_out, long long vocab, float inv_t, long long ignore_index,
                      int has_targets) {
     logit_stats_row(logits, targets, max_out, lse_out, entropy_out, logprob_out, vocab, inv_t, ignore_index, has_targets);

@@ -1,7 +1,5 @@
 // Kernels that test the cuda-emu emulator itself (CudaEmuTest). Each one gives a wrong answer, or
 // no answer, unless the feature it names works as on hardware. They also compile with NVRTC.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 // Reverses each block's slice through shared memory: without a real barrier a thread reads its
 // partner's slot before the partner wrote it.
@@ -149,17 +147,4 @@ extern "C" __global__ void deadlock(float* out) {
         __syncwarp();
     }
     out[threadIdx.x] = 1.0f;
-}
-
-// Conversions: float -> half and bfloat16 bits (round to nearest even), and back.
-extern "C" __global__ void half_conversions(const float* in, unsigned short* half_bits, unsigned short* bf16_bits,
-                                           float* half_back, float* bf16_back, long long n) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    __half h = __float2half(in[i]);
-    __nv_bfloat16 b = __float2bfloat16(in[i]);
-    half_bits[i] = __half_as_ushort(h);
-    bf16_bits[i] = __bfloat16_as_ushort(b);
-    half_back[i] = __half2float(h);
-    bf16_back[i] = __bfloat162float(b);
 }
