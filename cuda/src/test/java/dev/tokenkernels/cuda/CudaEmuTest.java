@@ -289,7 +289,7 @@ class CudaEmuTest {
                 }
             };
         }
-        Kernel k = new Kernel(SOURCE, "half_conversions", pointer("in"), pointer("half_bits"), pointer("bf16_bits"),
+        Kernel k = new Kernel("test/emu_half.cu", "half_conversions", pointer("in"), pointer("half_bits"), pointer("bf16_bits"),
                 pointer("half_back"), pointer("bf16_back"), i64("n"));
         try (DeviceBuffer din = upload(in); DeviceBuffer dh = backend().allocate(2L * n);
              DeviceBuffer db = backend().allocate(2L * n); DeviceBuffer dhb = upload(new float[n]);
