@@ -1,11 +1,13 @@
 package dev.tokenkernels.bench;
 
 import dev.tokenkernels.cuda.CudaKernelBackend;
+import dev.tokenkernels.cuda.KernelReport;
 import dev.tokenkernels.runtime.Backends;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import java.util.Optional;
 
 /** The {@code tokenkernels} command line; the launcher script builds the jar and calls this. */
 public final class Cli {
@@ -13,7 +15,9 @@ public final class Cli {
             usage: ./tokenkernels <command> [options]
 
               report [--quick] [--out DIR]  measure every op on every backend (default DIR: report/)
-              info                          machine, backends, and why any backend is unavailable
+              info [--kernels]              machine, backends, why any backend is unavailable, kernel
+                                            compile times; --kernels: registers, spills and shared
+                                            memory of every kernel for sm_80 and sm_90 (NVRTC)
               jmh [JMH options]             run the JMH benchmarks, e.g. jmh LogitStatsBenchmark -p threads=1
               test [Maven options]          run the test suite (mvn verify)
               build                         rebuild the jar
@@ -59,7 +63,13 @@ public final class Cli {
 
     private static void info(List<String> options) {
         if (options.contains("--kernels")) {
-            System.out.println("kernel report: no CUDA kernels are compiled yet (the NVRTC path is issue 3)");
+            Optional<String> missing = KernelReport.unavailableReason();
+            if (missing.isPresent()) {
+                System.out.println("kernel report: NVRTC is unavailable: " + missing.get());
+                System.exit(1);
+            }
+            System.out.println("kernel report: every kernel compiled by " + KernelReport.compilerDescription());
+            System.out.print(KernelReport.markdown(KernelReport.compileAll()));
             return;
         }
         System.out.println("machine:");

@@ -183,6 +183,14 @@ public final class CudaKernelBackend implements KernelBackend {
         }
     }
 
+    /** The parameter sizes of {@code entry} in {@code source} as compiled for this backend. */
+    int[] compiledParameterSizes(String source, String entry) {
+        driver.setCurrentContext(context);
+        ModuleLoader.Loaded module = module(source);
+        int[] sizes = module.entryParameterSizes().get(entry);
+        return sizes != null ? sizes : driver.parameterSizes(driver.function(module.handle(), entry));
+    }
+
     /** Loads (compiling if needed) the module of {@code source}. */
     ModuleLoader.Loaded module(String source) {
         driver.setCurrentContext(context);
