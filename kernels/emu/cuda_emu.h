@@ -140,24 +140,19 @@ inline T tk_emu_atomic_update(T* p, T v, bool take_max) {
 inline int atomicAdd(int* p, int v) { return tk_emu_atomic_add(p, v); }
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return tk_emu_atomic_add(p, v); }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) { return tk_emu_atomic_add(p, v); }
-inline float atomicAdd(float* p, float v) {
-    float old;
+// Floating-point adds by compare-and-swap: there is no fetch-add for float on the host.
+template <typename T>
+inline T tk_emu_atomic_add_float(T* p, T v) {
+    T old;
     __atomic_load(p, &old, __ATOMIC_RELAXED);
-    float next;
+    T next;
     do {
         next = old + v;
     } while (!__atomic_compare_exchange(p, &old, &next, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
     return old;
 }
-inline double atomicAdd(double* p, double v) {
-    double old;
-    __atomic_load(p, &old, __ATOMIC_RELAXED);
-    double next;
-    do {
-        next = old + v;
-    } while (!__atomic_compare_exchange(p, &old, &next, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
-    return old;
-}
+inline float atomicAdd(float* p, float v) { return tk_emu_atomic_add_float(p, v); }
+inline double atomicAdd(double* p, double v) { return tk_emu_atomic_add_float(p, v); }
 inline int atomicSub(int* p, int v) { return __atomic_fetch_sub(p, v, __ATOMIC_SEQ_CST); }
 inline unsigned atomicSub(unsigned* p, unsigned v) { return __atomic_fetch_sub(p, v, __ATOMIC_SEQ_CST); }
 inline int atomicMax(int* p, int v) { return tk_emu_atomic_update(p, v, true); }

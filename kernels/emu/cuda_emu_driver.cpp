@@ -132,26 +132,25 @@ int stream_token;
 
 TK_EXPORT const char* tkEmuLastError() { return last_error.c_str(); }
 
+// The entry of kErrors for `error`, or null.
+static const ErrorText* error_text(CUresult error) {
+    for (const ErrorText& e : kErrors)
+        if (e.code == error) return &e;
+    return nullptr;
+}
+
 TK_EXPORT CUresult cuGetErrorName(CUresult error, const char** name) {
     if (!name) return CUDA_ERROR_INVALID_VALUE;
-    for (const ErrorText& e : kErrors)
-        if (e.code == error) {
-            *name = e.name;
-            return CUDA_SUCCESS;
-        }
-    *name = nullptr;
-    return CUDA_ERROR_INVALID_VALUE;
+    const ErrorText* e = error_text(error);
+    *name = e ? e->name : nullptr;
+    return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
 TK_EXPORT CUresult cuGetErrorString(CUresult error, const char** text) {
     if (!text) return CUDA_ERROR_INVALID_VALUE;
-    for (const ErrorText& e : kErrors)
-        if (e.code == error) {
-            *text = e.text;
-            return CUDA_SUCCESS;
-        }
-    *text = nullptr;
-    return CUDA_ERROR_INVALID_VALUE;
+    const ErrorText* e = error_text(error);
+    *text = e ? e->text : nullptr;
+    return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
 TK_EXPORT CUresult cuInit(unsigned flags) {

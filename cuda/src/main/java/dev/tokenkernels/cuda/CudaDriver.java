@@ -1,6 +1,7 @@
 package dev.tokenkernels.cuda;
 
 import dev.tokenkernels.runtime.TokenKernelsException;
+import java.lang.foreign.AddressLayout;
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.Linker;
@@ -30,7 +31,7 @@ final class CudaDriver {
     private static final Linker LINKER = Linker.nativeLinker();
     private static final ValueLayout.OfInt INT = ValueLayout.JAVA_INT;
     private static final ValueLayout.OfLong LONG = ValueLayout.JAVA_LONG;
-    private static final java.lang.foreign.AddressLayout ADDRESS = ValueLayout.ADDRESS;
+    private static final AddressLayout ADDRESS = ValueLayout.ADDRESS;
 
     private final Path library;
     private final MethodHandle cuInit;
@@ -129,27 +130,15 @@ final class CudaDriver {
     }
 
     int driverVersion() {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(INT);
-            check("cuDriverGetVersion", call(cuDriverGetVersion, out));
-            return out.get(INT, 0);
-        }
+        return outInt("cuDriverGetVersion", cuDriverGetVersion);
     }
 
     int deviceCount() {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(INT);
-            check("cuDeviceGetCount", call(cuDeviceGetCount, out));
-            return out.get(INT, 0);
-        }
+        return outInt("cuDeviceGetCount", cuDeviceGetCount);
     }
 
     int device(int ordinal) {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(INT);
-            check("cuDeviceGet", call(cuDeviceGet, out, ordinal));
-            return out.get(INT, 0);
-        }
+        return outInt("cuDeviceGet", cuDeviceGet, ordinal);
     }
 
     String deviceName(int device) {
@@ -161,27 +150,15 @@ final class CudaDriver {
     }
 
     int attribute(int device, int attribute) {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(INT);
-            check("cuDeviceGetAttribute(" + attribute + ")", call(cuDeviceGetAttribute, out, attribute, device));
-            return out.get(INT, 0);
-        }
+        return outInt("cuDeviceGetAttribute(" + attribute + ")", cuDeviceGetAttribute, attribute, device);
     }
 
     long totalMemory(int device) {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(LONG);
-            check("cuDeviceTotalMem", call(cuDeviceTotalMem, out, device));
-            return out.get(LONG, 0);
-        }
+        return outLong("cuDeviceTotalMem", cuDeviceTotalMem, device);
     }
 
     MemorySegment retainPrimaryContext(int device) {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(ADDRESS);
-            check("cuDevicePrimaryCtxRetain", call(cuDevicePrimaryCtxRetain, out, device));
-            return out.get(ADDRESS, 0);
-        }
+        return outAddress("cuDevicePrimaryCtxRetain", cuDevicePrimaryCtxRetain, device);
     }
 
     void releasePrimaryContext(int device) {
@@ -197,11 +174,7 @@ final class CudaDriver {
     }
 
     long malloc(long bytes) {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(LONG);
-            check("cuMemAlloc(" + bytes + " bytes)", call(cuMemAlloc, out, bytes));
-            return out.get(LONG, 0);
-        }
+        return outLong("cuMemAlloc(" + bytes + " bytes)", cuMemAlloc, bytes);
     }
 
     void free(long pointer) {
@@ -221,11 +194,7 @@ final class CudaDriver {
     }
 
     MemorySegment createStream() {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(ADDRESS);
-            check("cuStreamCreate", call(cuStreamCreate, out, 0));
-            return out.get(ADDRESS, 0);
-        }
+        return outAddress("cuStreamCreate", cuStreamCreate, 0);
     }
 
     void synchronize(MemorySegment stream) {
@@ -258,19 +227,13 @@ final class CudaDriver {
 
     /** Loads a CUBIN or PTX image (real devices). */
     MemorySegment loadModuleData(MemorySegment image) {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(ADDRESS);
-            check("cuModuleLoadData", call(cuModuleLoadData, out, image));
-            return out.get(ADDRESS, 0);
-        }
+        return outAddress("cuModuleLoadData", cuModuleLoadData, image);
     }
 
     /** Loads a module from a file (the emulator: a host library built from the kernel source). */
     MemorySegment loadModuleFile(Path file) {
         try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(ADDRESS);
-            check("cuModuleLoad(" + file + ")", call(cuModuleLoad, out, arena.allocateFrom(file.toString())));
-            return out.get(ADDRESS, 0);
+            return outAddress("cuModuleLoad(" + file + ")", cuModuleLoad, arena.allocateFrom(file.toString()));
         }
     }
 
@@ -280,9 +243,7 @@ final class CudaDriver {
 
     MemorySegment function(MemorySegment module, String name) {
         try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(ADDRESS);
-            check("cuModuleGetFunction(" + name + ")", call(cuModuleGetFunction, out, module, arena.allocateFrom(name)));
-            return out.get(ADDRESS, 0);
+            return outAddress("cuModuleGetFunction(" + name + ")", cuModuleGetFunction, module, arena.allocateFrom(name));
         }
     }
 
@@ -293,11 +254,7 @@ final class CudaDriver {
     }
 
     MemorySegment createEvent() {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment out = arena.allocate(ADDRESS);
-            check("cuEventCreate", call(cuEventCreate, out, 0));
-            return out.get(ADDRESS, 0);
-        }
+        return outAddress("cuEventCreate", cuEventCreate, 0);
     }
 
     void recordEvent(MemorySegment event, MemorySegment stream) {
@@ -316,6 +273,37 @@ final class CudaDriver {
 
     void destroyEvent(MemorySegment event) {
         check("cuEventDestroy", call(cuEventDestroy, event));
+    }
+
+    // ---- out-parameters -----------------------------------------------------------------------
+
+    /** Calls {@code handle} with a fresh int out-parameter before {@code args}; checks; returns it. */
+    private int outInt(String what, MethodHandle handle, Object... args) {
+        return (int) out(what, INT, handle, args);
+    }
+
+    private long outLong(String what, MethodHandle handle, Object... args) {
+        return (long) out(what, LONG, handle, args);
+    }
+
+    private MemorySegment outAddress(String what, MethodHandle handle, Object... args) {
+        return (MemorySegment) out(what, ADDRESS, handle, args);
+    }
+
+    private Object out(String what, ValueLayout layout, MethodHandle handle, Object... args) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment out = arena.allocate(layout);
+            Object[] all = new Object[args.length + 1];
+            all[0] = out;
+            System.arraycopy(args, 0, all, 1, args.length);
+            check(what, call(handle, all));
+            return switch (layout) {
+                case ValueLayout.OfInt i -> out.get(i, 0);
+                case ValueLayout.OfLong l -> out.get(l, 0);
+                case AddressLayout a -> out.get(a, 0);
+                default -> throw new IllegalArgumentException("no out-parameter of layout " + layout);
+            };
+        }
     }
 
     // ---- errors -------------------------------------------------------------------------------
