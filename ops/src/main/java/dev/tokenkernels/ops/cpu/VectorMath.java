@@ -1,6 +1,8 @@
 package dev.tokenkernels.ops.cpu;
 
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -35,7 +37,45 @@ public final class VectorMath {
     private static final FloatVector C2 = FloatVector.broadcast(F, 0.5f);
     private static final FloatVector ONE = FloatVector.broadcast(F, 1f);
 
+    private static final FloatVector LN2_V = FloatVector.broadcast(F, 0.69314718055994531f);
+    private static final FloatVector SQRT2 = FloatVector.broadcast(F, 1.41421356f);
+    private static final FloatVector TWO_POW_23 = FloatVector.broadcast(F, 8388608f);
+    // 2 / (2k + 1) for the odd series of 2 atanh(s) = log((1 + s) / (1 - s)).
+    private static final FloatVector L9 = FloatVector.broadcast(F, 2f / 9);
+    private static final FloatVector L7 = FloatVector.broadcast(F, 2f / 7);
+    private static final FloatVector L5 = FloatVector.broadcast(F, 2f / 5);
+    private static final FloatVector L3 = FloatVector.broadcast(F, 2f / 3);
+    private static final FloatVector TWO = FloatVector.broadcast(F, 2f);
+
     private VectorMath() {
+    }
+
+    /**
+     * Natural {@code log x} lane-wise for {@code x >= 0}: within 3 ulp for positive
+     * {@code x} (subnormals included), {@code -inf} for 0, {@code +inf} for {@code +inf}, NaN for
+     * NaN. Negative {@code x} are outside the contract.
+     *
+     * <p>Method: {@code x = 2^e m} with {@code m} in {@code [sqrt(1/2), sqrt(2))};
+     * {@code log m = 2 atanh(s)}, {@code s = (m - 1) / (m + 1)}, {@code |s| <= 0.172}, by its odd
+     * series to {@code s^9} (truncation below 3e-9 relative).
+     */
+    public static FloatVector log(FloatVector x) {
+        VectorMask<Float> subnormal = x.lt(Float.MIN_NORMAL);
+        FloatVector scaled = x.blend(x.mul(TWO_POW_23), subnormal);
+        IntVector bits = scaled.reinterpretAsInts();
+        IntVector exponent = bits.lanewise(VectorOperators.LSHR, 23).sub(127);
+        FloatVector m = bits.and(0x007fffff).or(0x3f800000).reinterpretAsFloats(); // [1, 2)
+        VectorMask<Float> high = m.compare(VectorOperators.GE, SQRT2);
+        m = m.blend(m.mul(0.5f), high);
+        FloatVector e = ((FloatVector) exponent.convert(VectorOperators.I2F, 0))
+                .add(FloatVector.broadcast(F, 1f), high)
+                .sub(FloatVector.broadcast(F, 23f), subnormal);
+        FloatVector s = m.sub(1f).div(m.add(1f));
+        FloatVector s2 = s.mul(s);
+        FloatVector series = s2.fma(L9, L7).fma(s2, L5).fma(s2, L3).fma(s2, TWO).mul(s);
+        FloatVector result = e.fma(LN2_V, series);
+        result = result.blend(Float.NEGATIVE_INFINITY, x.eq(0f));
+        return result.blend(x, x.eq(Float.POSITIVE_INFINITY).or(x.test(VectorOperators.IS_NAN)));
     }
 
     /**

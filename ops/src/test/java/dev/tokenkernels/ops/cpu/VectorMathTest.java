@@ -54,4 +54,50 @@ class VectorMathTest {
         assertTrue(Float.isNaN(y[3]));
         assertEquals(1f, y[4]);
     }
+
+    private static float[] log(float[] x) {
+        float[] out = new float[x.length];
+        for (int i = 0; i < x.length; i += LANES) {
+            VectorMath.log(FloatVector.fromArray(FloatVector.SPECIES_PREFERRED, x, i)).intoArray(out, i);
+        }
+        return out;
+    }
+
+    @Test
+    void logMatchesMathLogWithinThreeUlpFromSubnormalsToTheLargestFloat() {
+        SplittableRandom random = new SplittableRandom(2);
+        float[] x = new float[LANES * 20000];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = Float.intBitsToFloat(1 + random.nextInt(0x7f7fffff)); // every positive finite float
+        }
+        x[0] = 1f;
+        x[1] = Float.MIN_VALUE;
+        x[2] = Float.MIN_NORMAL;
+        x[3] = Float.MAX_VALUE;
+        x[4] = Math.nextDown(1.41421356f);
+        x[5] = 1.41421356f;
+        float[] y = log(x);
+        double worst = 0;
+        for (int i = 0; i < x.length; i++) {
+            double exact = Math.log(x[i]);
+            double ulps = Math.abs(y[i] - exact) / Math.max(Math.ulp((float) exact), Float.MIN_NORMAL);
+            worst = Math.max(worst, ulps);
+        }
+        assertTrue(worst <= 3, "worst error " + worst + " ulp");
+        assertEquals(0f, y[0]);
+    }
+
+    @Test
+    void logOfZeroInfinityAndNaN() {
+        float[] x = new float[LANES];
+        x[0] = 0f;
+        x[1] = Float.POSITIVE_INFINITY;
+        x[2] = Float.NaN;
+        x[3] = 1f;
+        float[] y = log(x);
+        assertEquals(Float.NEGATIVE_INFINITY, y[0]);
+        assertEquals(Float.POSITIVE_INFINITY, y[1]);
+        assertTrue(Float.isNaN(y[2]));
+        assertEquals(0f, y[3]);
+    }
 }
