@@ -1,0 +1,144 @@
+// Divergences between student and teacher logits with the gradient w.r.t. the student
+// (ops: dev.tokenkernels.ops.loss.Divergence; CPU twin: DivergenceCpu).
+//
+// One block of 256 threads per row, three phases over the row (re-read from L2 on a GPU):
+//   A. log-sum-exp of the student and the teacher row (online softmax, merged across the block);
+//   B. the divergence and the sum the gradient needs (sum_v p_v g_v), block-reduced;
+//   C. the gradient coef * (p - q) for forward KL, coef * p (g - sum p g) for the others.
+// Each thread writes only elements it has just read, so the gradient may alias the student
+// logits (in-place update). Rows of weight 0 are not read: loss 0, gradient 0. A row without a
+// distribution on either side (NaN, +inf, all -inf) gets NaN.
+#include "block_reduce.cuh"
+#include "online_softmax.cuh"
+#include "tk_numeric.cuh"
+
+namespace {
+
+// Values of Divergence.Kind and DType codes, as the Java side passes them.
+constexpr int kForwardKl = 0, kReverseKl = 1, kJsd = 2, kTotalVariation = 3;
+constexpr int kF32 = 0, kF16 = 1, kBf16 = 2;
+
+__device__ __forceinline__ float load(const void* base, int dtype, long long i) {
+    switch (dtype) {
+        case kF16: return tk::to_float(static_cast<const tk::f16*>(base)[i]);
+        case kBf16: return tk::to_float(static_cast<const tk::bf16*>(base)[i]);
+        default: return static_cast<const float*>(base)[i];
+    }
+}
+
+// 0 when the probability is 0, so that 0 * log 0 = 0.
+__device__ __forceinline__ float weighted(float probability, float value) {
+    return probability == 0.0f ? 0.0f : probability * value;
+}
+
+// log(beta q + (1 - beta) p); where the mixture underflows to 0 although one side is not 0 (tiny
+// beta or 1 - beta), the larger of log(beta) + log q and log(1 - beta) + log p stands in for it.
+__device__ __forceinline__ float log_mixture(float p, float q, float ls, float lt, float beta) {
+    float m = beta * q + (1.0f - beta) * p;
+    return m != 0.0f ? logf(m) : fmaxf(lt + logf(beta), ls + log1pf(-beta));
+}
+
+__device__ __forceinline__ float half_sign(float d) { return d > 0.0f ? 0.5f : (d < 0.0f ? -0.5f : 0.0f); }
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(256)
+    divergence(const void* student, int student_dtype, const void* teacher, int teacher_dtype, float* grad,
+               float* row_loss, const float* weights, const float* grad_coef, long long vocab,
+               long long teacher_stride, float inv_t, float beta, int kind, int has_grad) {
+    __shared__ float shared_lse[2];
+    const long long row = blockIdx.x;
+    const long long s_base = row * vocab;
+    const long long t_base = row * teacher_stride;
+    float* g = has_grad ? grad + row * vocab : nullptr;
+
+    if (weights[row] == 0.0f) {
+        if (g)
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = 0.0f;
+        if (threadIdx.x == 0) row_loss[row] = 0.0f;
+        return;
+    }
+
+    // A: log-sum-exp of both rows.
+    tk::SoftmaxState s_state = tk::SoftmaxState::empty(), t_state = tk::SoftmaxState::empty();
+    bool nan = false;
+    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
+        float xs = load(student, student_dtype, s_base + j) * inv_t;
+        float xt = load(teacher, teacher_dtype, t_base + j) * inv_t;
+        nan |= tk::is_nan(xs) || tk::is_nan(xt);
+        s_state.add(xs);
+        t_state.add(xt);
+    }
+    const int any_nan = __syncthreads_or(nan);
+    s_state = tk::block_merge(s_state);
+    t_state = tk::block_merge(t_state);
+    if (threadIdx.x == 0) {
+        shared_lse[0] = s_state.max + logf(s_state.sum);
+        shared_lse[1] = t_state.max + logf(t_state.sum);
+    }
+    __syncthreads();
+    const float lse_s = shared_lse[0], lse_t = shared_lse[1];
+    if (any_nan || !isfinite(lse_s) || !isfinite(lse_t)) {
+        if (g)
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = tk::quiet_nan();
+        if (threadIdx.x == 0) row_loss[row] = tk::quiet_nan();
+        return;
+    }
+
+    // B: the divergence and sum p g. Forward KL writes its gradient here: it needs nothing more.
+    const float coef = has_grad ? grad_coef[row] : 0.0f;
+    float first = 0.0f, second = 0.0f;
+    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
+        float ls = load(student, student_dtype, s_base + j) * inv_t - lse_s;
+        float lt = load(teacher, teacher_dtype, t_base + j) * inv_t - lse_t;
+        float p = expf(ls), q = expf(lt);
+        switch (kind) {
+            case kForwardKl:
+                first += weighted(q, lt - ls);
+                if (g) g[j] = (p - q) * coef;
+                break;
+            case kReverseKl: first += weighted(p, ls - lt); break;
+            case kJsd: {
+                float log_m = log_mixture(p, q, ls, lt, beta);
+                first += weighted(q, lt - log_m);
+                second += weighted(p, ls - log_m);
+                break;
+            }
+            default:
+                first += fabsf(p - q);
+                second += p * half_sign(p - q);
+                break;
+        }
+    }
+    first = tk::block_sum(first);
+    second = tk::block_sum(second);
+    float loss, pg;
+    switch (kind) {
+        case kForwardKl: loss = pg = first; break;
+        case kReverseKl: loss = pg = first; break;
+        case kJsd:
+            loss = beta * first + (1.0f - beta) * second;
+            pg = (1.0f - beta) * second;
+            break;
+        default:
+            loss = 0.5f * first;
+            pg = second;
+            break;
+    }
+    if (threadIdx.x == 0) row_loss[row] = loss;
+    if (!g || kind == kForwardKl) return;
+
+    // C: gradient coef * p (d(loss)/dp - sum p d(loss)/dp).
+    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
+        float ls = load(student, student_dtype, s_base + j) * inv_t - lse_s;
+        float lt = load(teacher, teacher_dtype, t_base + j) * inv_t - lse_t;
+        float p = expf(ls), q = expf(lt);
+        float dp;
+        switch (kind) {
+            case kReverseKl: dp = ls - lt; break;
+            case kJsd: dp = (1.0f - beta) * (ls - log_mixture(p, q, ls, lt, beta)); break;
+            default: dp = half_sign(p - q); break;
+        }
+        g[j] = weighted(p, dp - pg) * coef;
+    }
+}

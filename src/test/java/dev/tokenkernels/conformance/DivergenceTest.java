@@ -1,0 +1,183 @@
+package dev.tokenkernels.conformance;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.tokenkernels.ops.loss.Divergence;
+import dev.tokenkernels.ops.loss.Divergence.Options;
+import dev.tokenkernels.ops.loss.Reduction;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+import org.junit.jupiter.api.Test;
+
+/** Worked examples, special rows and every bad input of {@link Divergence}, on every backend. */
+class DivergenceTest {
+    private static final float LN3 = (float) Math.log(3);
+
+    /** Student uniform over 2 classes, teacher (0.75, 0.25): values by hand. */
+    @Test
+    void twoClassExampleByHand() {
+        try (Tensor s = Tensor.of(new float[] {0, 0}, 1, 2); Tensor t = Tensor.of(new float[] {LN3, 0}, 1, 2)) {
+            for (Backend b : ConformanceBackends.all()) {
+                double fkl = 0.75 * Math.log(1.5) + 0.25 * Math.log(0.5);
+                double rkl = 0.5 * Math.log(0.5 / 0.75) + 0.5 * Math.log(2);
+                try (Divergence.Result r = Divergence.computeWithGradient(s, t, Options.forwardKl().on(b), 1f)) {
+                    assertEquals(fkl, r.value(), 1e-6, b + " forward KL");
+                    assertEquals(-0.25f, r.gradient().getFloat(0), 1e-6, b + " forward KL gradient");
+                    assertEquals(0.25f, r.gradient().getFloat(1), 1e-6, b + " forward KL gradient");
+                }
+                try (Divergence.Result r = Divergence.compute(s, t, Options.reverseKl().on(b))) {
+                    assertEquals(rkl, r.value(), 1e-6, b + " reverse KL");
+                    assertNull(r.gradient());
+                }
+                try (Divergence.Result r = Divergence.compute(s, t, Options.totalVariation().on(b))) {
+                    assertEquals(0.25, r.value(), 1e-6, b + " total variation");
+                }
+                try (Divergence.Result fwd = Divergence.compute(s, t, Options.jsd(0f).on(b));
+                     Divergence.Result rev = Divergence.compute(s, t, Options.jsd(1f).on(b))) {
+                    assertEquals(fkl, fwd.value(), 1e-6, b + " JSD beta 0 is forward KL");
+                    assertEquals(rkl, rev.value(), 1e-6, b + " JSD beta 1 is reverse KL");
+                }
+            }
+        }
+    }
+
+    @Test
+    void identicalDistributionsGiveZeroLossAndGradient() {
+        float[] z = {1.5f, -2f, 0.25f, 3f, Float.NEGATIVE_INFINITY, 0f};
+        try (Tensor s = Tensor.of(z, 2, 3); Tensor t = Tensor.of(z, 2, 3)) {
+            for (Backend b : ConformanceBackends.all()) {
+                for (Options o : new Options[] {Options.forwardKl(), Options.reverseKl(), Options.jsd(0.5f),
+                        Options.totalVariation()}) {
+                    try (Divergence.Result r = Divergence.computeWithGradient(s, t, o.withTemperature(0.7f).on(b), 1f)) {
+                        assertEquals(0f, r.value(), 1e-6, b + " " + o.kind());
+                        for (float g : r.gradient().toFloatArray()) {
+                            assertEquals(0f, g, 1e-6, b + " " + o.kind() + " gradient");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void zeroProbabilityClassesFollowZeroLogZero() {
+        float inf = Float.NEGATIVE_INFINITY;
+        // Teacher gives class 2 no mass: forward KL is finite. Student gives it none: it is infinite.
+        try (Tensor s = Tensor.of(new float[] {0, 0, 0}, 1, 3); Tensor t = Tensor.of(new float[] {0, 0, inf}, 1, 3);
+             Tensor sMasked = Tensor.of(new float[] {0, 0, inf}, 1, 3); Tensor tFull = Tensor.of(new float[] {0, 0, 0}, 1, 3)) {
+            for (Backend b : ConformanceBackends.all()) {
+                try (Divergence.Result r = Divergence.compute(s, t, Options.forwardKl().on(b))) {
+                    assertEquals(Math.log(1.5), r.value(), 1e-6, b + "");
+                }
+                try (Divergence.Result r = Divergence.compute(sMasked, tFull, Options.forwardKl().on(b))) {
+                    assertEquals(Float.POSITIVE_INFINITY, r.value(), b + "");
+                }
+            }
+        }
+    }
+
+    @Test
+    void weightsTargetsAndSpecialRows() {
+        float nan = Float.NaN;
+        float[] student = {0, 1, 2, nan, 0, 0, 5, 5, 5};
+        float[] teacher = {2, 1, 0, 0, 0, 0, 1, 2, 3};
+        try (Tensor s = Tensor.of(student, 3, 3); Tensor t = Tensor.of(teacher, 3, 3);
+             Tensor ignoreNanRow = Tensor.ofInts(new int[] {0, -100, 2}, 3);
+             Tensor noneCount = Tensor.of(new float[] {0, 0, 0}, 3)) {
+            for (Backend b : ConformanceBackends.all()) {
+                try (Divergence.Result r = Divergence.computeWithGradient(s, t,
+                        Options.forwardKl().withReduction(Reduction.NONE).on(b), 1f)) {
+                    assertTrue(Float.isNaN(r.loss().getFloat(1)), b + " the NaN row is NaN");
+                    assertTrue(Float.isFinite(r.loss().getFloat(0)) && Float.isFinite(r.loss().getFloat(2)), b + " others are not");
+                    assertTrue(Float.isNaN(r.gradient().getFloat(3)), b + " NaN gradient row");
+                }
+                try (Divergence.Result r = Divergence.computeWithGradient(s, t,
+                        Options.forwardKl().withTargets(ignoreNanRow).on(b), 1f)) {
+                    assertTrue(Float.isFinite(r.value()), b + " the ignored NaN row is not read");
+                    assertEquals(2.0, r.weightSum(), b + "");
+                    assertEquals(0f, r.gradient().getFloat(4), b + " ignored rows get a zero gradient");
+                }
+                try (Divergence.Result r = Divergence.computeWithGradient(s, t, Options.forwardKl().withWeights(noneCount).on(b), 1f)) {
+                    assertEquals(0f, r.value(), b + " tokenMean over no tokens is 0, not NaN");
+                }
+            }
+        }
+    }
+
+    @Test
+    void inPlaceEqualsOutOfPlace() {
+        float[] zs = {0.3f, -1, 2, 0.5f, 4, -3, 1, 1, 0, 2, -1, 0.5f};
+        float[] zt = {1, 0, 0.2f, -0.5f, 3, -2, 0, 2, 1, 0, 1, -1};
+        for (Backend b : ConformanceBackends.all()) {
+            for (Options o : new Options[] {Options.forwardKl(), Options.reverseKl(), Options.jsd(0.3f), Options.totalVariation()}) {
+                try (Tensor s = Tensor.of(zs, 3, 4); Tensor t = Tensor.of(zt, 3, 4); Tensor inPlace = Tensor.of(zs, 3, 4);
+                     Divergence.Result expected = Divergence.computeWithGradient(s, t, o.on(b), 2f);
+                     Divergence.Result actual = Divergence.computeWithGradient(inPlace, t, o.on(b), 2f, inPlace)) {
+                    assertEquals(expected.value(), actual.value(), 1e-6, b + " " + o.kind());
+                    float[] e = expected.gradient().toFloatArray();
+                    float[] a = inPlace.toFloatArray();
+                    for (int i = 0; i < e.length; i++) {
+                        assertEquals(e[i], a[i], 1e-6, b + " " + o.kind() + " element " + i);
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void badInputsAreClearErrors() {
+        try (Tensor s = Tensor.of(new float[6], 2, 3); Tensor t = Tensor.of(new float[6], 2, 3);
+             Tensor wide = Tensor.of(new float[8], 2, 4); Tensor narrow = Tensor.of(new float[4], 2, 2);
+             Tensor threeRows = Tensor.of(new float[9], 3, 3); Tensor flat = Tensor.of(new float[6], 6);
+             Tensor ints = Tensor.ofInts(new int[6], 2, 3); Tensor bf16 = Tensor.ofFloats(new float[6], DType.BF16, 2, 3);
+             Tensor w = Tensor.of(new float[] {1, 1}, 2); Tensor negative = Tensor.of(new float[] {1, -1}, 2);
+             Tensor nanWeight = Tensor.of(new float[] {1, Float.NaN}, 2); Tensor shortW = Tensor.of(new float[] {1}, 1);
+             Tensor y = Tensor.ofInts(new int[] {0, 3}, 2); Tensor grad = Tensor.of(new float[6], 2, 3);
+             Tensor gradWrong = Tensor.of(new float[8], 2, 4)) {
+            Options fkl = Options.forwardKl();
+            expect(() -> Divergence.compute(flat, t, fkl), "student: expected rank 2");
+            expect(() -> Divergence.compute(ints, t, fkl), "student: expected dtype");
+            expect(() -> Divergence.compute(s, threeRows, fkl), "teacher");
+            expect(() -> Divergence.compute(s, narrow, fkl), "at least 3 columns");
+            expect(() -> Divergence.compute(s, wide, fkl), "withSharedPrefix");
+            expect(() -> Divergence.compute(s, t, fkl.withTemperature(0f)), "temperature");
+            expect(() -> Divergence.compute(s, t, fkl.withTemperature(Float.NaN)), "temperature");
+            expect(() -> Divergence.compute(s, t, Options.jsd(1.5f)), "beta");
+            expect(() -> Divergence.compute(s, t, Options.jsd(Float.NaN)), "beta");
+            expect(() -> Divergence.compute(s, t, fkl.withWeights(w).withTargets(y)), "not both");
+            expect(() -> Divergence.compute(s, t, fkl.withWeights(negative)), "weights[1]");
+            expect(() -> Divergence.compute(s, t, fkl.withWeights(nanWeight)), "weights[1]");
+            expect(() -> Divergence.compute(s, t, fkl.withWeights(shortW)), "weights");
+            expect(() -> Divergence.compute(s, t, fkl.withWeights(ints)), "weights");
+            expect(() -> Divergence.compute(s, t, fkl.withTargets(y)), "targets[1]");
+            expect(() -> Divergence.compute(s, t, null), "options");
+            expect(() -> Divergence.computeWithGradient(s, t, fkl, Float.NaN), "gradScale");
+            expect(() -> Divergence.computeWithGradient(s, t, fkl, 1f, gradWrong), "gradient");
+            expect(() -> Divergence.computeWithGradient(s, t, fkl, 1f, t), "teacher");
+            expect(() -> Divergence.computeWithGradient(bf16, t, fkl, 1f, bf16), "gradient: expected dtype");
+            expect(() -> Divergence.computeWithGradient(s, t, fkl, 1f, null), "gradient");
+            try (Divergence.Result r = Divergence.computeWithGradient(s, t, fkl.withReduction(Reduction.NONE), 1f, grad)) {
+                assertThrows(IllegalStateException.class, r::value);
+            }
+        }
+        Tensor closed = Tensor.of(new float[6], 2, 3);
+        closed.close();
+        try (Tensor t = Tensor.of(new float[6], 2, 3)) {
+            assertThrows(IllegalStateException.class, () -> Divergence.compute(closed, t, Options.forwardKl()));
+        }
+    }
+
+    private static void expect(Executable call, String inMessage) {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, call::execute);
+        assertTrue(e.getMessage().contains(inMessage), "message '" + e.getMessage() + "' should contain '" + inMessage + "'");
+    }
+
+    @FunctionalInterface
+    private interface Executable {
+        void execute();
+    }
+}
