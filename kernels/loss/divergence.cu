@@ -22,6 +22,7 @@ __device__ __forceinline__ float load(const void* base, int dtype, long long i) 
     switch (dtype) {
         case kF16: return tk::to_float(static_cast<const tk::f16*>(base)[i]);
         case kBf16: return tk::to_float(static_cast<const tk::bf16*>(base)[i]);
+        case kF32:
         default: return static_cast<const float*>(base)[i];
     }
 }
@@ -104,6 +105,7 @@ extern "C" __global__ void __launch_bounds__(256)
                 second += weighted(p, ls - log_m);
                 break;
             }
+            case kTotalVariation:
             default:
                 first += fabsf(p - q);
                 second += p * half_sign(p - q);
@@ -120,6 +122,7 @@ extern "C" __global__ void __launch_bounds__(256)
             loss = beta * first + (1.0f - beta) * second;
             pg = (1.0f - beta) * second;
             break;
+        case kTotalVariation:
         default:
             loss = 0.5f * first;
             pg = second;
@@ -137,6 +140,7 @@ extern "C" __global__ void __launch_bounds__(256)
         switch (kind) {
             case kReverseKl: dp = ls - lt; break;
             case kJsd: dp = (1.0f - beta) * (ls - log_mixture(p, q, ls, lt, beta)); break;
+            case kTotalVariation:
             default: dp = half_sign(p - q); break;
         }
         g[j] = weighted(p, dp - pg) * coef;

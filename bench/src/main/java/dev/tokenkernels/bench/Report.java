@@ -1,5 +1,6 @@
 package dev.tokenkernels.bench;
 
+import dev.tokenkernels.ops.loss.Divergence;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.Backends;
 import dev.tokenkernels.runtime.CpuBackend;
@@ -79,12 +80,13 @@ public final class Report {
             }
 
             out.println("== ops");
-            out.printf(Locale.ROOT, "  %-12s %-10s %-12s %-5s %10s %8s %8s %9s%n",
+            out.printf(Locale.ROOT, "  %-16s %-10s %-12s %-5s %10s %8s %8s %9s%n",
                     "op", "backend", "shape", "dtype", "ms", "GB/s", "probe", "vs scalar");
             List<Row> rows = new ArrayList<>();
             for (Supplier<Workload> make : workloads()) {
                 try (Workload w = make.get()) {
-                    double scalarMillis = config.scalar() ? millis(w::runScalar, Math.min(3, config.repeats())) : Double.NaN;
+                    double scalarMillis = config.scalar() && w.hasScalar()
+                            ? millis(w::runScalar, Math.min(3, config.repeats())) : Double.NaN;
                     for (Backend backend : backends) {
                         int threads = backend instanceof CpuBackend cpu ? cpu.threads() : 0;
                         double probe = threads == 1 ? probeOne : probeAll;
@@ -92,9 +94,9 @@ public final class Report {
                         Row row = new Row(w.op(), backend.name(), threads, w.shape(), w.dtype(), ms,
                                 w.bytes() / (ms * 1e6), probe, scalarMillis / ms);
                         rows.add(row);
-                        out.printf(Locale.ROOT, "  %-12s %-10s %-12s %-5s %10.2f %8.2f %7.0f%% %8.1fx%n",
+                        out.printf(Locale.ROOT, "  %-16s %-10s %-12s %-5s %10.2f %8.2f %7.0f%% %9s%n",
                                 row.op(), label(row), row.shape(), row.dtype(), row.millis(), row.gbPerSecond(),
-                                100 * row.fractionOfProbe(), row.speedupOverScalar());
+                                100 * row.fractionOfProbe(), speedup(row));
                     }
                 }
             }
@@ -110,7 +112,23 @@ public final class Report {
                 list.add(() -> new LogitStatsWorkload(shape[0], shape[1], dtype));
             }
         }
+        for (int[] shape : config.shapes()) {
+            for (DType dtype : config.dtypes()) {
+                list.add(() -> new DivergenceWorkload(shape[0], shape[1], dtype, Divergence.Kind.FORWARD_KL));
+            }
+        }
+        // The other kinds cost more arithmetic per element; one shape shows how much.
+        int[] first = config.shapes().get(0);
+        for (Divergence.Kind kind : List.of(Divergence.Kind.REVERSE_KL, Divergence.Kind.JSD,
+                Divergence.Kind.TOTAL_VARIATION)) {
+            list.add(() -> new DivergenceWorkload(first[0], first[1], DType.F32, kind));
+        }
         return list;
+    }
+
+    /** "12.3x", or "-" for ops without a scalar baseline. */
+    static String speedup(Row row) {
+        return Double.isNaN(row.speedupOverScalar()) ? "-" : String.format(Locale.ROOT, "%.1fx", row.speedupOverScalar());
     }
 
     static String label(Row row) {
@@ -150,9 +168,9 @@ public final class Report {
             csv.append(String.format(Locale.ROOT, "%s,%s,%d,%s,%s,%.4f,%.4f,%.4f,%.4f,%.4f%n", r.op(), r.backend(),
                     r.threads(), r.shape(), r.dtype(), r.millis(), r.gbPerSecond(), r.probeGbPerSecond(),
                     r.fractionOfProbe(), r.speedupOverScalar()));
-            md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %.2f | %.2f | %.0f%% | %.1fx |%n", r.op(),
+            md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %.2f | %.2f | %.0f%% | %s |%n", r.op(),
                     label(r), r.shape(), r.dtype(), r.millis(), r.gbPerSecond(), 100 * r.fractionOfProbe(),
-                    r.speedupOverScalar()));
+                    speedup(r)));
         }
         Files.writeString(directory.resolve("report.csv"), csv);
         Files.writeString(directory.resolve("report.md"), md);

@@ -36,6 +36,43 @@ public final class ScalarBaselines {
         }
     }
 
+    /**
+     * Forward KL {@code KL(softmax(t / T) || softmax(s / T))} of each row and its gradient
+     * {@code (p - q) / T} into {@code gradient}: log-sum-exp of both rows, then one sweep.
+     */
+    public static void forwardKl(MemorySegment s, MemorySegment t, DType dtype, int rows, int vocab, float temperature,
+                                 MemorySegment gradient, float[] loss) {
+        for (int r = 0; r < rows; r++) {
+            long base = (long) r * vocab;
+            float lseS = logSumExp(s, dtype, base, vocab, temperature);
+            float lseT = logSumExp(t, dtype, base, vocab, temperature);
+            float kl = 0;
+            for (int j = 0; j < vocab; j++) {
+                float ls = load(s, dtype, base + j) / temperature - lseS;
+                float lt = load(t, dtype, base + j) / temperature - lseT;
+                float p = (float) Math.exp(ls);
+                float q = (float) Math.exp(lt);
+                if (q > 0) {
+                    kl += q * (lt - ls);
+                }
+                gradient.setAtIndex(ValueLayout.JAVA_FLOAT, base + j, (p - q) / temperature);
+            }
+            loss[r] = kl;
+        }
+    }
+
+    private static float logSumExp(MemorySegment z, DType dtype, long base, int vocab, float temperature) {
+        float m = Float.NEGATIVE_INFINITY;
+        for (int j = 0; j < vocab; j++) {
+            m = Math.max(m, load(z, dtype, base + j) / temperature);
+        }
+        float sum = 0;
+        for (int j = 0; j < vocab; j++) {
+            sum += (float) Math.exp(load(z, dtype, base + j) / temperature - m);
+        }
+        return m + (float) Math.log(sum);
+    }
+
     private static float load(MemorySegment z, DType dtype, long index) {
         return switch (dtype) {
             case F32 -> z.getAtIndex(ValueLayout.JAVA_FLOAT, index);

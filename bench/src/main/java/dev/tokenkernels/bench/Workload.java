@@ -21,6 +21,11 @@ interface Workload extends AutoCloseable {
 
     void run(Backend backend);
 
+    /** Whether {@link #runScalar()} exists for this op. */
+    default boolean hasScalar() {
+        return true;
+    }
+
     void runScalar();
 
     @Override

@@ -25,17 +25,22 @@ class ReportTest {
         List<Report.Row> rows = new Report(config, new PrintStream(printed, true, StandardCharsets.UTF_8)).run(dir);
 
         int backends = Runtime.getRuntime().availableProcessors() > 1 ? 2 : 1;
-        assertEquals(2 * backends, rows.size());
+        // logit_stats and forward KL for each dtype, then reverse KL, JSD and total variation in F32.
+        assertEquals(7 * backends, rows.size());
         for (Report.Row row : rows) {
-            assertEquals("logit_stats", row.op());
+            assertTrue(List.of("logit_stats", "divergence/fkl", "divergence/rkl", "divergence/jsd", "divergence/tvd")
+                    .contains(row.op()), row.op());
             assertEquals("8x100", row.shape());
-            assertTrue(row.millis() > 0 && row.gbPerSecond() > 0 && row.speedupOverScalar() > 0, row.toString());
+            assertTrue(row.millis() > 0 && row.gbPerSecond() > 0, row.toString());
+            boolean hasScalar = row.op().equals("logit_stats") || row.op().equals("divergence/fkl");
+            assertTrue(hasScalar ? row.speedupOverScalar() > 0 : Double.isNaN(row.speedupOverScalar()), row.toString());
         }
         List<String> csv = Files.readAllLines(dir.resolve("report.csv"));
         assertEquals(rows.size() + 1, csv.size());
         assertTrue(csv.get(0).startsWith("op,backend,threads,shape,dtype,millis,gb_per_s"), csv.get(0));
         String md = Files.readString(dir.resolve("report.md"));
         assertTrue(md.contains("| logit_stats | cpu/1t | 8x100 | F32 |"), md);
+        assertTrue(md.contains("| divergence/jsd | cpu/1t | 8x100 | F32 |") && md.contains(" | - |"), md);
         assertNotNull(ImageIO.read(dir.resolve("throughput.png").toFile()), "throughput.png is a PNG");
         String out = printed.toString(StandardCharsets.UTF_8);
         assertTrue(out.contains("== bandwidth probe") && out.contains("cpu: "), out);
