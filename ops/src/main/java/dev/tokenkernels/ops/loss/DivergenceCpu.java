@@ -9,29 +9,37 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
- * Vector API implementation of {@link Divergence}, row by row, each row in two or three sweeps
- * that stay in L2 (a row pair of 128k fp32 logits is 1 MiB):
+ * Vector API implementation of {@link Divergence}, row by row, with one exponential per element
+ * and side:
  * <ol>
- *   <li>the log-sum-exp of the student and the teacher row ({@link LogitStatsCpu#rowStatsF32});</li>
+ *   <li>the max of the student row and of the teacher row ({@code x = z / T});</li>
+ *   <li>{@code e = exp(x - max)} of both into two scratch rows, and their sums, which give the
+ *       log-sum-exps; then {@code p = e_s / sum_s} and {@code q = e_t / sum_t} cost a multiply;</li>
  *   <li>the loss, fused with the gradient where it needs nothing else (forward KL:
- *       {@code (p - q) * coef}); for the other kinds this sweep also sums what the gradient needs
- *       ({@code sum p g}) and leaves {@code log p} in the gradient row;</li>
- *   <li>(reverse KL, JSD, total variation) the gradient {@code coef * p (g - sum p g)} from that
- *       {@code log p} and the teacher row. Reading {@code log p} back instead of the student makes
- *       the in-place update safe: each sweep writes only the element it has just read.</li>
+ *       {@code (p - q) coef}); the other kinds also sum what their gradient needs
+ *       ({@code sum_v p_v dL/dp_v});</li>
+ *   <li>(reverse KL, JSD, total variation) the gradient {@code coef p (dL/dp - sum p dL/dp)}.</li>
  * </ol>
- * Sums are accumulated per vector lane in fp32 over blocks of {@link #BLOCK} columns and across
- * blocks in fp64. F16/BF16 rows are decoded to fp32 scratch rows first.
+ * Every sweep reads an element before it writes the same element, so the gradient may be the
+ * student itself. The rows and scratch rows of one row pair stay in L2 (and L3) between sweeps.
+ * Sums are accumulated per lane in fp32 over blocks of {@link #BLOCK} columns and in fp64 across
+ * blocks. F16/BF16 rows are decoded to fp32 scratch rows first.
+ *
+ * <p>Hot loops hold at most one inlined exponential or logarithm each: a loop with two exceeds
+ * C2's inlining budget for vector code, and then every vector is boxed. For the same reason there
+ * are no masked tail loops: the last {@code V % lanes} columns go through the same sweeps in a
+ * one-vector scratch row padded with {@code -inf} in both student and teacher, i.e. classes of
+ * probability 0, which add nothing and get a zero gradient.
  */
 final class DivergenceCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
-    private static final int BLOCK = 4096;
+    /** Columns per block of a sweep (fp32 partial sums per block, fp64 across). */
+    private static final int BLOCK = 2048;
     private static final int ELEMENTS_PER_TASK = 1 << 16;
 
     private DivergenceCpu() {
@@ -46,9 +54,8 @@ final class DivergenceCpu {
                 RowView teacher = new RowView(job.teacher().segment(), job.teacher().dtype(), job.teacherStride(), vocab,
                         arena);
                 MemorySegment g = job.gradient() == null ? null : job.gradient().segment();
-                LogitStatsCpu.RowState state = new LogitStatsCpu.RowState();
-                float[] stats = new float[3];
-                double[] sums = new double[2];
+                Sweep whole = new Sweep(arena, F.loopBound(vocab));
+                Sweep tail = new Sweep(arena, F.length());
                 for (int row = from; row < to; row++) {
                     long go = 4L * row * vocab;
                     if (job.weights()[row] == 0f) {
@@ -60,106 +67,246 @@ final class DivergenceCpu {
                     }
                     student.load(row);
                     teacher.load(row);
-                    LogitStatsCpu.rowStatsF32(student.segment, student.offset, vocab, job.invT(), state);
-                    state.finish(stats);
-                    float lseS = stats[1];
-                    LogitStatsCpu.rowStatsF32(teacher.segment, teacher.offset, vocab, job.invT(), state);
-                    state.finish(stats);
-                    float lseT = stats[1];
-                    if (!Float.isFinite(lseS) || !Float.isFinite(lseT)) {
-                        job.rowLoss()[row] = Float.NaN; // no distribution on one side
-                        if (g != null) {
-                            fill(g, go, vocab, Float.NaN);
-                        }
-                        continue;
-                    }
                     float coef = job.gradCoef() == null ? 0f : job.gradCoef()[row];
-                    job.rowLoss()[row] = row(job, student, teacher, lseS, lseT, g, go, coef, sums);
+                    job.rowLoss()[row] = row(job, student, teacher, g, go, coef, whole, tail);
                 }
             }
         });
     }
 
-    /** The divergence of one row, and its gradient when {@code g != null}. */
-    private static float row(DivergenceRows job, RowView s, RowView t, float lseS, float lseT, MemorySegment g,
-                             long go, float coef, double[] sums) {
+    /**
+     * One row: the sweeps of the class doc over the whole vectors of the row ({@code whole}) and
+     * over its padded last vector ({@code tail}).
+     */
+    private static float row(DivergenceRows job, RowView s, RowView t, MemorySegment g, long go, float coef,
+                             Sweep whole, Sweep tail) {
         int n = job.vocab();
+        int full = F.loopBound(n);
+        boolean padded = full < n;
+        whole.bind(s.segment, s.offset, t.segment, t.offset, g, go, full);
+        if (padded) {
+            tail.padFrom(s, t, full, n - full, g != null);
+        }
         float invT = job.invT();
-        float beta = job.beta();
-        sums[0] = sums[1] = 0;
-        for (int start = 0; start < n; start += BLOCK) {
-            int len = Math.min(BLOCK, n - start);
-            long so = s.offset + 4L * start;
-            long to = t.offset + 4L * start;
-            long gb = go + 4L * start;
-            switch (job.kind()) {
-                case FORWARD_KL -> sums[0] += forwardKl(s.segment, so, t.segment, to, len, invT, lseS, lseT, g, gb, coef);
-                case REVERSE_KL -> sums[0] += reverseKlSums(s.segment, so, t.segment, to, len, invT, lseS, lseT, g, gb);
-                case JSD -> jsdSums(s.segment, so, t.segment, to, len, invT, lseS, lseT, beta, g, gb, sums);
-                case TOTAL_VARIATION -> tvdSums(s.segment, so, t.segment, to, len, invT, lseS, lseT, g, gb, sums);
+        float maxS = Math.max(whole.max(true), padded ? tail.max(true) : Float.NEGATIVE_INFINITY) * invT;
+        float maxT = Math.max(whole.max(false), padded ? tail.max(false) : Float.NEGATIVE_INFINITY) * invT;
+        if (!Float.isFinite(maxS) || !Float.isFinite(maxT)) {
+            return noDistribution(g, go, n); // NaN, +inf, or all -inf on one side
+        }
+        double sumS = whole.exponentials(true, invT, maxS) + (padded ? tail.exponentials(true, invT, maxS) : 0);
+        double sumT = whole.exponentials(false, invT, maxT) + (padded ? tail.exponentials(false, invT, maxT) : 0);
+        Sums sums = new Sums(job, invT, (float) (maxS + Math.log(sumS)), (float) (maxT + Math.log(sumT)),
+                (float) (1 / sumS), (float) (1 / sumT), coef);
+        whole.lossSweep(sums);
+        if (padded) {
+            tail.lossSweep(sums);
+        }
+        if (g != null && job.kind() != Divergence.Kind.FORWARD_KL) {
+            sums.finish();
+            whole.gradientSweep(sums);
+            if (padded) {
+                tail.gradientSweep(sums);
             }
         }
-        // The loss, and sum_v p_v g_v for the gradient g_v = d(loss)/d(p_v) of the last sweep.
-        float loss;
-        float pg;
-        switch (job.kind()) {
-            case FORWARD_KL -> {
-                return (float) sums[0];
-            }
-            case REVERSE_KL -> loss = pg = (float) sums[0];
-            case JSD -> {
-                loss = (float) (beta * sums[0] + (1 - beta) * sums[1]);
-                pg = (float) ((1 - beta) * sums[1]);
-            }
-            default -> {
-                loss = (float) sums[0];
-                pg = (float) sums[1];
-            }
+        if (padded && g != null) {
+            tail.storeGradient(g, go + 4L * full, n - full);
         }
+        return sums.loss();
+    }
+
+    private static float noDistribution(MemorySegment g, long go, int n) {
         if (g != null) {
-            for (int start = 0; start < n; start += BLOCK) {
-                int len = Math.min(BLOCK, n - start);
-                long to = t.offset + 4L * start;
-                long gb = go + 4L * start;
-                switch (job.kind()) {
-                    case REVERSE_KL -> reverseKlGradient(g, gb, t.segment, to, len, invT, lseT, pg, coef);
-                    case JSD -> jsdGradient(g, gb, t.segment, to, len, invT, lseT, beta, pg, coef);
-                    default -> tvdGradient(g, gb, t.segment, to, len, invT, lseT, pg, coef);
+            for (int i = 0; i < n; i++) {
+                g.set(ValueLayout.JAVA_FLOAT, go + 4L * i, Float.NaN);
+            }
+        }
+        return Float.NaN;
+    }
+
+    /** The per-row constants of the sweeps and the sums they accumulate. */
+    private static final class Sums {
+        final Divergence.Kind kind;
+        final float beta;
+        final float invT;
+        final float lseS;
+        final float lseT;
+        /** p = e_s * scaleS, q = e_t * scaleT. */
+        final float scaleS;
+        final float scaleT;
+        final float coef;
+        double first;
+        double second;
+        /** sum_v p_v dL/dp_v, which the gradient subtracts. */
+        float pg;
+
+        Sums(DivergenceRows job, float invT, float lseS, float lseT, float scaleS, float scaleT, float coef) {
+            this.kind = job.kind();
+            this.beta = job.beta();
+            this.invT = invT;
+            this.lseS = lseS;
+            this.lseT = lseT;
+            this.scaleS = scaleS;
+            this.scaleT = scaleT;
+            this.coef = coef;
+        }
+
+        void finish() {
+            pg = (float) switch (kind) {
+                case REVERSE_KL -> first;
+                case JSD -> (1 - beta) * second;
+                default -> second;
+            };
+        }
+
+        float loss() {
+            return (float) switch (kind) {
+                case FORWARD_KL, REVERSE_KL -> first;
+                case JSD -> beta * first + (1 - beta) * second;
+                case TOTAL_VARIATION -> 0.5 * first;
+            };
+        }
+    }
+
+    /**
+     * The sweeps over a run of {@code length} columns (a multiple of the vector length): the whole
+     * vectors of a row, bound to the row's memory, or the padded last vector in its own memory.
+     */
+    private static final class Sweep {
+        private final MemorySegment expS;
+        private final MemorySegment expT;
+        private final MemorySegment logMixture;
+        private final MemorySegment padS;
+        private final MemorySegment padT;
+        private final MemorySegment padG;
+        private MemorySegment s;
+        private long so;
+        private MemorySegment t;
+        private long to;
+        private MemorySegment g;
+        private long go;
+        private int length;
+
+        Sweep(Arena arena, int capacity) {
+            expS = arena.allocate(4L * Math.max(capacity, 1), 64);
+            expT = arena.allocate(4L * Math.max(capacity, 1), 64);
+            logMixture = arena.allocate(4L * BLOCK, 64);
+            padS = arena.allocate(4L * F.length(), 64);
+            padT = arena.allocate(4L * F.length(), 64);
+            padG = arena.allocate(4L * F.length(), 64);
+        }
+
+        void bind(MemorySegment s, long so, MemorySegment t, long to, MemorySegment g, long go, int length) {
+            this.s = s;
+            this.so = so;
+            this.t = t;
+            this.to = to;
+            this.g = g;
+            this.go = go;
+            this.length = length;
+        }
+
+        /** Binds the padded copy of the last {@code count} columns, from column {@code from}. */
+        void padFrom(RowView sv, RowView tv, int from, int count, boolean withGradient) {
+            for (int i = 0; i < F.length(); i++) {
+                padS.set(ValueLayout.JAVA_FLOAT, 4L * i, Float.NEGATIVE_INFINITY);
+                padT.set(ValueLayout.JAVA_FLOAT, 4L * i, Float.NEGATIVE_INFINITY);
+            }
+            MemorySegment.copy(sv.segment, sv.offset + 4L * from, padS, 0, 4L * count);
+            MemorySegment.copy(tv.segment, tv.offset + 4L * from, padT, 0, 4L * count);
+            bind(padS, 0, padT, 0, withGradient ? padG : null, 0, F.length());
+        }
+
+        void storeGradient(MemorySegment target, long offset, int count) {
+            MemorySegment.copy(padG, 0, target, offset, 4L * count);
+        }
+
+        float max(boolean student) {
+            return student ? DivergenceCpu.max(s, so, length) : DivergenceCpu.max(t, to, length);
+        }
+
+        /** Fills e = exp(x invT - max) for one side and returns its sum. */
+        double exponentials(boolean student, float invT, float max) {
+            double sum = 0;
+            for (int start = 0; start < length; start += BLOCK) {
+                int len = Math.min(BLOCK, length - start);
+                sum += student ? DivergenceCpu.exponentials(s, so + 4L * start, len, invT, max, expS, 4L * start)
+                        : DivergenceCpu.exponentials(t, to + 4L * start, len, invT, max, expT, 4L * start);
+            }
+            return sum;
+        }
+
+        void lossSweep(Sums k) {
+            for (int start = 0; start < length; start += BLOCK) {
+                int len = Math.min(BLOCK, length - start);
+                long b = 4L * start;
+                switch (k.kind) {
+                    case FORWARD_KL -> k.first += forwardKl(this, b, len, k);
+                    case REVERSE_KL -> k.first += reverseKl(this, b, len, k);
+                    case JSD -> {
+                        mixtureLogs(this, b, len, k);
+                        jsdSums(this, b, len, k);
+                    }
+                    case TOTAL_VARIATION -> tvdSums(this, b, len, k);
                 }
             }
         }
-        return loss;
+
+        void gradientSweep(Sums k) {
+            for (int start = 0; start < length; start += BLOCK) {
+                int len = Math.min(BLOCK, length - start);
+                long b = 4L * start;
+                switch (k.kind) {
+                    case REVERSE_KL -> reverseKlGradient(this, b, len, k);
+                    case JSD -> {
+                        mixtureLogs(this, b, len, k);
+                        jsdGradient(this, b, len, k);
+                    }
+                    default -> tvdGradient(this, b, len, k);
+                }
+            }
+        }
+    }
+
+    // ---- sweeps 1 and 2: max, exponentials ----
+
+    private static float max(MemorySegment x, long xo, int len) {
+        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        for (int i = 0; i < len; i += F.length()) {
+            m = m.max(FloatVector.fromMemorySegment(F, x, xo + 4L * i, NATIVE));
+        }
+        return m.reduceLanes(VectorOperators.MAX);
+    }
+
+    private static float exponentials(MemorySegment x, long xo, int len, float invT, float max, MemorySegment e,
+                                      long eo) {
+        FloatVector a = FloatVector.broadcast(F, invT);
+        FloatVector minusMax = FloatVector.broadcast(F, -max);
+        FloatVector sum = FloatVector.zero(F);
+        for (int i = 0; i < len; i += F.length()) {
+            FloatVector v = VectorMath.expNonPositive(FloatVector.fromMemorySegment(F, x, xo + 4L * i, NATIVE).fma(a, minusMax));
+            v.intoMemorySegment(e, eo + 4L * i, NATIVE);
+            sum = sum.add(v);
+        }
+        return sum.reduceLanes(VectorOperators.ADD);
     }
 
     // ---- forward KL: sum q (log q - log p); gradient (p - q) coef, in the same sweep ----
 
-    private static float forwardKl(MemorySegment s, long so, MemorySegment t, long to, int len, float invT, float lseS,
-                                   float lseT, MemorySegment g, long go, float coef) {
-        FloatVector a = FloatVector.broadcast(F, invT);
-        FloatVector minusLseS = FloatVector.broadcast(F, -lseS);
-        FloatVector minusLseT = FloatVector.broadcast(F, -lseT);
-        FloatVector c = FloatVector.broadcast(F, coef);
+    private static float forwardKl(Sweep w, long b, int len, Sums k) {
+        FloatVector a = FloatVector.broadcast(F, k.invT);
+        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
+        FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
+        FloatVector c = FloatVector.broadcast(F, k.coef);
         FloatVector acc = FloatVector.zero(F);
-        int i = 0;
-        for (int upper = F.loopBound(len); i < upper; i += F.length()) {
-            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + 4L * i, NATIVE).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + 4L * i, NATIVE).fma(a, minusLseT);
-            FloatVector p = VectorMath.expNonPositive(ls);
-            FloatVector q = VectorMath.expNonPositive(lt);
-            acc = acc.add(q.mul(lt.sub(ls)).blend(0f, q.eq(0f)));
-            if (g != null) {
-                p.sub(q).mul(c).intoMemorySegment(g, go + 4L * i, NATIVE);
-            }
-        }
-        VectorMask<Float> m = F.indexInRange(i, len);
-        if (m.anyTrue()) {
-            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + 4L * i, NATIVE, m).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + 4L * i, NATIVE, m).fma(a, minusLseT);
-            FloatVector p = VectorMath.expNonPositive(ls);
-            FloatVector q = VectorMath.expNonPositive(lt);
-            acc = acc.add(q.mul(lt.sub(ls)).blend(0f, q.eq(0f)), m);
-            if (g != null) {
-                p.sub(q).mul(c).intoMemorySegment(g, go + 4L * i, NATIVE, m);
+        for (int i = 0; i < len; i += F.length()) {
+            long at = b + 4L * i;
+            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
+            FloatVector lt = FloatVector.fromMemorySegment(F, w.t, w.to + at, NATIVE).fma(a, minusLseT);
+            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
+            FloatVector q = FloatVector.fromMemorySegment(F, w.expT, at, NATIVE).mul(k.scaleT);
+            acc = acc.add(times(q, lt.sub(ls)));
+            if (w.g != null) {
+                p.sub(q).mul(c).intoMemorySegment(w.g, w.go + at, NATIVE);
             }
         }
         return acc.reduceLanes(VectorOperators.ADD);
@@ -167,152 +314,134 @@ final class DivergenceCpu {
 
     // ---- reverse KL: sum p (log p - log q); gradient p (f - KL) coef, f = log p - log q ----
 
-    private static float reverseKlSums(MemorySegment s, long so, MemorySegment t, long to, int len, float invT,
-                                       float lseS, float lseT, MemorySegment g, long go) {
-        FloatVector a = FloatVector.broadcast(F, invT);
-        FloatVector minusLseS = FloatVector.broadcast(F, -lseS);
-        FloatVector minusLseT = FloatVector.broadcast(F, -lseT);
+    private static float reverseKl(Sweep w, long b, int len, Sums k) {
+        FloatVector a = FloatVector.broadcast(F, k.invT);
+        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
+        FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
         FloatVector acc = FloatVector.zero(F);
-        int i = 0;
-        for (; i < len; i += F.length()) {
-            VectorMask<Float> m = F.indexInRange(i, len);
-            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + 4L * i, NATIVE, m).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + 4L * i, NATIVE, m).fma(a, minusLseT);
-            FloatVector p = VectorMath.expNonPositive(ls);
-            acc = acc.add(p.mul(ls.sub(lt)).blend(0f, p.eq(0f)), m);
-            if (g != null) {
-                ls.intoMemorySegment(g, go + 4L * i, NATIVE, m);
-            }
+        for (int i = 0; i < len; i += F.length()) {
+            long at = b + 4L * i;
+            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
+            FloatVector lt = FloatVector.fromMemorySegment(F, w.t, w.to + at, NATIVE).fma(a, minusLseT);
+            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
+            acc = acc.add(times(p, ls.sub(lt)));
         }
         return acc.reduceLanes(VectorOperators.ADD);
     }
 
-    private static void reverseKlGradient(MemorySegment g, long go, MemorySegment t, long to, int len, float invT,
-                                          float lseT, float kl, float coef) {
-        FloatVector a = FloatVector.broadcast(F, invT);
-        FloatVector minusLseT = FloatVector.broadcast(F, -lseT);
-        FloatVector c = FloatVector.broadcast(F, coef);
-        FloatVector klV = FloatVector.broadcast(F, kl);
+    private static void reverseKlGradient(Sweep w, long b, int len, Sums k) {
+        FloatVector a = FloatVector.broadcast(F, k.invT);
+        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
+        FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
+        FloatVector c = FloatVector.broadcast(F, k.coef);
+        FloatVector kl = FloatVector.broadcast(F, k.pg);
         for (int i = 0; i < len; i += F.length()) {
-            VectorMask<Float> m = F.indexInRange(i, len);
-            FloatVector ls = FloatVector.fromMemorySegment(F, g, go + 4L * i, NATIVE, m);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + 4L * i, NATIVE, m).fma(a, minusLseT);
-            FloatVector p = VectorMath.expNonPositive(ls);
-            FloatVector grad = p.mul(ls.sub(lt).sub(klV)).mul(c).blend(0f, p.eq(0f));
-            grad.intoMemorySegment(g, go + 4L * i, NATIVE, m);
+            long at = b + 4L * i;
+            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
+            FloatVector lt = FloatVector.fromMemorySegment(F, w.t, w.to + at, NATIVE).fma(a, minusLseT);
+            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
+            times(p, ls.sub(lt).sub(kl)).mul(c).intoMemorySegment(w.g, w.go + at, NATIVE);
         }
     }
 
     // ---- JSD: beta KL(q||m) + (1-beta) KL(p||m); d/dp = (1-beta) log(p/m) ----
 
-    private static void jsdSums(MemorySegment s, long so, MemorySegment t, long to, int len, float invT, float lseS,
-                                float lseT, float beta, MemorySegment g, long go, double[] sums) {
-        FloatVector a = FloatVector.broadcast(F, invT);
-        FloatVector minusLseS = FloatVector.broadcast(F, -lseS);
-        FloatVector minusLseT = FloatVector.broadcast(F, -lseT);
-        FloatVector b = FloatVector.broadcast(F, beta);
-        FloatVector oneMinusB = FloatVector.broadcast(F, 1f - beta);
+    /**
+     * {@code log(beta q + (1 - beta) p)} of a block into the sweep's scratch (a loop of its own:
+     * the inlined log is as large as an exponential). Where the mixture underflows to 0 although
+     * one side is not 0 (tiny beta or 1 - beta), the larger of {@code log beta + log q} and
+     * {@code log(1 - beta) + log p} stands in for it.
+     */
+    private static void mixtureLogs(Sweep w, long b, int len, Sums k) {
+        FloatVector a = FloatVector.broadcast(F, k.invT);
+        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
+        FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
+        FloatVector beta = FloatVector.broadcast(F, k.beta);
+        FloatVector oneMinusBeta = FloatVector.broadcast(F, 1f - k.beta);
+        FloatVector logBeta = FloatVector.broadcast(F, (float) Math.log(k.beta));
+        FloatVector logOneMinusBeta = FloatVector.broadcast(F, (float) Math.log1p(-k.beta));
+        for (int i = 0; i < len; i += F.length()) {
+            long at = b + 4L * i;
+            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
+            FloatVector q = FloatVector.fromMemorySegment(F, w.expT, at, NATIVE).mul(k.scaleT);
+            FloatVector m = q.fma(beta, p.mul(oneMinusBeta));
+            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
+            FloatVector lt = FloatVector.fromMemorySegment(F, w.t, w.to + at, NATIVE).fma(a, minusLseT);
+            FloatVector dominant = lt.add(logBeta).max(ls.add(logOneMinusBeta));
+            VectorMath.log(m).blend(dominant, m.eq(0f)).intoMemorySegment(w.logMixture, 4L * i, NATIVE);
+        }
+    }
+
+    private static void jsdSums(Sweep w, long b, int len, Sums k) {
+        FloatVector a = FloatVector.broadcast(F, k.invT);
+        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
+        FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
         FloatVector teacherTerms = FloatVector.zero(F);
         FloatVector studentTerms = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
-            VectorMask<Float> m = F.indexInRange(i, len);
-            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + 4L * i, NATIVE, m).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + 4L * i, NATIVE, m).fma(a, minusLseT);
-            FloatVector p = VectorMath.expNonPositive(ls);
-            FloatVector q = VectorMath.expNonPositive(lt);
-            FloatVector logM = logMixture(p, q, ls, lt, b, oneMinusB, beta);
-            teacherTerms = teacherTerms.add(q.mul(lt.sub(logM)).blend(0f, q.eq(0f)), m);
-            studentTerms = studentTerms.add(p.mul(ls.sub(logM)).blend(0f, p.eq(0f)), m);
-            if (g != null) {
-                ls.intoMemorySegment(g, go + 4L * i, NATIVE, m);
-            }
+            long at = b + 4L * i;
+            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
+            FloatVector lt = FloatVector.fromMemorySegment(F, w.t, w.to + at, NATIVE).fma(a, minusLseT);
+            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
+            FloatVector q = FloatVector.fromMemorySegment(F, w.expT, at, NATIVE).mul(k.scaleT);
+            FloatVector logM = FloatVector.fromMemorySegment(F, w.logMixture, 4L * i, NATIVE);
+            teacherTerms = teacherTerms.add(times(q, lt.sub(logM)));
+            studentTerms = studentTerms.add(times(p, ls.sub(logM)));
         }
-        sums[0] += teacherTerms.reduceLanes(VectorOperators.ADD);
-        sums[1] += studentTerms.reduceLanes(VectorOperators.ADD);
+        k.first += teacherTerms.reduceLanes(VectorOperators.ADD);
+        k.second += studentTerms.reduceLanes(VectorOperators.ADD);
     }
 
-    private static void jsdGradient(MemorySegment g, long go, MemorySegment t, long to, int len, float invT, float lseT,
-                                    float beta, float pg, float coef) {
-        FloatVector a = FloatVector.broadcast(F, invT);
-        FloatVector minusLseT = FloatVector.broadcast(F, -lseT);
-        FloatVector b = FloatVector.broadcast(F, beta);
-        FloatVector oneMinusB = FloatVector.broadcast(F, 1f - beta);
-        FloatVector c = FloatVector.broadcast(F, coef);
-        FloatVector pgV = FloatVector.broadcast(F, pg);
+    private static void jsdGradient(Sweep w, long b, int len, Sums k) {
+        FloatVector a = FloatVector.broadcast(F, k.invT);
+        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
+        FloatVector oneMinusBeta = FloatVector.broadcast(F, 1f - k.beta);
+        FloatVector c = FloatVector.broadcast(F, k.coef);
+        FloatVector minusPg = FloatVector.broadcast(F, -k.pg);
         for (int i = 0; i < len; i += F.length()) {
-            VectorMask<Float> m = F.indexInRange(i, len);
-            FloatVector ls = FloatVector.fromMemorySegment(F, g, go + 4L * i, NATIVE, m);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + 4L * i, NATIVE, m).fma(a, minusLseT);
-            FloatVector p = VectorMath.expNonPositive(ls);
-            FloatVector q = VectorMath.expNonPositive(lt);
-            FloatVector logM = logMixture(p, q, ls, lt, b, oneMinusB, beta);
-            FloatVector dp = ls.sub(logM).mul(oneMinusB);
-            p.mul(dp.sub(pgV)).mul(c).blend(0f, p.eq(0f)).intoMemorySegment(g, go + 4L * i, NATIVE, m);
+            long at = b + 4L * i;
+            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
+            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
+            FloatVector logM = FloatVector.fromMemorySegment(F, w.logMixture, 4L * i, NATIVE);
+            times(p, ls.sub(logM).fma(oneMinusBeta, minusPg)).mul(c).intoMemorySegment(w.g, w.go + at, NATIVE);
         }
-    }
-
-    /**
-     * {@code log(beta q + (1 - beta) p)}. Where the mixture underflows to 0 although one side is
-     * not 0 (tiny beta or 1 - beta), the larger of {@code log beta + log q} and
-     * {@code log(1 - beta) + log p} stands in for it.
-     */
-    private static FloatVector logMixture(FloatVector p, FloatVector q, FloatVector ls, FloatVector lt, FloatVector b,
-                                          FloatVector oneMinusB, float beta) {
-        FloatVector m = q.fma(b, p.mul(oneMinusB));
-        FloatVector dominant = lt.add((float) Math.log(beta)).max(ls.add((float) Math.log1p(-beta)));
-        return VectorMath.log(m).blend(dominant, m.eq(0f));
     }
 
     // ---- total variation: 0.5 sum |p - q|; d/dp = 0.5 sign(p - q) ----
 
-    private static void tvdSums(MemorySegment s, long so, MemorySegment t, long to, int len, float invT, float lseS,
-                                float lseT, MemorySegment g, long go, double[] sums) {
-        FloatVector a = FloatVector.broadcast(F, invT);
-        FloatVector minusLseS = FloatVector.broadcast(F, -lseS);
-        FloatVector minusLseT = FloatVector.broadcast(F, -lseT);
+    private static void tvdSums(Sweep w, long b, int len, Sums k) {
         FloatVector distance = FloatVector.zero(F);
         FloatVector pg = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
-            VectorMask<Float> m = F.indexInRange(i, len);
-            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + 4L * i, NATIVE, m).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + 4L * i, NATIVE, m).fma(a, minusLseT);
-            FloatVector p = VectorMath.expNonPositive(ls);
-            FloatVector d = p.sub(VectorMath.expNonPositive(lt));
-            distance = distance.add(d.abs(), m);
-            pg = pg.add(p.mul(halfSign(d)), m);
-            if (g != null) {
-                ls.intoMemorySegment(g, go + 4L * i, NATIVE, m);
-            }
+            long at = b + 4L * i;
+            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
+            FloatVector d = p.sub(FloatVector.fromMemorySegment(F, w.expT, at, NATIVE).mul(k.scaleT));
+            distance = distance.add(d.abs());
+            pg = pg.add(p.mul(halfSign(d)));
         }
-        sums[0] += 0.5 * distance.reduceLanes(VectorOperators.ADD);
-        sums[1] += pg.reduceLanes(VectorOperators.ADD);
+        k.first += distance.reduceLanes(VectorOperators.ADD);
+        k.second += pg.reduceLanes(VectorOperators.ADD);
     }
 
-    private static void tvdGradient(MemorySegment g, long go, MemorySegment t, long to, int len, float invT, float lseT,
-                                    float pg, float coef) {
-        FloatVector a = FloatVector.broadcast(F, invT);
-        FloatVector minusLseT = FloatVector.broadcast(F, -lseT);
-        FloatVector c = FloatVector.broadcast(F, coef);
-        FloatVector pgV = FloatVector.broadcast(F, pg);
+    private static void tvdGradient(Sweep w, long b, int len, Sums k) {
+        FloatVector c = FloatVector.broadcast(F, k.coef);
+        FloatVector pg = FloatVector.broadcast(F, k.pg);
         for (int i = 0; i < len; i += F.length()) {
-            VectorMask<Float> m = F.indexInRange(i, len);
-            FloatVector ls = FloatVector.fromMemorySegment(F, g, go + 4L * i, NATIVE, m);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + 4L * i, NATIVE, m).fma(a, minusLseT);
-            FloatVector p = VectorMath.expNonPositive(ls);
-            FloatVector d = p.sub(VectorMath.expNonPositive(lt));
-            p.mul(halfSign(d).sub(pgV)).mul(c).intoMemorySegment(g, go + 4L * i, NATIVE, m);
+            long at = b + 4L * i;
+            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
+            FloatVector d = p.sub(FloatVector.fromMemorySegment(F, w.expT, at, NATIVE).mul(k.scaleT));
+            p.mul(halfSign(d).sub(pg)).mul(c).intoMemorySegment(w.g, w.go + at, NATIVE);
         }
+    }
+
+    /** {@code probability * value}, 0 where the probability is 0 (so that 0 log 0 = 0). */
+    private static FloatVector times(FloatVector probability, FloatVector value) {
+        return probability.mul(value).blend(0f, probability.eq(0f));
     }
 
     /** 0.5, -0.5 or 0 by the sign of {@code d}. */
     private static FloatVector halfSign(FloatVector d) {
         return FloatVector.zero(F).blend(0.5f, d.compare(VectorOperators.GT, 0f)).blend(-0.5f, d.lt(0f));
-    }
-
-    private static void fill(MemorySegment g, long offset, int n, float value) {
-        for (int i = 0; i < n; i++) {
-            g.set(ValueLayout.JAVA_FLOAT, offset + 4L * i, value);
-        }
     }
 
     /** A row of a [N, stride] tensor as fp32: the tensor's own memory for F32, else decoded into scratch. */
