@@ -293,6 +293,17 @@ final class DivergenceCpu {
     // ---- forward KL: sum q (log q - log p); gradient (p - q) coef, in the same sweep ----
 
     private static float forwardKl(Sweep w, long b, int len, Sums k) {
+        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
+        MemorySegment s = w.s;
+        long so = w.so;
+        MemorySegment t = w.t;
+        long to = w.to;
+        MemorySegment g = w.g;
+        long go = w.go;
+        MemorySegment expS = w.expS;
+        MemorySegment expT = w.expT;
+        float scaleS = k.scaleS;
+        float scaleT = k.scaleT;
         FloatVector a = FloatVector.broadcast(F, k.invT);
         FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
         FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
@@ -300,13 +311,13 @@ final class DivergenceCpu {
         FloatVector acc = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
             long at = b + 4L * i;
-            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, w.t, w.to + at, NATIVE).fma(a, minusLseT);
-            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
-            FloatVector q = FloatVector.fromMemorySegment(F, w.expT, at, NATIVE).mul(k.scaleT);
+            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
+            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + at, NATIVE).fma(a, minusLseT);
+            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
+            FloatVector q = FloatVector.fromMemorySegment(F, expT, at, NATIVE).mul(scaleT);
             acc = acc.add(times(q, lt.sub(ls)));
-            if (w.g != null) {
-                p.sub(q).mul(c).intoMemorySegment(w.g, w.go + at, NATIVE);
+            if (g != null) {
+                p.sub(q).mul(c).intoMemorySegment(g, go + at, NATIVE);
             }
         }
         return acc.reduceLanes(VectorOperators.ADD);
@@ -315,21 +326,37 @@ final class DivergenceCpu {
     // ---- reverse KL: sum p (log p - log q); gradient p (f - KL) coef, f = log p - log q ----
 
     private static float reverseKl(Sweep w, long b, int len, Sums k) {
+        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
+        MemorySegment s = w.s;
+        long so = w.so;
+        MemorySegment t = w.t;
+        long to = w.to;
+        MemorySegment expS = w.expS;
+        float scaleS = k.scaleS;
         FloatVector a = FloatVector.broadcast(F, k.invT);
         FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
         FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
         FloatVector acc = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
             long at = b + 4L * i;
-            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, w.t, w.to + at, NATIVE).fma(a, minusLseT);
-            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
+            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
+            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + at, NATIVE).fma(a, minusLseT);
+            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
             acc = acc.add(times(p, ls.sub(lt)));
         }
         return acc.reduceLanes(VectorOperators.ADD);
     }
 
     private static void reverseKlGradient(Sweep w, long b, int len, Sums k) {
+        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
+        MemorySegment s = w.s;
+        long so = w.so;
+        MemorySegment t = w.t;
+        long to = w.to;
+        MemorySegment g = w.g;
+        long go = w.go;
+        MemorySegment expS = w.expS;
+        float scaleS = k.scaleS;
         FloatVector a = FloatVector.broadcast(F, k.invT);
         FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
         FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
@@ -337,10 +364,10 @@ final class DivergenceCpu {
         FloatVector kl = FloatVector.broadcast(F, k.pg);
         for (int i = 0; i < len; i += F.length()) {
             long at = b + 4L * i;
-            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, w.t, w.to + at, NATIVE).fma(a, minusLseT);
-            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
-            times(p, ls.sub(lt).sub(kl)).mul(c).intoMemorySegment(w.g, w.go + at, NATIVE);
+            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
+            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + at, NATIVE).fma(a, minusLseT);
+            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
+            times(p, ls.sub(lt).sub(kl)).mul(c).intoMemorySegment(g, go + at, NATIVE);
         }
     }
 
@@ -353,6 +380,16 @@ final class DivergenceCpu {
      * {@code log(1 - beta) + log p} stands in for it.
      */
     private static void mixtureLogs(Sweep w, long b, int len, Sums k) {
+        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
+        MemorySegment s = w.s;
+        long so = w.so;
+        MemorySegment t = w.t;
+        long to = w.to;
+        MemorySegment expS = w.expS;
+        MemorySegment expT = w.expT;
+        MemorySegment logMixture = w.logMixture;
+        float scaleS = k.scaleS;
+        float scaleT = k.scaleT;
         FloatVector a = FloatVector.broadcast(F, k.invT);
         FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
         FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
@@ -362,17 +399,27 @@ final class DivergenceCpu {
         FloatVector logOneMinusBeta = FloatVector.broadcast(F, (float) Math.log1p(-k.beta));
         for (int i = 0; i < len; i += F.length()) {
             long at = b + 4L * i;
-            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
-            FloatVector q = FloatVector.fromMemorySegment(F, w.expT, at, NATIVE).mul(k.scaleT);
+            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
+            FloatVector q = FloatVector.fromMemorySegment(F, expT, at, NATIVE).mul(scaleT);
             FloatVector m = q.fma(beta, p.mul(oneMinusBeta));
-            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, w.t, w.to + at, NATIVE).fma(a, minusLseT);
+            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
+            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + at, NATIVE).fma(a, minusLseT);
             FloatVector dominant = lt.add(logBeta).max(ls.add(logOneMinusBeta));
-            VectorMath.log(m).blend(dominant, m.eq(0f)).intoMemorySegment(w.logMixture, 4L * i, NATIVE);
+            VectorMath.log(m).blend(dominant, m.eq(0f)).intoMemorySegment(logMixture, 4L * i, NATIVE);
         }
     }
 
     private static void jsdSums(Sweep w, long b, int len, Sums k) {
+        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
+        MemorySegment s = w.s;
+        long so = w.so;
+        MemorySegment t = w.t;
+        long to = w.to;
+        MemorySegment expS = w.expS;
+        MemorySegment expT = w.expT;
+        MemorySegment logMixture = w.logMixture;
+        float scaleS = k.scaleS;
+        float scaleT = k.scaleT;
         FloatVector a = FloatVector.broadcast(F, k.invT);
         FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
         FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
@@ -380,11 +427,11 @@ final class DivergenceCpu {
         FloatVector studentTerms = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
             long at = b + 4L * i;
-            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, w.t, w.to + at, NATIVE).fma(a, minusLseT);
-            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
-            FloatVector q = FloatVector.fromMemorySegment(F, w.expT, at, NATIVE).mul(k.scaleT);
-            FloatVector logM = FloatVector.fromMemorySegment(F, w.logMixture, 4L * i, NATIVE);
+            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
+            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + at, NATIVE).fma(a, minusLseT);
+            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
+            FloatVector q = FloatVector.fromMemorySegment(F, expT, at, NATIVE).mul(scaleT);
+            FloatVector logM = FloatVector.fromMemorySegment(F, logMixture, 4L * i, NATIVE);
             teacherTerms = teacherTerms.add(times(q, lt.sub(logM)));
             studentTerms = studentTerms.add(times(p, ls.sub(logM)));
         }
@@ -393,6 +440,14 @@ final class DivergenceCpu {
     }
 
     private static void jsdGradient(Sweep w, long b, int len, Sums k) {
+        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
+        MemorySegment s = w.s;
+        long so = w.so;
+        MemorySegment g = w.g;
+        long go = w.go;
+        MemorySegment expS = w.expS;
+        MemorySegment logMixture = w.logMixture;
+        float scaleS = k.scaleS;
         FloatVector a = FloatVector.broadcast(F, k.invT);
         FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
         FloatVector oneMinusBeta = FloatVector.broadcast(F, 1f - k.beta);
@@ -400,22 +455,27 @@ final class DivergenceCpu {
         FloatVector minusPg = FloatVector.broadcast(F, -k.pg);
         for (int i = 0; i < len; i += F.length()) {
             long at = b + 4L * i;
-            FloatVector ls = FloatVector.fromMemorySegment(F, w.s, w.so + at, NATIVE).fma(a, minusLseS);
-            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
-            FloatVector logM = FloatVector.fromMemorySegment(F, w.logMixture, 4L * i, NATIVE);
-            times(p, ls.sub(logM).fma(oneMinusBeta, minusPg)).mul(c).intoMemorySegment(w.g, w.go + at, NATIVE);
+            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
+            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
+            FloatVector logM = FloatVector.fromMemorySegment(F, logMixture, 4L * i, NATIVE);
+            times(p, ls.sub(logM).fma(oneMinusBeta, minusPg)).mul(c).intoMemorySegment(g, go + at, NATIVE);
         }
     }
 
     // ---- total variation: 0.5 sum |p - q|; d/dp = 0.5 sign(p - q) ----
 
     private static void tvdSums(Sweep w, long b, int len, Sums k) {
+        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
+        MemorySegment expS = w.expS;
+        MemorySegment expT = w.expT;
+        float scaleS = k.scaleS;
+        float scaleT = k.scaleT;
         FloatVector distance = FloatVector.zero(F);
         FloatVector pg = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
             long at = b + 4L * i;
-            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
-            FloatVector d = p.sub(FloatVector.fromMemorySegment(F, w.expT, at, NATIVE).mul(k.scaleT));
+            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
+            FloatVector d = p.sub(FloatVector.fromMemorySegment(F, expT, at, NATIVE).mul(scaleT));
             distance = distance.add(d.abs());
             pg = pg.add(p.mul(halfSign(d)));
         }
@@ -424,13 +484,20 @@ final class DivergenceCpu {
     }
 
     private static void tvdGradient(Sweep w, long b, int len, Sums k) {
+        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
+        MemorySegment g = w.g;
+        long go = w.go;
+        MemorySegment expS = w.expS;
+        MemorySegment expT = w.expT;
+        float scaleS = k.scaleS;
+        float scaleT = k.scaleT;
         FloatVector c = FloatVector.broadcast(F, k.coef);
         FloatVector pg = FloatVector.broadcast(F, k.pg);
         for (int i = 0; i < len; i += F.length()) {
             long at = b + 4L * i;
-            FloatVector p = FloatVector.fromMemorySegment(F, w.expS, at, NATIVE).mul(k.scaleS);
-            FloatVector d = p.sub(FloatVector.fromMemorySegment(F, w.expT, at, NATIVE).mul(k.scaleT));
-            p.mul(halfSign(d).sub(pg)).mul(c).intoMemorySegment(w.g, w.go + at, NATIVE);
+            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
+            FloatVector d = p.sub(FloatVector.fromMemorySegment(F, expT, at, NATIVE).mul(scaleT));
+            p.mul(halfSign(d).sub(pg)).mul(c).intoMemorySegment(g, go + at, NATIVE);
         }
     }
 
