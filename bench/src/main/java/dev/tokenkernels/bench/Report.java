@@ -117,8 +117,11 @@ public final class Report {
                 list.add(() -> new DivergenceWorkload(shape[0], shape[1], dtype, Divergence.Kind.FORWARD_KL));
             }
         }
-        // The other kinds cost more arithmetic per element; one shape shows how much.
         int[] first = config.shapes().get(0);
+        for (DType dtype : config.dtypes()) {
+            list.add(() -> new ProxyDistributionWorkload(first[0], first[1], dtype));
+        }
+        // The other kinds cost more arithmetic per element; one shape shows how much.
         for (Divergence.Kind kind : List.of(Divergence.Kind.REVERSE_KL, Divergence.Kind.JSD,
                 Divergence.Kind.TOTAL_VARIATION)) {
             list.add(() -> new DivergenceWorkload(first[0], first[1], DType.F32, kind));

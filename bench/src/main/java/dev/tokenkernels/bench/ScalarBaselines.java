@@ -61,6 +61,31 @@ public final class ScalarBaselines {
         }
     }
 
+    /**
+     * Lp-Reg's min-p proxy at temperature 1: keep {@code p_v >= kappa max p}, renormalize, and the
+     * proxy log-probability of each row's target (-inf if filtered out).
+     */
+    public static void minPProxy(MemorySegment z, DType dtype, int rows, int vocab, float kappa, long[] targets,
+                                 float[] logProb) {
+        float cut = (float) Math.log(kappa);
+        for (int r = 0; r < rows; r++) {
+            long base = (long) r * vocab;
+            float m = Float.NEGATIVE_INFINITY;
+            for (int j = 0; j < vocab; j++) {
+                m = Math.max(m, load(z, dtype, base + j));
+            }
+            float sum = 0;
+            for (int j = 0; j < vocab; j++) {
+                float d = load(z, dtype, base + j) - m;
+                if (d >= cut) {
+                    sum += (float) Math.exp(d);
+                }
+            }
+            float x = load(z, dtype, base + targets[r]);
+            logProb[r] = x - m >= cut ? x - m - (float) Math.log(sum) : Float.NEGATIVE_INFINITY;
+        }
+    }
+
     private static float logSumExp(MemorySegment z, DType dtype, long base, int vocab, float temperature) {
         float m = Float.NEGATIVE_INFINITY;
         for (int j = 0; j < vocab; j++) {
