@@ -8,6 +8,9 @@
 // Each thread writes only elements it has just read, so the gradient may alias the student
 // logits (in-place update). Rows of weight 0 are not read: loss 0, gradient 0. A row without a
 // distribution on either side (NaN, +inf, all -inf) gets NaN.
+// With a teacher filter (filter_mode >= 0) the teacher is first replaced by its Lp-Reg proxy: the
+// classes ProxyDistribution drops read as -inf (same rule and arithmetic as proxy_distribution.cu).
+#include "block_max.cuh"
 #include "block_reduce.cuh"
 #include "online_softmax.cuh"
 #include "tk_numeric.cuh"
@@ -17,6 +20,7 @@ namespace {
 // Values of Divergence.Kind and DType codes, as the Java side passes them.
 constexpr int kForwardKl = 0, kReverseKl = 1, kJsd = 2, kTotalVariation = 3;
 constexpr int kF32 = 0, kF16 = 1, kBf16 = 2;
+constexpr int kNoFilter = -1, kFilterFixed = 1;  // ProxyDistribution.Mode: MIN_P 0, FIXED 1
 
 __device__ __forceinline__ float load(const void* base, int dtype, long long i) {
     switch (dtype) {
@@ -34,19 +38,33 @@ __device__ __forceinline__ float weighted(float probability, float value) {
 
 // log(beta q + (1 - beta) p); where the mixture underflows to 0 although one side is not 0 (tiny
 // beta or 1 - beta), the larger of log(beta) + log q and log(1 - beta) + log p stands in for it.
-__device__ __forceinline__ float log_mixture(float p, float q, float ls, float lt, float beta) {
+__device__ __forceinline__ float log_mixture(float p, float q, float ls, float lt, float beta, float log_beta,
+                                             float log_one_minus_beta) {
     float m = beta * q + (1.0f - beta) * p;
-    return m != 0.0f ? logf(m) : fmaxf(lt + logf(beta), ls + log1pf(-beta));
+    return m != 0.0f ? logf(m) : fmaxf(lt + log_beta, ls + log_one_minus_beta);
+}
+
+// The teacher's x at column j, -inf for the classes the proxy filter drops. NaN passes, so the
+// row becomes NaN.
+__device__ __forceinline__ float teacher_x(const void* teacher, int dtype, long long i, float inv_t, int filter_mode,
+                                           float t_ref, float t_max, float cut) {
+    float x = __fmul_rn(load(teacher, dtype, i), inv_t);
+    if (filter_mode != kNoFilter && !(x - t_ref >= cut || x - t_max >= 0.0f) && !tk::is_nan(x))
+        x = tk::negative_infinity();
+    return x;
 }
 
 __device__ __forceinline__ float half_sign(float d) { return d > 0.0f ? 0.5f : (d < 0.0f ? -0.5f : 0.0f); }
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(256)
+// Launch bounds with one block per SM as the floor: without it ptxas for sm_90 aims at full
+// occupancy (32 registers) and spills; the kernel is bound by memory, not by occupancy.
+extern "C" __global__ void __launch_bounds__(256, 1)
     divergence(const void* student, int student_dtype, const void* teacher, int teacher_dtype, float* grad,
                float* row_loss, const float* weights, const float* grad_coef, long long vocab,
-               long long teacher_stride, float inv_t, float beta, int kind, int has_grad) {
+               long long teacher_stride, float inv_t, float beta, int kind, int has_grad, int filter_mode,
+               float filter_log_threshold) {
     __shared__ float shared_lse[2];
     const long long row = blockIdx.x;
     const long long s_base = row * vocab;
@@ -60,12 +78,26 @@ extern "C" __global__ void __launch_bounds__(256)
         return;
     }
 
+    // The proxy filter's reference points: the teacher's max, and for FIXED its log-sum-exp.
+    float t_max = 0.0f, t_ref = 0.0f;
+    if (filter_mode != kNoFilter) {
+        float m = tk::negative_infinity();
+        for (long long j = threadIdx.x; j < vocab; j += blockDim.x) m = tk::max_nan(m, load(teacher, teacher_dtype, t_base + j));
+        t_max = t_ref = __fmul_rn(tk::block_max(m), inv_t);
+        if (filter_mode == kFilterFixed && isfinite(t_max)) {
+            float sum = 0.0f;
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x)
+                sum += expf(__fmul_rn(load(teacher, teacher_dtype, t_base + j), inv_t) - t_max);
+            t_ref = t_max + logf(tk::block_sum(sum));
+        }
+    }
+
     // A: log-sum-exp of both rows.
     tk::SoftmaxState s_state = tk::SoftmaxState::empty(), t_state = tk::SoftmaxState::empty();
     bool nan = false;
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
         float xs = load(student, student_dtype, s_base + j) * inv_t;
-        float xt = load(teacher, teacher_dtype, t_base + j) * inv_t;
+        float xt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold);
         nan |= tk::is_nan(xs) || tk::is_nan(xt);
         s_state.add(xs);
         t_state.add(xt);
@@ -86,12 +118,16 @@ extern "C" __global__ void __launch_bounds__(256)
         return;
     }
 
+    // JSD's fallback when its mixture underflows (see log_mixture); computed once per thread.
+    const float log_beta = kind == kJsd ? logf(beta) : 0.0f;
+    const float log_one_minus_beta = kind == kJsd ? log1pf(-beta) : 0.0f;
+
     // B: the divergence and sum p g. Forward KL writes its gradient here: it needs nothing more.
     const float coef = has_grad ? grad_coef[row] : 0.0f;
     float first = 0.0f, second = 0.0f;
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
         float ls = load(student, student_dtype, s_base + j) * inv_t - lse_s;
-        float lt = load(teacher, teacher_dtype, t_base + j) * inv_t - lse_t;
+        float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold) - lse_t;
         float p = expf(ls), q = expf(lt);
         switch (kind) {
             case kForwardKl:
@@ -100,7 +136,7 @@ extern "C" __global__ void __launch_bounds__(256)
                 break;
             case kReverseKl: first += weighted(p, ls - lt); break;
             case kJsd: {
-                float log_m = log_mixture(p, q, ls, lt, beta);
+                float log_m = log_mixture(p, q, ls, lt, beta, log_beta, log_one_minus_beta);
                 first += weighted(q, lt - log_m);
                 second += weighted(p, ls - log_m);
                 break;
@@ -134,12 +170,12 @@ extern "C" __global__ void __launch_bounds__(256)
     // C: gradient coef * p (d(loss)/dp - sum p d(loss)/dp).
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
         float ls = load(student, student_dtype, s_base + j) * inv_t - lse_s;
-        float lt = load(teacher, teacher_dtype, t_base + j) * inv_t - lse_t;
+        float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold) - lse_t;
         float p = expf(ls), q = expf(lt);
         float dp;
         switch (kind) {
             case kReverseKl: dp = ls - lt; break;
-            case kJsd: dp = (1.0f - beta) * (ls - log_mixture(p, q, ls, lt, beta)); break;
+            case kJsd: dp = (1.0f - beta) * (ls - log_mixture(p, q, ls, lt, beta, log_beta, log_one_minus_beta)); break;
             case kTotalVariation:
             default: dp = half_sign(p - q); break;
         }

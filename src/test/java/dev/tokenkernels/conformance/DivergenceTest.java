@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.tokenkernels.ops.loss.Divergence;
 import dev.tokenkernels.ops.loss.Divergence.Options;
+import dev.tokenkernels.ops.loss.ProxyDistribution;
 import dev.tokenkernels.ops.loss.Reduction;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.DType;
@@ -108,6 +109,41 @@ class DivergenceTest {
         }
     }
 
+    /** p = (1, 2, 4, 8) / 15 for the teacher; min-p 0.2 keeps the last three classes. */
+    @Test
+    void teacherFilterComparesWithTheLpRegProxy() {
+        float[] teacher = {0f, (float) Math.log(2), (float) Math.log(4), (float) Math.log(8)};
+        float[] student = {0.5f, 0.1f, -0.2f, 0.3f};
+        try (Tensor s = Tensor.of(student, 1, 4); Tensor t = Tensor.of(teacher, 1, 4)) {
+            double[] ps = new double[4];
+            double z = 0;
+            for (int j = 0; j < 4; j++) {
+                z += Math.exp(student[j]);
+            }
+            for (int j = 0; j < 4; j++) {
+                ps[j] = Math.exp(student[j]) / z;
+            }
+            double[] proxy = {0, 2.0 / 14, 4.0 / 14, 8.0 / 14};
+            double kl = 0;
+            for (int j = 1; j < 4; j++) {
+                kl += proxy[j] * Math.log(proxy[j] / ps[j]);
+            }
+            for (Backend b : ConformanceBackends.all()) {
+                Options filtered = Options.forwardKl().withTeacherFilter(ProxyDistribution.Mode.MIN_P, 0.2f).on(b);
+                try (Divergence.Result r = Divergence.computeWithGradient(s, t, filtered, 1f)) {
+                    assertEquals(kl, r.value(), 1e-6, b + " KL(proxy || student)");
+                    for (int j = 0; j < 4; j++) {
+                        assertEquals(ps[j] - proxy[j], r.gradient().getFloat(j), 1e-6, b + " gradient " + j);
+                    }
+                }
+                Options reverse = Options.reverseKl().withTeacherFilter(ProxyDistribution.Mode.MIN_P, 0.2f).on(b);
+                try (Divergence.Result r = Divergence.compute(s, t, reverse)) {
+                    assertEquals(Float.POSITIVE_INFINITY, r.value(), b + " the student has mass where the proxy has none");
+                }
+            }
+        }
+    }
+
     @Test
     void inPlaceEqualsOutOfPlace() {
         float[] zs = {0.3f, -1, 2, 0.5f, 4, -3, 1, 1, 0, 2, -1, 0.5f};
@@ -160,6 +196,8 @@ class DivergenceTest {
             expect(() -> Divergence.computeWithGradient(s, t, fkl, 1f, t), "teacher");
             expect(() -> Divergence.computeWithGradient(bf16, t, fkl, 1f, bf16), "gradient: expected dtype");
             expect(() -> Divergence.computeWithGradient(s, t, fkl, 1f, null), "gradient");
+            expect(() -> Divergence.compute(s, t, fkl.withTeacherFilter(ProxyDistribution.Mode.MIN_P, 0f)),
+                    "teacherFilterThreshold");
             try (Divergence.Result r = Divergence.computeWithGradient(s, t, fkl.withReduction(Reduction.NONE), 1f, grad)) {
                 assertThrows(IllegalStateException.class, r::value);
             }

@@ -76,6 +76,39 @@ final class ProxyDistributionReference {
         return new Row(lp, lse, count, ambiguous, maxAbs);
     }
 
+    /**
+     * The teacher row with the classes the proxy drops set to {@code -inf} (what
+     * {@code Divergence.Options.withTeacherFilter} compares with), or null if some class is
+     * ambiguous (FIXED mode) or the row has no distribution.
+     */
+    static float[] filtered(float[] z, int offset, int n, Mode mode, float threshold, float temperature) {
+        Row row = row(z, offset, n, mode, threshold, temperature, 0, -1);
+        if (row.ambiguous() || !Double.isFinite(row.keptLse())) {
+            return null;
+        }
+        float invT = 1f / temperature;
+        float zMax = Float.NEGATIVE_INFINITY;
+        for (int j = 0; j < n; j++) {
+            zMax = Math.max(zMax, z[offset + j]);
+        }
+        float max = zMax * invT;
+        double ref = max;
+        if (mode == Mode.FIXED) {
+            double sum = 0;
+            for (int j = 0; j < n; j++) {
+                sum += Math.exp((double) (z[offset + j] * invT) - max);
+            }
+            ref = max + Math.log(sum);
+        }
+        float cut = (float) Math.log(threshold);
+        float[] out = new float[n];
+        for (int j = 0; j < n; j++) {
+            float x = z[offset + j] * invT;
+            out[j] = keep(x, max, ref, cut, mode) ? z[offset + j] : Float.NEGATIVE_INFINITY;
+        }
+        return out;
+    }
+
     /** The op's rule: {@code x - ref >= cut} (in fp32 for MIN_P, whose ref is the fp32 max) or {@code x >= max}. */
     private static boolean keep(float x, float max, double ref, float cut, Mode mode) {
         boolean aboveCut = mode == Mode.MIN_P ? x - max >= cut : x - ref >= cut;

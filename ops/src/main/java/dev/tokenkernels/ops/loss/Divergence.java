@@ -57,13 +57,17 @@ public final class Divergence {
      * @param targets per-row targets [N] (I32/I64) whose {@code ignoreIndex} rows are left out, or null
      * @param sharedPrefix compare over the student's vocabulary when the teacher's is larger
      * @param backend where to run, or null for {@link Backends#defaultBackend()}
+     * @param teacherFilter the teacher is replaced by its {@link ProxyDistribution} (kept classes
+     *     renormalized, the rest probability 0) before the divergence, or null for none
+     * @param teacherFilterThreshold kappa or tau of the filter
      */
     public record Options(Kind kind, float beta, float temperature, Reduction reduction, Tensor weights,
-                          Tensor targets, long ignoreIndex, boolean sharedPrefix, Backend backend) {
+                          Tensor targets, long ignoreIndex, boolean sharedPrefix, Backend backend,
+                          ProxyDistribution.Mode teacherFilter, float teacherFilterThreshold) {
 
         public static Options forwardKl() {
             return new Options(Kind.FORWARD_KL, 0f, 1f, Reduction.TOKEN_MEAN, null, null,
-                    LogitStats.DEFAULT_IGNORE_INDEX, false, null);
+                    LogitStats.DEFAULT_IGNORE_INDEX, false, null, null, 0f);
         }
 
         public static Options reverseKl() {
@@ -80,23 +84,28 @@ public final class Divergence {
         }
 
         private Options withKind(Kind k, float b) {
-            return new Options(k, b, temperature, reduction, weights, targets, ignoreIndex, sharedPrefix, backend);
+            return new Options(k, b, temperature, reduction, weights, targets, ignoreIndex, sharedPrefix,
+                    backend, teacherFilter, teacherFilterThreshold);
         }
 
         public Options withTemperature(float t) {
-            return new Options(kind, beta, t, reduction, weights, targets, ignoreIndex, sharedPrefix, backend);
+            return new Options(kind, beta, t, reduction, weights, targets, ignoreIndex, sharedPrefix,
+                    backend, teacherFilter, teacherFilterThreshold);
         }
 
         public Options withReduction(Reduction r) {
-            return new Options(kind, beta, temperature, r, weights, targets, ignoreIndex, sharedPrefix, backend);
+            return new Options(kind, beta, temperature, r, weights, targets, ignoreIndex, sharedPrefix,
+                    backend, teacherFilter, teacherFilterThreshold);
         }
 
         public Options withWeights(Tensor w) {
-            return new Options(kind, beta, temperature, reduction, w, targets, ignoreIndex, sharedPrefix, backend);
+            return new Options(kind, beta, temperature, reduction, w, targets, ignoreIndex, sharedPrefix,
+                    backend, teacherFilter, teacherFilterThreshold);
         }
 
         public Options withTargets(Tensor y, long ignore) {
-            return new Options(kind, beta, temperature, reduction, weights, y, ignore, sharedPrefix, backend);
+            return new Options(kind, beta, temperature, reduction, weights, y, ignore, sharedPrefix,
+                    backend, teacherFilter, teacherFilterThreshold);
         }
 
         public Options withTargets(Tensor y) {
@@ -104,11 +113,25 @@ public final class Divergence {
         }
 
         public Options withSharedPrefix() {
-            return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex, true, backend);
+            return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex, true,
+                    backend, teacherFilter, teacherFilterThreshold);
         }
 
         public Options on(Backend b) {
-            return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex, sharedPrefix, b);
+            return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex,
+                    sharedPrefix, b, teacherFilter, teacherFilterThreshold);
+        }
+
+        /**
+         * Compares the student with the teacher's Lp-Reg proxy instead of the teacher: classes the
+         * filter drops get probability 0 and the rest is renormalized ({@link ProxyDistribution}
+         * defines the rule; it is applied to {@code z_t / T} with this call's temperature). With
+         * forward KL this is {@code KL(proxy || P_s)}; reverse KL is {@code +inf} as soon as the
+         * student gives probability to a dropped class.
+         */
+        public Options withTeacherFilter(ProxyDistribution.Mode mode, float threshold) {
+            return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex, sharedPrefix, backend,
+                    mode, threshold);
         }
 
         /** The kind actually computed: JSD with beta 0 or 1 is forward or reverse KL. */
@@ -221,6 +244,10 @@ public final class Divergence {
             Checks.require(options.beta() >= 0f && options.beta() <= 1f, "beta", "a value in [0, 1]", options.beta());
         }
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
+        if (options.teacherFilter() != null) {
+            Checks.require(options.teacherFilterThreshold() > 0f && options.teacherFilterThreshold() <= 1f,
+                    "teacherFilterThreshold", "a value in (0, 1]", options.teacherFilterThreshold());
+        }
         Checks.require(options.weights() == null || options.targets() == null, "weights", "weights or targets, not both",
                 "both");
         if (withGradient && gradientOut != null) {
@@ -251,7 +278,8 @@ public final class Divergence {
         boolean owns = withGradient && gradientOut == null;
         try {
             DivergenceRows job = new DivergenceRows(student, teacher, options.effectiveKind(), options.beta(), invT,
-                    weights, gradCoef, gradient, rowLoss);
+                    weights, gradCoef, gradient, rowLoss, options.teacherFilter(),
+                    (float) Math.log(options.teacherFilterThreshold()));
             Backend backend = Backends.select(options.backend());
             if (backend instanceof CpuBackend cpu) {
                 DivergenceCpu.run(cpu, job);

@@ -54,8 +54,9 @@ final class DivergenceCpu {
                 RowView teacher = new RowView(job.teacher().segment(), job.teacher().dtype(), job.teacherStride(), vocab,
                         arena);
                 MemorySegment g = job.gradient() == null ? null : job.gradient().segment();
-                Sweep whole = new Sweep(arena, F.loopBound(vocab));
-                Sweep tail = new Sweep(arena, F.length());
+                boolean filter = job.filter() != null;
+                Sweep whole = new Sweep(arena, F.loopBound(vocab), filter);
+                Sweep tail = new Sweep(arena, F.length(), filter);
                 for (int row = from; row < to; row++) {
                     long go = 4L * row * vocab;
                     if (job.weights()[row] == 0f) {
@@ -92,6 +93,18 @@ final class DivergenceCpu {
         float maxT = Math.max(whole.max(false), padded ? tail.max(false) : Float.NEGATIVE_INFINITY) * invT;
         if (!Float.isFinite(maxS) || !Float.isFinite(maxT)) {
             return noDistribution(g, go, n); // NaN, +inf, or all -inf on one side
+        }
+        if (job.filter() != null) {
+            // The teacher becomes its Lp-Reg proxy: dropped classes read as -inf from here on.
+            float ref = maxT;
+            if (job.filter() == ProxyDistribution.Mode.FIXED) {
+                double all = whole.exponentials(false, invT, maxT) + (padded ? tail.exponentials(false, invT, maxT) : 0);
+                ref = maxT + (float) Math.log(all);
+            }
+            whole.filterTeacher(invT, maxT, ref, job.filterLogThreshold());
+            if (padded) {
+                tail.filterTeacher(invT, maxT, ref, job.filterLogThreshold());
+            }
         }
         double sumS = whole.exponentials(true, invT, maxS) + (padded ? tail.exponentials(true, invT, maxS) : 0);
         double sumT = whole.exponentials(false, invT, maxT) + (padded ? tail.exponentials(false, invT, maxT) : 0);
@@ -178,6 +191,8 @@ final class DivergenceCpu {
         private final MemorySegment padS;
         private final MemorySegment padT;
         private final MemorySegment padG;
+        /** The filtered teacher row (Lp-Reg proxy), or null without a filter. */
+        private final MemorySegment filtered;
         private MemorySegment s;
         private long so;
         private MemorySegment t;
@@ -186,7 +201,8 @@ final class DivergenceCpu {
         private long go;
         private int length;
 
-        Sweep(Arena arena, int capacity) {
+        Sweep(Arena arena, int capacity, boolean filter) {
+            filtered = filter ? arena.allocate(4L * Math.max(capacity, 1), 64) : null;
             expS = arena.allocate(4L * Math.max(capacity, 1), 64);
             expT = arena.allocate(4L * Math.max(capacity, 1), 64);
             logMixture = arena.allocate(4L * BLOCK, 64);
@@ -214,6 +230,13 @@ final class DivergenceCpu {
             MemorySegment.copy(sv.segment, sv.offset + 4L * from, padS, 0, 4L * count);
             MemorySegment.copy(tv.segment, tv.offset + 4L * from, padT, 0, 4L * count);
             bind(padS, 0, padT, 0, withGradient ? padG : null, 0, F.length());
+        }
+
+        /** Rebinds the teacher to a copy with the classes the proxy drops set to -inf. */
+        void filterTeacher(float invT, float max, float ref, float cut) {
+            DivergenceCpu.filterTeacher(t, to, length, invT, max, ref, cut, filtered);
+            t = filtered;
+            to = 0;
         }
 
         void storeGradient(MemorySegment target, long offset, int count) {
@@ -288,6 +311,23 @@ final class DivergenceCpu {
             sum = sum.add(v);
         }
         return sum.reduceLanes(VectorOperators.ADD);
+    }
+
+    /**
+     * {@code out = z} where the proxy keeps the class ({@code x - ref >= cut} or {@code x >= max},
+     * {@code x = z * invT}: {@link ProxyDistribution}'s rule), else {@code -inf}.
+     */
+    private static void filterTeacher(MemorySegment z, long zo, int len, float invT, float max, float ref, float cut,
+                                      MemorySegment out) {
+        FloatVector a = FloatVector.broadcast(F, invT);
+        FloatVector minusMax = FloatVector.broadcast(F, -max);
+        FloatVector minusRef = FloatVector.broadcast(F, -ref);
+        for (int i = 0; i < len; i += F.length()) {
+            FloatVector v = FloatVector.fromMemorySegment(F, z, zo + 4L * i, NATIVE);
+            FloatVector x = v.mul(a);
+            var keep = x.add(minusRef).compare(VectorOperators.GE, cut).or(x.add(minusMax).compare(VectorOperators.GE, 0f));
+            v.blend(Float.NEGATIVE_INFINITY, keep.not()).intoMemorySegment(out, 4L * i, NATIVE);
+        }
     }
 
     // ---- forward KL: sum q (log q - log p); gradient (p - q) coef, in the same sweep ----

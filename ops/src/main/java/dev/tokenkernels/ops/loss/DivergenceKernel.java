@@ -22,7 +22,7 @@ final class DivergenceKernel {
     private static final Kernel DIVERGENCE = new Kernel(SOURCE, "divergence", pointer("student"), i32("student_dtype"),
             pointer("teacher"), i32("teacher_dtype"), pointer("grad"), pointer("row_loss"), pointer("weights"),
             pointer("grad_coef"), i64("vocab"), i64("teacher_stride"), f32("inv_t"), f32("beta"), i32("kind"),
-            i32("has_grad"));
+            i32("has_grad"), i32("filter_mode"), f32("filter_log_threshold"));
 
     private DivergenceKernel() {
     }
@@ -48,7 +48,8 @@ final class DivergenceKernel {
             gpu.launch(DIVERGENCE, LaunchConfig.of1d(rows, THREADS, 0), student, dtypeCode(job.student().dtype()),
                     teacher, dtypeCode(job.teacher().dtype()), gradTarget, rowLoss, weights, coef,
                     (long) job.vocab(), (long) job.teacherStride(), job.invT(), job.beta(), kindCode(job.kind()),
-                    withGradient ? 1 : 0);
+                    withGradient ? 1 : 0, job.filter() == null ? -1 : job.filter() == ProxyDistribution.Mode.FIXED ? 1 : 0,
+                    job.filterLogThreshold());
             gpu.copyToHost(rowLoss, MemorySegment.ofArray(job.rowLoss()));
             if (withGradient) {
                 gpu.copyToHost(gradTarget, job.gradient().segment());

@@ -11,9 +11,12 @@ import dev.tokenkernels.runtime.Tensor;
  * @param kind the effective kind (JSD with beta 0 or 1 already mapped to KL)
  * @param gradCoef per row {@code gradScale * reductionFactor * weight / T}, or null for no gradient
  * @param gradient F32 [N, V] (possibly the student itself), or null
+ * @param filter the proxy filter applied to the teacher (Lp-Reg), or null
+ * @param filterLogThreshold {@code log(kappa)} or {@code log(tau)} of the filter, rounded to fp32
  */
 record DivergenceRows(Tensor student, Tensor teacher, Divergence.Kind kind, float beta, float invT, float[] weights,
-                      float[] gradCoef, Tensor gradient, float[] rowLoss) {
+                      float[] gradCoef, Tensor gradient, float[] rowLoss, ProxyDistribution.Mode filter,
+                      float filterLogThreshold) {
 
     int rows() {
         return (int) student.dim(0);

@@ -26,6 +26,12 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * log(kappa)}; FIXED keeps {@code x_v - lse(x) >= log(tau)}. Special rows: any NaN or {@code +inf}
  * gives NaN; a row of all {@code -inf} keeps nothing ({@code lse = -inf}, log-prob {@code -inf}).
  * One pass over each row for MIN_P (max, then the kept sum from L1/L2), two for FIXED.
+ *
+ * <p>The distributional regularizers with their gradient w.r.t. the policy logits are
+ * {@link Divergence} with {@link Divergence.Options#withTeacherFilter}: forward KL gives
+ * {@code KL(proxy || P_theta)}; reverse KL gives {@code KL(P_theta || proxy)}, which is {@code +inf}
+ * whenever the policy gives mass to a dropped class (for finite logits, whenever any class is
+ * dropped).
  */
 public final class ProxyDistribution {
 
