@@ -113,9 +113,10 @@ final class ProxyDistributionCpu {
             FloatVector x = FloatVector.fromMemorySegment(F, z, zo + 4L * i, NATIVE).mul(a);
             FloatVector d = x.add(minusMax);
             VectorMask<Float> keep = x.add(minusRef).compare(VectorOperators.GE, cut).or(d.compare(VectorOperators.GE, 0f));
-            FloatVector e = VectorMath.expNonPositive(d);
-            sum = sum.add(e.blend(0f, keep.not()));
-            kept = kept.add(FloatVector.zero(F).blend(1f, keep));
+            if (keep.anyTrue()) { // kept classes are few (min-p keeps the head): most vectors skip the exp
+                sum = sum.add(VectorMath.expNonPositive(d).blend(0f, keep.not()));
+                kept = kept.add(FloatVector.zero(F).blend(1f, keep));
+            }
         }
         double total = sum.reduceLanes(VectorOperators.ADD);
         double counted = kept.reduceLanes(VectorOperators.ADD);
