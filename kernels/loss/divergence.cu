@@ -10,7 +10,6 @@
 // distribution on either side (NaN, +inf, all -inf) gets NaN.
 // With a teacher filter (filter_mode >= 0) the teacher is first replaced by its Lp-Reg proxy: the
 // classes ProxyDistribution drops read as -inf (same rule and arithmetic as proxy_distribution.cu).
-#include "block_max.cuh"
 #include "block_reduce.cuh"
 #include "online_softmax.cuh"
 #include "tk_numeric.cuh"

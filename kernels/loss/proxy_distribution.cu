@@ -7,7 +7,6 @@
 //      proxy log-probability (-inf if filtered, 0 if ignored).
 // x is rounded as a product (__fmul_rn: no fused multiply-add) and compared as a difference, the
 // same arithmetic as the CPU, so both backends keep the same classes.
-#include "block_max.cuh"
 #include "block_reduce.cuh"
 #include "tk_numeric.cuh"
 
