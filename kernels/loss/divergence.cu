@@ -46,8 +46,12 @@ __device__ __forceinline__ float log_mixture(float p, float q, float ls, float l
 // The teacher's x at column j, -inf for the classes the proxy filter drops. NaN passes, so the
 // row becomes NaN.
 __device__ __forceinline__ float teacher_x(const void* teacher, int dtype, long long i, float inv_t, int filter_mode,
-                                           float t_ref, float t_max, float cut) {
-    float x = __fmul_rn(load(teacher, dtype, i), inv_t);
+                                           float t_ref, float t_max, float cut, const void* reference,
+                                           int reference_dtype, float alpha) {
+    float z = load(teacher, dtype, i);
+    // AlignDistil's extrapolated teacher z + alpha (z - z_ref), as the CPU rounds it; masked stays masked.
+    if (reference && z != tk::negative_infinity()) z = fmaf(alpha, z - load(reference, reference_dtype, i), z);
+    float x = __fmul_rn(z, inv_t);
     if (filter_mode != kNoFilter && !(x - t_ref >= cut || x - t_max >= 0.0f) && !tk::is_nan(x))
         x = tk::negative_infinity();
     return x;
@@ -63,12 +67,15 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     divergence(const void* student, int student_dtype, const void* teacher, int teacher_dtype, float* grad,
                float* row_loss, const float* weights, const float* grad_coef, long long vocab,
                long long teacher_stride, float inv_t, float beta, int kind, int has_grad, int filter_mode,
-               float filter_log_threshold) {
+               float filter_log_threshold, const void* reference, int reference_dtype, const float* alphas,
+               int has_reference) {
     __shared__ float shared_lse[2];
     const long long row = blockIdx.x;
     const long long s_base = row * vocab;
     const long long t_base = row * teacher_stride;
     float* g = has_grad ? grad + row * vocab : nullptr;
+    if (!has_reference) reference = nullptr;
+    const float alpha = has_reference ? alphas[row] : 0.0f;
 
     if (weights[row] == 0.0f) {
         if (g)
@@ -81,12 +88,15 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     float t_max = 0.0f, t_ref = 0.0f;
     if (filter_mode != kNoFilter) {
         float m = tk::negative_infinity();
-        for (long long j = threadIdx.x; j < vocab; j += blockDim.x) m = tk::max_nan(m, load(teacher, teacher_dtype, t_base + j));
-        t_max = t_ref = __fmul_rn(tk::block_max(m), inv_t);
+        for (long long j = threadIdx.x; j < vocab; j += blockDim.x)
+            m = tk::max_nan(m, teacher_x(teacher, teacher_dtype, t_base + j, inv_t, kNoFilter, 0.0f, 0.0f, 0.0f, reference,
+                                         reference_dtype, alpha));
+        t_max = t_ref = tk::block_max(m);
         if (filter_mode == kFilterFixed && isfinite(t_max)) {
             float sum = 0.0f;
             for (long long j = threadIdx.x; j < vocab; j += blockDim.x)
-                sum += expf(__fmul_rn(load(teacher, teacher_dtype, t_base + j), inv_t) - t_max);
+                sum += expf(teacher_x(teacher, teacher_dtype, t_base + j, inv_t, kNoFilter, 0.0f, 0.0f, 0.0f, reference,
+                                      reference_dtype, alpha) - t_max);
             t_ref = t_max + logf(tk::block_sum(sum));
         }
     }
@@ -96,7 +106,8 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     bool nan = false;
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
         float xs = load(student, student_dtype, s_base + j) * inv_t;
-        float xt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold);
+        float xt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold, reference,
+                  reference_dtype, alpha);
         nan |= tk::is_nan(xs) || tk::is_nan(xt);
         s_state.add(xs);
         t_state.add(xt);
@@ -126,7 +137,8 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     float first = 0.0f, second = 0.0f;
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
         float ls = load(student, student_dtype, s_base + j) * inv_t - lse_s;
-        float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold) - lse_t;
+        float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold, reference,
+                  reference_dtype, alpha) - lse_t;
         float p = expf(ls), q = expf(lt);
         switch (kind) {
             case kForwardKl:
@@ -169,7 +181,8 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     // C: gradient coef * p (d(loss)/dp - sum p d(loss)/dp).
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
         float ls = load(student, student_dtype, s_base + j) * inv_t - lse_s;
-        float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold) - lse_t;
+        float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold, reference,
+                  reference_dtype, alpha) - lse_t;
         float p = expf(ls), q = expf(lt);
         float dp;
         switch (kind) {

@@ -64,6 +64,23 @@ class DivergenceProperties {
                 default -> null;
             };
             float filterThreshold = random.nextBoolean() ? 0.02f : (float) random.nextDouble(1e-5, 1);
+            // Sometimes the teacher is AlignDistil's extrapolation z_t + alpha (z_t - z_ref).
+            Tensor reference = null;
+            Tensor alphas = null;
+            if (random.nextInt(5) == 0) {
+                float[] r = new float[t.length];
+                float[] a = new float[rows];
+                for (int k = 0; k < r.length; k++) {
+                    r[k] = t[k] == Float.NEGATIVE_INFINITY ? t[k] : (float) (t[k] + random.nextGaussian() * magnitude * 0.3);
+                }
+                for (int i = 0; i < rows; i++) {
+                    a[i] = (float) random.nextDouble(-0.5, 3);
+                }
+                reference = Tensor.ofFloats(r, teacherType, rows, vocab + extra);
+                alphas = Tensor.of(a, rows);
+                options = options.withExtrapolatedTeacher(reference, alphas);
+                t = extrapolated(t, reference.toFloatArray(), a, vocab + extra);
+            }
             if (filter != null) {
                 options = options.withTeacherFilter(filter, filterThreshold);
                 t = filteredTeacher(t, rows, vocab, vocab + extra, filter, filterThreshold, temperature);
@@ -82,7 +99,21 @@ class DivergenceProperties {
                     }
                 }
             }
+            if (reference != null) {
+                reference.close();
+                alphas.close();
+            }
         }
+    }
+
+    /** The extrapolated teacher as the op rounds it: fma(alpha, z - z_ref, z); masked stays masked. */
+    private static float[] extrapolated(float[] t, float[] r, float[] alpha, int stride) {
+        float[] out = new float[t.length];
+        for (int k = 0; k < t.length; k++) {
+            float a = alpha[k / stride];
+            out[k] = t[k] == Float.NEGATIVE_INFINITY ? t[k] : Math.fma(a, t[k] - r[k], t[k]);
+        }
+        return out;
     }
 
     /** The reference's own gradient against central finite differences of its loss, in float64. */

@@ -60,14 +60,17 @@ public final class Divergence {
      * @param teacherFilter the teacher is replaced by its {@link ProxyDistribution} (kept classes
      *     renormalized, the rest probability 0) before the divergence, or null for none
      * @param teacherFilterThreshold kappa or tau of the filter
+     * @param extrapolationReference with {@code extrapolationAlpha}: the teacher's logits become
+     *     {@code z_t + alpha_i (z_t - z_ref)} per row (see {@link #withExtrapolatedTeacher}); or null
      */
     public record Options(Kind kind, float beta, float temperature, Reduction reduction, Tensor weights,
                           Tensor targets, long ignoreIndex, boolean sharedPrefix, Backend backend,
-                          ProxyDistribution.Mode teacherFilter, float teacherFilterThreshold) {
+                          ProxyDistribution.Mode teacherFilter, float teacherFilterThreshold,
+                          Tensor extrapolationReference, Tensor extrapolationAlpha) {
 
         public static Options forwardKl() {
             return new Options(Kind.FORWARD_KL, 0f, 1f, Reduction.TOKEN_MEAN, null, null,
-                    LogitStats.DEFAULT_IGNORE_INDEX, false, null, null, 0f);
+                    LogitStats.DEFAULT_IGNORE_INDEX, false, null, null, 0f, null, null);
         }
 
         public static Options reverseKl() {
@@ -85,27 +88,32 @@ public final class Divergence {
 
         private Options withKind(Kind k, float b) {
             return new Options(k, b, temperature, reduction, weights, targets, ignoreIndex, sharedPrefix,
-                    backend, teacherFilter, teacherFilterThreshold);
+                    backend, teacherFilter, teacherFilterThreshold,
+                    extrapolationReference, extrapolationAlpha);
         }
 
         public Options withTemperature(float t) {
             return new Options(kind, beta, t, reduction, weights, targets, ignoreIndex, sharedPrefix,
-                    backend, teacherFilter, teacherFilterThreshold);
+                    backend, teacherFilter, teacherFilterThreshold,
+                    extrapolationReference, extrapolationAlpha);
         }
 
         public Options withReduction(Reduction r) {
             return new Options(kind, beta, temperature, r, weights, targets, ignoreIndex, sharedPrefix,
-                    backend, teacherFilter, teacherFilterThreshold);
+                    backend, teacherFilter, teacherFilterThreshold,
+                    extrapolationReference, extrapolationAlpha);
         }
 
         public Options withWeights(Tensor w) {
             return new Options(kind, beta, temperature, reduction, w, targets, ignoreIndex, sharedPrefix,
-                    backend, teacherFilter, teacherFilterThreshold);
+                    backend, teacherFilter, teacherFilterThreshold,
+                    extrapolationReference, extrapolationAlpha);
         }
 
         public Options withTargets(Tensor y, long ignore) {
             return new Options(kind, beta, temperature, reduction, weights, y, ignore, sharedPrefix,
-                    backend, teacherFilter, teacherFilterThreshold);
+                    backend, teacherFilter, teacherFilterThreshold,
+                    extrapolationReference, extrapolationAlpha);
         }
 
         public Options withTargets(Tensor y) {
@@ -114,12 +122,14 @@ public final class Divergence {
 
         public Options withSharedPrefix() {
             return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex, true,
-                    backend, teacherFilter, teacherFilterThreshold);
+                    backend, teacherFilter, teacherFilterThreshold,
+                    extrapolationReference, extrapolationAlpha);
         }
 
         public Options on(Backend b) {
             return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex,
-                    sharedPrefix, b, teacherFilter, teacherFilterThreshold);
+                    sharedPrefix, b, teacherFilter, teacherFilterThreshold,
+                    extrapolationReference, extrapolationAlpha);
         }
 
         /**
@@ -131,7 +141,23 @@ public final class Divergence {
          */
         public Options withTeacherFilter(ProxyDistribution.Mode mode, float threshold) {
             return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex, sharedPrefix, backend,
-                    mode, threshold);
+                    mode, threshold, extrapolationReference, extrapolationAlpha);
+        }
+
+        /**
+         * Replaces the teacher's logits by {@code z* = z_t + alpha_i (z_t - z_ref)} for row {@code i}
+         * (computed in fp32 as {@code fma(alpha, z_t - z_ref, z_t)}, never stored as a tensor):
+         * AlignDistil's token-adaptive logit extrapolation ({@code z_t} the DPO model,
+         * {@code z_ref} the reverse-DPO or reference model), or with a constant
+         * {@code alpha = w - 1} the weighted mix {@code w z_t + (1 - w) z_ref}. A class masked in the
+         * teacher ({@code z_t = -inf}) stays masked.
+         *
+         * @param reference logits of the teacher's shape (F32, F16 or BF16)
+         * @param alpha F32 [N], finite
+         */
+        public Options withExtrapolatedTeacher(Tensor reference, Tensor alpha) {
+            return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex, sharedPrefix, backend,
+                    teacherFilter, teacherFilterThreshold, reference, alpha);
         }
 
         /** The kind actually computed: JSD with beta 0 or 1 is forward or reverse KL. */
@@ -244,6 +270,24 @@ public final class Divergence {
             Checks.require(options.beta() >= 0f && options.beta() <= 1f, "beta", "a value in [0, 1]", options.beta());
         }
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
+        float[] alpha = null;
+        if (options.extrapolationReference() != null || options.extrapolationAlpha() != null) {
+            Tensor ref = Checks.notNull("extrapolationReference", options.extrapolationReference());
+            Tensor a = Checks.notNull("extrapolationAlpha", options.extrapolationAlpha());
+            Checks.rank("extrapolationReference", ref, 2, "[N, V] like teacher");
+            Checks.dtype("extrapolationReference", ref, DType.F32, DType.F16, DType.BF16);
+            Checks.dim("extrapolationReference", ref, 0, rows, "N, the rows of teacher");
+            Checks.dim("extrapolationReference", ref, 1, teacherVocab, "the columns of teacher");
+            Checks.rank("extrapolationAlpha", a, 1, "[N]");
+            Checks.dtype("extrapolationAlpha", a, DType.F32);
+            Checks.dim("extrapolationAlpha", a, 0, rows, "N, the rows of teacher");
+            alpha = new float[(int) rows];
+            for (int i = 0; i < rows; i++) {
+                alpha[i] = a.getFloat(i);
+                Checks.require(Float.isFinite(alpha[i]), "extrapolationAlpha[" + i + "]", "a finite number", alpha[i]);
+            }
+            ref.segment(); // closed tensors fail here
+        }
         if (options.teacherFilter() != null) {
             Checks.require(options.teacherFilterThreshold() > 0f && options.teacherFilterThreshold() <= 1f,
                     "teacherFilterThreshold", "a value in (0, 1]", options.teacherFilterThreshold());
@@ -279,7 +323,7 @@ public final class Divergence {
         try {
             DivergenceRows job = new DivergenceRows(student, teacher, options.effectiveKind(), options.beta(), invT,
                     weights, gradCoef, gradient, rowLoss, options.teacherFilter(),
-                    (float) Math.log(options.teacherFilterThreshold()));
+                    (float) Math.log(options.teacherFilterThreshold()), options.extrapolationReference(), alpha);
             Backend backend = Backends.select(options.backend());
             if (backend instanceof CpuBackend cpu) {
                 DivergenceCpu.run(cpu, job);

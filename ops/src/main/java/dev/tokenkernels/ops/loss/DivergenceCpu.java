@@ -53,6 +53,10 @@ final class DivergenceCpu {
                 RowView student = new RowView(job.student().segment(), job.student().dtype(), vocab, vocab, arena);
                 RowView teacher = new RowView(job.teacher().segment(), job.teacher().dtype(), job.teacherStride(), vocab,
                         arena);
+                if (job.reference() != null) {
+                    teacher.extrapolateFrom(new RowView(job.reference().segment(), job.reference().dtype(),
+                            job.teacherStride(), vocab, arena), job.alpha(), arena);
+                }
                 MemorySegment g = job.gradient() == null ? null : job.gradient().segment();
                 boolean filter = job.filter() != null;
                 Sweep whole = new Sweep(arena, F.loopBound(vocab), filter);
@@ -551,13 +555,19 @@ final class DivergenceCpu {
         return FloatVector.zero(F).blend(0.5f, d.compare(VectorOperators.GT, 0f)).blend(-0.5f, d.lt(0f));
     }
 
-    /** A row of a [N, stride] tensor as fp32: the tensor's own memory for F32, else decoded into scratch. */
+    /**
+     * A row of a [N, stride] tensor as fp32: the tensor's own memory for F32, else decoded into
+     * scratch; or, for an extrapolated teacher, {@code fma(alpha_row, z - z_ref, z)} in scratch.
+     */
     private static final class RowView {
         private final MemorySegment source;
         private final DType dtype;
         private final int stride;
         private final int length;
         private final MemorySegment scratch;
+        private RowView reference;
+        private float[] alpha;
+        private MemorySegment extrapolated;
         MemorySegment segment;
         long offset;
 
@@ -567,6 +577,12 @@ final class DivergenceCpu {
             this.stride = stride;
             this.length = length;
             this.scratch = dtype == DType.F32 ? null : arena.allocate(4L * length, 64);
+        }
+
+        void extrapolateFrom(RowView reference, float[] alpha, Arena arena) {
+            this.reference = reference;
+            this.alpha = alpha;
+            this.extrapolated = arena.allocate(4L * length, 64);
         }
 
         void load(int row) {
@@ -579,6 +595,32 @@ final class DivergenceCpu {
                 segment = scratch;
                 offset = 0;
             }
+            if (reference != null) {
+                reference.load(row);
+                extrapolate(segment, offset, reference.segment, reference.offset, length, alpha[row], extrapolated);
+                segment = extrapolated;
+                offset = 0;
+            }
+        }
+    }
+
+    /**
+     * {@code out = fma(alpha, z - ref, z)} over a row: AlignDistil's extrapolated teacher logits.
+     * A class masked in the teacher ({@code z = -inf}) stays masked.
+     */
+    private static void extrapolate(MemorySegment z, long zo, MemorySegment ref, long ro, int n, float alpha,
+                                    MemorySegment out) {
+        FloatVector a = FloatVector.broadcast(F, alpha);
+        int i = 0;
+        for (int upper = F.loopBound(n); i < upper; i += F.length()) {
+            FloatVector t = FloatVector.fromMemorySegment(F, z, zo + 4L * i, NATIVE);
+            FloatVector r = FloatVector.fromMemorySegment(F, ref, ro + 4L * i, NATIVE);
+            t.sub(r).fma(a, t).blend(t, t.eq(Float.NEGATIVE_INFINITY)).intoMemorySegment(out, 4L * i, NATIVE);
+        }
+        for (; i < n; i++) {
+            float t = z.get(ValueLayout.JAVA_FLOAT, zo + 4L * i);
+            float r = ref.get(ValueLayout.JAVA_FLOAT, ro + 4L * i);
+            out.set(ValueLayout.JAVA_FLOAT, 4L * i, t == Float.NEGATIVE_INFINITY ? t : Math.fma(alpha, t - r, t));
         }
     }
 }

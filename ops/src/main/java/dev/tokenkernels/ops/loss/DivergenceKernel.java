@@ -22,7 +22,8 @@ final class DivergenceKernel {
     private static final Kernel DIVERGENCE = new Kernel(SOURCE, "divergence", pointer("student"), i32("student_dtype"),
             pointer("teacher"), i32("teacher_dtype"), pointer("grad"), pointer("row_loss"), pointer("weights"),
             pointer("grad_coef"), i64("vocab"), i64("teacher_stride"), f32("inv_t"), f32("beta"), i32("kind"),
-            i32("has_grad"), i32("filter_mode"), f32("filter_log_threshold"));
+            i32("has_grad"), i32("filter_mode"), f32("filter_log_threshold"), pointer("reference"),
+            i32("reference_dtype"), pointer("alphas"), i32("has_reference"));
 
     private DivergenceKernel() {
     }
@@ -38,7 +39,13 @@ final class DivergenceKernel {
              DeviceBuffer grad = gpu.allocate(withGradient ? job.gradient().byteSize() : 4);
              DeviceBuffer rowLoss = gpu.allocate(4L * rows);
              DeviceBuffer weights = gpu.allocate(4L * rows);
-             DeviceBuffer coef = gpu.allocate(4L * rows)) {
+             DeviceBuffer coef = gpu.allocate(4L * rows);
+             DeviceBuffer reference = gpu.allocate(job.reference() == null ? 4 : job.reference().byteSize());
+             DeviceBuffer alphas = gpu.allocate(4L * rows)) {
+            if (job.reference() != null) {
+                gpu.copyToDevice(job.reference().segment(), reference);
+                gpu.copyToDevice(MemorySegment.ofArray(job.alpha()), alphas);
+            }
             gpu.copyToDevice(job.student().segment(), student);
             gpu.copyToDevice(job.teacher().segment(), teacher);
             gpu.copyToDevice(MemorySegment.ofArray(job.weights()), weights);
@@ -49,7 +56,9 @@ final class DivergenceKernel {
                     teacher, dtypeCode(job.teacher().dtype()), gradTarget, rowLoss, weights, coef,
                     (long) job.vocab(), (long) job.teacherStride(), job.invT(), job.beta(), kindCode(job.kind()),
                     withGradient ? 1 : 0, job.filter() == null ? -1 : job.filter() == ProxyDistribution.Mode.FIXED ? 1 : 0,
-                    job.filterLogThreshold());
+                    job.filterLogThreshold(), reference,
+                    job.reference() == null ? 0 : dtypeCode(job.reference().dtype()), alphas,
+                    job.reference() == null ? 0 : 1);
             gpu.copyToHost(rowLoss, MemorySegment.ofArray(job.rowLoss()));
             if (withGradient) {
                 gpu.copyToHost(gradTarget, job.gradient().segment());

@@ -13,10 +13,11 @@ import dev.tokenkernels.runtime.Tensor;
  * @param gradient F32 [N, V] (possibly the student itself), or null
  * @param filter the proxy filter applied to the teacher (Lp-Reg), or null
  * @param filterLogThreshold {@code log(kappa)} or {@code log(tau)} of the filter, rounded to fp32
+ * @param reference with {@code alpha}: the teacher is {@code fma(alpha_i, z_t - z_ref, z_t)}; or null
  */
 record DivergenceRows(Tensor student, Tensor teacher, Divergence.Kind kind, float beta, float invT, float[] weights,
                       float[] gradCoef, Tensor gradient, float[] rowLoss, ProxyDistribution.Mode filter,
-                      float filterLogThreshold) {
+                      float filterLogThreshold, Tensor reference, float[] alpha) {
 
     int rows() {
         return (int) student.dim(0);
