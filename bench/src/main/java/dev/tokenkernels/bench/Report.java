@@ -121,6 +121,7 @@ public final class Report {
         for (DType dtype : config.dtypes()) {
             list.add(() -> new ProxyDistributionWorkload(first[0], first[1], dtype));
         }
+        list.add(() -> new AlignDistilWorkload(first[0], first[1], DType.F32));
         // The other kinds cost more arithmetic per element; one shape shows how much.
         for (Divergence.Kind kind : List.of(Divergence.Kind.REVERSE_KL, Divergence.Kind.JSD,
                 Divergence.Kind.TOTAL_VARIATION)) {

@@ -1,0 +1,93 @@
+package dev.tokenkernels.bench;
+
+import dev.tokenkernels.methods.AlignDistilLoss;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+import java.util.SplittableRandom;
+
+/**
+ * AlignDistil's loss with its gradient: policy, DPO and reverse-DPO logits of one dtype, sequences
+ * of 512 tokens, every token labelled. Bytes: the three logits tensors read once and the F32
+ * gradient written once (the TVD pass reads the two teachers a second time).
+ */
+final class AlignDistilWorkload implements Workload {
+    private static final int SEQUENCE = 512;
+    private final int rows;
+    private final int vocab;
+    private final DType dtype;
+    private final Tensor policy;
+    private final Tensor dpo;
+    private final Tensor reverse;
+    private final Tensor labels;
+    private final int[] starts;
+
+    AlignDistilWorkload(int rows, int vocab, DType dtype) {
+        this.rows = rows;
+        this.vocab = vocab;
+        this.dtype = dtype;
+        this.dpo = LogitStatsWorkload.randomLogits(rows, vocab, dtype, 45);
+        this.policy = Tensor.allocate(dtype, rows, vocab);
+        this.reverse = Tensor.allocate(dtype, rows, vocab);
+        SplittableRandom random = new SplittableRandom(46);
+        long n = (long) rows * vocab;
+        for (long i = 0; i < n; i++) {
+            float d = dpo.getFloat(i);
+            policy.setFloat(i, d + (float) (random.nextDouble() - 0.5));
+            reverse.setFloat(i, d + (float) (random.nextDouble() - 0.5) * 0.5f);
+        }
+        int[] y = new int[rows];
+        for (int i = 0; i < rows; i++) {
+            y[i] = random.nextInt(vocab);
+        }
+        this.labels = Tensor.ofInts(y, rows);
+        int sequences = (rows + SEQUENCE - 1) / SEQUENCE;
+        this.starts = new int[sequences + 1];
+        for (int b = 0; b <= sequences; b++) {
+            starts[b] = Math.min(rows, b * SEQUENCE);
+        }
+    }
+
+    @Override
+    public String op() {
+        return "align_distil";
+    }
+
+    @Override
+    public String shape() {
+        return rows + "x" + vocab;
+    }
+
+    @Override
+    public String dtype() {
+        return dtype.name();
+    }
+
+    @Override
+    public long bytes() {
+        return policy.byteSize() + dpo.byteSize() + reverse.byteSize() + 4L * rows * vocab;
+    }
+
+    @Override
+    public void run(Backend backend) {
+        AlignDistilLoss.adaptive(0.1f, 10f, 1f, backend).compute(policy, dpo, reverse, labels, starts, 1f).close();
+    }
+
+    @Override
+    public boolean hasScalar() {
+        return false;
+    }
+
+    @Override
+    public void runScalar() {
+        throw new UnsupportedOperationException("no scalar baseline for AlignDistil");
+    }
+
+    @Override
+    public void close() {
+        policy.close();
+        dpo.close();
+        reverse.close();
+        labels.close();
+    }
+}
