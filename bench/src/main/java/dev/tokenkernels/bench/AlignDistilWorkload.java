@@ -11,11 +11,8 @@ import java.util.SplittableRandom;
  * of 512 tokens, every token labelled. Bytes: the three logits tensors read once and the F32
  * gradient written once (the TVD pass reads the two teachers a second time).
  */
-final class AlignDistilWorkload implements Workload {
+final class AlignDistilWorkload extends LogitsWorkload {
     private static final int SEQUENCE = 512;
-    private final int rows;
-    private final int vocab;
-    private final DType dtype;
     private final Tensor policy;
     private final Tensor dpo;
     private final Tensor reverse;
@@ -23,9 +20,7 @@ final class AlignDistilWorkload implements Workload {
     private final int[] starts;
 
     AlignDistilWorkload(int rows, int vocab, DType dtype) {
-        this.rows = rows;
-        this.vocab = vocab;
-        this.dtype = dtype;
+        super(rows, vocab, dtype);
         this.dpo = LogitStatsWorkload.randomLogits(rows, vocab, dtype, 45);
         this.policy = Tensor.allocate(dtype, rows, vocab);
         this.reverse = Tensor.allocate(dtype, rows, vocab);
@@ -51,16 +46,6 @@ final class AlignDistilWorkload implements Workload {
     @Override
     public String op() {
         return "align_distil";
-    }
-
-    @Override
-    public String shape() {
-        return rows + "x" + vocab;
-    }
-
-    @Override
-    public String dtype() {
-        return dtype.name();
     }
 
     @Override

@@ -4,17 +4,13 @@ import dev.tokenkernels.ops.loss.Divergence;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
-import java.util.Locale;
 import java.util.SplittableRandom;
 
 /**
  * Divergence loss with its gradient (into a reused F32 buffer), student and teacher of one dtype,
  * as the report and the JMH benchmark run it. The scalar baseline exists for forward KL.
  */
-final class DivergenceWorkload implements Workload {
-    private final int rows;
-    private final int vocab;
-    private final DType dtype;
+final class DivergenceWorkload extends LogitsWorkload {
     private final Divergence.Kind kind;
     private final Tensor student;
     private final Tensor teacher;
@@ -22,9 +18,7 @@ final class DivergenceWorkload implements Workload {
     private final float[] rowLoss;
 
     DivergenceWorkload(int rows, int vocab, DType dtype, Divergence.Kind kind) {
-        this.rows = rows;
-        this.vocab = vocab;
-        this.dtype = dtype;
+        super(rows, vocab, dtype);
         this.kind = kind;
         this.student = LogitStatsWorkload.randomLogits(rows, vocab, dtype, 42);
         this.teacher = Tensor.allocate(dtype, rows, vocab);
@@ -59,16 +53,6 @@ final class DivergenceWorkload implements Workload {
     @Override
     public String op() {
         return opName(kind);
-    }
-
-    @Override
-    public String shape() {
-        return String.format(Locale.ROOT, "%dx%d", rows, vocab);
-    }
-
-    @Override
-    public String dtype() {
-        return dtype.name();
     }
 
     /** Student and teacher read once, the gradient written once. */

@@ -7,10 +7,7 @@ import dev.tokenkernels.runtime.Tensor;
 import java.util.SplittableRandom;
 
 /** LogitStats on random logits with targets, as the report and the JMH benchmark run it. */
-final class LogitStatsWorkload implements Workload {
-    private final int rows;
-    private final int vocab;
-    private final DType dtype;
+final class LogitStatsWorkload extends LogitsWorkload {
     private final Tensor logits;
     private final Tensor targets;
     private final float[] max;
@@ -18,9 +15,7 @@ final class LogitStatsWorkload implements Workload {
     private final float[] entropy;
 
     LogitStatsWorkload(int rows, int vocab, DType dtype) {
-        this.rows = rows;
-        this.vocab = vocab;
-        this.dtype = dtype;
+        super(rows, vocab, dtype);
         this.logits = randomLogits(rows, vocab, dtype, 42);
         int[] y = new int[rows];
         SplittableRandom random = new SplittableRandom(7);
@@ -51,16 +46,6 @@ final class LogitStatsWorkload implements Workload {
     @Override
     public String op() {
         return "logit_stats";
-    }
-
-    @Override
-    public String shape() {
-        return rows + "x" + vocab;
-    }
-
-    @Override
-    public String dtype() {
-        return dtype.name();
     }
 
     @Override

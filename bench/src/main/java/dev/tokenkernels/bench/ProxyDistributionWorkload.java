@@ -7,20 +7,15 @@ import dev.tokenkernels.runtime.Tensor;
 import java.util.SplittableRandom;
 
 /** Lp-Reg's min-p proxy (kappa = 0.02) with target log-probabilities, as the report and JMH run it. */
-final class ProxyDistributionWorkload implements Workload {
+final class ProxyDistributionWorkload extends LogitsWorkload {
     static final float KAPPA = 0.02f;
-    private final int rows;
-    private final int vocab;
-    private final DType dtype;
     private final Tensor logits;
     private final Tensor targets;
     private final long[] targetIndex;
     private final float[] logProb;
 
     ProxyDistributionWorkload(int rows, int vocab, DType dtype) {
-        this.rows = rows;
-        this.vocab = vocab;
-        this.dtype = dtype;
+        super(rows, vocab, dtype);
         this.logits = LogitStatsWorkload.randomLogits(rows, vocab, dtype, 44);
         int[] y = new int[rows];
         targetIndex = new long[rows];
@@ -36,16 +31,6 @@ final class ProxyDistributionWorkload implements Workload {
     @Override
     public String op() {
         return "proxy_distribution";
-    }
-
-    @Override
-    public String shape() {
-        return rows + "x" + vocab;
-    }
-
-    @Override
-    public String dtype() {
-        return dtype.name();
     }
 
     @Override
