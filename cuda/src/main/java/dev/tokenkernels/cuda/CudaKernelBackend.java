@@ -39,7 +39,8 @@ public final class CudaKernelBackend implements KernelBackend {
     private final String deviceName;
     private final int computeCapability;
     private final Map<String, ModuleLoader.Loaded> modules = new ConcurrentHashMap<>();
-    private final Map<String, EntryPoint> entries = new ConcurrentHashMap<>();
+    /** Resolved entry points by declaration: each distinct Java signature is checked once. */
+    private final Map<Kernel, EntryPoint> entries = new ConcurrentHashMap<>();
 
     /** A resolved kernel entry point and the parameter sizes it was compiled with. */
     private record EntryPoint(MemorySegment function, int[] parameterSizes) {
@@ -131,7 +132,7 @@ public final class CudaKernelBackend implements KernelBackend {
     public void launch(Kernel kernel, LaunchConfig config, Object... args) {
         kernel.checkArguments(args);
         driver.setCurrentContext(context);
-        EntryPoint entry = entries.computeIfAbsent(kernel.source() + "#" + kernel.entry(), k -> resolve(kernel));
+        EntryPoint entry = entries.computeIfAbsent(kernel, this::resolve);
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment params = arena.allocate(ValueLayout.ADDRESS, Math.max(1, args.length));
             for (int i = 0; i < args.length; i++) {

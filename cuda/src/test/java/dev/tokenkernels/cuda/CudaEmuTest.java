@@ -337,7 +337,10 @@ class CudaEmuTest {
         // block_sum takes (const float*, float*, long long): declare n as 32-bit.
         Kernel wrongSize = new Kernel(SOURCE, "block_sum", pointer("in"), pointer("out"), i32("n"));
         Kernel wrongCount = new Kernel(SOURCE, "block_sum", pointer("in"), pointer("out"));
+        Kernel right = new Kernel(SOURCE, "block_sum", pointer("in"), pointer("out"), i64("n"));
         try (DeviceBuffer d = upload(new float[32])) {
+            // A correct declaration resolved first must not let a wrong one through later.
+            backend().launch(right, LaunchConfig.of1d(1, 32, 0), d, d, 32L);
             TokenKernelsException size = assertThrows(TokenKernelsException.class,
                     () -> backend().launch(wrongSize, LaunchConfig.of1d(1, 32, 0), d, d, 32));
             assertTrue(size.getMessage().contains("block_sum") && size.getMessage().contains("parameter 2 (n)")
