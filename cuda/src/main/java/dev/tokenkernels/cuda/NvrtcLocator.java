@@ -5,8 +5,10 @@ import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.SymbolLookup;
 import java.net.JarURLConnection;
+import java.net.URISyntaxException;
 import java.net.URL;
 import java.nio.file.Files;
+import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Enumeration;
@@ -42,20 +44,38 @@ final class NvrtcLocator {
     /** The NVRTC of this process, located once. */
     static synchronized Result find() {
         if (found == null) {
-            found = locate();
+            String explicit = System.getProperty(PROPERTY_NVRTC);
+            found = locate(explicit == null || explicit.isBlank() ? System.getenv(ENV_NVRTC) : explicit);
         }
         return found;
     }
 
-    private static Result locate() {
-        List<String> tried = new ArrayList<>();
-        String explicit = System.getProperty(PROPERTY_NVRTC);
-        if (explicit == null || explicit.isBlank()) {
-            explicit = System.getenv(ENV_NVRTC);
+    /**
+     * Locates NVRTC afresh (not cached; {@link #find} is what callers use).
+     *
+     * @param explicit a library path that is the only place tried, or null/blank for the search
+     */
+    static Result locate(String explicit) {
+        try {
+            return search(explicit);
+        } catch (RuntimeException | LinkageError e) {
+            // Probing is on the path of backend selection: a surprise here must read as "unavailable".
+            return new Result(null, "locating libnvrtc failed: " + e);
         }
+    }
+
+    private static Result search(String explicit) {
+        List<String> tried = new ArrayList<>();
         if (explicit != null && !explicit.isBlank()) {
-            Result r = load(Path.of(explicit), tried);
-            return r != null ? r : new Result(null, ENV_NVRTC + "=" + explicit + " does not load: " + tried);
+            Result r;
+            try {
+                r = load(Path.of(explicit), tried);
+            } catch (InvalidPathException e) {
+                r = null;
+                tried.add(e.getMessage());
+            }
+            return r != null ? r : new Result(null, ENV_NVRTC + "/" + PROPERTY_NVRTC + "=" + explicit
+                    + " does not load: " + tried);
         }
         List<Path> toolkits = new ArrayList<>();
         for (String env : List.of("CUDA_HOME", "CUDA_PATH")) {
@@ -122,7 +142,14 @@ final class NvrtcLocator {
     private static List<String> entriesStartingWith(URL resource, String prefix) throws IOException {
         List<String> names = new ArrayList<>();
         if (resource.openConnection() instanceof JarURLConnection jar) {
-            try (JarFile file = new JarFile(new File(jar.getJarFileURL().getFile()))) {
+            // Through a URI, so a jar path with spaces or other escaped characters is decoded.
+            File path;
+            try {
+                path = new File(jar.getJarFileURL().toURI());
+            } catch (URISyntaxException e) {
+                throw new IOException("not a file URL: " + jar.getJarFileURL(), e);
+            }
+            try (JarFile file = new JarFile(path)) {
                 for (Enumeration<JarEntry> e = file.entries(); e.hasMoreElements(); ) {
                     String name = e.nextElement().getName();
                     if (name.startsWith(prefix)) {
