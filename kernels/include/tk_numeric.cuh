@@ -31,6 +31,19 @@ __device__ __forceinline__ float to_float(f16 v) {
 
 __device__ __forceinline__ float to_float(bf16 v) { return __uint_as_float((unsigned)v.bits << 16); }
 
+// The dtype codes the Java side passes for a logits tensor of runtime-chosen dtype.
+constexpr int kF32 = 0, kF16 = 1, kBf16 = 2;
+
+// Element i of a tensor of dtype code `dtype`, as fp32.
+__device__ __forceinline__ float load_float(const void* base, int dtype, long long i) {
+    switch (dtype) {
+        case kF16: return to_float(static_cast<const f16*>(base)[i]);
+        case kBf16: return to_float(static_cast<const bf16*>(base)[i]);
+        case kF32:
+        default: return static_cast<const float*>(base)[i];
+    }
+}
+
 // Elements of T in one 16-byte load: the widest load a thread issues (LDG.128).
 template <typename T>
 struct Pack16 {

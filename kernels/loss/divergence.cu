@@ -16,19 +16,9 @@
 
 namespace {
 
-// Values of Divergence.Kind and DType codes, as the Java side passes them.
+// Values of Divergence.Kind, as the Java side passes them (dtype codes: tk_numeric.cuh).
 constexpr int kForwardKl = 0, kReverseKl = 1, kJsd = 2, kTotalVariation = 3;
-constexpr int kF32 = 0, kF16 = 1, kBf16 = 2;
 constexpr int kNoFilter = -1, kFilterFixed = 1;  // ProxyDistribution.Mode: MIN_P 0, FIXED 1
-
-__device__ __forceinline__ float load(const void* base, int dtype, long long i) {
-    switch (dtype) {
-        case kF16: return tk::to_float(static_cast<const tk::f16*>(base)[i]);
-        case kBf16: return tk::to_float(static_cast<const tk::bf16*>(base)[i]);
-        case kF32:
-        default: return static_cast<const float*>(base)[i];
-    }
-}
 
 // 0 when the probability is 0, so that 0 * log 0 = 0.
 __device__ __forceinline__ float weighted(float probability, float value) {
@@ -48,9 +38,9 @@ __device__ __forceinline__ float log_mixture(float p, float q, float ls, float l
 __device__ __forceinline__ float teacher_x(const void* teacher, int dtype, long long i, float inv_t, int filter_mode,
                                            float t_ref, float t_max, float cut, const void* reference,
                                            int reference_dtype, float alpha) {
-    float z = load(teacher, dtype, i);
+    float z = tk::load_float(teacher, dtype, i);
     // AlignDistil's extrapolated teacher z + alpha (z - z_ref), as the CPU rounds it; masked stays masked.
-    if (reference && z != tk::negative_infinity()) z = fmaf(alpha, z - load(reference, reference_dtype, i), z);
+    if (reference && z != tk::negative_infinity()) z = fmaf(alpha, z - tk::load_float(reference, reference_dtype, i), z);
     float x = __fmul_rn(z, inv_t);
     if (filter_mode != kNoFilter && !(x - t_ref >= cut || x - t_max >= 0.0f) && !tk::is_nan(x))
         x = tk::negative_infinity();
@@ -105,7 +95,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     tk::SoftmaxState s_state = tk::SoftmaxState::empty(), t_state = tk::SoftmaxState::empty();
     bool nan = false;
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float xs = load(student, student_dtype, s_base + j) * inv_t;
+        float xs = tk::load_float(student, student_dtype, s_base + j) * inv_t;
         float xt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold, reference,
                   reference_dtype, alpha);
         nan |= tk::is_nan(xs) || tk::is_nan(xt);
@@ -136,7 +126,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     const float coef = has_grad ? grad_coef[row] : 0.0f;
     float first = 0.0f, second = 0.0f;
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float ls = load(student, student_dtype, s_base + j) * inv_t - lse_s;
+        float ls = tk::load_float(student, student_dtype, s_base + j) * inv_t - lse_s;
         float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold, reference,
                   reference_dtype, alpha) - lse_t;
         float p = expf(ls), q = expf(lt);
@@ -180,7 +170,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
 
     // C: gradient coef * p (d(loss)/dp - sum p d(loss)/dp).
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float ls = load(student, student_dtype, s_base + j) * inv_t - lse_s;
+        float ls = tk::load_float(student, student_dtype, s_base + j) * inv_t - lse_s;
         float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold, reference,
                   reference_dtype, alpha) - lse_t;
         float p = expf(ls), q = expf(lt);

@@ -13,16 +13,6 @@
 namespace {
 
 constexpr int kFixed = 1;  // ProxyDistribution.Mode.FIXED; MIN_P is 0
-constexpr int kF32 = 0, kF16 = 1, kBf16 = 2;
-
-__device__ __forceinline__ float load(const void* base, int dtype, long long i) {
-    switch (dtype) {
-        case kF16: return tk::to_float(static_cast<const tk::f16*>(base)[i]);
-        case kBf16: return tk::to_float(static_cast<const tk::bf16*>(base)[i]);
-        case kF32:
-        default: return static_cast<const float*>(base)[i];
-    }
-}
 
 }  // namespace
 
@@ -34,7 +24,7 @@ extern "C" __global__ void __launch_bounds__(256)
     const long long base = row * vocab;
 
     float local_max = tk::negative_infinity();
-    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) local_max = tk::max_nan(local_max, load(logits, dtype, base + j));
+    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) local_max = tk::max_nan(local_max, tk::load_float(logits, dtype, base + j));
     const float max = __fmul_rn(tk::block_max(local_max), inv_t);
     const long long y = targets[row];
     if (tk::is_nan(max) || max == tk::positive_infinity() || max == tk::negative_infinity()) {
@@ -50,13 +40,13 @@ extern "C" __global__ void __launch_bounds__(256)
     float ref = max;
     if (mode == kFixed) {
         float sum = 0.0f;
-        for (long long j = threadIdx.x; j < vocab; j += blockDim.x) sum += expf(__fmul_rn(load(logits, dtype, base + j), inv_t) - max);
+        for (long long j = threadIdx.x; j < vocab; j += blockDim.x) sum += expf(__fmul_rn(tk::load_float(logits, dtype, base + j), inv_t) - max);
         ref = max + logf(tk::block_sum(sum));
     }
 
     float sum = 0.0f, count = 0.0f;
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float x = __fmul_rn(load(logits, dtype, base + j), inv_t);
+        float x = __fmul_rn(tk::load_float(logits, dtype, base + j), inv_t);
         if (x - ref >= log_threshold || x - max >= 0.0f) {
             sum += expf(x - max);
             count += 1.0f;
@@ -70,7 +60,7 @@ extern "C" __global__ void __launch_bounds__(256)
         kept_count[row] = (int)count;
         float lp = 0.0f;
         if (y != ignore_index) {
-            float x = __fmul_rn(load(logits, dtype, base + y), inv_t);
+            float x = __fmul_rn(tk::load_float(logits, dtype, base + y), inv_t);
             lp = (x - ref >= log_threshold || x - max >= 0.0f) ? x - lse : tk::negative_infinity();
         }
         log_prob[row] = lp;

@@ -66,8 +66,8 @@ final class DivergenceKernel {
         }
     }
 
-    /** The kernel's dtype codes (kF32, kF16, kBf16 in divergence.cu). */
-    private static int dtypeCode(DType dtype) {
+    /** The kernels' dtype codes (tk::kF32, kF16, kBf16 in kernels/include/tk_numeric.cuh). */
+    static int dtypeCode(DType dtype) {
         return switch (dtype) {
             case F32 -> 0;
             case F16 -> 1;

@@ -34,12 +34,7 @@ final class ProxyDistributionKernel {
              DeviceBuffer keptCount = gpu.allocate(4L * rows)) {
             gpu.copyToDevice(job.logits().segment(), z);
             gpu.copyToDevice(MemorySegment.ofArray(job.targets()), y);
-            int dtype = switch (job.logits().dtype()) {
-                case F32 -> 0;
-                case F16 -> 1;
-                case BF16 -> 2;
-                default -> throw new IllegalStateException("unexpected dtype " + job.logits().dtype());
-            };
+            int dtype = DivergenceKernel.dtypeCode(job.logits().dtype());
             gpu.launch(PROXY, LaunchConfig.of1d(rows, THREADS, 0), z, dtype, y, logProb, keptLse, keptCount,
                     (long) job.vocab(), job.invT(), job.logThreshold(),
                     job.mode() == ProxyDistribution.Mode.FIXED ? 1 : 0, job.ignoreIndex());
