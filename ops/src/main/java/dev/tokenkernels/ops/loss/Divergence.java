@@ -301,7 +301,7 @@ public final class Divergence {
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of student");
             Checks.require(gradientOut != teacher, "gradient", "a buffer other than teacher", "teacher");
         }
-        float[] weights = rowWeights(options, (int) rows, vocab);
+        float[] weights = rowWeights(options.weights(), options.targets(), options.ignoreIndex(), (int) rows, vocab);
         student.segment(); // closed tensors fail here, before any work
         teacher.segment();
         double weightSum = 0;
@@ -343,10 +343,10 @@ public final class Divergence {
     }
 
     /** The weight of each row: the weights tensor, 0/1 from the targets, or all 1. */
-    static float[] rowWeights(Options options, int rows, long vocab) {
+    static float[] rowWeights(Tensor weights, Tensor targets, long ignoreIndex, int rows, long vocab) {
         float[] w = new float[rows];
-        if (options.weights() != null) {
-            Tensor t = options.weights();
+        if (weights != null) {
+            Tensor t = weights;
             Checks.rank("weights", t, 1, "[N]");
             Checks.dim("weights", t, 0, rows, "N, the rows of student");
             Checks.dtype("weights", t, DType.F32);
@@ -356,18 +356,18 @@ public final class Divergence {
                     throw new IllegalArgumentException("weights[" + i + "]: expected a finite weight >= 0, got " + w[i]);
                 }
             }
-        } else if (options.targets() != null) {
-            Tensor t = options.targets();
+        } else if (targets != null) {
+            Tensor t = targets;
             Checks.rank("targets", t, 1, "[N]");
             Checks.dim("targets", t, 0, rows, "N, the rows of student");
             Checks.dtype("targets", t, DType.I32, DType.I64);
             for (int i = 0; i < rows; i++) {
                 long y = t.getLong(i);
-                if (y != options.ignoreIndex() && (y < 0 || y >= vocab)) {
+                if (y != ignoreIndex && (y < 0 || y >= vocab)) {
                     throw new IllegalArgumentException("targets[" + i + "]: expected a class index in [0, " + vocab
-                            + ") or ignoreIndex " + options.ignoreIndex() + ", got " + y);
+                            + ") or ignoreIndex " + ignoreIndex + ", got " + y);
                 }
-                w[i] = y == options.ignoreIndex() ? 0f : 1f;
+                w[i] = y == ignoreIndex ? 0f : 1f;
             }
         } else {
             java.util.Arrays.fill(w, 1f);
@@ -375,7 +375,7 @@ public final class Divergence {
         return w;
     }
 
-    private static Tensor reduce(float[] rowLoss, float[] weights, Reduction reduction, double factor) {
+    static Tensor reduce(float[] rowLoss, float[] weights, Reduction reduction, double factor) {
         if (reduction == Reduction.NONE) {
             Tensor out = Tensor.allocate(DType.F32, rowLoss.length);
             for (int i = 0; i < rowLoss.length; i++) {

@@ -1,0 +1,322 @@
+// DAC-KL's clipped KL with the gradients w.r.t. the student logits and the band's bounds l, u
+// (ops: dev.tokenkernels.ops.loss.ClippedKl, which states the rule; CPU twin: ClippedKlCpu).
+//
+// One block of 256 threads per row:
+//   A. max and log-sum-exp of both rows (online softmax, merged across the block);
+//   B. the teacher mass per bucket of max - x (shared fp64 atomics: a flat teacher puts thousands
+//      of classes in one bucket, and an fp32 running sum of them is off by ~1e-5, which a gate of
+//      slope 1 / (4 gamma) magnifies), each bucket's start (a scan), the
+//      buckets whose classes need their exact order, and every other bucket's gate;
+//   C. the classes of those buckets gathered into shared memory and ranked:
+//      c = bucket start + mass of the gathered classes of the bucket before them, O(w^2 / 256);
+//   D. the kept masses and the divergence sum; E. the gradient and the bound gradients.
+// Past kRanked gathered classes, each class of an ordered bucket is ranked by rescanning the row
+// in every phase that needs it (exact, slow: O(w V / 256)).
+// Each thread writes only gradient elements it has just read, so the gradient may alias the
+// student logits (in-place update).
+#include "block_reduce.cuh"
+#include "online_softmax.cuh"
+#include "tk_numeric.cuh"
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kBuckets = 1024;        // ClippedKl.BUCKETS
+constexpr float kPerUnit = 8.0f;      // ClippedKl.BUCKETS_PER_UNIT
+constexpr float kCutoff = 20.0f;      // ClippedKl.GATE_CUTOFF
+constexpr int kRanked = 1024;         // ClippedKl.KERNEL_RANKED_CLASSES
+constexpr double kOrderMass = 0x1p-22;  // ClippedKlCpu.REFINE_MASS
+
+struct Gate {
+    float g, dl, du;  // the gate and its derivatives w.r.t. l and u
+};
+
+__device__ __forceinline__ int bucket_of(float max, float x) {
+    float d = (max - x) * kPerUnit;
+    return d < kBuckets - 1 ? static_cast<int>(d) : kBuckets - 1;
+}
+
+// Whether a bucket of mass m starting at c needs its classes in exact order (ClippedKlCpu.needsOrder).
+__device__ __forceinline__ bool needs_order(double c, double m, float l, float u, float gamma) {
+    if (gamma == 0.0f) return m > 0.0 && ((c <= l && l <= c + m) || (u < 1.0f && c <= u && u <= c + m));
+    double reach = static_cast<double>(kCutoff) * gamma;
+    return m > kOrderMass * gamma && ((c <= l + reach && l - reach <= c + m) || (c <= u + reach && u - reach <= c + m));
+}
+
+__device__ __forceinline__ Gate gate_at(float c, float l, float u, float gamma) {
+    // u = 1 passes every class of non-zero teacher probability (c < 1 in exact arithmetic, whatever
+    // the rounding of c near 1); the caller gives the classes of probability 0 gate 0.
+    if (gamma == 0.0f) return Gate{(l <= c && (c < u || u >= 1.0f)) ? 1.0f : 0.0f, 0.0f, 0.0f};
+    float a = (c - l) / gamma, b = (u - c) / gamma;
+    if (a < -kCutoff || b < -kCutoff) return Gate{0.0f, 0.0f, 0.0f};
+    float ea = expf(-a), eb = expf(-b);
+    float sa = 1.0f / (1.0f + ea), sb = 1.0f / (1.0f + eb);
+    float g = sa * sb;
+    return Gate{g, -g * (ea * sa) / gamma, g * (eb * sb) / gamma};  // 1 - s = e s, without cancellation
+}
+
+// A float sum with Kahan's compensation: cumulative masses add hundreds of terms, and their
+// rounding would move the gates (slope up to 1 / (4 gamma)).
+struct CompensatedSum {
+    float sum = 0.0f, carry = 0.0f;
+    __device__ __forceinline__ void add(float v) {
+        float y = v - carry;
+        float t = sum + y;
+        carry = (t - sum) - y;
+        sum = t;
+    }
+};
+
+// Whether class (x_a, a) comes before (x_b, b): larger x first, ties by smaller index.
+__device__ __forceinline__ bool before(float xa, long long a, float xb, long long b) {
+    return xa > xb || (xa == xb && a < b);
+}
+
+// One row's band as phases D and E read it: the bucket gates and the ranked classes' gates.
+struct Band {
+    const void* teacher;
+    int teacher_dtype;
+    long long base, vocab;
+    float inv_t, t_max, lse_t, l, u, gamma;
+    long long target;
+    const double* start;
+    const Gate* bucket_gate;
+    const long long* ranked_j;
+    const float *ranked_g, *ranked_dl, *ranked_du;
+    int count;
+    bool overflow;
+
+    // Calls visit(j, x_t, gate) for every class once (this thread's share): first the classes
+    // gated by their bucket (and on overflow the ordered ones, ranked by a rescan of the row),
+    // then the ranked ones. A kept target gets gate 1.
+    template <typename Visit>
+    __device__ __forceinline__ void for_each_class(Visit visit) const {
+        for (long long j = threadIdx.x; j < vocab; j += kThreads) {
+            float xt = x(j);
+            int b = bucket_of(t_max, xt);
+            Gate gt = bucket_gate[b];
+            if (gt.g < 0.0f) {
+                if (!overflow) continue;
+                CompensatedSum cj;
+                cj.sum = static_cast<float>(start[b]);
+                for (long long k = 0; k < vocab; k++) {
+                    float xk = x(k);
+                    if (bucket_of(t_max, xk) == b && before(xk, k, xt, j)) cj.add(expf(xk - lse_t));
+                }
+                gt = gate_at(cj.sum, l, u, gamma);
+            }
+            if (gamma == 0.0f && u >= 1.0f && xt == tk::negative_infinity()) gt = Gate{0.0f, 0.0f, 0.0f};  // c = 1
+            if (j == target) gt = Gate{1.0f, 0.0f, 0.0f};
+            visit(j, xt, gt);
+        }
+        if (!overflow) {
+            for (int e = threadIdx.x; e < count; e += kThreads) {
+                long long j = ranked_j[e];
+                Gate gt = j == target ? Gate{1.0f, 0.0f, 0.0f} : Gate{ranked_g[e], ranked_dl[e], ranked_du[e]};
+                visit(j, x(j), gt);
+            }
+        }
+    }
+
+    __device__ __forceinline__ float x(long long j) const {
+        return __fmul_rn(tk::load_float(teacher, teacher_dtype, base + j), inv_t);
+    }
+};
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(kThreads, 1)
+    clipped_kl(const void* student, int student_dtype, const void* teacher, int teacher_dtype, float* grad,
+               float* row_loss, float* kept_mass, float* lower_grad, float* upper_grad, const float* weights,
+               const float* grad_coef, const float* bound_coef, const float* lower, const float* upper,
+               const int* targets, long long vocab, float inv_t, float gamma, int reverse, int has_grad) {
+    __shared__ double start[kBuckets];            // mass per bucket, then each bucket's start
+    __shared__ Gate bucket_gate[kBuckets];        // g < 0: the bucket's classes are ranked one by one
+    __shared__ long long ranked_j[kRanked];
+    __shared__ float ranked_x[kRanked];           // then dg/dl
+    __shared__ float ranked_p[kRanked];           // then dg/du
+    __shared__ float ranked_g[kRanked];
+    __shared__ double partial[kThreads];
+    __shared__ float shared_stats[4];
+    __shared__ int ranked_count;
+
+    const long long row = blockIdx.x;
+    const long long base = row * vocab;
+    float* g_row = has_grad ? grad + base : nullptr;
+    const int tid = threadIdx.x;
+
+    if (weights[row] == 0.0f) {
+        if (g_row)
+            for (long long j = tid; j < vocab; j += kThreads) g_row[j] = 0.0f;
+        if (tid == 0) {
+            row_loss[row] = 0.0f;
+            kept_mass[row] = 0.0f;
+            if (has_grad) lower_grad[row] = upper_grad[row] = 0.0f;
+        }
+        return;
+    }
+
+    // A: log-sum-exp of both rows, and the teacher's max (the buckets' origin).
+    tk::SoftmaxState s_state = tk::SoftmaxState::empty(), t_state = tk::SoftmaxState::empty();
+    bool nan = false;
+    for (long long j = tid; j < vocab; j += kThreads) {
+        float xs = __fmul_rn(tk::load_float(student, student_dtype, base + j), inv_t);
+        float xt = __fmul_rn(tk::load_float(teacher, teacher_dtype, base + j), inv_t);
+        nan |= tk::is_nan(xs) || tk::is_nan(xt);
+        s_state.add(xs);
+        t_state.add(xt);
+    }
+    const int any_nan = __syncthreads_or(nan);
+    s_state = tk::block_merge(s_state);
+    t_state = tk::block_merge(t_state);
+    if (tid == 0) {
+        shared_stats[0] = s_state.max + logf(s_state.sum);
+        shared_stats[1] = t_state.max + logf(t_state.sum);
+        shared_stats[2] = t_state.max;
+        ranked_count = 0;
+    }
+    __syncthreads();
+    const float lse_s = shared_stats[0], lse_t = shared_stats[1], t_max = shared_stats[2];
+    if (any_nan || !isfinite(lse_s) || !isfinite(lse_t)) {  // no distribution on one side
+        if (g_row)
+            for (long long j = tid; j < vocab; j += kThreads) g_row[j] = tk::quiet_nan();
+        if (tid == 0) {
+            row_loss[row] = kept_mass[row] = tk::quiet_nan();
+            if (has_grad) lower_grad[row] = upper_grad[row] = tk::quiet_nan();
+        }
+        return;
+    }
+    const float l = lower[row], u = upper[row];
+    const long long target = targets[row];
+
+    // B: mass per bucket, then starts, order flags and gates (each thread scans kBuckets / kThreads).
+    for (int b = tid; b < kBuckets; b += kThreads) start[b] = 0.0;
+    __syncthreads();
+    for (long long j = tid; j < vocab; j += kThreads) {
+        float xt = __fmul_rn(tk::load_float(teacher, teacher_dtype, base + j), inv_t);
+        atomicAdd(&start[bucket_of(t_max, xt)], static_cast<double>(expf(xt - lse_t)));
+    }
+    __syncthreads();
+    constexpr int kPerThread = kBuckets / kThreads;
+    double local = 0.0;
+    for (int k = 0; k < kPerThread; k++) local += start[tid * kPerThread + k];
+    partial[tid] = local;
+    __syncthreads();
+    if (tid == 0) {
+        double running = 0.0;
+        for (int t = 0; t < kThreads; t++) {
+            double m = partial[t];
+            partial[t] = running;
+            running += m;
+        }
+    }
+    __syncthreads();
+    double c = partial[tid];
+    for (int k = 0; k < kPerThread; k++) {
+        int b = tid * kPerThread + k;
+        double m = start[b];
+        start[b] = c;
+        bucket_gate[b] = needs_order(c, m, l, u, gamma) ? Gate{-1.0f, 0.0f, 0.0f}
+                                                        : gate_at(static_cast<float>(c), l, u, gamma);
+        c += m;
+    }
+    __syncthreads();
+
+    // C: gather and rank the classes of the ordered buckets.
+    for (long long j = tid; j < vocab; j += kThreads) {
+        float xt = __fmul_rn(tk::load_float(teacher, teacher_dtype, base + j), inv_t);
+        if (bucket_gate[bucket_of(t_max, xt)].g < 0.0f) {
+            int slot = atomicAdd(&ranked_count, 1);
+            if (slot < kRanked) {
+                ranked_j[slot] = j;
+                ranked_x[slot] = xt;
+                ranked_p[slot] = expf(xt - lse_t);
+            }
+        }
+    }
+    __syncthreads();
+    const int count = ranked_count;
+    const bool overflow = count > kRanked;
+    float rank_c[kRanked / kThreads];
+    if (!overflow) {
+        for (int e = tid, k = 0; e < count; e += kThreads, k++) {
+            int b = bucket_of(t_max, ranked_x[e]);
+            CompensatedSum ce;
+            ce.sum = static_cast<float>(start[b]);
+            for (int f = 0; f < count; f++)
+                if (bucket_of(t_max, ranked_x[f]) == b && before(ranked_x[f], ranked_j[f], ranked_x[e], ranked_j[e]))
+                    ce.add(ranked_p[f]);
+            rank_c[k] = ce.sum;
+        }
+        __syncthreads();  // every rank read ranked_x and ranked_p: now they may hold the derivatives
+        for (int e = tid, k = 0; e < count; e += kThreads, k++) {
+            Gate gt = gate_at(rank_c[k], l, u, gamma);
+            ranked_g[e] = gt.g;
+            ranked_x[e] = gt.dl;
+            ranked_p[e] = gt.du;
+        }
+    }
+    __syncthreads();
+
+    const Band band{teacher, teacher_dtype, base, vocab, inv_t, t_max, lse_t, l, u, gamma, target, start,
+                    bucket_gate, ranked_j, ranked_g, ranked_x, ranked_p, count, overflow};
+
+    // D: A_t = sum g p, A_s = sum g q, and sum g p d (forward) or sum g q (-d) (reverse),
+    // d = (x_t - lse_t) - (x_s - lse_s); terms of weight 0 add nothing.
+    float kept_t = 0.0f, kept_s = 0.0f, acc = 0.0f;
+    band.for_each_class([&](long long j, float xt, Gate gt) {
+        float xs = __fmul_rn(tk::load_float(student, student_dtype, base + j), inv_t);
+        float gp = gt.g * expf(xt - lse_t), gq = gt.g * expf(xs - lse_s);
+        float d = (xt - lse_t) - (xs - lse_s);
+        kept_t += gp;
+        kept_s += gq;
+        float w = reverse ? gq : gp;
+        if (w != 0.0f) acc += reverse ? -w * d : w * d;
+    });
+    kept_t = tk::block_sum(kept_t);
+    kept_s = tk::block_sum(kept_s);
+    acc = tk::block_sum(acc);
+
+    if (kept_t == 0.0f) {  // the band holds no class
+        if (g_row)
+            for (long long j = tid; j < vocab; j += kThreads) g_row[j] = 0.0f;
+        if (tid == 0) {
+            row_loss[row] = kept_mass[row] = 0.0f;
+            if (has_grad) lower_grad[row] = upper_grad[row] = 0.0f;
+        }
+        return;
+    }
+    const float mean = reverse ? acc / kept_s : acc / kept_t;
+    if (tid == 0) {
+        kept_mass[row] = kept_t;
+        row_loss[row] = reverse ? mean + logf(kept_t) - logf(kept_s) : mean + logf(kept_s) - logf(kept_t);
+    }
+    if (!has_grad) return;
+
+    // E: forward dL/dx_s = g (q / A_s - p / A_t), dL/dg = (p / A_t)(d - mean - 1) + q / A_s;
+    // reverse (e = -d): dL/dx_s = (g q / A_s)(e - mean), dL/dg = (q / A_s)(e - mean - 1) + p / A_t.
+    const float coef = grad_coef[row], inv_kept_t = 1.0f / kept_t, inv_kept_s = 1.0f / kept_s;
+    float dl = 0.0f, du = 0.0f;
+    band.for_each_class([&](long long j, float xt, Gate gt) {
+        float xs = __fmul_rn(tk::load_float(student, student_dtype, base + j), inv_t);
+        float pt = expf(xt - lse_t) * inv_kept_t, qs = expf(xs - lse_s) * inv_kept_s;
+        float d = (xt - lse_t) - (xs - lse_s);
+        float gradient, dldg;
+        if (!reverse) {
+            gradient = gt.g * (qs - pt);
+            dldg = (pt == 0.0f ? 0.0f : pt * (d - mean - 1.0f)) + qs;
+        } else {
+            gradient = (qs == 0.0f || gt.g == 0.0f) ? 0.0f : gt.g * qs * (-d - mean);
+            dldg = (qs == 0.0f ? 0.0f : qs * (-d - mean - 1.0f)) + pt;
+        }
+        g_row[j] = gradient * coef;
+        if (gt.dl != 0.0f) dl += dldg * gt.dl;
+        if (gt.du != 0.0f) du += dldg * gt.du;
+    });
+    dl = tk::block_sum(dl);
+    du = tk::block_sum(du);
+    if (tid == 0) {
+        lower_grad[row] = bound_coef[row] * dl;
+        upper_grad[row] = bound_coef[row] * du;
+    }
+}

@@ -1,0 +1,255 @@
+package dev.tokenkernels.conformance;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.tokenkernels.ops.loss.ClippedKl;
+import dev.tokenkernels.ops.loss.ClippedKl.Options;
+import dev.tokenkernels.ops.loss.Divergence;
+import dev.tokenkernels.ops.loss.Reduction;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+import java.util.SplittableRandom;
+import net.jqwik.api.ForAll;
+import net.jqwik.api.Property;
+import net.jqwik.api.constraints.IntRange;
+import org.junit.jupiter.api.Test;
+
+/** Worked examples, the band's edge cases and bad inputs of ClippedKl, on every backend. */
+class ClippedKlTest {
+
+    /**
+     * Teacher (0.5, 0.3, 0.2): c = (0, 0.5, 0.8). The hard band [0.4, 1) keeps classes 1 and 2,
+     * so the loss is KL((0.6, 0.4) || student renormalized over {1, 2}).
+     */
+    @Test
+    void hardBandByHand() {
+        float[] zt = {(float) Math.log(0.5), (float) Math.log(0.3), (float) Math.log(0.2)};
+        float[] zs = {0.7f, -0.2f, 0.4f};
+        double e1 = Math.exp(-0.2);
+        double e2 = Math.exp(0.4);
+        double q1 = e1 / (e1 + e2);
+        double q2 = e2 / (e1 + e2);
+        double expected = 0.6 * Math.log(0.6 / q1) + 0.4 * Math.log(0.4 / q2);
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor s = Tensor.of(zs, 1, 3); Tensor t = Tensor.of(zt, 1, 3); Tensor l = Tensor.of(new float[] {0.4f}, 1);
+                 Tensor u = Tensor.of(new float[] {1f}, 1);
+                 ClippedKl.Result r = ClippedKl.computeWithGradient(s, t, l, u, Options.forwardKl(0f).on(backend), 1f)) {
+                assertEquals(expected, r.value(), 1e-6, backend + " loss");
+                assertEquals(0.5, r.keptMass().getFloat(0), 1e-6, backend + " kept mass");
+                assertEquals(0f, r.gradient().getFloat(0), 0f, backend + " class 0 is outside the band");
+                assertEquals(q1 - 0.6, r.gradient().getFloat(1), 1e-6, backend + " gradient[1]");
+                assertEquals(q2 - 0.4, r.gradient().getFloat(2), 1e-6, backend + " gradient[2]");
+                assertEquals(0f, r.lowerGradient().getFloat(0), backend + " the hard band has no bound gradient");
+            }
+        }
+    }
+
+    /** The whole-distribution band is the plain divergence, loss and gradient. */
+    @Test
+    void fullHardBandIsThePlainDivergence() {
+        SplittableRandom random = new SplittableRandom(7);
+        int rows = 3;
+        int vocab = 1500;
+        float[] zs = new float[rows * vocab];
+        float[] zt = new float[rows * vocab];
+        for (int i = 0; i < zs.length; i++) {
+            zs[i] = (float) (3 * random.nextGaussian());
+            zt[i] = (float) (3 * random.nextGaussian());
+        }
+        float[] zeros = new float[rows];
+        float[] ones = {1f, 1f, 1f};
+        for (Backend backend : ConformanceBackends.all()) {
+            for (boolean reverse : new boolean[] {false, true}) {
+                try (Tensor s = Tensor.of(zs, rows, vocab); Tensor t = Tensor.of(zt, rows, vocab);
+                     Tensor l = Tensor.of(zeros, rows); Tensor u = Tensor.of(ones, rows);
+                     ClippedKl.Result clipped = ClippedKl.computeWithGradient(s, t, l, u,
+                             (reverse ? Options.reverseKl(0f) : Options.forwardKl(0f)).withTemperature(1.5f).on(backend), 1f);
+                     Divergence.Result plain = Divergence.computeWithGradient(s, t,
+                             (reverse ? Divergence.Options.reverseKl() : Divergence.Options.forwardKl())
+                                     .withTemperature(1.5f).on(backend), 1f)) {
+                    // Both are fp32 sums over 1500 classes, in different orders.
+                    assertEquals(plain.value(), clipped.value(), 1e-5 * (1 + Math.abs(plain.value())), backend + " loss");
+                    for (int i = 0; i < rows * vocab; i++) {
+                        assertEquals(plain.gradient().getFloat(i), clipped.gradient().getFloat(i), 1e-7,
+                                backend + " reverse=" + reverse + " gradient[" + i + "]");
+                    }
+                }
+            }
+        }
+    }
+
+    /** A band holding no class gives 0, and the kept target gives the target's own mass. */
+    @Test
+    void emptyBandAndKeptTarget() {
+        // Teacher (0.9, 0.05, 0.05): c = (0, 0.9, 0.95); the band [0.3, 0.5) holds no class.
+        float[] zt = {(float) Math.log(0.9), (float) Math.log(0.05), (float) Math.log(0.05)};
+        float[] zs = {0.1f, 0.2f, 0.3f};
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor s = Tensor.of(zs, 1, 3); Tensor t = Tensor.of(zt, 1, 3); Tensor l = Tensor.of(new float[] {0.3f}, 1);
+                 Tensor u = Tensor.of(new float[] {0.5f}, 1); Tensor y = Tensor.ofInts(new int[] {2}, 1)) {
+                try (ClippedKl.Result r = ClippedKl.computeWithGradient(s, t, l, u, Options.forwardKl(0f).on(backend), 1f)) {
+                    assertEquals(0f, r.value(), backend + " empty band");
+                    assertEquals(0f, r.keptMass().getFloat(0), backend + " empty band");
+                    for (int j = 0; j < 3; j++) {
+                        assertEquals(0f, r.gradient().getFloat(j), 0f, backend + " empty band gradient");
+                    }
+                }
+                Options keep = Options.forwardKl(0f).withTargets(y).withTargetAlwaysKept().on(backend);
+                try (ClippedKl.Result r = ClippedKl.computeWithGradient(s, t, l, u, keep, 1f)) {
+                    // Only the target is kept: both renormalized distributions are one-hot, KL 0.
+                    assertEquals(0f, r.value(), 1e-7, backend + " kept target");
+                    assertEquals(0.05f, r.keptMass().getFloat(0), 1e-7, backend + " kept target mass");
+                }
+            }
+        }
+    }
+
+    /**
+     * A flat teacher puts every class in one bucket, and a soft band's edge crosses it: all
+     * 3000 classes need their exact order, past the kernel's shared-memory ranking (its rescan
+     * path). Every backend must still match the reference.
+     */
+    @Test
+    void flatTeacherOrdersEveryClass() {
+        int vocab = 3000;
+        float[] zt = new float[vocab];
+        float[] zs = new float[vocab];
+        SplittableRandom random = new SplittableRandom(3);
+        for (int j = 0; j < vocab; j++) {
+            zs[j] = (float) random.nextGaussian();
+        }
+        var ref = ClippedKlReference.row(zs, zt, 0, vocab, 1f, false, 0.02, 0.25, 0.6, -1);
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor s = Tensor.of(zs, 1, vocab); Tensor t = Tensor.of(zt, 1, vocab);
+                 Tensor l = Tensor.of(new float[] {0.25f}, 1); Tensor u = Tensor.of(new float[] {0.6f}, 1);
+                 ClippedKl.Result r = ClippedKl.computeWithGradient(s, t, l, u, Options.forwardKl(0.02f).on(backend), 1f)) {
+                assertEquals(ref.loss(), r.value(), 1e-5 * (1 + ref.loss()), backend + " loss");
+                assertEquals(ref.keptMass(), r.keptMass().getFloat(0), 1e-5, backend + " kept mass");
+                assertEquals(ref.lowerGradient(), r.lowerGradient().getFloat(0), 1e-4 * (1 + Math.abs(ref.lowerGradient())),
+                        backend + " dL/dl");
+                assertEquals(ref.upperGradient(), r.upperGradient().getFloat(0), 1e-4 * (1 + Math.abs(ref.upperGradient())),
+                        backend + " dL/du");
+                for (int j = 0; j < vocab; j++) {
+                    assertEquals(ref.gradient()[j], r.gradient().getFloat(j), 1e-7, backend + " gradient[" + j + "]");
+                }
+            }
+        }
+    }
+
+    @Test
+    void specialRowsAndInPlace() {
+        float[] zs = {1f, Float.NaN, 0f, 0.5f, -1f, 2f};
+        float[] zt = {0f, 0f, 0f, 1f, 2f, 3f};
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor s = Tensor.of(zs, 2, 3); Tensor t = Tensor.of(zt, 2, 3); Tensor l = Tensor.of(new float[] {0f, 0.1f}, 2);
+                 Tensor u = Tensor.of(new float[] {1f, 0.9f}, 2); Tensor copy = Tensor.of(zs.clone(), 2, 3)) {
+                Options o = Options.reverseKl(0.05f).withReduction(Reduction.NONE).on(backend);
+                try (ClippedKl.Result r = ClippedKl.computeWithGradient(s, t, l, u, o, 1f);
+                     ClippedKl.Result inPlace = ClippedKl.computeWithGradient(copy, t, l, u, o, 1f, copy)) {
+                    assertTrue(Float.isNaN(r.loss().getFloat(0)), backend + " a NaN logit makes the row NaN");
+                    assertTrue(Float.isNaN(r.gradient().getFloat(0)), backend + " NaN row gradient");
+                    assertTrue(Float.isFinite(r.loss().getFloat(1)), backend + " the other row is computed");
+                    for (int j = 3; j < 6; j++) {
+                        assertEquals(r.gradient().getFloat(j), copy.getFloat(j), backend + " in place [" + j + "]");
+                    }
+                    assertEquals(r.upperGradient().getFloat(1), inPlace.upperGradient().getFloat(1), backend + " dL/du");
+                }
+            }
+        }
+    }
+
+    /** The reference's gradients against central finite differences of its loss, in float64. */
+    @Property(tries = 60)
+    void referenceGradientsMatchFiniteDifferences(@ForAll @IntRange(min = 2, max = 12) int vocab,
+                                                  @ForAll boolean reverse, @ForAll long seed) {
+        SplittableRandom random = new SplittableRandom(seed);
+        float[] zs = new float[vocab];
+        float[] zt = new float[vocab];
+        for (int j = 0; j < vocab; j++) {
+            zs[j] = (float) (2 * random.nextGaussian());
+            zt[j] = (float) (2 * random.nextGaussian());
+        }
+        double gamma = random.nextDouble(0.02, 0.3);
+        double l = random.nextDouble(0, 0.5);
+        double u = random.nextDouble(l + 0.1, 1);
+        float temperature = (float) random.nextDouble(0.5, 2);
+        var row = ClippedKlReference.row(zs, zt, 0, vocab, temperature, reverse, gamma, l, u, -1);
+        double[] z = new double[vocab];
+        for (int j = 0; j < vocab; j++) {
+            z[j] = zs[j];
+        }
+        double h = 1e-6;
+        for (int j = 0; j < vocab; j++) {
+            z[j] = zs[j] + h;
+            double up = ClippedKlReference.loss(z, zt, temperature, reverse, gamma, l, u);
+            z[j] = zs[j] - h;
+            double down = ClippedKlReference.loss(z, zt, temperature, reverse, gamma, l, u);
+            z[j] = zs[j];
+            double numeric = (up - down) / (2 * h);
+            Approx.assertClose("d/dz_s[" + j + "]", numeric, (float) row.gradient()[j], 1e-6 * (1 + Math.abs(numeric)));
+        }
+        double numericL = (ClippedKlReference.loss(z, zt, temperature, reverse, gamma, l + h, u)
+                - ClippedKlReference.loss(z, zt, temperature, reverse, gamma, l - h, u)) / (2 * h);
+        double numericU = (ClippedKlReference.loss(z, zt, temperature, reverse, gamma, l, u + h)
+                - ClippedKlReference.loss(z, zt, temperature, reverse, gamma, l, u - h)) / (2 * h);
+        Approx.assertClose("d/dl", numericL, (float) row.lowerGradient(), 1e-5 * (1 + Math.abs(numericL)));
+        Approx.assertClose("d/du", numericU, (float) row.upperGradient(), 1e-5 * (1 + Math.abs(numericU)));
+    }
+
+    @Test
+    void badInputsAreClearErrors() {
+        try (Tensor s = Tensor.of(new float[6], 2, 3); Tensor t = Tensor.of(new float[6], 2, 3);
+             Tensor wide = Tensor.of(new float[8], 2, 4); Tensor flat = Tensor.of(new float[6], 6);
+             Tensor l = Tensor.of(new float[] {0f, 0.2f}, 2); Tensor u = Tensor.of(new float[] {1f, 0.8f}, 2);
+             Tensor reversed = Tensor.of(new float[] {0.5f, 0.5f}, 2); Tensor above = Tensor.of(new float[] {1f, 1.5f}, 2);
+             Tensor nan = Tensor.of(new float[] {0f, Float.NaN}, 2); Tensor shortBound = Tensor.of(new float[] {0f}, 1);
+             Tensor halfBound = Tensor.ofFloats(new float[] {0f, 0f}, DType.F16, 2);
+             Tensor y = Tensor.ofInts(new int[] {0, -100}, 2); Tensor w = Tensor.of(new float[] {1f, 0f}, 2);
+             Tensor gradWrong = Tensor.of(new float[8], 2, 4); Tensor upperNan = Tensor.of(new float[] {1f, Float.NaN}, 2)) {
+            Options o = Options.forwardKl(0.01f);
+            expect(() -> ClippedKl.compute(flat, t, l, u, o), "student: expected rank 2");
+            expect(() -> ClippedKl.compute(s, wide, l, u, o), "teacher");
+            expect(() -> ClippedKl.compute(s, t, reversed, reversed, o), "0 <= lower < upper <= 1");
+            expect(() -> ClippedKl.compute(s, t, l, above, o), "0 <= lower < upper <= 1");
+            expect(() -> ClippedKl.compute(s, t, nan, u, o), "0 <= lower < upper <= 1");
+            expect(() -> ClippedKl.compute(s, t, shortBound, u, o), "lower");
+            expect(() -> ClippedKl.compute(s, t, l, halfBound, o), "upper: expected dtype");
+            expect(() -> ClippedKl.compute(s, t, null, u, o), "lower");
+            expect(() -> ClippedKl.compute(s, t, l, u, Options.forwardKl(-1f)), "gamma");
+            expect(() -> ClippedKl.compute(s, t, l, u, Options.forwardKl(Float.NaN)), "gamma");
+            expect(() -> ClippedKl.compute(s, t, l, u, o.withTemperature(0f)), "temperature");
+            expect(() -> ClippedKl.compute(s, t, l, u, o.withTargetAlwaysKept()), "targets");
+            expect(() -> ClippedKl.compute(s, t, l, u, o.withWeights(w).withTargets(y)), "not both");
+            expect(() -> ClippedKl.compute(s, t, l, u, null), "options");
+            expect(() -> ClippedKl.computeWithGradient(s, t, l, u, o, Float.NaN), "gradScale");
+            expect(() -> ClippedKl.computeWithGradient(s, t, l, u, o, 1f, gradWrong), "gradient");
+            expect(() -> ClippedKl.computeWithGradient(s, t, l, u, o, 1f, t), "teacher");
+            // Bounds of rows that do not count are not checked: padding may hold anything.
+            try (ClippedKl.Result r = ClippedKl.compute(s, t, l, upperNan, o.withWeights(w).withReduction(Reduction.SUM))) {
+                assertTrue(Float.isFinite(r.value()));
+            }
+        }
+        expectDirection();
+    }
+
+    private static void expectDirection() {
+        Options jsd = new Options(Divergence.Kind.JSD, 0f, 1f, Reduction.SUM, null, null, -100, false, null);
+        try (Tensor s = Tensor.of(new float[3], 1, 3); Tensor l = Tensor.of(new float[] {0f}, 1);
+             Tensor u = Tensor.of(new float[] {1f}, 1)) {
+            expect(() -> ClippedKl.compute(s, s, l, u, jsd), "FORWARD_KL or REVERSE_KL");
+        }
+    }
+
+    private static void expect(Executable call, String inMessage) {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, call::execute);
+        assertTrue(e.getMessage().contains(inMessage), "message '" + e.getMessage() + "' should contain '" + inMessage + "'");
+    }
+
+    @FunctionalInterface
+    private interface Executable {
+        void execute();
+    }
+}
