@@ -39,6 +39,7 @@ public final class CudaKernelBackend implements KernelBackend {
     private final ModuleLoader loader;
     private final String deviceName;
     private final int computeCapability;
+    private final DynamicSharedMemory dynamicShared;
     private final Map<String, ModuleLoader.Loaded> modules = new ConcurrentHashMap<>();
     /** Resolved entry points by declaration: each distinct Java signature is checked once. */
     private final Map<Kernel, EntryPoint> entries = new ConcurrentHashMap<>();
@@ -62,6 +63,9 @@ public final class CudaKernelBackend implements KernelBackend {
         this.deviceName = driver.deviceName(device);
         this.computeCapability = 10 * driver.attribute(device, CudaDriver.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
                 + driver.attribute(device, CudaDriver.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
+        this.dynamicShared = new DynamicSharedMemory(
+                driver.attribute(device, CudaDriver.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN),
+                driver::setMaxDynamicSharedMemory);
     }
 
     @Override
@@ -144,6 +148,7 @@ public final class CudaKernelBackend implements KernelBackend {
         kernel.checkArguments(args);
         driver.setCurrentContext(context);
         EntryPoint entry = entries.computeIfAbsent(kernel, this::resolve);
+        dynamicShared.prepare(entry.function(), kernel.entry(), config.sharedBytes());
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment params = arena.allocate(ValueLayout.ADDRESS, Math.max(1, args.length));
             for (int i = 0; i < args.length; i++) {
