@@ -27,6 +27,8 @@ final class CudaDriver {
     static final int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
     static final int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
     static final int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+    static final int CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
+    static final int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
     private static final Linker LINKER = Linker.nativeLinker();
     private static final ValueLayout.OfInt INT = ValueLayout.JAVA_INT;
@@ -67,6 +69,8 @@ final class CudaDriver {
     private final MethodHandle cuStreamDestroy;
     /** cuFuncGetParamInfo exists in drivers since CUDA 12.4; null on older ones. */
     private final MethodHandle cuFuncGetParamInfo;
+    /** Null on the emulator: its kernels may use its whole limit without opting in. */
+    private final MethodHandle cuFuncSetAttribute;
     /** The emulator's detail message for the last failure on this thread; null on real drivers. */
     private final MethodHandle tkEmuLastError;
 
@@ -107,6 +111,9 @@ final class CudaDriver {
         cuStreamDestroy = bind(lookup, "cuStreamDestroy_v2", ADDRESS);
         cuFuncGetParamInfo = lookup.find("cuFuncGetParamInfo")
                 .map(symbol -> LINKER.downcallHandle(symbol, FunctionDescriptor.of(INT, ADDRESS, LONG, ADDRESS, ADDRESS)))
+                .orElse(null);
+        cuFuncSetAttribute = lookup.find("cuFuncSetAttribute")
+                .map(symbol -> LINKER.downcallHandle(symbol, FunctionDescriptor.of(INT, ADDRESS, INT, INT)))
                 .orElse(null);
         tkEmuLastError = lookup.find("tkEmuLastError")
                 .map(symbol -> LINKER.downcallHandle(symbol, FunctionDescriptor.of(ADDRESS)))
@@ -223,6 +230,17 @@ final class CudaDriver {
             }
         }
         return sizes.stream().mapToInt(Integer::intValue).toArray();
+    }
+
+    /**
+     * Lets {@code function} launch with up to {@code bytes} of dynamic shared memory; a no-op on
+     * the emulator, which has no such attribute.
+     */
+    void setMaxDynamicSharedMemory(MemorySegment function, String name, int bytes) {
+        if (cuFuncSetAttribute != null) {
+            check("cuFuncSetAttribute(" + name + ", MAX_DYNAMIC_SHARED_SIZE_BYTES, " + bytes + ")",
+                    call(cuFuncSetAttribute, function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes));
+        }
     }
 
     /** Loads a CUBIN or PTX image (real devices). */

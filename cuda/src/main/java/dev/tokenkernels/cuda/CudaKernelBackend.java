@@ -12,6 +12,7 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.lang.ref.Cleaner;
+import java.lang.ref.Reference;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
@@ -38,6 +39,7 @@ public final class CudaKernelBackend implements KernelBackend {
     private final ModuleLoader loader;
     private final String deviceName;
     private final int computeCapability;
+    private final DynamicSharedMemory dynamicShared;
     private final Map<String, ModuleLoader.Loaded> modules = new ConcurrentHashMap<>();
     /** Resolved entry points by declaration: each distinct Java signature is checked once. */
     private final Map<Kernel, EntryPoint> entries = new ConcurrentHashMap<>();
@@ -61,6 +63,9 @@ public final class CudaKernelBackend implements KernelBackend {
         this.deviceName = driver.deviceName(device);
         this.computeCapability = 10 * driver.attribute(device, CudaDriver.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
                 + driver.attribute(device, CudaDriver.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
+        this.dynamicShared = new DynamicSharedMemory(
+                driver.attribute(device, CudaDriver.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN),
+                driver::setMaxDynamicSharedMemory);
     }
 
     @Override
@@ -100,6 +105,8 @@ public final class CudaKernelBackend implements KernelBackend {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment from = source.isNative() ? source : arena.allocate(source.byteSize(), 64).copyFrom(source);
             driver.copyToDevice(target.address(), from, source.byteSize());
+        } finally {
+            Reference.reachabilityFence(target); // see Buffer
         }
     }
 
@@ -110,14 +117,18 @@ public final class CudaKernelBackend implements KernelBackend {
                 destination.byteSize());
         Checks.require(!destination.isReadOnly(), "destination", "a writable segment", "a read-only segment");
         driver.setCurrentContext(context);
-        if (destination.isNative()) {
-            driver.copyToHost(destination, from.address(), destination.byteSize());
-        } else {
-            try (Arena arena = Arena.ofConfined()) {
-                MemorySegment staging = arena.allocate(destination.byteSize(), 64);
-                driver.copyToHost(staging, from.address(), destination.byteSize());
-                destination.copyFrom(staging);
+        try {
+            if (destination.isNative()) {
+                driver.copyToHost(destination, from.address(), destination.byteSize());
+            } else {
+                try (Arena arena = Arena.ofConfined()) {
+                    MemorySegment staging = arena.allocate(destination.byteSize(), 64);
+                    driver.copyToHost(staging, from.address(), destination.byteSize());
+                    destination.copyFrom(staging);
+                }
             }
+        } finally {
+            Reference.reachabilityFence(from); // see Buffer
         }
     }
 
@@ -125,7 +136,11 @@ public final class CudaKernelBackend implements KernelBackend {
     public void fill(DeviceBuffer buffer, byte value) {
         Buffer target = own(buffer, "buffer");
         driver.setCurrentContext(context);
-        driver.memset(target.address(), value, target.byteSize());
+        try {
+            driver.memset(target.address(), value, target.byteSize());
+        } finally {
+            Reference.reachabilityFence(target); // see Buffer
+        }
     }
 
     @Override
@@ -133,6 +148,7 @@ public final class CudaKernelBackend implements KernelBackend {
         kernel.checkArguments(args);
         driver.setCurrentContext(context);
         EntryPoint entry = entries.computeIfAbsent(kernel, this::resolve);
+        dynamicShared.prepare(entry.function(), kernel.entry(), config.sharedBytes());
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment params = arena.allocate(ValueLayout.ADDRESS, Math.max(1, args.length));
             for (int i = 0; i < args.length; i++) {
@@ -150,6 +166,9 @@ public final class CudaKernelBackend implements KernelBackend {
             driver.launch(entry.function(), kernel.entry(), config.gridX(), config.gridY(), config.gridZ(),
                     config.blockX(), config.blockY(), config.blockZ(), config.sharedBytes(), stream, params);
             driver.synchronize(stream);
+        } finally {
+            // The kernel runs until the synchronize; its buffers (see Buffer) must outlive it.
+            Reference.reachabilityFence(args);
         }
     }
 
@@ -238,7 +257,12 @@ public final class CudaKernelBackend implements KernelBackend {
                 + (buffer == null ? "null" : buffer.getClass().getSimpleName()));
     }
 
-    /** Device memory; freed by {@link #close()} or, as a safety net, when unreachable. */
+    /**
+     * Device memory; freed by {@link #close()} or, as a safety net, when unreachable. Native calls
+     * take only its {@link #address()}, a long, so a caller that keeps no reference of its own (a
+     * buffer allocated in the argument list) could let the Cleaner free it during the call: every
+     * call that takes an address fences the buffer until the call returns.
+     */
     private static final class Buffer implements DeviceBuffer {
         private final CudaKernelBackend owner;
         private final long address;

@@ -21,9 +21,17 @@ import java.util.regex.Pattern;
  * emulator runtime and a generated table of its {@code extern "C" __global__} entry points.
  */
 final class EmuModuleBuilder {
-    /** Flags shared by every emulator build; part of the cache key. */
+    /**
+     * The most dynamic shared memory a cuda-emu launch may ask for (sm_90's opt-in maximum). Set
+     * here: it sizes the {@code extern __shared__} arrays, and every build passes it to the C++
+     * side as {@code TK_EMU_MAX_DYNAMIC_SHARED}, for the emulator's launch check and its driver's
+     * answer for CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, the limit the backend checks.
+     */
+    static final int MAX_DYNAMIC_SHARED = 227 * 1024;
+    /** Flags shared by every emulator build; part of the cache keys, so the limit above is too. */
     private static final List<String> FLAGS = List.of("-std=c++17", "-O2", "-fPIC", "-shared",
-            "-fvisibility=hidden", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas");
+            "-fvisibility=hidden", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas",
+            "-DTK_EMU_MAX_DYNAMIC_SHARED=" + MAX_DYNAMIC_SHARED);
     private static final Pattern ENTRY = Pattern.compile(
             "extern\\s+\"C\"\\s+__global__\\s+void\\s+(?:__launch_bounds__\\s*\\([^)]*\\)\\s*)?(\\w+)\\s*\\(");
     private static final Pattern DYNAMIC_SHARED = Pattern.compile(
@@ -31,8 +39,6 @@ final class EmuModuleBuilder {
     private static final Pattern COMMENTS = Pattern.compile("//[^\\n]*|/\\*.*?\\*/", Pattern.DOTALL);
     /** Toolkit headers kernels may include with angle brackets; cuda-emu has a stand-in for each. */
     private static final List<String> TOOLKIT_HEADERS = List.of("cuda_fp16.h", "cuda_bf16.h", "cuda_runtime.h");
-    /** Must equal kMaxDynamicShared in cuda_emu_runtime.cpp. */
-    private static final int MAX_DYNAMIC_SHARED = 227 * 1024;
 
     private final HostCompiler compiler;
     private final KernelCache cache;

@@ -27,6 +27,7 @@ final class Nvrtc {
     private static final ValueLayout.OfInt INT = ValueLayout.JAVA_INT;
     private static final ValueLayout.OfLong SIZE_T = ValueLayout.JAVA_LONG;
     private static final AddressLayout ADDRESS = ValueLayout.ADDRESS;
+    static final int NVRTC_ERROR_INVALID_OPTION = 5;
     private static final int NVRTC_ERROR_COMPILATION = 6;
 
     private final Path library;
@@ -43,6 +44,8 @@ final class Nvrtc {
     private final MethodHandle nvrtcGetCUBIN;
     private final MethodHandle nvrtcAddNameExpression;
     private final MethodHandle nvrtcGetLoweredName;
+    private final MethodHandle nvrtcGetNumSupportedArchs;
+    private final MethodHandle nvrtcGetSupportedArchs;
 
     /** The output of one successful compile. */
     record Output(String ptx, byte[] cubin, String log, List<String> options, List<String> loweredNames) {
@@ -68,6 +71,8 @@ final class Nvrtc {
         nvrtcGetCUBIN = bind(lookup, "nvrtcGetCUBIN", FunctionDescriptor.of(INT, ADDRESS, ADDRESS));
         nvrtcAddNameExpression = bind(lookup, "nvrtcAddNameExpression", FunctionDescriptor.of(INT, ADDRESS, ADDRESS));
         nvrtcGetLoweredName = bind(lookup, "nvrtcGetLoweredName", FunctionDescriptor.of(INT, ADDRESS, ADDRESS, ADDRESS));
+        nvrtcGetNumSupportedArchs = bind(lookup, "nvrtcGetNumSupportedArchs", FunctionDescriptor.of(INT, ADDRESS));
+        nvrtcGetSupportedArchs = bind(lookup, "nvrtcGetSupportedArchs", FunctionDescriptor.of(INT, ADDRESS));
     }
 
     private static MethodHandle bind(SymbolLookup lookup, String name, FunctionDescriptor descriptor) {
@@ -90,12 +95,23 @@ final class Nvrtc {
         }
     }
 
+    /** The architectures this NVRTC compiles for, ascending, as major * 10 + minor (90 for sm_90). */
+    int[] supportedArchitectures() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment count = arena.allocate(INT);
+            check("nvrtcGetNumSupportedArchs", (int) call(nvrtcGetNumSupportedArchs, count));
+            MemorySegment archs = arena.allocate(INT, Math.max(1, count.get(INT, 0)));
+            check("nvrtcGetSupportedArchs", (int) call(nvrtcGetSupportedArchs, archs));
+            return archs.asSlice(0, INT.byteSize() * count.get(INT, 0)).toArray(INT);
+        }
+    }
+
     /**
      * Compiles {@code source} (named {@code fileName} in messages) with {@code options}.
      *
      * @param wantCubin whether to fetch the CUBIN (options must name a real {@code sm_XX} arch)
      * @param nameExpressions C++ names (e.g. template instantiations) whose mangled names to return
-     * @throws TokenKernelsException if it does not compile, with NVRTC's log
+     * @throws NvrtcCompileException if it does not compile, with NVRTC's result and log
      */
     Output compile(String source, String fileName, List<String> options, boolean wantCubin,
                    List<String> nameExpressions) {
@@ -117,8 +133,8 @@ final class Nvrtc {
                 int result = (int) call(nvrtcCompileProgram, program, options.size(), optionArray);
                 String log = log(arena, program);
                 if (result != 0) {
-                    throw new TokenKernelsException("NVRTC could not compile " + fileName + " ("
-                            + errorString(result) + ", options " + options + "):\n" + log);
+                    throw new NvrtcCompileException("NVRTC could not compile " + fileName + " ("
+                            + errorString(result) + ", options " + options + "):\n" + log, result, log);
                 }
                 String ptx = new String(bytes(arena, program, nvrtcGetPTXSize, nvrtcGetPTX, "PTX"), StandardCharsets.UTF_8);
                 int nul = ptx.indexOf('\0');

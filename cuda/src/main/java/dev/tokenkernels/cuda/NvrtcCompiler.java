@@ -50,7 +50,7 @@ final class NvrtcCompiler {
      * Compiles {@code source} for {@code arch}.
      *
      * @param extraIncludes more include folders (e.g. a toolkit's, for test kernels that use its headers)
-     * @throws TokenKernelsException if it does not compile, with NVRTC's log
+     * @throws NvrtcCompileException if it does not compile, with NVRTC's result and log
      */
     Compiled compile(KernelSource source, String arch, List<Path> extraIncludes) {
         Path root;

@@ -7,9 +7,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.tokenkernels.runtime.TokenKernelsException;
 import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.SymbolLookup;
 import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
@@ -48,6 +51,22 @@ class CudaDriverTest {
         d.releasePrimaryContext(device);
         TokenKernelsException bad = assertThrows(TokenKernelsException.class, () -> d.device(3));
         assertTrue(bad.getMessage().contains("CUDA_ERROR_INVALID_DEVICE"), bad.getMessage());
+    }
+
+    /** The emulator's dynamic shared memory limit is the Java one, in the driver and in every module. */
+    @Test
+    void theEmulatorsSharedMemoryLimitIsTheJavaOne() throws Throwable {
+        CudaDriver d = driver();
+        assertEquals(EmuModuleBuilder.MAX_DYNAMIC_SHARED,
+                d.attribute(d.device(0), CudaDriver.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN));
+        Path module = new EmuModuleBuilder(HostCompiler.find().orElseThrow(), KernelCache.standard())
+                .module(KernelSource.load("test/emu_selftest.cu"));
+        @SuppressWarnings("restricted")
+        SymbolLookup lookup = SymbolLookup.libraryLookup(module, Arena.ofAuto());
+        @SuppressWarnings("restricted")
+        MethodHandle limit = Linker.nativeLinker().downcallHandle(lookup.find("tk_emu_max_dynamic_shared").orElseThrow(),
+                FunctionDescriptor.of(ValueLayout.JAVA_INT));
+        assertEquals(EmuModuleBuilder.MAX_DYNAMIC_SHARED, (int) limit.invokeExact());
     }
 
     @Test
