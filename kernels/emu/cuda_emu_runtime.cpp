@@ -79,7 +79,8 @@ tk_emu_switch:
 )");
 #endif
 
-enum class State { Runnable, AtBarrier, AtWarp, Done };
+// Failed: stopped by an invalid call; the block ends with the error it recorded.
+enum class State { Runnable, AtBarrier, AtWarp, Done, Failed };
 
 struct Fiber {
     ThreadContext ctx;
@@ -316,8 +317,11 @@ bool run_block(Worker* w, const dim3& block_idx) {
         start_fiber(w, f);
     }
     for (;;) {
-        for (unsigned i = 0; i < count; i++)
+        for (unsigned i = 0; i < count && w->error.empty(); i++)
             if (w->fibers[i].state == State::Runnable) resume(w, &w->fibers[i]);
+        // Checked before the exit test: a failed thread must fail the launch even if every
+        // other thread has finished.
+        if (!w->error.empty()) return false;
         unsigned live = 0, at_barrier = 0;
         for (unsigned i = 0; i < count; i++) {
             State s = w->fibers[i].state;
@@ -346,6 +350,36 @@ bool run_block(Worker* w, const dim3& block_idx) {
     }
 }
 
+const char* warp_op_name(WarpOp op) {
+    switch (op) {
+        case WARP_SYNC: return "__syncwarp";
+        case SHFL_IDX: return "__shfl_sync";
+        case SHFL_UP: return "__shfl_up_sync";
+        case SHFL_DOWN: return "__shfl_down_sync";
+        case SHFL_XOR: return "__shfl_xor_sync";
+        case BALLOT: return "__ballot_sync";
+        case ANY: return "__any_sync";
+        case ALL: return "__all_sync";
+    }
+    return "warp collective";
+}
+
+// Records why the running thread cannot go on, naming the call and the thread; the first error wins.
+void record_thread_error(Worker* w, const Fiber* f, const char* call, const std::string& message) {
+    if (!w->error.empty()) return;
+    const uint3& b = f->ctx.block_idx;
+    w->error = std::string(call) + " in thread " + std::to_string(f->linear) + " of block (" + std::to_string(b.x) +
+               "," + std::to_string(b.y) + "," + std::to_string(b.z) + "): " + message;
+}
+
+// Stops the running fiber for good after record_thread_error; the scheduler then fails the block.
+// Callers must hold no objects that own memory, as their destructors never run.
+[[noreturn]] void stop_thread(Worker* w, Fiber* f) {
+    f->state = State::Failed;
+    suspend(w, f);
+    std::abort();  // a failed fiber is never resumed
+}
+
 // ---- Called by kernel code (declared in cuda_emu.h) ----
 
 void sync_block() { sync_block_reduce(0, 0); }
@@ -367,9 +401,9 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t bits, int arg, int w
     Worker* w = worker;
     Fiber* f = w->running;
     if (width <= 0 || width > 32 || (width & (width - 1)) != 0) {
-        w->error = "warp shuffle width must be a power of two in [1, 32], got " + std::to_string(width);
-        // Let the lane leave; the launch reports the error when the block ends.
-        return bits;
+        record_thread_error(w, f, warp_op_name(op),
+                            "width " + std::to_string(width) + " is not a power of two in [1, 32]");
+        stop_thread(w, f);
     }
     f->op = op;
     f->mask = mask;

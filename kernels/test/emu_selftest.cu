@@ -148,3 +148,9 @@ extern "C" __global__ void deadlock(float* out) {
     }
     out[threadIdx.x] = 1.0f;
 }
+
+// A shuffle with a `width` that is not a power of two in [1, 32]: the emulator must fail the
+// launch, even though every thread then runs to its end. Valid widths split the warp into segments.
+extern "C" __global__ void shuffle_width(float* out, int width) {
+    out[threadIdx.x] = __shfl_sync(0xffffffffu, (float)threadIdx.x, 0, width);
+}

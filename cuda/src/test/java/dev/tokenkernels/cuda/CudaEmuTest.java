@@ -271,6 +271,25 @@ class CudaEmuTest {
     }
 
     @Test
+    void anInvalidShuffleWidthFailsTheLaunch() {
+        Kernel k = new Kernel(SOURCE, "shuffle_width", pointer("out"), i32("width"));
+        try (DeviceBuffer dout = upload(new float[32])) {
+            backend().launch(k, LaunchConfig.of1d(1, 32, 0), dout, 8);
+            float[] out = floats(dout, 32);
+            for (int t = 0; t < 32; t++) {
+                assertEquals(t & ~7, out[t], "thread " + t);
+            }
+            for (int width : new int[] {3, 0, 64}) {
+                TokenKernelsException e = assertThrows(TokenKernelsException.class,
+                        () -> backend().launch(k, LaunchConfig.of1d(1, 32, 0), dout, width));
+                assertTrue(e.getMessage().contains("CUDA_ERROR_LAUNCH_FAILED")
+                        && e.getMessage().contains("__shfl_sync") && e.getMessage().contains("width " + width + " "),
+                        e.getMessage());
+            }
+        }
+    }
+
+    @Test
     void halfAndBfloat16ConversionsRoundToNearestEven() {
         Random random = new Random(8);
         int n = 65536 + 20000;
