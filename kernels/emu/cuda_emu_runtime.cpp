@@ -234,7 +234,9 @@ bool complete_warp_collectives(Worker* w, unsigned count) {
                 group |= 1u << k;
                 if (warp[k].state != State::AtWarp || warp[k].mask != mask) complete = false;
             }
-            if (!complete) continue;
+            // A group without lane l is not l's to release; releasing an empty one would change
+            // nothing and report progress forever.
+            if (!complete || !(group >> l & 1u)) continue;
             for (unsigned k = 0; k < lanes; k++) {
                 if ((group >> k & 1u) && warp[k].op != warp[l].op) {
                     w->error = "lanes of warp " + std::to_string(base / 32) +
@@ -403,6 +405,13 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t bits, int arg, int w
     if (width <= 0 || width > 32 || (width & (width - 1)) != 0) {
         record_thread_error(w, f, warp_op_name(op),
                             "width " + std::to_string(width) + " is not a power of two in [1, 32]");
+        stop_thread(w, f);
+    }
+    // CUDA requires the calling lane in the mask; no group could ever release it otherwise.
+    if (!(mask >> f->ctx.lane & 1u)) {
+        char text[96];
+        std::snprintf(text, sizeof text, "mask 0x%08x does not include the calling lane %u", mask, f->ctx.lane);
+        record_thread_error(w, f, warp_op_name(op), text);
         stop_thread(w, f);
     }
     f->op = op;

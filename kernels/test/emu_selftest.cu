@@ -154,3 +154,9 @@ extern "C" __global__ void deadlock(float* out) {
 extern "C" __global__ void shuffle_width(float* out, int width) {
     out[threadIdx.x] = __shfl_sync(0xffffffffu, (float)threadIdx.x, 0, width);
 }
+
+// A warp collective whose mask leaves out the calling lane, which CUDA does not allow: the
+// emulator must fail the launch instead of waiting for a group the lane is not in.
+extern "C" __global__ void ballot_mask(unsigned* out, unsigned mask) {
+    out[threadIdx.x] = __ballot_sync(mask, 1);
+}

@@ -13,12 +13,14 @@ import static dev.tokenkernels.runtime.KernelParam.pointer;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.tokenkernels.runtime.DeviceBuffer;
 import dev.tokenkernels.runtime.Kernel;
 import dev.tokenkernels.runtime.LaunchConfig;
 import dev.tokenkernels.runtime.TokenKernelsException;
+import java.time.Duration;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
 
@@ -286,6 +288,20 @@ class CudaEmuTest {
                         && e.getMessage().contains("__shfl_sync") && e.getMessage().contains("width " + width + " "),
                         e.getMessage());
             }
+        }
+    }
+
+    @Test
+    void aWarpCollectiveWhoseMaskLeavesOutTheCallerFailsTheLaunch() {
+        Kernel k = new Kernel(SOURCE, "ballot_mask", pointer("out"), i32("mask"));
+        try (DeviceBuffer dout = upload(new int[32])) {
+            backend().launch(k, LaunchConfig.of1d(1, 32, 0), dout, -1);
+            assertArrayEquals(java.util.stream.IntStream.generate(() -> -1).limit(32).toArray(), ints(dout, 32));
+            // Lanes 1..31 complete their ballot; lane 0 is in no group. The timeout turns a hang into a failure.
+            TokenKernelsException e = assertTimeoutPreemptively(Duration.ofSeconds(60), () -> assertThrows(
+                    TokenKernelsException.class, () -> backend().launch(k, LaunchConfig.of1d(1, 32, 0), dout, 0xfffffffe)));
+            assertTrue(e.getMessage().contains("CUDA_ERROR_LAUNCH_FAILED") && e.getMessage().contains("__ballot_sync")
+                    && e.getMessage().contains("mask 0xfffffffe does not include the calling lane 0"), e.getMessage());
         }
     }
 
