@@ -7,9 +7,15 @@
 // Memory is tracked so that copies, memsets and frees of addresses that were never allocated (or
 // run past the end of an allocation) fail with CUDA_ERROR_INVALID_VALUE instead of corrupting
 // the JVM. The message of the last failure on the calling thread is kept for tkEmuLastError().
+//
+// The driver also keeps the fiber stacks that every module's launches borrow (cuda_emu_stacks.h).
 #include <dlfcn.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -18,7 +24,11 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
+#include <vector>
+
+#include "cuda_emu_stacks.h"
 
 #define TK_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -104,6 +114,101 @@ int emulator_threads() {
     return hw > 0 ? (int)hw : 1;
 }
 
+void copy_message(const char* message, char* out, size_t capacity) {
+    if (!out || capacity == 0) return;
+    size_t n = strnlen(message, capacity - 1);
+    std::memcpy(out, message, n);
+    out[n] = '\0';
+}
+
+// ---- Fiber stacks ----
+// Mapping a stack and protecting its guard page are system calls, and every guard page splits
+// the mapping (two entries against vm.max_map_count), so stacks are mapped once and kept here
+// for every later launch of every module. Sets grow to the largest block seen.
+constexpr size_t kStackBytes = 256u * 1024u;
+std::mutex stacks_lock;
+std::vector<TkEmuStacks> spare_stacks;
+std::atomic<unsigned long long> stacks_mapped{0};
+
+std::string errno_text(int error) { return std::system_category().message(error); }
+
+void unmap_stacks(const TkEmuStacks& stacks) {
+    if (stacks.memory) munmap(stacks.memory, stacks.bytes);
+}
+
+// Maps `count` stacks, each above a guard page, into `out`; false with `message` on failure.
+bool map_stacks(unsigned count, TkEmuStacks* out, std::string& message) {
+    long page = sysconf(_SC_PAGESIZE);
+    size_t guard = page > 0 ? (size_t)page : 4096;
+    size_t slot = guard + kStackBytes;
+    size_t bytes = slot * count;
+    void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (memory == MAP_FAILED) {
+        message = "cannot map " + std::to_string(bytes) + " bytes of fiber stacks: " + errno_text(errno);
+        return false;
+    }
+    char* base = static_cast<char*>(memory);
+    for (unsigned i = 0; i < count; i++) {
+        // An overflow then faults instead of silently overwriting the neighbouring fiber's stack.
+        if (mprotect(base + i * slot, guard, PROT_NONE) != 0) {
+            int error = errno;
+            munmap(memory, bytes);
+            message = "cannot protect the guard page of fiber stack " + std::to_string(i + 1) + " of " +
+                      std::to_string(count) + ": " + errno_text(error);
+            if (error == ENOMEM) message += " (each guard page is a memory mapping; see vm.max_map_count)";
+            return false;
+        }
+    }
+    *out = TkEmuStacks{base, bytes, slot, kStackBytes, count};
+    stacks_mapped += count;
+    return true;
+}
+
+// The pool's functions are called by module code: they report failures, they never throw.
+int take_stacks(unsigned count, TkEmuStacks* out, char* error, size_t error_capacity) noexcept try {
+    TkEmuStacks found{};
+    {
+        std::lock_guard<std::mutex> guard(stacks_lock);
+        auto largest = std::max_element(spare_stacks.begin(), spare_stacks.end(),
+                                        [](const TkEmuStacks& a, const TkEmuStacks& b) { return a.count < b.count; });
+        if (largest != spare_stacks.end()) {
+            found = *largest;
+            spare_stacks.erase(largest);
+        }
+    }
+    if (found.count >= count) {
+        *out = found;
+        return 0;
+    }
+    unmap_stacks(found);  // too small for this block: replaced by a set of its size
+    std::string message;
+    if (map_stacks(count, out, message)) return 0;
+    // Short of memory or mappings: unmap the spare sets and try once more.
+    std::vector<TkEmuStacks> spare;
+    {
+        std::lock_guard<std::mutex> guard(stacks_lock);
+        spare.swap(spare_stacks);
+    }
+    for (const TkEmuStacks& s : spare) unmap_stacks(s);
+    if (!spare.empty() && map_stacks(count, out, message)) return 0;
+    copy_message(message.c_str(), error, error_capacity);
+    return 1;
+} catch (...) {
+    copy_message("out of host memory while lending fiber stacks", error, error_capacity);
+    return 1;
+}
+
+void give_stacks(const TkEmuStacks* stacks) noexcept {
+    try {
+        std::lock_guard<std::mutex> guard(stacks_lock);
+        spare_stacks.push_back(*stacks);
+    } catch (...) {
+        unmap_stacks(*stacks);  // cannot keep it
+    }
+}
+
+const TkEmuStackPool stack_pool = {take_stacks, give_stacks};
+
 // ---- Modules and functions ----
 struct Module {
     void* handle;
@@ -111,8 +216,8 @@ struct Module {
     const char* (*kernel_name)(int);
     int (*param_count)(int);
     int (*param_size)(int, int);
-    int (*launch)(int, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void**, int, char*,
-                  size_t);
+    int (*launch)(int, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void**, int,
+                  const TkEmuStackPool*, char*, size_t);
 };
 
 struct Function {
@@ -131,6 +236,9 @@ int stream_token;
 }  // namespace
 
 TK_EXPORT const char* tkEmuLastError() { return last_error.c_str(); }
+
+// How many fiber stacks the process has mapped so far; tests check that launches reuse them.
+TK_EXPORT unsigned long long tkEmuStacksMapped() { return stacks_mapped.load(); }
 
 // The entry of kErrors for `error`, or null.
 static const ErrorText* error_text(CUresult error) {
@@ -408,8 +516,8 @@ TK_EXPORT CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsi
     if (f->module->param_count(f->index) > 0 && params == nullptr)
         return fail(CUDA_ERROR_INVALID_VALUE, "cuLaunchKernel: kernelParams is null");
     char message[1024];
-    int rc = f->module->launch(f->index, gx, gy, gz, bx, by, bz, shared_bytes, params, emulator_threads(), message,
-                               sizeof message);
+    int rc = f->module->launch(f->index, gx, gy, gz, bx, by, bz, shared_bytes, params, emulator_threads(),
+                               &stack_pool, message, sizeof message);
     if (rc == 2) return fail(CUDA_ERROR_INVALID_VALUE, std::string("cuLaunchKernel: ") + message);
     if (rc != 0) return fail(CUDA_ERROR_LAUNCH_FAILED, message);
     return CUDA_SUCCESS;

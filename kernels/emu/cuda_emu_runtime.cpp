@@ -11,8 +11,7 @@
 // exited count as arrived at barriers, as on current hardware.
 #include "cuda_emu.h"
 #include "cuda_emu_module.h"
-
-#include <sys/mman.h>
+#include "cuda_emu_stacks.h"
 
 #include <algorithm>
 #include <atomic>
@@ -39,8 +38,10 @@ thread_local ThreadContext* current = nullptr;
 // The largest dynamic shared memory a launch may ask for (sm_90's opt-in maximum); the module
 // builder sizes the `extern __shared__` arrays with it.
 constexpr unsigned kMaxDynamicShared = 227u * 1024u;
-constexpr size_t kStackBytes = 256u * 1024u;
-constexpr size_t kGuardBytes = 4096u;
+// The most fiber stacks one launch borrows (a worker needs one per thread of the block). Each
+// guard page costs two memory mappings, so this keeps a launch well inside the default
+// vm.max_map_count of 65530 however many cores the host has.
+constexpr unsigned long long kMaxLaunchStacks = 16384;
 
 // ---- Context switch ----
 #if defined(__x86_64__)
@@ -105,14 +106,15 @@ struct Fiber {
     uint64_t result = 0;
 };
 
-// One per OS thread that runs blocks: fibers with their stacks, reused block after block.
+// One per OS thread that runs blocks: fibers with their stacks, reused block after block. The
+// stacks are borrowed from the driver's pool for the launch.
 struct Worker {
     const KernelEntry* kernel = nullptr;
     void** args = nullptr;
     dim3 grid, block;
     std::vector<Fiber> fibers;
-    char* stacks = nullptr;
-    size_t stacks_bytes = 0;
+    const TkEmuStackPool* pool = nullptr;
+    TkEmuStacks stacks{};
     Fiber* running = nullptr;
 #if defined(__x86_64__)
     void* scheduler_sp = nullptr;
@@ -122,7 +124,7 @@ struct Worker {
     std::string error;
 
     ~Worker() {
-        if (stacks) munmap(stacks, stacks_bytes);
+        if (stacks.memory) pool->give(&stacks);
     }
 };
 
@@ -168,32 +170,21 @@ void suspend(Worker* w, Fiber* f) {
 }
 
 bool prepare_fibers(Worker* w, unsigned count) {
-    if (w->fibers.size() < count) {
-        if (w->stacks) munmap(w->stacks, w->stacks_bytes);
-        size_t slot = kStackBytes + kGuardBytes;
-        w->stacks_bytes = slot * count;
-        void* mem = mmap(nullptr, w->stacks_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                         -1, 0);
-        if (mem == MAP_FAILED) {
-            w->stacks = nullptr;
-            w->error = "cannot map " + std::to_string(w->stacks_bytes) + " bytes of fiber stacks";
-            return false;
-        }
-        w->stacks = static_cast<char*>(mem);
-        w->fibers.assign(count, Fiber{});
-        for (unsigned i = 0; i < count; i++) {
-            // The lowest page of each stack is a guard, so an overflow faults instead of
-            // silently overwriting the neighbouring fiber's stack.
-            mprotect(w->stacks + i * slot, kGuardBytes, PROT_NONE);
-            w->fibers[i].stack = w->stacks + i * slot + kGuardBytes;
-        }
+    char message[256];
+    if (w->pool->take(count, &w->stacks, message, sizeof message) != 0) {
+        w->stacks = TkEmuStacks{};
+        w->error = message;
+        return false;
     }
+    w->fibers.assign(count, Fiber{});
+    for (unsigned i = 0; i < count; i++)
+        w->fibers[i].stack = w->stacks.memory + i * w->stacks.slot + (w->stacks.slot - w->stacks.stack_bytes);
     return true;
 }
 
 void start_fiber(Worker* w, Fiber& f) {
 #if defined(__x86_64__)
-    uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kStackBytes) & ~uintptr_t(15);
+    uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + w->stacks.stack_bytes) & ~uintptr_t(15);
     uint64_t* sp = reinterpret_cast<uint64_t*>(top);
     *--sp = 0;                                            // fiber_main's return address: never used
     *--sp = reinterpret_cast<uint64_t>(&fiber_main);      // where tk_emu_switch returns to
@@ -209,11 +200,10 @@ void start_fiber(Worker* w, Fiber& f) {
 #else
     getcontext(&f.uc);
     f.uc.uc_stack.ss_sp = f.stack;
-    f.uc.uc_stack.ss_size = kStackBytes;
+    f.uc.uc_stack.ss_size = w->stacks.stack_bytes;
     f.uc.uc_link = nullptr;
     makecontext(&f.uc, fiber_entry_ucontext, 0);
 #endif
-    (void)w;
     f.state = State::Runnable;
 }
 
@@ -439,6 +429,7 @@ unsigned active_mask() {
 struct Launch {
     const KernelEntry* kernel;
     void** args;
+    const TkEmuStackPool* stacks;
     dim3 grid, block;
     unsigned long long blocks;
     std::atomic<unsigned long long> next{0};
@@ -453,6 +444,7 @@ void run_blocks(Launch* launch) {
     w.args = launch->args;
     w.grid = launch->grid;
     w.block = launch->block;
+    w.pool = launch->stacks;
     Worker* saved = worker;
     worker = &w;
     bool ok = prepare_fibers(&w, w.block.x * w.block.y * w.block.z);
@@ -502,15 +494,19 @@ TK_EMU_EXPORT int tk_emu_kernel_param_size(int kernel, int param) {
 
 TK_EMU_EXPORT unsigned tk_emu_max_dynamic_shared() { return tk_emu::kMaxDynamicShared; }
 
-// Runs the whole grid on up to `threads` OS threads (the caller's among them) and returns 0, or
-// a non-zero code with a message in `error`: 2 for an invalid configuration, 1 for a failure
-// while running (deadlock, invalid warp collective).
+// Runs the whole grid on up to `threads` OS threads (the caller's among them), with fiber stacks
+// from `stacks`, and returns 0, or a non-zero code with a message in `error`: 2 for an invalid
+// configuration, 1 for a failure while running (deadlock, invalid warp collective, no stacks).
 TK_EMU_EXPORT int tk_emu_launch(int kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                                unsigned bz, unsigned shared_bytes, void** args, int threads, char* error,
-                                size_t error_capacity) {
+                                unsigned bz, unsigned shared_bytes, void** args, int threads,
+                                const TkEmuStackPool* stacks, char* error, size_t error_capacity) {
     using namespace tk_emu;
     if (kernel < 0 || kernel >= module_kernel_count) {
         copy_message("no kernel with index " + std::to_string(kernel), error, error_capacity);
+        return 2;
+    }
+    if (!stacks || !stacks->take || !stacks->give) {
+        copy_message("no fiber stack pool", error, error_capacity);
         return 2;
     }
     unsigned long long block_threads = (unsigned long long)bx * by * bz;
@@ -531,10 +527,13 @@ TK_EMU_EXPORT int tk_emu_launch(int kernel, unsigned gx, unsigned gy, unsigned g
     Launch launch;
     launch.kernel = &module_kernels[kernel];
     launch.args = args;
+    launch.stacks = stacks;
     launch.grid = dim3(gx, gy, gz);
     launch.block = dim3(bx, by, bz);
     launch.blocks = (unsigned long long)gx * gy * gz;
-    unsigned long long helpers = std::min<unsigned long long>(threads > 1 ? threads : 1, launch.blocks) - 1;
+    unsigned long long helpers =
+        std::min({threads > 1 ? (unsigned long long)threads : 1ull, launch.blocks,
+                  std::max(1ull, kMaxLaunchStacks / block_threads)}) - 1;
     std::vector<std::thread> pool;
     try {
         for (unsigned long long i = 0; i < helpers; i++) pool.emplace_back(run_blocks, &launch);

@@ -20,6 +20,13 @@ import dev.tokenkernels.runtime.DeviceBuffer;
 import dev.tokenkernels.runtime.Kernel;
 import dev.tokenkernels.runtime.LaunchConfig;
 import dev.tokenkernels.runtime.TokenKernelsException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SymbolLookup;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
@@ -302,6 +309,47 @@ class CudaEmuTest {
                     TokenKernelsException.class, () -> backend().launch(k, LaunchConfig.of1d(1, 32, 0), dout, 0xfffffffe)));
             assertTrue(e.getMessage().contains("CUDA_ERROR_LAUNCH_FAILED") && e.getMessage().contains("__ballot_sync")
                     && e.getMessage().contains("mask 0xfffffffe does not include the calling lane 0"), e.getMessage());
+        }
+    }
+
+    @Test
+    void fiberStacksAreMappedOnceAndReusedByLaterLaunches() {
+        int threads = 1024;
+        int blocks = 8;
+        float[] in = randomIntegers(new Random(9), threads * blocks, 1000);
+        Kernel reverse = new Kernel(SOURCE, "barrier_reverse", pointer("in"), pointer("out"));
+        Kernel half = new Kernel("test/emu_half.cu", "half_conversions", pointer("in"), pointer("half_bits"),
+                pointer("bf16_bits"), pointer("half_back"), pointer("bf16_back"), i64("n"));
+        try (DeviceBuffer din = upload(in); DeviceBuffer dout = upload(new float[in.length]);
+             DeviceBuffer dh = backend().allocate(2L * in.length); DeviceBuffer db = backend().allocate(2L * in.length);
+             DeviceBuffer back = upload(new float[in.length])) {
+            backend().launch(reverse, LaunchConfig.of1d(blocks, threads, 0), din, dout);
+            long mapped = stacksMapped();
+            assertTrue(mapped >= threads, "stacks mapped: " + mapped);
+            // Later launches, of this module and of another one with no more blocks, map no new stacks.
+            for (int i = 0; i < 3; i++) {
+                backend().launch(reverse, LaunchConfig.of1d(blocks, threads, 0), din, dout);
+            }
+            backend().launch(half, LaunchConfig.of1d(blocks, 256, 0), din, dh, db, back, back, 256L * blocks);
+            assertEquals(mapped, stacksMapped());
+            backend().launch(reverse, LaunchConfig.of1d(blocks, threads, 0), din, dout);
+            float[] out = floats(dout, in.length);
+            for (int i = 0; i < in.length; i++) {
+                assertEquals(in[i - i % threads + threads - 1 - i % threads], out[i], "thread " + i);
+            }
+        }
+    }
+
+    /** How many fiber stacks the emulator's driver has mapped in this process. */
+    @SuppressWarnings("restricted")
+    private static long stacksMapped() {
+        Path library = new EmuModuleBuilder(HostCompiler.find().orElseThrow(), KernelCache.standard()).driverLibrary();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment symbol = SymbolLookup.libraryLookup(library, arena).find("tkEmuStacksMapped").orElseThrow();
+            return (long) Linker.nativeLinker().downcallHandle(symbol, FunctionDescriptor.of(ValueLayout.JAVA_LONG))
+                    .invokeExact();
+        } catch (Throwable t) {
+            throw new AssertionError("cannot call tkEmuStacksMapped", t);
         }
     }
 
