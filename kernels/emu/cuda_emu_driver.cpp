@@ -84,20 +84,57 @@ CUresult fail(CUresult code, std::string message) {
 bool initialized = false;
 
 // ---- Memory ----
+struct Allocation {
+    size_t size;
+    unsigned copies = 0;  // copies and memsets in progress: the memory must outlive them
+    bool freed = false;   // cuMemFree came during a copy; the last copy frees it
+};
+
 std::mutex memory_lock;
-std::map<uintptr_t, size_t> allocations;  // start -> size
+std::map<uintptr_t, Allocation> allocations;  // by start address
 
-// Whether [address, address + bytes) lies inside one live allocation.
-bool inside_allocation(CUdeviceptr address, size_t bytes) {
-    std::lock_guard<std::mutex> guard(memory_lock);
-    auto it = allocations.upper_bound((uintptr_t)address);
-    if (it == allocations.begin()) return false;
-    --it;
-    return (uintptr_t)address >= it->first && (uintptr_t)address - it->first + bytes <= it->second;
-}
+// Holds the live allocation containing [address, address + bytes) while a copy or memset runs
+// outside memory_lock, so large copies do not serialize every other call, and a cuMemFree on
+// another thread meanwhile cannot pull the memory from under the copy.
+class Pin {
+  public:
+    Pin(CUdeviceptr address, size_t bytes) {
+        std::lock_guard<std::mutex> guard(memory_lock);
+        auto it = allocations.upper_bound((uintptr_t)address);
+        if (it == allocations.begin()) return;
+        --it;
+        Allocation& a = it->second;
+        size_t offset = (uintptr_t)address - it->first;  // upper_bound: it->first <= address
+        // Not `offset + bytes <= size`, which can wrap around.
+        if (a.freed || bytes > a.size || offset > a.size - bytes) return;
+        a.copies++;
+        start_ = it->first;
+    }
 
-CUresult check_range(const char* call, CUdeviceptr address, size_t bytes) {
-    if (inside_allocation(address, bytes)) return CUDA_SUCCESS;
+    ~Pin() {
+        if (!start_) return;
+        void* release = nullptr;
+        {
+            std::lock_guard<std::mutex> guard(memory_lock);
+            auto it = allocations.find(start_);
+            if (--it->second.copies == 0 && it->second.freed) {
+                allocations.erase(it);
+                release = (void*)start_;
+            }
+        }
+        std::free(release);
+    }
+
+    Pin(const Pin&) = delete;
+    Pin& operator=(const Pin&) = delete;
+
+    bool held() const { return start_ != 0; }
+
+  private:
+    uintptr_t start_ = 0;
+};
+
+CUresult outside_allocations(const char* call, CUdeviceptr address, size_t bytes) {
     char buf[160];
     std::snprintf(buf, sizeof buf, "%s: [0x%llx, +%zu bytes) is not inside a live device allocation", call,
                   (unsigned long long)address, bytes);
@@ -345,45 +382,60 @@ TK_EXPORT CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
 
 TK_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* address, size_t bytes) {
     if (!address || bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc: size must be > 0");
-    // 256-byte alignment, as cudaMalloc guarantees.
-    void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    // 256-byte alignment, as cudaMalloc guarantees; sizes that would wrap when rounded up cannot exist.
+    void* p = bytes <= SIZE_MAX - 255 ? std::aligned_alloc(256, (bytes + 255) / 256 * 256) : nullptr;
     if (!p) return fail(CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc: cannot allocate " + std::to_string(bytes) + " bytes");
     std::lock_guard<std::mutex> guard(memory_lock);
-    allocations[(uintptr_t)p] = bytes;
+    allocations[(uintptr_t)p] = Allocation{bytes};
     *address = (CUdeviceptr)(uintptr_t)p;
     return CUDA_SUCCESS;
 }
 
 TK_EXPORT CUresult cuMemFree_v2(CUdeviceptr address) {
-    std::lock_guard<std::mutex> guard(memory_lock);
-    auto it = allocations.find((uintptr_t)address);
-    if (it == allocations.end()) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemFree: not a live device allocation");
-    allocations.erase(it);
-    std::free((void*)(uintptr_t)address);
+    void* release = nullptr;
+    {
+        std::lock_guard<std::mutex> guard(memory_lock);
+        auto it = allocations.find((uintptr_t)address);
+        if (it == allocations.end() || it->second.freed)
+            return fail(CUDA_ERROR_INVALID_VALUE, "cuMemFree: not a live device allocation");
+        if (it->second.copies > 0) {
+            it->second.freed = true;  // the last copy frees it
+        } else {
+            allocations.erase(it);
+            release = (void*)(uintptr_t)address;
+        }
+    }
+    std::free(release);
     return CUDA_SUCCESS;
 }
 
 TK_EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr destination, const void* source, size_t bytes) {
-    if (CUresult r = check_range("cuMemcpyHtoD", destination, bytes)) return r;
+    Pin pin(destination, bytes);
+    if (!pin.held()) return outside_allocations("cuMemcpyHtoD", destination, bytes);
     std::memcpy((void*)(uintptr_t)destination, source, bytes);
     return CUDA_SUCCESS;
 }
 
 TK_EXPORT CUresult cuMemcpyDtoH_v2(void* destination, CUdeviceptr source, size_t bytes) {
-    if (CUresult r = check_range("cuMemcpyDtoH", source, bytes)) return r;
+    Pin pin(source, bytes);
+    if (!pin.held()) return outside_allocations("cuMemcpyDtoH", source, bytes);
     std::memcpy(destination, (const void*)(uintptr_t)source, bytes);
     return CUDA_SUCCESS;
 }
 
 TK_EXPORT CUresult cuMemsetD8_v2(CUdeviceptr destination, unsigned char value, size_t count) {
-    if (CUresult r = check_range("cuMemsetD8", destination, count)) return r;
+    Pin pin(destination, count);
+    if (!pin.held()) return outside_allocations("cuMemsetD8", destination, count);
     std::memset((void*)(uintptr_t)destination, value, count);
     return CUDA_SUCCESS;
 }
 
 TK_EXPORT CUresult cuMemsetD32_v2(CUdeviceptr destination, unsigned value, size_t count) {
     if (destination % 4 != 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemsetD32: address not 4-byte aligned");
-    if (CUresult r = check_range("cuMemsetD32", destination, count * 4)) return r;
+    if (count > SIZE_MAX / 4)
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuMemsetD32: " + std::to_string(count) + " words exceed the address space");
+    Pin pin(destination, count * 4);
+    if (!pin.held()) return outside_allocations("cuMemsetD32", destination, count * 4);
     unsigned* p = (unsigned*)(uintptr_t)destination;
     for (size_t i = 0; i < count; i++) p[i] = value;
     return CUDA_SUCCESS;

@@ -28,8 +28,10 @@ import java.lang.foreign.SymbolLookup;
 import java.lang.foreign.ValueLayout;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.function.Executable;
 
 /**
  * The emulator itself, through the same launch path as a GPU: each kernel of
@@ -351,6 +353,40 @@ class CudaEmuTest {
         } catch (Throwable t) {
             throw new AssertionError("cannot call tkEmuStacksMapped", t);
         }
+    }
+
+    @Test
+    void sizesThatWrapAroundAreRejectedNotUsed() {
+        CudaDriver d = driver();
+        // (bytes + 255) rounded up to 256 wraps to 0: the allocation must fail, not succeed with a bogus size.
+        TokenKernelsException huge = assertThrows(TokenKernelsException.class, () -> d.malloc(-1L));
+        assertTrue(huge.getMessage().contains("CUDA_ERROR_OUT_OF_MEMORY"), huge.getMessage());
+        long p = d.malloc(64);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(64);
+            // 2^64 - 8 bytes at offset 16: offset + bytes wraps to 8, inside the 64 bytes.
+            long wraps = -8L;
+            List<Executable> calls = List.of(() -> d.copyToHost(host, p + 16, wraps),
+                    () -> d.copyToDevice(p + 16, host, wraps), () -> d.memset(p + 16, (byte) 0, wraps));
+            for (Executable call : calls) {
+                TokenKernelsException e = assertThrows(TokenKernelsException.class, call);
+                assertTrue(e.getMessage().contains("CUDA_ERROR_INVALID_VALUE")
+                        && e.getMessage().contains("not inside a live device allocation"), e.getMessage());
+            }
+            d.copyToDevice(p + 16, host, 48); // the last bytes of the allocation are still in range
+        } finally {
+            d.free(p);
+        }
+    }
+
+    /** Bindings of their own to the emulator's driver, for calls the backend checks before making. */
+    private static CudaDriver driver() {
+        Path library = new EmuModuleBuilder(HostCompiler.find().orElseThrow(), KernelCache.standard()).driverLibrary();
+        @SuppressWarnings("restricted")
+        SymbolLookup lookup = SymbolLookup.libraryLookup(library, Arena.global());
+        CudaDriver driver = new CudaDriver(library, lookup);
+        driver.init();
+        return driver;
     }
 
     @Test
