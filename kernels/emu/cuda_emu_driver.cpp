@@ -7,6 +7,7 @@
 // Memory is tracked so that copies, memsets and frees of addresses that were never allocated (or
 // run past the end of an allocation) fail with CUDA_ERROR_INVALID_VALUE instead of corrupting
 // the JVM. The message of the last failure on the calling thread is kept for tkEmuLastError().
+// No C++ exception leaves an exported function: each becomes an error code (see caught()).
 //
 // The driver also keeps the fiber stacks that every module's launches borrow (cuda_emu_stacks.h).
 #include <dlfcn.h>
@@ -21,8 +22,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -51,6 +55,7 @@ enum : CUresult {
     CUDA_ERROR_NOT_FOUND = 500,
     CUDA_ERROR_LAUNCH_FAILED = 719,
     CUDA_ERROR_NOT_SUPPORTED = 801,
+    CUDA_ERROR_UNKNOWN = 999,
 };
 
 struct ErrorText {
@@ -72,6 +77,7 @@ const ErrorText kErrors[] = {
     {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
     {CUDA_ERROR_LAUNCH_FAILED, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure"},
     {CUDA_ERROR_NOT_SUPPORTED, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported"},
+    {CUDA_ERROR_UNKNOWN, "CUDA_ERROR_UNKNOWN", "unknown error"},
 };
 
 thread_local std::string last_error;
@@ -79,6 +85,30 @@ thread_local std::string last_error;
 CUresult fail(CUresult code, std::string message) {
     last_error = std::move(message);
     return code;
+}
+
+// fail() that cannot throw: with no memory for the message, it is left empty.
+CUresult fail_quietly(CUresult code, const char* call, const char* what) noexcept {
+    try {
+        last_error = std::string(call) + ": " + what;
+    } catch (...) {
+        last_error.clear();
+    }
+    return code;
+}
+
+// The result for the exception being handled. Every exported function ends in it, as an
+// exception escaping to the caller (the JVM, through FFM) is undefined behaviour.
+CUresult caught(const char* call) noexcept {
+    try {
+        throw;
+    } catch (const std::bad_alloc&) {
+        return fail_quietly(CUDA_ERROR_OUT_OF_MEMORY, call, "out of host memory (std::bad_alloc)");
+    } catch (const std::exception& e) {
+        return fail_quietly(CUDA_ERROR_UNKNOWN, call, e.what());
+    } catch (...) {
+        return fail_quietly(CUDA_ERROR_UNKNOWN, call, "unknown C++ exception");
+    }
 }
 
 bool initialized = false;
@@ -272,10 +302,12 @@ int stream_token;
 
 }  // namespace
 
-TK_EXPORT const char* tkEmuLastError() { return last_error.c_str(); }
+// The message of the last failure on the calling thread. This and tkEmuStacksMapped only read
+// state, so they cannot throw.
+TK_EXPORT const char* tkEmuLastError() noexcept { return last_error.c_str(); }
 
 // How many fiber stacks the process has mapped so far; tests check that launches reuse them.
-TK_EXPORT unsigned long long tkEmuStacksMapped() { return stacks_mapped.load(); }
+TK_EXPORT unsigned long long tkEmuStacksMapped() noexcept { return stacks_mapped.load(); }
 
 // The entry of kErrors for `error`, or null.
 static const ErrorText* error_text(CUresult error) {
@@ -284,55 +316,69 @@ static const ErrorText* error_text(CUresult error) {
     return nullptr;
 }
 
-TK_EXPORT CUresult cuGetErrorName(CUresult error, const char** name) {
+TK_EXPORT CUresult cuGetErrorName(CUresult error, const char** name) try {
     if (!name) return CUDA_ERROR_INVALID_VALUE;
     const ErrorText* e = error_text(error);
     *name = e ? e->name : nullptr;
     return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuGetErrorString(CUresult error, const char** text) {
+TK_EXPORT CUresult cuGetErrorString(CUresult error, const char** text) try {
     if (!text) return CUDA_ERROR_INVALID_VALUE;
     const ErrorText* e = error_text(error);
     *text = e ? e->text : nullptr;
     return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuInit(unsigned flags) {
+TK_EXPORT CUresult cuInit(unsigned flags) try {
     if (flags != 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuInit: flags must be 0");
     initialized = true;
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuDriverGetVersion(int* version) {
+TK_EXPORT CUresult cuDriverGetVersion(int* version) try {
     if (!version) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
     *version = 13000;
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuDeviceGetCount(int* count) {
+TK_EXPORT CUresult cuDeviceGetCount(int* count) try {
     if (!initialized) return fail(CUDA_ERROR_NOT_INITIALIZED, "cuInit was not called");
     if (!count) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
     *count = 1;
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuDeviceGet(CUdevice* device, int ordinal) {
+TK_EXPORT CUresult cuDeviceGet(CUdevice* device, int ordinal) try {
     if (!initialized) return fail(CUDA_ERROR_NOT_INITIALIZED, "cuInit was not called");
     if (!device) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
     if (ordinal != 0) return fail(CUDA_ERROR_INVALID_DEVICE, "cuda-emu has one device, ordinal 0");
     *device = 0;
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuDeviceGetName(char* name, int length, CUdevice device) {
+TK_EXPORT CUresult cuDeviceGetName(char* name, int length, CUdevice device) try {
     if (device != 0) return fail(CUDA_ERROR_INVALID_DEVICE, __func__);
     if (!name || length <= 0) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
     std::snprintf(name, (size_t)length, "cuda-emu (host CPU, %d threads)", emulator_threads());
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuDeviceGetAttribute(int* value, int attribute, CUdevice device) {
+TK_EXPORT CUresult cuDeviceGetAttribute(int* value, int attribute, CUdevice device) try {
     if (device != 0) return fail(CUDA_ERROR_INVALID_DEVICE, __func__);
     if (!value) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
     switch (attribute) {
@@ -352,46 +398,67 @@ TK_EXPORT CUresult cuDeviceGetAttribute(int* value, int attribute, CUdevice devi
         default: return fail(CUDA_ERROR_NOT_SUPPORTED, "cuDeviceGetAttribute: attribute " + std::to_string(attribute) +
                                                            " is not emulated");
     }
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice device) {
+TK_EXPORT CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice device) try {
     if (device != 0) return fail(CUDA_ERROR_INVALID_DEVICE, __func__);
     if (!bytes) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
     *bytes = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuDevicePrimaryCtxRetain(void** context, CUdevice device) {
+TK_EXPORT CUresult cuDevicePrimaryCtxRetain(void** context, CUdevice device) try {
     if (!initialized) return fail(CUDA_ERROR_NOT_INITIALIZED, "cuInit was not called");
     if (device != 0) return fail(CUDA_ERROR_INVALID_DEVICE, __func__);
     if (!context) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
     *context = &context_token;
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device) {
+TK_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device) try {
     return device == 0 ? CUDA_SUCCESS : fail(CUDA_ERROR_INVALID_DEVICE, __func__);
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuCtxSetCurrent(void* context) {
+TK_EXPORT CUresult cuCtxSetCurrent(void* context) try {
     if (context != nullptr && context != &context_token) return fail(CUDA_ERROR_INVALID_CONTEXT, __func__);
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+TK_EXPORT CUresult cuCtxSynchronize() try {
+    return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
+}
 
-TK_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* address, size_t bytes) {
+TK_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* address, size_t bytes) try {
     if (!address || bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc: size must be > 0");
     // 256-byte alignment, as cudaMalloc guarantees; sizes that would wrap when rounded up cannot exist.
     void* p = bytes <= SIZE_MAX - 255 ? std::aligned_alloc(256, (bytes + 255) / 256 * 256) : nullptr;
     if (!p) return fail(CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc: cannot allocate " + std::to_string(bytes) + " bytes");
-    std::lock_guard<std::mutex> guard(memory_lock);
-    allocations[(uintptr_t)p] = Allocation{bytes};
+    try {
+        std::lock_guard<std::mutex> guard(memory_lock);
+        allocations[(uintptr_t)p] = Allocation{bytes};
+    } catch (...) {
+        std::free(p);
+        throw;
+    }
     *address = (CUdeviceptr)(uintptr_t)p;
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuMemFree_v2(CUdeviceptr address) {
+TK_EXPORT CUresult cuMemFree_v2(CUdeviceptr address) try {
     void* release = nullptr;
     {
         std::lock_guard<std::mutex> guard(memory_lock);
@@ -407,30 +474,38 @@ TK_EXPORT CUresult cuMemFree_v2(CUdeviceptr address) {
     }
     std::free(release);
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr destination, const void* source, size_t bytes) {
+TK_EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr destination, const void* source, size_t bytes) try {
     Pin pin(destination, bytes);
     if (!pin.held()) return outside_allocations("cuMemcpyHtoD", destination, bytes);
     std::memcpy((void*)(uintptr_t)destination, source, bytes);
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuMemcpyDtoH_v2(void* destination, CUdeviceptr source, size_t bytes) {
+TK_EXPORT CUresult cuMemcpyDtoH_v2(void* destination, CUdeviceptr source, size_t bytes) try {
     Pin pin(source, bytes);
     if (!pin.held()) return outside_allocations("cuMemcpyDtoH", source, bytes);
     std::memcpy(destination, (const void*)(uintptr_t)source, bytes);
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuMemsetD8_v2(CUdeviceptr destination, unsigned char value, size_t count) {
+TK_EXPORT CUresult cuMemsetD8_v2(CUdeviceptr destination, unsigned char value, size_t count) try {
     Pin pin(destination, count);
     if (!pin.held()) return outside_allocations("cuMemsetD8", destination, count);
     std::memset((void*)(uintptr_t)destination, value, count);
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuMemsetD32_v2(CUdeviceptr destination, unsigned value, size_t count) {
+TK_EXPORT CUresult cuMemsetD32_v2(CUdeviceptr destination, unsigned value, size_t count) try {
     if (destination % 4 != 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemsetD32: address not 4-byte aligned");
     if (count > SIZE_MAX / 4)
         return fail(CUDA_ERROR_INVALID_VALUE, "cuMemsetD32: " + std::to_string(count) + " words exceed the address space");
@@ -439,62 +514,82 @@ TK_EXPORT CUresult cuMemsetD32_v2(CUdeviceptr destination, unsigned value, size_
     unsigned* p = (unsigned*)(uintptr_t)destination;
     for (size_t i = 0; i < count; i++) p[i] = value;
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuStreamCreate(void** stream, unsigned flags) {
+TK_EXPORT CUresult cuStreamCreate(void** stream, unsigned flags) try {
     (void)flags;
     if (!stream) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
     *stream = &stream_token;  // work runs synchronously, so every stream is the same
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuStreamSynchronize(void* stream) {
+TK_EXPORT CUresult cuStreamSynchronize(void* stream) try {
     (void)stream;
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuStreamDestroy_v2(void* stream) {
+TK_EXPORT CUresult cuStreamDestroy_v2(void* stream) try {
     return stream == &stream_token ? CUDA_SUCCESS : fail(CUDA_ERROR_INVALID_HANDLE, __func__);
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuEventCreate(void** event, unsigned flags) {
+TK_EXPORT CUresult cuEventCreate(void** event, unsigned flags) try {
     (void)flags;
     if (!event) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
     *event = new Event();
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuEventRecord(void* event, void* stream) {
+TK_EXPORT CUresult cuEventRecord(void* event, void* stream) try {
     (void)stream;
     if (!event) return fail(CUDA_ERROR_INVALID_HANDLE, __func__);
     Event* e = static_cast<Event*>(event);
     e->time = std::chrono::steady_clock::now();
     e->recorded = true;
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuEventSynchronize(void* event) { return event ? CUDA_SUCCESS : fail(CUDA_ERROR_INVALID_HANDLE, __func__); }
+TK_EXPORT CUresult cuEventSynchronize(void* event) try {
+    return event ? CUDA_SUCCESS : fail(CUDA_ERROR_INVALID_HANDLE, __func__);
+} catch (...) {
+    return caught(__func__);
+}
 
-TK_EXPORT CUresult cuEventElapsedTime(float* milliseconds, void* start, void* end) {
+TK_EXPORT CUresult cuEventElapsedTime(float* milliseconds, void* start, void* end) try {
     if (!milliseconds || !start || !end) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
     Event* s = static_cast<Event*>(start);
     Event* e = static_cast<Event*>(end);
     if (!s->recorded || !e->recorded) return fail(CUDA_ERROR_INVALID_HANDLE, "cuEventElapsedTime: event not recorded");
     *milliseconds = std::chrono::duration<float, std::milli>(e->time - s->time).count();
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuEventDestroy_v2(void* event) {
+TK_EXPORT CUresult cuEventDestroy_v2(void* event) try {
     if (!event) return fail(CUDA_ERROR_INVALID_HANDLE, __func__);
     delete static_cast<Event*>(event);
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuModuleLoad(void** module, const char* path) {
+TK_EXPORT CUresult cuModuleLoad(void** module, const char* path) try {
     if (!module || !path) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
+    auto m = std::make_unique<Module>();  // before dlopen, so that its failure cannot leak the handle
     void* handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!handle) return fail(CUDA_ERROR_FILE_NOT_FOUND, std::string("cuModuleLoad: ") + dlerror());
-    Module* m = new Module();
     m->handle = handle;
     m->kernel_count = (int (*)())dlsym(handle, "tk_emu_kernel_count");
     m->kernel_name = (const char* (*)(int))dlsym(handle, "tk_emu_kernel_name");
@@ -503,29 +598,34 @@ TK_EXPORT CUresult cuModuleLoad(void** module, const char* path) {
     m->launch = (decltype(m->launch))dlsym(handle, "tk_emu_launch");
     if (!m->kernel_count || !m->kernel_name || !m->param_count || !m->param_size || !m->launch) {
         dlclose(handle);
-        delete m;
         return fail(CUDA_ERROR_INVALID_IMAGE, std::string("cuModuleLoad: ") + path + " is not a cuda-emu module");
     }
-    *module = m;
+    *module = m.release();
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuModuleLoadData(void** module, const void* image) {
+TK_EXPORT CUresult cuModuleLoadData(void** module, const void* image) try {
     (void)module;
     (void)image;
     return fail(CUDA_ERROR_NOT_SUPPORTED,
                 "cuModuleLoadData: cuda-emu cannot run CUBIN or PTX; load a host module with cuModuleLoad(path)");
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuModuleUnload(void* module) {
+TK_EXPORT CUresult cuModuleUnload(void* module) try {
     if (!module) return fail(CUDA_ERROR_INVALID_HANDLE, __func__);
     Module* m = static_cast<Module*>(module);
     dlclose(m->handle);
     delete m;
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }
 
-TK_EXPORT CUresult cuModuleGetFunction(void** function, void* module, const char* name) {
+TK_EXPORT CUresult cuModuleGetFunction(void** function, void* module, const char* name) try {
     if (!function || !module || !name) return fail(CUDA_ERROR_INVALID_VALUE, __func__);
     Module* m = static_cast<Module*>(module);
     for (int i = 0, n = m->kernel_count(); i < n; i++) {
@@ -537,10 +637,12 @@ TK_EXPORT CUresult cuModuleGetFunction(void** function, void* module, const char
         }
     }
     return fail(CUDA_ERROR_NOT_FOUND, std::string("cuModuleGetFunction: no kernel named ") + name);
+} catch (...) {
+    return caught(__func__);
 }
 
 // Parameter layout in the kernel's argument buffer: naturally aligned, in declaration order.
-TK_EXPORT CUresult cuFuncGetParamInfo(void* function, size_t index, size_t* offset, size_t* size) {
+TK_EXPORT CUresult cuFuncGetParamInfo(void* function, size_t index, size_t* offset, size_t* size) try {
     if (!function) return fail(CUDA_ERROR_INVALID_HANDLE, __func__);
     Function* f = static_cast<Function*>(function);
     int count = f->module->param_count(f->index);
@@ -557,10 +659,12 @@ TK_EXPORT CUresult cuFuncGetParamInfo(void* function, size_t index, size_t* offs
         }
         at += s;
     }
+} catch (...) {
+    return caught(__func__);
 }
 
 TK_EXPORT CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                                  unsigned bz, unsigned shared_bytes, void* stream, void** params, void** extra) {
+                                  unsigned bz, unsigned shared_bytes, void* stream, void** params, void** extra) try {
     (void)stream;
     if (!function) return fail(CUDA_ERROR_INVALID_HANDLE, __func__);
     if (extra != nullptr) return fail(CUDA_ERROR_NOT_SUPPORTED, "cuLaunchKernel: `extra` is not emulated");
@@ -571,6 +675,9 @@ TK_EXPORT CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsi
     int rc = f->module->launch(f->index, gx, gy, gz, bx, by, bz, shared_bytes, params, emulator_threads(),
                                &stack_pool, message, sizeof message);
     if (rc == 2) return fail(CUDA_ERROR_INVALID_VALUE, std::string("cuLaunchKernel: ") + message);
+    if (rc == 3) return fail(CUDA_ERROR_OUT_OF_MEMORY, message);
     if (rc != 0) return fail(CUDA_ERROR_LAUNCH_FAILED, message);
     return CUDA_SUCCESS;
+} catch (...) {
+    return caught(__func__);
 }

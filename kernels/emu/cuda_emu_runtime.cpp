@@ -17,7 +17,8 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <system_error>
+#include <exception>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -121,6 +122,9 @@ struct Worker {
 #else
     ucontext_t scheduler_uc;
 #endif
+    // Set before `error`, which may be left empty when there is no memory for it.
+    bool failed = false;
+    bool out_of_memory = false;
     std::string error;
 
     ~Worker() {
@@ -130,11 +134,21 @@ struct Worker {
 
 thread_local Worker* worker = nullptr;
 
+void record_exception(Worker* w, const Fiber* f) noexcept;
+
 [[noreturn]] void fiber_main() {
     Worker* w = worker;
     Fiber* f = w->running;
-    w->kernel->invoke(w->kernel->function, w->args);
-    f->state = State::Done;
+    bool threw = false;
+    try {
+        w->kernel->invoke(w->kernel->function, w->args);
+    } catch (...) {
+        // Nothing may unwind past the fiber's first frame. The handler ends before the switch
+        // below: the exception being handled is per OS thread, not per fiber.
+        record_exception(w, f);
+        threw = true;
+    }
+    f->state = threw ? State::Failed : State::Done;
 #if defined(__x86_64__)
     tk_emu_switch(&f->sp, w->scheduler_sp);
 #else
@@ -173,6 +187,7 @@ bool prepare_fibers(Worker* w, unsigned count) {
     char message[256];
     if (w->pool->take(count, &w->stacks, message, sizeof message) != 0) {
         w->stacks = TkEmuStacks{};
+        w->failed = true;
         w->error = message;
         return false;
     }
@@ -229,6 +244,7 @@ bool complete_warp_collectives(Worker* w, unsigned count) {
             if (!complete || !(group >> l & 1u)) continue;
             for (unsigned k = 0; k < lanes; k++) {
                 if ((group >> k & 1u) && warp[k].op != warp[l].op) {
+                    w->failed = true;
                     w->error = "lanes of warp " + std::to_string(base / 32) +
                                " reached different warp collectives with the same mask";
                     return false;
@@ -309,11 +325,11 @@ bool run_block(Worker* w, const dim3& block_idx) {
         start_fiber(w, f);
     }
     for (;;) {
-        for (unsigned i = 0; i < count && w->error.empty(); i++)
+        for (unsigned i = 0; i < count && !w->failed; i++)
             if (w->fibers[i].state == State::Runnable) resume(w, &w->fibers[i]);
         // Checked before the exit test: a failed thread must fail the launch even if every
         // other thread has finished.
-        if (!w->error.empty()) return false;
+        if (w->failed) return false;
         unsigned live = 0, at_barrier = 0;
         for (unsigned i = 0; i < count; i++) {
             State s = w->fibers[i].state;
@@ -322,7 +338,7 @@ bool run_block(Worker* w, const dim3& block_idx) {
         }
         if (live == 0) return true;
         if (complete_warp_collectives(w, count)) continue;
-        if (!w->error.empty()) return false;
+        if (w->failed) return false;
         if (at_barrier == live) {
             // Release the barrier; __syncthreads_count/and/or see the predicates of every live thread.
             int n = 0;
@@ -337,6 +353,7 @@ bool run_block(Worker* w, const dim3& block_idx) {
             }
             continue;
         }
+        w->failed = true;
         w->error = describe_deadlock(w, count, block_idx);
         return false;
     }
@@ -358,10 +375,32 @@ const char* warp_op_name(WarpOp op) {
 
 // Records why the running thread cannot go on, naming the call and the thread; the first error wins.
 void record_thread_error(Worker* w, const Fiber* f, const char* call, const std::string& message) {
-    if (!w->error.empty()) return;
+    if (w->failed) return;
+    w->failed = true;
     const uint3& b = f->ctx.block_idx;
     w->error = std::string(call) + " in thread " + std::to_string(f->linear) + " of block (" + std::to_string(b.x) +
                "," + std::to_string(b.y) + "," + std::to_string(b.z) + "): " + message;
+}
+
+// Records the exception being handled as the running thread's error; out of memory for the
+// message itself, the block still fails, as out of memory.
+void record_exception(Worker* w, const Fiber* f) noexcept {
+    if (w->failed) return;  // the first failure is the one reported
+    try {
+        try {
+            throw;
+        } catch (const std::bad_alloc&) {
+            w->out_of_memory = true;
+            record_thread_error(w, f, "exception", "out of host memory (std::bad_alloc)");
+        } catch (const std::exception& e) {
+            record_thread_error(w, f, "exception", e.what());
+        } catch (...) {
+            record_thread_error(w, f, "exception", "unknown C++ exception");
+        }
+    } catch (...) {
+        w->failed = true;
+        w->out_of_memory = true;
+    }
 }
 
 // Stops the running fiber for good after record_thread_error; the scheduler then fails the block.
@@ -433,73 +472,97 @@ struct Launch {
     dim3 grid, block;
     unsigned long long blocks;
     std::atomic<unsigned long long> next{0};
-    std::atomic<bool> failed{false};
+    std::atomic<int> code{0};  // tk_emu_launch's result; the first failure sets it
     std::string error;
     std::atomic_flag error_lock = ATOMIC_FLAG_INIT;
+
+    void fail(int failure, const char* message) noexcept {
+        while (error_lock.test_and_set()) {
+        }
+        if (code.load() == 0) {
+            try {
+                error = message;
+            } catch (...) {
+                failure = 3;  // no memory for the message
+            }
+            code.store(failure);
+        }
+        error_lock.clear();
+    }
 };
 
-void run_blocks(Launch* launch) {
-    Worker w;
-    w.kernel = launch->kernel;
-    w.args = launch->args;
-    w.grid = launch->grid;
-    w.block = launch->block;
-    w.pool = launch->stacks;
+// Runs blocks until none is left or the launch failed. Nothing may escape: this is a thread's
+// entry, and an exception would leave the launch waiting for blocks that never run.
+void run_blocks(Launch* launch) noexcept {
     Worker* saved = worker;
-    worker = &w;
-    bool ok = prepare_fibers(&w, w.block.x * w.block.y * w.block.z);
-    while (ok && !launch->failed.load()) {
-        unsigned long long b = launch->next.fetch_add(1);
-        if (b >= launch->blocks) break;
-        dim3 idx(unsigned(b % launch->grid.x), unsigned(b / launch->grid.x % launch->grid.y),
-                 unsigned(b / (unsigned long long)launch->grid.x / launch->grid.y));
-        ok = run_block(&w, idx);
+    try {
+        Worker w;
+        w.kernel = launch->kernel;
+        w.args = launch->args;
+        w.grid = launch->grid;
+        w.block = launch->block;
+        w.pool = launch->stacks;
+        worker = &w;
+        bool ok = prepare_fibers(&w, w.block.x * w.block.y * w.block.z);
+        while (ok && launch->code.load() == 0) {
+            unsigned long long b = launch->next.fetch_add(1);
+            if (b >= launch->blocks) break;
+            dim3 idx(unsigned(b % launch->grid.x), unsigned(b / launch->grid.x % launch->grid.y),
+                     unsigned(b / (unsigned long long)launch->grid.x / launch->grid.y));
+            ok = run_block(&w, idx);
+        }
+        if (!ok) launch->fail(w.out_of_memory ? 3 : 1, w.error.c_str());
+    } catch (const std::bad_alloc&) {
+        launch->fail(3, "out of host memory (std::bad_alloc)");
+    } catch (const std::exception& e) {
+        launch->fail(1, e.what());
+    } catch (...) {
+        launch->fail(1, "unknown C++ exception");
     }
     worker = saved;
-    if (!ok) {
-        launch->failed.store(true);
-        while (launch->error_lock.test_and_set()) {
-        }
-        if (launch->error.empty()) launch->error = w.error;
-        launch->error_lock.clear();
-    }
 }
 
-void copy_message(const std::string& message, char* out, size_t capacity) {
+void copy_message(const char* message, char* out, size_t capacity) noexcept {
     if (!out || capacity == 0) return;
-    size_t n = std::min(message.size(), capacity - 1);
-    std::memcpy(out, message.data(), n);
+    size_t n = strnlen(message, capacity - 1);
+    std::memcpy(out, message, n);
     out[n] = '\0';
+}
+
+void copy_message(const std::string& message, char* out, size_t capacity) noexcept {
+    copy_message(message.c_str(), out, capacity);
 }
 
 }  // namespace tk_emu
 
 // ---- The module's exported interface ----
 
-TK_EMU_EXPORT int tk_emu_kernel_count() { return tk_emu::module_kernel_count; }
+// The accessors only read constant tables, so they cannot throw; noexcept says so.
+TK_EMU_EXPORT int tk_emu_kernel_count() noexcept { return tk_emu::module_kernel_count; }
 
-TK_EMU_EXPORT const char* tk_emu_kernel_name(int kernel) {
+TK_EMU_EXPORT const char* tk_emu_kernel_name(int kernel) noexcept {
     return kernel >= 0 && kernel < tk_emu::module_kernel_count ? tk_emu::module_kernels[kernel].name : nullptr;
 }
 
-TK_EMU_EXPORT int tk_emu_kernel_param_count(int kernel) {
+TK_EMU_EXPORT int tk_emu_kernel_param_count(int kernel) noexcept {
     return kernel >= 0 && kernel < tk_emu::module_kernel_count ? tk_emu::module_kernels[kernel].param_count : -1;
 }
 
-TK_EMU_EXPORT int tk_emu_kernel_param_size(int kernel, int param) {
+TK_EMU_EXPORT int tk_emu_kernel_param_size(int kernel, int param) noexcept {
     if (kernel < 0 || kernel >= tk_emu::module_kernel_count) return -1;
     const tk_emu::KernelEntry& k = tk_emu::module_kernels[kernel];
     return param >= 0 && param < k.param_count ? k.param_sizes[param] : -1;
 }
 
-TK_EMU_EXPORT unsigned tk_emu_max_dynamic_shared() { return tk_emu::kMaxDynamicShared; }
+TK_EMU_EXPORT unsigned tk_emu_max_dynamic_shared() noexcept { return tk_emu::kMaxDynamicShared; }
 
 // Runs the whole grid on up to `threads` OS threads (the caller's among them), with fiber stacks
 // from `stacks`, and returns 0, or a non-zero code with a message in `error`: 2 for an invalid
-// configuration, 1 for a failure while running (deadlock, invalid warp collective, no stacks).
+// configuration, 1 for a failure while running (deadlock, invalid warp collective, no stacks,
+// an exception), 3 for out of host memory. No exception escapes to the caller (the JVM).
 TK_EMU_EXPORT int tk_emu_launch(int kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                 unsigned bz, unsigned shared_bytes, void** args, int threads,
-                                const TkEmuStackPool* stacks, char* error, size_t error_capacity) {
+                                const TkEmuStackPool* stacks, char* error, size_t error_capacity) try {
     using namespace tk_emu;
     if (kernel < 0 || kernel >= module_kernel_count) {
         copy_message("no kernel with index " + std::to_string(kernel), error, error_capacity);
@@ -535,16 +598,27 @@ TK_EMU_EXPORT int tk_emu_launch(int kernel, unsigned gx, unsigned gy, unsigned g
         std::min({threads > 1 ? (unsigned long long)threads : 1ull, launch.blocks,
                   std::max(1ull, kMaxLaunchStacks / block_threads)}) - 1;
     std::vector<std::thread> pool;
+    pool.reserve(helpers);  // may throw, but before any thread uses `launch`
     try {
         for (unsigned long long i = 0; i < helpers; i++) pool.emplace_back(run_blocks, &launch);
-    } catch (const std::system_error&) {
+    } catch (...) {
         // Fewer threads than asked for: the ones that started (and this one) still run every block.
     }
     run_blocks(&launch);
     for (std::thread& t : pool) t.join();
-    if (launch.failed.load()) {
-        copy_message(std::string(launch.kernel->name) + ": " + launch.error, error, error_capacity);
-        return 1;
-    }
-    return 0;
+    int code = launch.code.load();
+    if (code != 0)
+        copy_message(std::string(launch.kernel->name) + ": " +
+                         (launch.error.empty() ? std::string("out of host memory") : launch.error),
+                     error, error_capacity);
+    return code;
+} catch (const std::bad_alloc&) {
+    tk_emu::copy_message("out of host memory (std::bad_alloc)", error, error_capacity);
+    return 3;
+} catch (const std::exception& e) {
+    tk_emu::copy_message(e.what(), error, error_capacity);
+    return 1;
+} catch (...) {
+    tk_emu::copy_message("unknown C++ exception", error, error_capacity);
+    return 1;
 }

@@ -160,3 +160,11 @@ extern "C" __global__ void shuffle_width(float* out, int width) {
 extern "C" __global__ void ballot_mask(unsigned* out, unsigned mask) {
     out[threadIdx.x] = __ballot_sync(mask, 1);
 }
+
+// Each thread allocates `bytes`. Device `new` gives null when that fails; the emulator's host
+// `new` throws, and the exception must fail the launch, not unwind out of the emulator.
+extern "C" __global__ void allocate(unsigned long long* out, long long bytes) {
+    char* p = new char[bytes];
+    out[threadIdx.x] = (unsigned long long)p;
+    delete[] p;
+}

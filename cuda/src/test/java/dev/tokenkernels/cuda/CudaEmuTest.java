@@ -315,6 +315,20 @@ class CudaEmuTest {
     }
 
     @Test
+    void anExceptionInKernelCodeFailsTheLaunch() {
+        Kernel k = new Kernel(SOURCE, "allocate", pointer("out"), i64("bytes"));
+        try (DeviceBuffer dout = upload(new long[64])) {
+            backend().launch(k, LaunchConfig.of1d(2, 32, 0), dout, 64L);
+            // Host `new` throws std::bad_alloc: before, it unwound off the fiber's stack and aborted the JVM.
+            TokenKernelsException e = assertThrows(TokenKernelsException.class,
+                    () -> backend().launch(k, LaunchConfig.of1d(2, 32, 0), dout, 1L << 62));
+            assertTrue(e.getMessage().contains("CUDA_ERROR_OUT_OF_MEMORY") && e.getMessage().contains("std::bad_alloc")
+                    && e.getMessage().contains("thread 0 of block"), e.getMessage());
+            backend().launch(k, LaunchConfig.of1d(2, 32, 0), dout, 64L); // the emulator still runs kernels
+        }
+    }
+
+    @Test
     void fiberStacksAreMappedOnceAndReusedByLaterLaunches() {
         int threads = 1024;
         int blocks = 8;
