@@ -11,14 +11,14 @@
 // exited count as arrived at barriers, as on current hardware.
 #include "cuda_emu.h"
 #include "cuda_emu_module.h"
-
-#include <sys/mman.h>
+#include "cuda_emu_stacks.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <system_error>
+#include <exception>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,8 +39,10 @@ thread_local ThreadContext* current = nullptr;
 // The largest dynamic shared memory a launch may ask for (sm_90's opt-in maximum); the module
 // builder sizes the `extern __shared__` arrays with it.
 constexpr unsigned kMaxDynamicShared = 227u * 1024u;
-constexpr size_t kStackBytes = 256u * 1024u;
-constexpr size_t kGuardBytes = 4096u;
+// The most fiber stacks one launch borrows (a worker needs one per thread of the block). Each
+// guard page costs two memory mappings, so this keeps a launch well inside the default
+// vm.max_map_count of 65530 however many cores the host has.
+constexpr unsigned long long kMaxLaunchStacks = 16384;
 
 // ---- Context switch ----
 #if defined(__x86_64__)
@@ -79,7 +81,8 @@ tk_emu_switch:
 )");
 #endif
 
-enum class State { Runnable, AtBarrier, AtWarp, Done };
+// Failed: stopped by an invalid call; the block ends with the error it recorded.
+enum class State { Runnable, AtBarrier, AtWarp, Done, Failed };
 
 struct Fiber {
     ThreadContext ctx;
@@ -104,34 +107,48 @@ struct Fiber {
     uint64_t result = 0;
 };
 
-// One per OS thread that runs blocks: fibers with their stacks, reused block after block.
+// One per OS thread that runs blocks: fibers with their stacks, reused block after block. The
+// stacks are borrowed from the driver's pool for the launch.
 struct Worker {
     const KernelEntry* kernel = nullptr;
     void** args = nullptr;
     dim3 grid, block;
     std::vector<Fiber> fibers;
-    char* stacks = nullptr;
-    size_t stacks_bytes = 0;
+    const TkEmuStackPool* pool = nullptr;
+    TkEmuStacks stacks{};
     Fiber* running = nullptr;
 #if defined(__x86_64__)
     void* scheduler_sp = nullptr;
 #else
     ucontext_t scheduler_uc;
 #endif
+    // Set before `error`, which may be left empty when there is no memory for it.
+    bool failed = false;
+    bool out_of_memory = false;
     std::string error;
 
     ~Worker() {
-        if (stacks) munmap(stacks, stacks_bytes);
+        if (stacks.memory) pool->give(&stacks);
     }
 };
 
 thread_local Worker* worker = nullptr;
 
+void record_exception(Worker* w, const Fiber* f) noexcept;
+
 [[noreturn]] void fiber_main() {
     Worker* w = worker;
     Fiber* f = w->running;
-    w->kernel->invoke(w->kernel->function, w->args);
-    f->state = State::Done;
+    bool threw = false;
+    try {
+        w->kernel->invoke(w->kernel->function, w->args);
+    } catch (...) {
+        // Nothing may unwind past the fiber's first frame. The handler ends before the switch
+        // below: the exception being handled is per OS thread, not per fiber.
+        record_exception(w, f);
+        threw = true;
+    }
+    f->state = threw ? State::Failed : State::Done;
 #if defined(__x86_64__)
     tk_emu_switch(&f->sp, w->scheduler_sp);
 #else
@@ -167,32 +184,22 @@ void suspend(Worker* w, Fiber* f) {
 }
 
 bool prepare_fibers(Worker* w, unsigned count) {
-    if (w->fibers.size() < count) {
-        if (w->stacks) munmap(w->stacks, w->stacks_bytes);
-        size_t slot = kStackBytes + kGuardBytes;
-        w->stacks_bytes = slot * count;
-        void* mem = mmap(nullptr, w->stacks_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                         -1, 0);
-        if (mem == MAP_FAILED) {
-            w->stacks = nullptr;
-            w->error = "cannot map " + std::to_string(w->stacks_bytes) + " bytes of fiber stacks";
-            return false;
-        }
-        w->stacks = static_cast<char*>(mem);
-        w->fibers.assign(count, Fiber{});
-        for (unsigned i = 0; i < count; i++) {
-            // The lowest page of each stack is a guard, so an overflow faults instead of
-            // silently overwriting the neighbouring fiber's stack.
-            mprotect(w->stacks + i * slot, kGuardBytes, PROT_NONE);
-            w->fibers[i].stack = w->stacks + i * slot + kGuardBytes;
-        }
+    char message[256];
+    if (w->pool->take(count, &w->stacks, message, sizeof message) != 0) {
+        w->stacks = TkEmuStacks{};
+        w->failed = true;
+        w->error = message;
+        return false;
     }
+    w->fibers.assign(count, Fiber{});
+    for (unsigned i = 0; i < count; i++)
+        w->fibers[i].stack = w->stacks.memory + i * w->stacks.slot + (w->stacks.slot - w->stacks.stack_bytes);
     return true;
 }
 
 void start_fiber(Worker* w, Fiber& f) {
 #if defined(__x86_64__)
-    uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kStackBytes) & ~uintptr_t(15);
+    uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + w->stacks.stack_bytes) & ~uintptr_t(15);
     uint64_t* sp = reinterpret_cast<uint64_t*>(top);
     *--sp = 0;                                            // fiber_main's return address: never used
     *--sp = reinterpret_cast<uint64_t>(&fiber_main);      // where tk_emu_switch returns to
@@ -208,11 +215,10 @@ void start_fiber(Worker* w, Fiber& f) {
 #else
     getcontext(&f.uc);
     f.uc.uc_stack.ss_sp = f.stack;
-    f.uc.uc_stack.ss_size = kStackBytes;
+    f.uc.uc_stack.ss_size = w->stacks.stack_bytes;
     f.uc.uc_link = nullptr;
     makecontext(&f.uc, fiber_entry_ucontext, 0);
 #endif
-    (void)w;
     f.state = State::Runnable;
 }
 
@@ -233,9 +239,12 @@ bool complete_warp_collectives(Worker* w, unsigned count) {
                 group |= 1u << k;
                 if (warp[k].state != State::AtWarp || warp[k].mask != mask) complete = false;
             }
-            if (!complete) continue;
+            // A group without lane l is not l's to release; releasing an empty one would change
+            // nothing and report progress forever.
+            if (!complete || !(group >> l & 1u)) continue;
             for (unsigned k = 0; k < lanes; k++) {
                 if ((group >> k & 1u) && warp[k].op != warp[l].op) {
+                    w->failed = true;
                     w->error = "lanes of warp " + std::to_string(base / 32) +
                                " reached different warp collectives with the same mask";
                     return false;
@@ -316,8 +325,11 @@ bool run_block(Worker* w, const dim3& block_idx) {
         start_fiber(w, f);
     }
     for (;;) {
-        for (unsigned i = 0; i < count; i++)
+        for (unsigned i = 0; i < count && !w->failed; i++)
             if (w->fibers[i].state == State::Runnable) resume(w, &w->fibers[i]);
+        // Checked before the exit test: a failed thread must fail the launch even if every
+        // other thread has finished.
+        if (w->failed) return false;
         unsigned live = 0, at_barrier = 0;
         for (unsigned i = 0; i < count; i++) {
             State s = w->fibers[i].state;
@@ -326,7 +338,7 @@ bool run_block(Worker* w, const dim3& block_idx) {
         }
         if (live == 0) return true;
         if (complete_warp_collectives(w, count)) continue;
-        if (!w->error.empty()) return false;
+        if (w->failed) return false;
         if (at_barrier == live) {
             // Release the barrier; __syncthreads_count/and/or see the predicates of every live thread.
             int n = 0;
@@ -341,9 +353,62 @@ bool run_block(Worker* w, const dim3& block_idx) {
             }
             continue;
         }
+        w->failed = true;
         w->error = describe_deadlock(w, count, block_idx);
         return false;
     }
+}
+
+const char* warp_op_name(WarpOp op) {
+    switch (op) {
+        case WARP_SYNC: return "__syncwarp";
+        case SHFL_IDX: return "__shfl_sync";
+        case SHFL_UP: return "__shfl_up_sync";
+        case SHFL_DOWN: return "__shfl_down_sync";
+        case SHFL_XOR: return "__shfl_xor_sync";
+        case BALLOT: return "__ballot_sync";
+        case ANY: return "__any_sync";
+        case ALL: return "__all_sync";
+    }
+    return "warp collective";
+}
+
+// Records why the running thread cannot go on, naming the call and the thread; the first error wins.
+void record_thread_error(Worker* w, const Fiber* f, const char* call, const std::string& message) {
+    if (w->failed) return;
+    w->failed = true;
+    const uint3& b = f->ctx.block_idx;
+    w->error = std::string(call) + " in thread " + std::to_string(f->linear) + " of block (" + std::to_string(b.x) +
+               "," + std::to_string(b.y) + "," + std::to_string(b.z) + "): " + message;
+}
+
+// Records the exception being handled as the running thread's error; out of memory for the
+// message itself, the block still fails, as out of memory.
+void record_exception(Worker* w, const Fiber* f) noexcept {
+    if (w->failed) return;  // the first failure is the one reported
+    try {
+        try {
+            throw;
+        } catch (const std::bad_alloc&) {
+            w->out_of_memory = true;
+            record_thread_error(w, f, "exception", "out of host memory (std::bad_alloc)");
+        } catch (const std::exception& e) {
+            record_thread_error(w, f, "exception", e.what());
+        } catch (...) {
+            record_thread_error(w, f, "exception", "unknown C++ exception");
+        }
+    } catch (...) {
+        w->failed = true;
+        w->out_of_memory = true;
+    }
+}
+
+// Stops the running fiber for good after record_thread_error; the scheduler then fails the block.
+// Callers must hold no objects that own memory, as their destructors never run.
+[[noreturn]] void stop_thread(Worker* w, Fiber* f) {
+    f->state = State::Failed;
+    suspend(w, f);
+    std::abort();  // a failed fiber is never resumed
 }
 
 // ---- Called by kernel code (declared in cuda_emu.h) ----
@@ -367,9 +432,16 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t bits, int arg, int w
     Worker* w = worker;
     Fiber* f = w->running;
     if (width <= 0 || width > 32 || (width & (width - 1)) != 0) {
-        w->error = "warp shuffle width must be a power of two in [1, 32], got " + std::to_string(width);
-        // Let the lane leave; the launch reports the error when the block ends.
-        return bits;
+        record_thread_error(w, f, warp_op_name(op),
+                            "width " + std::to_string(width) + " is not a power of two in [1, 32]");
+        stop_thread(w, f);
+    }
+    // CUDA requires the calling lane in the mask; no group could ever release it otherwise.
+    if (!(mask >> f->ctx.lane & 1u)) {
+        char text[96];
+        std::snprintf(text, sizeof text, "mask 0x%08x does not include the calling lane %u", mask, f->ctx.lane);
+        record_thread_error(w, f, warp_op_name(op), text);
+        stop_thread(w, f);
     }
     f->op = op;
     f->mask = mask;
@@ -396,78 +468,108 @@ unsigned active_mask() {
 struct Launch {
     const KernelEntry* kernel;
     void** args;
+    const TkEmuStackPool* stacks;
     dim3 grid, block;
     unsigned long long blocks;
     std::atomic<unsigned long long> next{0};
-    std::atomic<bool> failed{false};
+    std::atomic<int> code{0};  // tk_emu_launch's result; the first failure sets it
     std::string error;
     std::atomic_flag error_lock = ATOMIC_FLAG_INIT;
+
+    void fail(int failure, const char* message) noexcept {
+        while (error_lock.test_and_set()) {
+        }
+        if (code.load() == 0) {
+            try {
+                error = message;
+            } catch (...) {
+                failure = 3;  // no memory for the message
+            }
+            code.store(failure);
+        }
+        error_lock.clear();
+    }
 };
 
-void run_blocks(Launch* launch) {
-    Worker w;
-    w.kernel = launch->kernel;
-    w.args = launch->args;
-    w.grid = launch->grid;
-    w.block = launch->block;
+// Runs blocks until none is left or the launch failed. Nothing may escape: this is a thread's
+// entry, and an exception would leave the launch waiting for blocks that never run.
+void run_blocks(Launch* launch) noexcept {
     Worker* saved = worker;
-    worker = &w;
-    bool ok = prepare_fibers(&w, w.block.x * w.block.y * w.block.z);
-    while (ok && !launch->failed.load()) {
-        unsigned long long b = launch->next.fetch_add(1);
-        if (b >= launch->blocks) break;
-        dim3 idx(unsigned(b % launch->grid.x), unsigned(b / launch->grid.x % launch->grid.y),
-                 unsigned(b / (unsigned long long)launch->grid.x / launch->grid.y));
-        ok = run_block(&w, idx);
+    try {
+        Worker w;
+        w.kernel = launch->kernel;
+        w.args = launch->args;
+        w.grid = launch->grid;
+        w.block = launch->block;
+        w.pool = launch->stacks;
+        worker = &w;
+        bool ok = prepare_fibers(&w, w.block.x * w.block.y * w.block.z);
+        while (ok && launch->code.load() == 0) {
+            unsigned long long b = launch->next.fetch_add(1);
+            if (b >= launch->blocks) break;
+            dim3 idx(unsigned(b % launch->grid.x), unsigned(b / launch->grid.x % launch->grid.y),
+                     unsigned(b / (unsigned long long)launch->grid.x / launch->grid.y));
+            ok = run_block(&w, idx);
+        }
+        if (!ok) launch->fail(w.out_of_memory ? 3 : 1, w.error.c_str());
+    } catch (const std::bad_alloc&) {
+        launch->fail(3, "out of host memory (std::bad_alloc)");
+    } catch (const std::exception& e) {
+        launch->fail(1, e.what());
+    } catch (...) {
+        launch->fail(1, "unknown C++ exception");
     }
     worker = saved;
-    if (!ok) {
-        launch->failed.store(true);
-        while (launch->error_lock.test_and_set()) {
-        }
-        if (launch->error.empty()) launch->error = w.error;
-        launch->error_lock.clear();
-    }
 }
 
-void copy_message(const std::string& message, char* out, size_t capacity) {
+void copy_message(const char* message, char* out, size_t capacity) noexcept {
     if (!out || capacity == 0) return;
-    size_t n = std::min(message.size(), capacity - 1);
-    std::memcpy(out, message.data(), n);
+    size_t n = strnlen(message, capacity - 1);
+    std::memcpy(out, message, n);
     out[n] = '\0';
+}
+
+void copy_message(const std::string& message, char* out, size_t capacity) noexcept {
+    copy_message(message.c_str(), out, capacity);
 }
 
 }  // namespace tk_emu
 
 // ---- The module's exported interface ----
 
-TK_EMU_EXPORT int tk_emu_kernel_count() { return tk_emu::module_kernel_count; }
+// The accessors only read constant tables, so they cannot throw; noexcept says so.
+TK_EMU_EXPORT int tk_emu_kernel_count() noexcept { return tk_emu::module_kernel_count; }
 
-TK_EMU_EXPORT const char* tk_emu_kernel_name(int kernel) {
+TK_EMU_EXPORT const char* tk_emu_kernel_name(int kernel) noexcept {
     return kernel >= 0 && kernel < tk_emu::module_kernel_count ? tk_emu::module_kernels[kernel].name : nullptr;
 }
 
-TK_EMU_EXPORT int tk_emu_kernel_param_count(int kernel) {
+TK_EMU_EXPORT int tk_emu_kernel_param_count(int kernel) noexcept {
     return kernel >= 0 && kernel < tk_emu::module_kernel_count ? tk_emu::module_kernels[kernel].param_count : -1;
 }
 
-TK_EMU_EXPORT int tk_emu_kernel_param_size(int kernel, int param) {
+TK_EMU_EXPORT int tk_emu_kernel_param_size(int kernel, int param) noexcept {
     if (kernel < 0 || kernel >= tk_emu::module_kernel_count) return -1;
     const tk_emu::KernelEntry& k = tk_emu::module_kernels[kernel];
     return param >= 0 && param < k.param_count ? k.param_sizes[param] : -1;
 }
 
-TK_EMU_EXPORT unsigned tk_emu_max_dynamic_shared() { return tk_emu::kMaxDynamicShared; }
+TK_EMU_EXPORT unsigned tk_emu_max_dynamic_shared() noexcept { return tk_emu::kMaxDynamicShared; }
 
-// Runs the whole grid on up to `threads` OS threads (the caller's among them) and returns 0, or
-// a non-zero code with a message in `error`: 2 for an invalid configuration, 1 for a failure
-// while running (deadlock, invalid warp collective).
+// Runs the whole grid on up to `threads` OS threads (the caller's among them), with fiber stacks
+// from `stacks`, and returns 0, or a non-zero code with a message in `error`: 2 for an invalid
+// configuration, 1 for a failure while running (deadlock, invalid warp collective, no stacks,
+// an exception), 3 for out of host memory. No exception escapes to the caller (the JVM).
 TK_EMU_EXPORT int tk_emu_launch(int kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                                unsigned bz, unsigned shared_bytes, void** args, int threads, char* error,
-                                size_t error_capacity) {
+                                unsigned bz, unsigned shared_bytes, void** args, int threads,
+                                const TkEmuStackPool* stacks, char* error, size_t error_capacity) try {
     using namespace tk_emu;
     if (kernel < 0 || kernel >= module_kernel_count) {
         copy_message("no kernel with index " + std::to_string(kernel), error, error_capacity);
+        return 2;
+    }
+    if (!stacks || !stacks->take || !stacks->give) {
+        copy_message("no fiber stack pool", error, error_capacity);
         return 2;
     }
     unsigned long long block_threads = (unsigned long long)bx * by * bz;
@@ -488,21 +590,35 @@ TK_EMU_EXPORT int tk_emu_launch(int kernel, unsigned gx, unsigned gy, unsigned g
     Launch launch;
     launch.kernel = &module_kernels[kernel];
     launch.args = args;
+    launch.stacks = stacks;
     launch.grid = dim3(gx, gy, gz);
     launch.block = dim3(bx, by, bz);
     launch.blocks = (unsigned long long)gx * gy * gz;
-    unsigned long long helpers = std::min<unsigned long long>(threads > 1 ? threads : 1, launch.blocks) - 1;
+    unsigned long long helpers =
+        std::min({threads > 1 ? (unsigned long long)threads : 1ull, launch.blocks,
+                  std::max(1ull, kMaxLaunchStacks / block_threads)}) - 1;
     std::vector<std::thread> pool;
+    pool.reserve(helpers);  // may throw, but before any thread uses `launch`
     try {
         for (unsigned long long i = 0; i < helpers; i++) pool.emplace_back(run_blocks, &launch);
-    } catch (const std::system_error&) {
+    } catch (...) {
         // Fewer threads than asked for: the ones that started (and this one) still run every block.
     }
     run_blocks(&launch);
     for (std::thread& t : pool) t.join();
-    if (launch.failed.load()) {
-        copy_message(std::string(launch.kernel->name) + ": " + launch.error, error, error_capacity);
-        return 1;
-    }
-    return 0;
+    int code = launch.code.load();
+    if (code != 0)
+        copy_message(std::string(launch.kernel->name) + ": " +
+                         (launch.error.empty() ? std::string("out of host memory") : launch.error),
+                     error, error_capacity);
+    return code;
+} catch (const std::bad_alloc&) {
+    tk_emu::copy_message("out of host memory (std::bad_alloc)", error, error_capacity);
+    return 3;
+} catch (const std::exception& e) {
+    tk_emu::copy_message(e.what(), error, error_capacity);
+    return 1;
+} catch (...) {
+    tk_emu::copy_message("unknown C++ exception", error, error_capacity);
+    return 1;
 }

@@ -148,3 +148,23 @@ extern "C" __global__ void deadlock(float* out) {
     }
     out[threadIdx.x] = 1.0f;
 }
+
+// A shuffle with a `width` that is not a power of two in [1, 32]: the emulator must fail the
+// launch, even though every thread then runs to its end. Valid widths split the warp into segments.
+extern "C" __global__ void shuffle_width(float* out, int width) {
+    out[threadIdx.x] = __shfl_sync(0xffffffffu, (float)threadIdx.x, 0, width);
+}
+
+// A warp collective whose mask leaves out the calling lane, which CUDA does not allow: the
+// emulator must fail the launch instead of waiting for a group the lane is not in.
+extern "C" __global__ void ballot_mask(unsigned* out, unsigned mask) {
+    out[threadIdx.x] = __ballot_sync(mask, 1);
+}
+
+// Each thread allocates `bytes`. Device `new` gives null when that fails; the emulator's host
+// `new` throws, and the exception must fail the launch, not unwind out of the emulator.
+extern "C" __global__ void allocate(unsigned long long* out, long long bytes) {
+    char* p = new char[bytes];
+    out[threadIdx.x] = (unsigned long long)p;
+    delete[] p;
+}

@@ -13,7 +13,8 @@ import java.nio.file.Path;
  * {@link CudaKernelBackend} as a GPU. Available when a host C++ compiler is found; the first start
  * on a machine builds the stand-in library into the kernel cache.
  *
- * <p>{@code TOKENKERNELS_EMU_THREADS} sets how many host threads run blocks (default: all cores).
+ * <p>{@code TOKENKERNELS_EMU_THREADS} sets how many host threads run blocks (default: all cores);
+ * a launch uses at most 16384 / (threads per block) of them, as each needs a fiber stack per thread.
  */
 @SuppressWarnings("restricted") // loads the emulator's driver library with FFM
 public final class CudaEmuBackendProvider implements BackendProvider {

@@ -13,14 +13,25 @@ import static dev.tokenkernels.runtime.KernelParam.pointer;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.tokenkernels.runtime.DeviceBuffer;
 import dev.tokenkernels.runtime.Kernel;
 import dev.tokenkernels.runtime.LaunchConfig;
 import dev.tokenkernels.runtime.TokenKernelsException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SymbolLookup;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.function.Executable;
 
 /**
  * The emulator itself, through the same launch path as a GPU: each kernel of
@@ -273,6 +284,128 @@ class CudaEmuTest {
             assertTrue(e.getMessage().contains("deadlock in block"), e.getMessage());
             assertTrue(e.getMessage().contains("CUDA_ERROR_LAUNCH_FAILED"), e.getMessage());
         }
+    }
+
+    @Test
+    void anInvalidShuffleWidthFailsTheLaunch() {
+        Kernel k = new Kernel(SOURCE, "shuffle_width", pointer("out"), i32("width"));
+        try (DeviceBuffer dout = upload(new float[32])) {
+            backend().launch(k, LaunchConfig.of1d(1, 32, 0), dout, 8);
+            float[] out = floats(dout, 32);
+            for (int t = 0; t < 32; t++) {
+                assertEquals(t & ~7, out[t], "thread " + t);
+            }
+            for (int width : new int[] {3, 0, 64}) {
+                TokenKernelsException e = assertThrows(TokenKernelsException.class,
+                        () -> backend().launch(k, LaunchConfig.of1d(1, 32, 0), dout, width));
+                assertTrue(e.getMessage().contains("CUDA_ERROR_LAUNCH_FAILED")
+                        && e.getMessage().contains("__shfl_sync") && e.getMessage().contains("width " + width + " "),
+                        e.getMessage());
+            }
+        }
+    }
+
+    @Test
+    void aWarpCollectiveWhoseMaskLeavesOutTheCallerFailsTheLaunch() {
+        Kernel k = new Kernel(SOURCE, "ballot_mask", pointer("out"), i32("mask"));
+        try (DeviceBuffer dout = upload(new int[32])) {
+            backend().launch(k, LaunchConfig.of1d(1, 32, 0), dout, -1);
+            assertArrayEquals(java.util.stream.IntStream.generate(() -> -1).limit(32).toArray(), ints(dout, 32));
+            // Lanes 1..31 complete their ballot; lane 0 is in no group. The timeout turns a hang into a failure.
+            TokenKernelsException e = assertTimeoutPreemptively(Duration.ofSeconds(60), () -> assertThrows(
+                    TokenKernelsException.class, () -> backend().launch(k, LaunchConfig.of1d(1, 32, 0), dout, 0xfffffffe)));
+            assertTrue(e.getMessage().contains("CUDA_ERROR_LAUNCH_FAILED") && e.getMessage().contains("__ballot_sync")
+                    && e.getMessage().contains("mask 0xfffffffe does not include the calling lane 0"), e.getMessage());
+        }
+    }
+
+    @Test
+    void anExceptionInKernelCodeFailsTheLaunch() {
+        Kernel k = new Kernel(SOURCE, "allocate", pointer("out"), i64("bytes"));
+        try (DeviceBuffer dout = upload(new long[64])) {
+            backend().launch(k, LaunchConfig.of1d(2, 32, 0), dout, 64L);
+            // Host `new` throws std::bad_alloc: before, it unwound off the fiber's stack and aborted the JVM.
+            TokenKernelsException e = assertThrows(TokenKernelsException.class,
+                    () -> backend().launch(k, LaunchConfig.of1d(2, 32, 0), dout, 1L << 62));
+            assertTrue(e.getMessage().contains("CUDA_ERROR_OUT_OF_MEMORY") && e.getMessage().contains("std::bad_alloc")
+                    && e.getMessage().contains("thread 0 of block"), e.getMessage());
+            backend().launch(k, LaunchConfig.of1d(2, 32, 0), dout, 64L); // the emulator still runs kernels
+        }
+    }
+
+    @Test
+    void fiberStacksAreMappedOnceAndReusedByLaterLaunches() {
+        int threads = 1024;
+        int blocks = 8;
+        float[] in = randomIntegers(new Random(9), threads * blocks, 1000);
+        Kernel reverse = new Kernel(SOURCE, "barrier_reverse", pointer("in"), pointer("out"));
+        Kernel half = new Kernel("test/emu_half.cu", "half_conversions", pointer("in"), pointer("half_bits"),
+                pointer("bf16_bits"), pointer("half_back"), pointer("bf16_back"), i64("n"));
+        try (DeviceBuffer din = upload(in); DeviceBuffer dout = upload(new float[in.length]);
+             DeviceBuffer dh = backend().allocate(2L * in.length); DeviceBuffer db = backend().allocate(2L * in.length);
+             DeviceBuffer back = upload(new float[in.length])) {
+            backend().launch(reverse, LaunchConfig.of1d(blocks, threads, 0), din, dout);
+            long mapped = stacksMapped();
+            assertTrue(mapped >= threads, "stacks mapped: " + mapped);
+            // Later launches, of this module and of another one with no more blocks, map no new stacks.
+            for (int i = 0; i < 3; i++) {
+                backend().launch(reverse, LaunchConfig.of1d(blocks, threads, 0), din, dout);
+            }
+            backend().launch(half, LaunchConfig.of1d(blocks, 256, 0), din, dh, db, back, back, 256L * blocks);
+            assertEquals(mapped, stacksMapped());
+            backend().launch(reverse, LaunchConfig.of1d(blocks, threads, 0), din, dout);
+            float[] out = floats(dout, in.length);
+            for (int i = 0; i < in.length; i++) {
+                assertEquals(in[i - i % threads + threads - 1 - i % threads], out[i], "thread " + i);
+            }
+        }
+    }
+
+    /** How many fiber stacks the emulator's driver has mapped in this process. */
+    @SuppressWarnings("restricted")
+    private static long stacksMapped() {
+        Path library = new EmuModuleBuilder(HostCompiler.find().orElseThrow(), KernelCache.standard()).driverLibrary();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment symbol = SymbolLookup.libraryLookup(library, arena).find("tkEmuStacksMapped").orElseThrow();
+            return (long) Linker.nativeLinker().downcallHandle(symbol, FunctionDescriptor.of(ValueLayout.JAVA_LONG))
+                    .invokeExact();
+        } catch (Throwable t) {
+            throw new AssertionError("cannot call tkEmuStacksMapped", t);
+        }
+    }
+
+    @Test
+    void sizesThatWrapAroundAreRejectedNotUsed() {
+        CudaDriver d = driver();
+        // (bytes + 255) rounded up to 256 wraps to 0: the allocation must fail, not succeed with a bogus size.
+        TokenKernelsException huge = assertThrows(TokenKernelsException.class, () -> d.malloc(-1L));
+        assertTrue(huge.getMessage().contains("CUDA_ERROR_OUT_OF_MEMORY"), huge.getMessage());
+        long p = d.malloc(64);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(64);
+            // 2^64 - 8 bytes at offset 16: offset + bytes wraps to 8, inside the 64 bytes.
+            long wraps = -8L;
+            List<Executable> calls = List.of(() -> d.copyToHost(host, p + 16, wraps),
+                    () -> d.copyToDevice(p + 16, host, wraps), () -> d.memset(p + 16, (byte) 0, wraps));
+            for (Executable call : calls) {
+                TokenKernelsException e = assertThrows(TokenKernelsException.class, call);
+                assertTrue(e.getMessage().contains("CUDA_ERROR_INVALID_VALUE")
+                        && e.getMessage().contains("not inside a live device allocation"), e.getMessage());
+            }
+            d.copyToDevice(p + 16, host, 48); // the last bytes of the allocation are still in range
+        } finally {
+            d.free(p);
+        }
+    }
+
+    /** Bindings of their own to the emulator's driver, for calls the backend checks before making. */
+    private static CudaDriver driver() {
+        Path library = new EmuModuleBuilder(HostCompiler.find().orElseThrow(), KernelCache.standard()).driverLibrary();
+        @SuppressWarnings("restricted")
+        SymbolLookup lookup = SymbolLookup.libraryLookup(library, Arena.global());
+        CudaDriver driver = new CudaDriver(library, lookup);
+        driver.init();
+        return driver;
     }
 
     @Test
