@@ -394,7 +394,7 @@ TK_EXPORT CUresult cuDeviceGetAttribute(int* value, int attribute, CUdevice devi
         case 16: *value = emulator_threads(); return CUDA_SUCCESS;  // multiprocessors: one per host thread
         case 75: *value = 9; return CUDA_SUCCESS;                   // compute capability major
         case 76: *value = 0; return CUDA_SUCCESS;                   // compute capability minor
-        case 97: *value = 227 * 1024; return CUDA_SUCCESS;          // shared memory per block (opt-in)
+        case 97: *value = TK_EMU_MAX_DYNAMIC_SHARED; return CUDA_SUCCESS;         // shared memory per block (opt-in)
         default: return fail(CUDA_ERROR_NOT_SUPPORTED, "cuDeviceGetAttribute: attribute " + std::to_string(attribute) +
                                                            " is not emulated");
     }

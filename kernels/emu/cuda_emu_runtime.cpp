@@ -36,9 +36,10 @@ extern const int module_kernel_count;
 
 thread_local ThreadContext* current = nullptr;
 
-// The largest dynamic shared memory a launch may ask for (sm_90's opt-in maximum); the module
-// builder sizes the `extern __shared__` arrays with it.
-constexpr unsigned kMaxDynamicShared = 227u * 1024u;
+// The largest dynamic shared memory a launch may ask for (sm_90's opt-in maximum); the Java
+// module builder (EmuModuleBuilder.MAX_DYNAMIC_SHARED) defines it and sizes the `extern __shared__`
+// arrays with it.
+constexpr unsigned kMaxDynamicShared = TK_EMU_MAX_DYNAMIC_SHARED;
 // The most fiber stacks one launch borrows (a worker needs one per thread of the block). Each
 // guard page costs two memory mappings, so this keeps a launch well inside the default
 // vm.max_map_count of 65530 however many cores the host has.
