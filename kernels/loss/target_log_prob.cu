@@ -1,0 +1,58 @@
+// The log-probability of each row's target and its gradient (c / T)(onehot(y) - softmax(x)),
+// written or added to the gradient buffer (ops: dev.tokenkernels.ops.loss.TargetLogProb; CPU
+// twin: TargetLogProbCpu).
+//
+// One block of 256 threads per row: an online softmax gives the log-sum-exp, then one sweep
+// writes the gradient; the thread that owns the target column adds c / T there. Each thread
+// writes only elements it has just read, so the gradient may alias the logits (not when adding).
+#include "block_reduce.cuh"
+#include "online_softmax.cuh"
+#include "tk_numeric.cuh"
+
+extern "C" __global__ void __launch_bounds__(256)
+    target_log_prob(const void* logits, int dtype, const int* targets, const float* coefficients, float* grad,
+                    float* log_prob, long long vocab, float inv_t, int has_grad, int accumulate) {
+    __shared__ float shared_lse;
+    const long long row = blockIdx.x;
+    const long long base = row * vocab;
+    const int target = targets[row];
+    float* g = has_grad ? grad + base : nullptr;
+
+    if (target < 0) {  // ignored: not read
+        if (g && !accumulate)
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = 0.0f;
+        if (threadIdx.x == 0) log_prob[row] = 0.0f;
+        return;
+    }
+
+    tk::SoftmaxState state = tk::SoftmaxState::empty();
+    bool nan = false;
+    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
+        float x = __fmul_rn(tk::load_float(logits, dtype, base + j), inv_t);
+        nan |= tk::is_nan(x);
+        state.add(x);
+    }
+    const int any_nan = __syncthreads_or(nan);
+    state = tk::block_merge(state);
+    if (threadIdx.x == 0) shared_lse = state.max + logf(state.sum);
+    __syncthreads();
+    const float lse = any_nan || state.max == tk::positive_infinity() ? tk::quiet_nan() : shared_lse;
+    if (threadIdx.x == 0) {
+        float x = __fmul_rn(tk::load_float(logits, dtype, base + target), inv_t);
+        log_prob[row] = isfinite(lse) ? x - lse : lse;  // NaN, or -inf for a row of all -inf
+    }
+    if (!g) return;
+    __syncthreads();  // thread 0 has read the target's logit before anyone overwrites it in place
+
+    const float c = coefficients[row];
+    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
+        float x = __fmul_rn(tk::load_float(logits, dtype, base + j), inv_t);
+        float value = tk::quiet_nan();  // no distribution: nothing to differentiate
+        if (isfinite(lse)) {
+            value = -c * expf(fminf(x - lse, 0.0f));
+            if (j == target) value += c;
+            if (accumulate) value += g[j];
+        }
+        g[j] = value;
+    }
+}
