@@ -26,6 +26,7 @@ constexpr float kPerUnit = 8.0f;      // ClippedKl.BUCKETS_PER_UNIT
 constexpr float kCutoff = 20.0f;      // ClippedKl.GATE_CUTOFF
 constexpr int kRanked = 1024;         // ClippedKl.KERNEL_RANKED_CLASSES
 constexpr double kOrderMass = 0x1p-22;  // ClippedKlCpu.REFINE_MASS
+constexpr float kTinySum = 0x1p-100f;   // ClippedKlCpu.TINY_SUM: band sums below it are taken again
 
 struct Gate {
     float g, dl, du;  // the gate and its derivatives w.r.t. l and u
@@ -175,6 +176,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
         shared_stats[0] = s_state.max + logf(s_state.sum);
         shared_stats[1] = t_state.max + logf(t_state.sum);
         shared_stats[2] = t_state.max;
+        shared_stats[3] = s_state.max;
         ranked_count = 0;
     }
     __syncthreads();
@@ -263,35 +265,60 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
     const Band band{teacher, teacher_dtype, base, vocab, inv_t, t_max, lse_t, l, u, gamma, target, start,
                     bucket_gate, ranked_j, ranked_g, ranked_x, ranked_p, count, overflow};
 
-    // D: A_t = sum g p, A_s = sum g q, and sum g p d (forward) or sum g q (-d) (reverse),
-    // d = (x_t - lse_t) - (x_s - lse_s); terms of weight 0 add nothing.
+    // D: sums of e = exp(x - shift) over the band, shift the row's max: sum g e_t, sum g e_s, and
+    // sum g e_t d (forward) or sum g e_s (-d) (reverse), d = (x_t - lse_t) - (x_s - lse_s); terms of
+    // weight 0 add nothing. If a side's band sum is tiny there (its classes all ~70 below the max:
+    // it would underflow, or its reciprocal overflow), the band's own max becomes that side's shift
+    // and the sums are taken again.
+    float shift_s = shared_stats[3], shift_t = t_max;
     float kept_t = 0.0f, kept_s = 0.0f, acc = 0.0f;
-    band.for_each_class([&](long long j, float xt, Gate gt) {
-        float xs = __fmul_rn(tk::load_float(student, student_dtype, base + j), inv_t);
-        float gp = gt.g * expf(xt - lse_t), gq = gt.g * expf(xs - lse_s);
-        float d = (xt - lse_t) - (xs - lse_s);
-        kept_t += gp;
-        kept_s += gq;
-        float w = reverse ? gq : gp;
-        if (w != 0.0f) acc += reverse ? -w * d : w * d;
-    });
-    kept_t = tk::block_sum(kept_t);
-    kept_s = tk::block_sum(kept_s);
-    acc = tk::block_sum(acc);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        kept_t = kept_s = acc = 0.0f;
+        band.for_each_class([&](long long j, float xt, Gate gt) {
+            float xs = __fmul_rn(tk::load_float(student, student_dtype, base + j), inv_t);
+            // Classes outside the band may lie above a band shift: clamped, their weight 0 keeps them out.
+            float gp = gt.g * expf(fminf(xt - shift_t, 0.0f)), gq = gt.g * expf(fminf(xs - shift_s, 0.0f));
+            float d = (xt - lse_t) - (xs - lse_s);
+            kept_t += gp;
+            kept_s += gq;
+            float w = reverse ? gq : gp;
+            if (w != 0.0f) acc += reverse ? -w * d : w * d;
+        });
+        kept_t = tk::block_sum(kept_t);
+        kept_s = tk::block_sum(kept_s);
+        acc = tk::block_sum(acc);
+        if (attempt == 1 || (kept_t >= kTinySum && kept_s >= kTinySum)) break;
+        float band_s = tk::negative_infinity(), band_t = tk::negative_infinity();
+        band.for_each_class([&](long long j, float xt, Gate gt) {
+            if (gt.g == 0.0f) return;
+            band_s = fmaxf(band_s, __fmul_rn(tk::load_float(student, student_dtype, base + j), inv_t));
+            band_t = fmaxf(band_t, xt);
+        });
+        band_s = tk::block_max(band_s);
+        band_t = tk::block_max(band_t);
+        if (kept_s < kTinySum && band_s != tk::negative_infinity()) shift_s = band_s;
+        if (kept_t < kTinySum && band_t != tk::negative_infinity()) shift_t = band_t;
+    }
 
-    if (kept_t == 0.0f) {  // the band holds no class
+    if (kept_t == 0.0f || kept_s == 0.0f) {
+        // No class of non-zero teacher probability in the band: loss 0. The student gives the band
+        // no probability at all (-inf there): the divergence is +inf.
+        const bool empty = kept_t == 0.0f;
         if (g_row)
-            for (long long j = tid; j < vocab; j += kThreads) g_row[j] = 0.0f;
+            for (long long j = tid; j < vocab; j += kThreads) g_row[j] = empty ? 0.0f : tk::quiet_nan();
         if (tid == 0) {
-            row_loss[row] = kept_mass[row] = 0.0f;
-            if (has_grad) lower_grad[row] = upper_grad[row] = 0.0f;
+            row_loss[row] = empty ? 0.0f : tk::positive_infinity();
+            kept_mass[row] = empty ? 0.0f : expf(logf(kept_t) + shift_t - lse_t);
+            if (has_grad) lower_grad[row] = upper_grad[row] = empty ? 0.0f : tk::quiet_nan();
         }
         return;
     }
+    // log A = log(sum g e) + shift - lse: the band's mass, without underflow.
+    const float log_kept_t = logf(kept_t) + shift_t - lse_t, log_kept_s = logf(kept_s) + shift_s - lse_s;
     const float mean = reverse ? acc / kept_s : acc / kept_t;
     if (tid == 0) {
-        kept_mass[row] = kept_t;
-        row_loss[row] = reverse ? mean + logf(kept_t) - logf(kept_s) : mean + logf(kept_s) - logf(kept_t);
+        kept_mass[row] = expf(log_kept_t);
+        row_loss[row] = reverse ? mean + log_kept_t - log_kept_s : mean + log_kept_s - log_kept_t;
     }
     if (!has_grad) return;
 
@@ -301,7 +328,8 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
     float dl = 0.0f, du = 0.0f;
     band.for_each_class([&](long long j, float xt, Gate gt) {
         float xs = __fmul_rn(tk::load_float(student, student_dtype, base + j), inv_t);
-        float pt = expf(xt - lse_t) * inv_kept_t, qs = expf(xs - lse_s) * inv_kept_s;
+        float pt = expf(fminf(xt - shift_t, 0.0f)) * inv_kept_t;  // p / A_t (clamped as in D: gate 0 there)
+        float qs = expf(fminf(xs - shift_s, 0.0f)) * inv_kept_s;  // q / A_s
         float d = (xt - lse_t) - (xs - lse_s);
         float gradient, dldg;
         if (!reverse) {

@@ -112,8 +112,9 @@ class ClippedKlProperties {
                 totalKnown = false; // a class sits on a cut within rounding: its membership is not the op's property
                 continue;
             }
-            if (Double.isInfinite(ref.loss())) { // the student gives no mass where the kept teacher has some
-                if (reduction == Reduction.NONE) {
+            if (Double.isInfinite(ref.loss())) { // one side gives no mass where the other's band has some
+                // Whether fp32 sees a probability of e^-90 (it flushes to 0) is not the op's property.
+                if (reduction == Reduction.NONE && ref.infiniteVisible()) {
                     assertEquals(Float.POSITIVE_INFINITY, r.loss().getFloat(i), at + " infinite loss");
                 }
                 totalKnown = false;

@@ -17,7 +17,7 @@ final class ClippedKlReference {
      * bound (below rounding, a class's membership is not a property of the op).
      */
     record Row(double loss, double keptMass, double[] gradient, double lowerGradient, double upperGradient,
-               double cutDistance) {
+               double cutDistance, boolean infiniteVisible) {
     }
 
     private ClippedKlReference() {
@@ -67,7 +67,7 @@ final class ClippedKlReference {
         }
         double[] grad = new double[vocab];
         if (keptT == 0) {
-            return new Row(0, 0, grad, 0, 0, distance);
+            return new Row(0, 0, grad, 0, 0, distance, false);
         }
         double sum = 0;
         for (int j = 0; j < vocab; j++) {
@@ -100,7 +100,21 @@ final class ClippedKlReference {
                 du += dLdg * gu[j];
             }
         }
-        return new Row(loss, keptT, grad, dl, du, distance);
+        // Whether a class that makes the divergence infinite (kept, probability 0 on the other side)
+        // is within e^-80 of its row's max, where fp32 must see it; below, e^x flushes to 0.
+        boolean infinite = false;
+        double maxOwn = Double.NEGATIVE_INFINITY;
+        for (int j = 0; j < vocab; j++) {
+            maxOwn = Math.max(maxOwn, reverse ? ls[j] : lt[j]);
+        }
+        for (int j = 0; j < vocab; j++) {
+            double own = reverse ? ls[j] : lt[j];
+            double other = g[j] * Math.exp(reverse ? lt[j] : ls[j]);
+            if (g[j] > 0 && other == 0 && own > maxOwn - 80) {
+                infinite = true;
+            }
+        }
+        return new Row(loss, keptT, grad, dl, du, distance, infinite);
     }
 
     /** {@code {g, dg/dl, dg/du}} at cumulative mass {@code c}. */

@@ -139,6 +139,36 @@ class ClippedKlTest {
         }
     }
 
+    /**
+     * The band (all but the teacher's top class 0, which is also the student's favourite) holds
+     * classes the student puts ~e^-200 below its max: their fp32 probabilities underflow, the
+     * renormalized band does not, and neither may the loss.
+     */
+    @Test
+    void aBandFarBelowTheStudentsMaxStaysExact() {
+        float[] zt = {3f, 2f, 1.5f, 1f, 0.5f};
+        float[] zs = {200f, 0.3f, -0.4f, 0.8f, 0f};
+        for (boolean reverse : new boolean[] {false, true}) {
+            var ref = ClippedKlReference.row(zs, zt, 0, 5, 1f, reverse, 0, 0.01, 1.0, -1);
+            assertTrue(Double.isFinite(ref.loss()) && ref.loss() > 0.01, "the reference's loss " + ref.loss());
+            for (Backend backend : ConformanceBackends.all()) {
+                try (Tensor s = Tensor.of(zs, 1, 5); Tensor t = Tensor.of(zt, 1, 5);
+                     Tensor l = Tensor.of(new float[] {0.01f}, 1); Tensor u = Tensor.of(new float[] {1f}, 1);
+                     ClippedKl.Result r = ClippedKl.computeWithGradient(s, t, l, u,
+                             (reverse ? Options.reverseKl(0f) : Options.forwardKl(0f)).on(backend), 1f)) {
+                    String at = backend + " reverse=" + reverse;
+                    // fp32 holds x - lse_s ~ -200 to 2^-17: the log-ratios carry that much.
+                    assertEquals(ref.loss(), r.value(), 1e-5 * (1 + ref.loss()) + 0x1p-21 * 200, at + " loss");
+                    assertEquals(ref.keptMass(), r.keptMass().getFloat(0), 1e-6, at + " kept mass");
+                    for (int j = 0; j < 5; j++) {
+                        assertEquals(ref.gradient()[j], r.gradient().getFloat(j), 1e-5 + 0x1p-21 * 200,
+                                at + " gradient[" + j + "]");
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void specialRowsAndInPlace() {
         float[] zs = {1f, Float.NaN, 0f, 0.5f, -1f, 2f};

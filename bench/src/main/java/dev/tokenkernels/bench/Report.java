@@ -122,6 +122,12 @@ public final class Report {
             list.add(() -> new ProxyDistributionWorkload(first[0], first[1], dtype));
         }
         list.add(() -> new AlignDistilWorkload(first[0], first[1], DType.F32));
+        for (DType dtype : config.dtypes()) {
+            list.add(() -> new TargetLogProbWorkload(first[0], first[1], dtype));
+        }
+        // DAC-KL's band costs a bucketing pass and the ordering of the band's edges: read against divergence/fkl.
+        list.add(() -> new ClippedKlWorkload(first[0], first[1], DType.F32, 0f));
+        list.add(() -> new ClippedKlWorkload(first[0], first[1], DType.F32, 0.01f));
         // The other kinds cost more arithmetic per element; one shape shows how much.
         for (Divergence.Kind kind : List.of(Divergence.Kind.REVERSE_KL, Divergence.Kind.JSD,
                 Divergence.Kind.TOTAL_VARIATION)) {

@@ -86,6 +86,24 @@ public final class ScalarBaselines {
         }
     }
 
+    /**
+     * {@code log softmax(z / T)[y]} of each row and its gradient scaled by {@code c}:
+     * {@code (c / T)(onehot(y) - softmax(z / T))} into {@code grad}.
+     */
+    public static void targetLogProb(MemorySegment z, DType dtype, int rows, int vocab, float temperature,
+                                     long[] targets, float[] coefficients, MemorySegment grad, float[] logProb) {
+        for (int r = 0; r < rows; r++) {
+            long base = (long) r * vocab;
+            float lse = logSumExp(z, dtype, base, vocab, temperature);
+            float c = coefficients[r] / temperature;
+            for (int j = 0; j < vocab; j++) {
+                float p = (float) Math.exp(load(z, dtype, base + j) / temperature - lse);
+                grad.setAtIndex(ValueLayout.JAVA_FLOAT, base + j, (j == targets[r] ? c : 0f) - c * p);
+            }
+            logProb[r] = load(z, dtype, base + targets[r]) / temperature - lse;
+        }
+    }
+
     private static float logSumExp(MemorySegment z, DType dtype, long base, int vocab, float temperature) {
         float m = Float.NEGATIVE_INFINITY;
         for (int j = 0; j < vocab; j++) {

@@ -35,8 +35,10 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * for factors counted as 0, and for a target kept by the option). Both are scaled by
  * {@code gradScale}, the reduction and the row weight. Per row the result also has the teacher
  * mass the band kept, {@code sum g p}; a row where it is 0 (the band holds no class: possible
- * with the hard rule or a narrow soft band) has loss 0 and zero gradients. If the student's own
- * mass on the band underflows fp32 the loss is {@code +inf}.
+ * with the hard rule or a narrow soft band) has loss 0 and zero gradients. Band masses are summed
+ * relative to the band's own max when they would underflow fp32 (a band far below the row's
+ * max), so they stay exact; a student with no probability at all on the band ({@code -inf}
+ * logits there) gives {@code +inf} and a NaN gradient.
  *
  * <p>How the band is found without sorting the row: one pass puts every class in one of
  * {@value #BUCKETS} buckets by {@code max(x) - x_j} ({@value #BUCKETS_PER_UNIT} per unit, the last

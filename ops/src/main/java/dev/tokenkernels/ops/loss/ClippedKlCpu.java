@@ -8,6 +8,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
@@ -30,6 +31,9 @@ final class ClippedKlCpu {
     private static final int ELEMENTS_PER_TASK = 1 << 15;
     /** An ordered bucket holds more than this times gamma of mass (see {@link ClippedKl}). */
     static final double REFINE_MASS = 0x1p-22;
+    private static final int RADIX_BITS = 11;
+    /** Band sums below this (far above fp32's subnormals, whose reciprocals overflow) are taken again from the band's max. */
+    private static final double TINY_SUM = 0x1p-100;
 
     private ClippedKlCpu() {
     }
@@ -66,12 +70,42 @@ final class ClippedKlCpu {
         final float[] gateL;
         final float[] gateU;
         final float[] grad;
+        final int[] bucketOf;
+        /** Two interleaved histograms: consecutive classes of one bucket do not wait on each other's add. */
         final double[] bucketMass = new double[ClippedKl.BUCKETS];
+        final double[] bucketMassOdd = new double[ClippedKl.BUCKETS];
         final double[] bucketStart = new double[ClippedKl.BUCKETS];
         final boolean[] ordered = new boolean[ClippedKl.BUCKETS];
-        final float[][] bucketGate = new float[3][ClippedKl.BUCKETS];
+        final float[] bucketC = new float[ClippedKl.BUCKETS];
+        final float[] bucketG = new float[ClippedKl.BUCKETS];
+        final float[] bucketL = new float[ClippedKl.BUCKETS];
+        final float[] bucketU = new float[ClippedKl.BUCKETS];
         final float[] one = new float[3];
-        long[] keys = new long[64];
+        final int[] digitCount = new int[1 << RADIX_BITS];
+        // The ordered classes: sort keys and class indices (two buffers each for the radix sort),
+        // then their cumulative masses and gates, padded to whole vectors.
+        int[] keys = new int[0];
+        int[] classes = new int[0];
+        int[] keysSpare = new int[0];
+        int[] classesSpare = new int[0];
+        float[] orderedC = new float[0];
+        float[] orderedG = new float[0];
+        float[] orderedL = new float[0];
+        float[] orderedU = new float[0];
+
+        void ensureOrdered(int n) {
+            if (keys.length < n) {
+                int size = (Math.max(n, 2 * keys.length) + F.length() - 1) / F.length() * F.length();
+                keys = new int[size];
+                classes = new int[size];
+                keysSpare = new int[size];
+                classesSpare = new int[size];
+                orderedC = new float[size];
+                orderedG = new float[size];
+                orderedL = new float[size];
+                orderedU = new float[size];
+            }
+        }
 
         Scratch(int vocab) {
             this.vocab = vocab;
@@ -84,6 +118,7 @@ final class ClippedKlCpu {
             gateL = new float[padded];
             gateU = new float[padded];
             grad = new float[padded];
+            bucketOf = new int[padded];
         }
 
         /** Row {@code row} of {@code t} times {@code invT} into {@code dst}, padded with -inf. */
@@ -126,30 +161,51 @@ final class ClippedKlCpu {
         float scaleT = (float) (1 / sumT);
         gates(job, row, sc, maxT, scaleT);
 
-        // Kept masses and the divergence sum over the band.
+        // Band sums of e = exp(x - shift), shift the row's max; if the band's own mass underflows
+        // there (its classes all sit ~87 below the max), the band's max becomes the shift.
         float lseS = (float) (maxS + Math.log(sumS));
         float lseT = (float) (maxT + Math.log(sumT));
-        float scaleS = (float) (1 / sumS);
         boolean forward = job.direction() == Divergence.Kind.FORWARD_KL;
-        double[] sums = bandSums(sc, scaleS, scaleT, lseS, lseT, forward);
-        double keptT = sums[0];
-        double keptS = sums[1];
-        job.keptMass()[row] = (float) keptT;
-        if (keptT == 0) { // the band holds no class
-            job.rowLoss()[row] = 0f;
+        double[] sums = bandSums(sc, lseS, lseT, forward);
+        float shiftS = maxS;
+        float shiftT = maxT;
+        if (sums[1] < TINY_SUM || sums[0] < TINY_SUM) {
+            float bandS = bandMax(sc.xs, sc.gate);
+            float bandT = bandMax(sc.xt, sc.gate);
+            if (sums[1] < TINY_SUM && bandS > Float.NEGATIVE_INFINITY) {
+                shiftS = bandS;
+                exponentials(sc.xs, shiftS, sc.es);
+            }
+            if (sums[0] < TINY_SUM && bandT > Float.NEGATIVE_INFINITY) {
+                shiftT = bandT;
+                exponentials(sc.xt, shiftT, sc.et);
+            }
+            sums = bandSums(sc, lseS, lseT, forward);
+        }
+        // log A = log(sum g e) + shift - lse: the band's mass, without underflow.
+        double logKeptT = Math.log(sums[0]) + shiftT - lseT;
+        double logKeptS = Math.log(sums[1]) + shiftS - lseS;
+        job.keptMass()[row] = (float) Math.exp(logKeptT);
+        if (sums[0] == 0 || sums[1] == 0) {
+            // No class of non-zero teacher probability in the band: loss 0. The student gives the
+            // band no probability at all (-inf there): the divergence is +inf.
+            boolean empty = sums[0] == 0;
+            job.keptMass()[row] = empty ? 0f : job.keptMass()[row];
+            job.rowLoss()[row] = empty ? 0f : Float.POSITIVE_INFINITY;
             if (withGradient) {
-                job.gradient().segment().asSlice(4L * row * sc.vocab, 4L * sc.vocab).fill((byte) 0);
-                job.lowerGradient()[row] = 0f;
-                job.upperGradient()[row] = 0f;
+                Arrays.fill(sc.grad, empty ? 0f : Float.NaN);
+                MemorySegment.copy(sc.grad, 0, job.gradient().segment(), ValueLayout.JAVA_FLOAT, 4L * row * sc.vocab,
+                        sc.vocab);
+                job.lowerGradient()[row] = empty ? 0f : Float.NaN;
+                job.upperGradient()[row] = empty ? 0f : Float.NaN;
             }
             return;
         }
-        // Forward: S / A_t + log A_s - log A_t with S = sum g p d; reverse: R / A_s + log A_t - log A_s.
-        double mean = forward ? sums[2] / keptT : sums[2] / keptS;
-        job.rowLoss()[row] = (float) (forward ? mean + Math.log(keptS) - Math.log(keptT)
-                : mean + Math.log(keptT) - Math.log(keptS));
+        // Forward: E_{P~t}[d] + log A_s - log A_t; reverse: E_{P~s}[-d] + log A_t - log A_s.
+        double mean = forward ? sums[2] / sums[0] : sums[2] / sums[1];
+        job.rowLoss()[row] = (float) (forward ? mean + logKeptS - logKeptT : mean + logKeptT - logKeptS);
         if (withGradient) {
-            double[] bounds = gradient(sc, scaleS, scaleT, lseS, lseT, forward, (float) (1 / keptS), (float) (1 / keptT),
+            double[] bounds = gradient(sc, lseS, lseT, forward, (float) (1 / sums[1]), (float) (1 / sums[0]),
                     (float) mean, job.gradCoef()[row]);
             MemorySegment.copy(sc.grad, 0, job.gradient().segment(), ValueLayout.JAVA_FLOAT, 4L * row * sc.vocab,
                     sc.vocab);
@@ -158,59 +214,54 @@ final class ClippedKlCpu {
         }
     }
 
+    /** The max of {@code x} over the classes of non-zero gate. */
+    private static float bandMax(float[] x, float[] gate) {
+        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        for (int i = 0; i < x.length; i += F.length()) {
+            FloatVector v = FloatVector.fromArray(F, x, i);
+            m = m.max(v.blend(Float.NEGATIVE_INFINITY, FloatVector.fromArray(F, gate, i).eq(0f)));
+        }
+        return m.reduceLanes(VectorOperators.MAX);
+    }
+
     /** Gates and their derivatives of every class into the scratch rows. */
     private static void gates(ClippedKl.ClipRows job, int row, Scratch sc, float maxT, float scaleT) {
         float l = job.lower()[row];
         float u = job.upper()[row];
         float gamma = job.gamma();
         int buckets = ClippedKl.BUCKETS;
+        bucketIndices(sc.xt, maxT, sc.bucketOf);
         Arrays.fill(sc.bucketMass, 0);
-        for (int j = 0; j < sc.vocab; j++) {
-            sc.bucketMass[bucket(maxT, sc.xt[j])] += sc.et[j] * scaleT;
+        Arrays.fill(sc.bucketMassOdd, 0);
+        int pairs = sc.vocab & ~1;
+        for (int j = 0; j < pairs; j += 2) {
+            sc.bucketMass[sc.bucketOf[j]] += sc.et[j] * scaleT;
+            sc.bucketMassOdd[sc.bucketOf[j + 1]] += sc.et[j + 1] * scaleT;
+        }
+        if (pairs < sc.vocab) {
+            sc.bucketMass[sc.bucketOf[pairs]] += sc.et[pairs] * scaleT;
         }
         double start = 0;
+        boolean anyOrdered = false;
         for (int b = 0; b < buckets; b++) {
-            double m = sc.bucketMass[b];
+            double m = sc.bucketMass[b] + sc.bucketMassOdd[b];
             sc.bucketStart[b] = start;
+            sc.bucketC[b] = (float) start;
             sc.ordered[b] = needsOrder(start, m, l, u, gamma);
-            gate(start, l, u, gamma, sc.one);
-            sc.bucketGate[0][b] = sc.one[0];
-            sc.bucketGate[1][b] = sc.one[1];
-            sc.bucketGate[2][b] = sc.one[2];
+            anyOrdered |= sc.ordered[b];
             start += m;
         }
-        int count = 0;
-        for (int j = 0; j < sc.vocab; j++) {
-            int b = bucket(maxT, sc.xt[j]);
-            sc.gate[j] = sc.bucketGate[0][b];
-            sc.gateL[j] = sc.bucketGate[1][b];
-            sc.gateU[j] = sc.bucketGate[2][b];
-            if (sc.ordered[b]) {
-                if (count == sc.keys.length) {
-                    sc.keys = Arrays.copyOf(sc.keys, 2 * count);
-                }
-                sc.keys[count++] = orderKey(sc.xt[j], j);
-            }
+        gatesAt(sc.bucketC, buckets, l, u, gamma, sc.bucketG, sc.bucketL, sc.bucketU, sc.one);
+        for (int j = 0; j < sc.padded; j += F.length()) { // every class its bucket's gate
+            FloatVector.fromArray(F, sc.bucketG, 0, sc.bucketOf, j).intoArray(sc.gate, j);
+            FloatVector.fromArray(F, sc.bucketL, 0, sc.bucketOf, j).intoArray(sc.gateL, j);
+            FloatVector.fromArray(F, sc.bucketU, 0, sc.bucketOf, j).intoArray(sc.gateU, j);
         }
         Arrays.fill(sc.gate, sc.vocab, sc.padded, 0f);
         Arrays.fill(sc.gateL, sc.vocab, sc.padded, 0f);
         Arrays.fill(sc.gateU, sc.vocab, sc.padded, 0f);
-        // The ordered buckets' classes in the teacher's order: c runs from each bucket's start.
-        Arrays.sort(sc.keys, 0, count);
-        int current = -1;
-        double c = 0;
-        for (int k = 0; k < count; k++) {
-            int j = (int) sc.keys[k];
-            int b = bucket(maxT, sc.xt[j]);
-            if (b != current) {
-                current = b;
-                c = sc.bucketStart[b];
-            }
-            gate(c, l, u, gamma, sc.one);
-            sc.gate[j] = sc.one[0];
-            sc.gateL[j] = sc.one[1];
-            sc.gateU[j] = sc.one[2];
-            c += sc.et[j] * scaleT;
+        if (anyOrdered) {
+            orderedGates(sc, l, u, gamma, scaleT);
         }
         if (gamma == 0f && u >= 1f) {
             for (int j = 0; j < sc.vocab; j++) {
@@ -224,6 +275,143 @@ final class ClippedKlCpu {
             sc.gate[target] = 1f;
             sc.gateL[target] = 0f;
             sc.gateU[target] = 0f;
+        }
+    }
+
+    /**
+     * The classes of the ordered buckets in the teacher's order (a stable radix sort of keys
+     * gathered in class order, so ties stay in class order), their cumulative masses from their
+     * bucket's start, and their own gates.
+     */
+    private static void orderedGates(Scratch sc, float l, float u, float gamma, float scaleT) {
+        int n = 0;
+        for (int j = 0; j < sc.vocab; j++) {
+            if (sc.ordered[sc.bucketOf[j]]) {
+                n++;
+            }
+        }
+        sc.ensureOrdered(n);
+        int k = 0;
+        for (int j = 0; j < sc.vocab; j++) {
+            if (sc.ordered[sc.bucketOf[j]]) {
+                sc.keys[k] = descendingKey(sc.xt[j]);
+                sc.classes[k++] = j;
+            }
+        }
+        int[] order = radixSort(sc, n);
+        int current = -1;
+        double c = 0;
+        for (int i = 0; i < n; i++) {
+            int j = order[i];
+            int b = sc.bucketOf[j];
+            if (b != current) {
+                current = b;
+                c = sc.bucketStart[b];
+            }
+            sc.orderedC[i] = (float) c;
+            c += sc.et[j] * scaleT;
+        }
+        gatesAt(sc.orderedC, n, l, u, gamma, sc.orderedG, sc.orderedL, sc.orderedU, sc.one);
+        for (int i = 0; i < n; i++) {
+            int j = order[i];
+            sc.gate[j] = sc.orderedG[i];
+            sc.gateL[j] = sc.orderedL[i];
+            sc.gateU[j] = sc.orderedU[i];
+        }
+    }
+
+    /** {@code bucket(max, x)} of every element, vectorized. */
+    private static void bucketIndices(float[] x, float max, int[] out) {
+        float last = ClippedKl.BUCKETS - 1;
+        for (int j = 0; j < x.length; j += F.length()) {
+            FloatVector d = FloatVector.broadcast(F, max).sub(FloatVector.fromArray(F, x, j))
+                    .mul(ClippedKl.BUCKETS_PER_UNIT).min(last); // -inf: +inf, then the last bucket
+            ((IntVector) d.convert(VectorOperators.F2I, 0)).intoArray(out, j);
+        }
+    }
+
+    /** Sorts ascending by unsigned key, stable; returns the array of class indices in that order. */
+    private static int[] radixSort(Scratch sc, int n) {
+        int[] keys = sc.keys;
+        int[] classes = sc.classes;
+        int[] keysOut = sc.keysSpare;
+        int[] classesOut = sc.classesSpare;
+        int mask = (1 << RADIX_BITS) - 1;
+        for (int shift = 0; shift < 32 && n > 1; shift += RADIX_BITS) {
+            int[] count = sc.digitCount;
+            Arrays.fill(count, 0);
+            for (int i = 0; i < n; i++) {
+                count[(keys[i] >>> shift) & mask]++;
+            }
+            if (count[(keys[0] >>> shift) & mask] == n) {
+                continue; // every key has this digit: the pass would not move anything
+            }
+            int sum = 0;
+            for (int d = 0; d <= mask; d++) {
+                int c = count[d];
+                count[d] = sum;
+                sum += c;
+            }
+            for (int i = 0; i < n; i++) {
+                int p = count[(keys[i] >>> shift) & mask]++;
+                keysOut[p] = keys[i];
+                classesOut[p] = classes[i];
+            }
+            int[] t = keys;
+            keys = keysOut;
+            keysOut = t;
+            t = classes;
+            classes = classesOut;
+            classesOut = t;
+        }
+        return classes;
+    }
+
+    /** An unsigned key that sorts descending by {@code x}; -0.0 ties with 0.0. */
+    private static int descendingKey(float x) {
+        int bits = Float.floatToRawIntBits(x + 0f);
+        int ascending = bits ^ ((bits >> 31) & 0x7fffffff); // signed order of the floats
+        return ~(ascending ^ Integer.MIN_VALUE);
+    }
+
+    /**
+     * {@link #gate} of {@code c[0..n)} into {@code g}, {@code gl}, {@code gu}: vectorized for the
+     * soft rule ({@code sigma(a) = 1 / (1 + e)} or {@code e / (1 + e)} with {@code e = exp(-|a|)},
+     * and {@code 1 - sigma} likewise, without cancellation), scalar for the rest.
+     */
+    private static void gatesAt(float[] c, int n, float l, float u, float gamma, float[] g, float[] gl, float[] gu,
+                                float[] one) {
+        int i = 0;
+        if (gamma > 0f) {
+            FloatVector lower = FloatVector.broadcast(F, l);
+            FloatVector upper = FloatVector.broadcast(F, u);
+            FloatVector one1 = FloatVector.broadcast(F, 1f);
+            for (int bound = F.loopBound(n); i < bound; i += F.length()) {
+                FloatVector cv = FloatVector.fromArray(F, c, i);
+                FloatVector a = cv.sub(lower).div(gamma);
+                FloatVector b = upper.sub(cv).div(gamma);
+                FloatVector ea = VectorMath.expNonPositive(a.abs().neg());
+                FloatVector eb = VectorMath.expNonPositive(b.abs().neg());
+                FloatVector ia = one1.div(ea.add(1f));
+                FloatVector ib = one1.div(eb.add(1f));
+                VectorMask<Float> aNegative = a.lt(0f);
+                VectorMask<Float> bNegative = b.lt(0f);
+                FloatVector sa = ia.blend(ea.mul(ia), aNegative);
+                FloatVector sb = ib.blend(eb.mul(ib), bNegative);
+                FloatVector restA = ea.mul(ia).blend(ia, aNegative); // 1 - sigma(a)
+                FloatVector restB = eb.mul(ib).blend(ib, bNegative);
+                VectorMask<Float> cut = a.lt(-ClippedKl.GATE_CUTOFF).or(b.lt(-ClippedKl.GATE_CUTOFF));
+                FloatVector gv = sa.mul(sb).blend(0f, cut);
+                gv.intoArray(g, i);
+                gv.neg().mul(restA).div(gamma).intoArray(gl, i);
+                gv.mul(restB).div(gamma).intoArray(gu, i);
+            }
+        }
+        for (; i < n; i++) {
+            gate(c[i], l, u, gamma, one);
+            g[i] = one[0];
+            gl[i] = one[1];
+            gu[i] = one[2];
         }
     }
 
@@ -268,13 +456,6 @@ final class ClippedKlCpu {
         out[2] = (float) (g * (eb * sb) / gamma);
     }
 
-    /** Sorts descending by {@code x}, then ascending by class index; -0.0 ties with 0.0. */
-    private static long orderKey(float x, int j) {
-        int bits = Float.floatToRawIntBits(x + 0f);
-        int ascending = bits ^ ((bits >> 31) & 0x7fffffff);
-        return ((long) ~ascending << 32) | j;
-    }
-
     private static float max(float[] x) {
         FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
         boolean nan = false;
@@ -289,7 +470,8 @@ final class ClippedKlCpu {
     private static double exponentials(float[] x, float max, float[] e) {
         FloatVector sum = FloatVector.zero(F);
         for (int i = 0; i < x.length; i += F.length()) {
-            FloatVector v = VectorMath.expNonPositive(FloatVector.fromArray(F, x, i).sub(max));
+            // min: with a band's max as the shift, classes outside the band (gate 0) may lie above it.
+            FloatVector v = VectorMath.expNonPositive(FloatVector.fromArray(F, x, i).sub(max).min(0f));
             v.intoArray(e, i);
             sum = sum.add(v);
         }
@@ -297,17 +479,18 @@ final class ClippedKlCpu {
     }
 
     /**
-     * {@code {sum g p, sum g q, sum}} with {@code sum = sum g p d} (forward) or {@code sum g q (-d)}
-     * (reverse), {@code d = (x_t - lse_t) - (x_s - lse_s)}; terms of weight 0 add nothing.
+     * {@code {sum g e_t, sum g e_s, sum}} with {@code sum = sum g e_t d} (forward) or
+     * {@code sum g e_s (-d)} (reverse), {@code d = (x_t - lse_t) - (x_s - lse_s)}, {@code e} the
+     * scratch exponentials (relative to a shift the caller knows); terms of weight 0 add nothing.
      */
-    private static double[] bandSums(Scratch sc, float scaleS, float scaleT, float lseS, float lseT, boolean forward) {
+    private static double[] bandSums(Scratch sc, float lseS, float lseT, boolean forward) {
         FloatVector keptT = FloatVector.zero(F);
         FloatVector keptS = FloatVector.zero(F);
         FloatVector acc = FloatVector.zero(F);
         for (int i = 0; i < sc.padded; i += F.length()) {
             FloatVector g = FloatVector.fromArray(F, sc.gate, i);
-            FloatVector gp = g.mul(FloatVector.fromArray(F, sc.et, i).mul(scaleT));
-            FloatVector gq = g.mul(FloatVector.fromArray(F, sc.es, i).mul(scaleS));
+            FloatVector gp = g.mul(FloatVector.fromArray(F, sc.et, i));
+            FloatVector gq = g.mul(FloatVector.fromArray(F, sc.es, i));
             FloatVector d = FloatVector.fromArray(F, sc.xt, i).sub(lseT)
                     .sub(FloatVector.fromArray(F, sc.xs, i).sub(lseS));
             keptT = keptT.add(gp);
@@ -326,14 +509,14 @@ final class ClippedKlCpu {
      * {@code dL/dg = (p / A_t)(d - mean - 1) + q / A_s}. Reverse, with {@code e = -d}:
      * {@code dL/dx_s = (g q / A_s)(e - mean)}, {@code dL/dg = (q / A_s)(e - mean - 1) + p / A_t}.
      */
-    private static double[] gradient(Scratch sc, float scaleS, float scaleT, float lseS, float lseT, boolean forward,
-                                     float invKeptS, float invKeptT, float mean, float coef) {
+    private static double[] gradient(Scratch sc, float lseS, float lseT, boolean forward, float invSumS,
+                                     float invSumT, float mean, float coef) {
         FloatVector dl = FloatVector.zero(F);
         FloatVector du = FloatVector.zero(F);
         for (int i = 0; i < sc.padded; i += F.length()) {
             FloatVector g = FloatVector.fromArray(F, sc.gate, i);
-            FloatVector pt = FloatVector.fromArray(F, sc.et, i).mul(scaleT * invKeptT);  // p / A_t
-            FloatVector qs = FloatVector.fromArray(F, sc.es, i).mul(scaleS * invKeptS);  // q / A_s
+            FloatVector pt = FloatVector.fromArray(F, sc.et, i).mul(invSumT); // p / A_t
+            FloatVector qs = FloatVector.fromArray(F, sc.es, i).mul(invSumS); // q / A_s
             FloatVector d = FloatVector.fromArray(F, sc.xt, i).sub(lseT)
                     .sub(FloatVector.fromArray(F, sc.xs, i).sub(lseS));
             FloatVector grad;
