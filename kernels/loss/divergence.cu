@@ -39,8 +39,12 @@ __device__ __forceinline__ float teacher_x(const void* teacher, int dtype, long 
                                            float t_ref, float t_max, float cut, const void* reference,
                                            int reference_dtype, float alpha) {
     float z = tk::load_float(teacher, dtype, i);
-    // AlignDistil's extrapolated teacher z + alpha (z - z_ref), as the CPU rounds it; masked stays masked.
-    if (reference && z != tk::negative_infinity()) z = fmaf(alpha, z - tk::load_float(reference, reference_dtype, i), z);
+    // AlignDistil's extrapolated teacher z + alpha (z - z_ref), as the CPU rounds it; a class masked
+    // (-inf) in the teacher or the reference is masked.
+    if (reference) {
+        float r = tk::load_float(reference, reference_dtype, i);
+        z = (z == tk::negative_infinity() || r == tk::negative_infinity()) ? tk::negative_infinity() : fmaf(alpha, z - r, z);
+    }
     float x = __fmul_rn(z, inv_t);
     if (filter_mode != kNoFilter && !(x - t_ref >= cut || x - t_max >= 0.0f) && !tk::is_nan(x))
         x = tk::negative_infinity();

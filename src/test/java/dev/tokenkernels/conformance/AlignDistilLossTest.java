@@ -107,6 +107,23 @@ class AlignDistilLossTest {
         }
     }
 
+    /** A labelled token whose reverse-DPO logits hold NaN has a NaN loss; the rest of the batch still runs. */
+    @Test
+    void aTeacherRowWithoutDistributionIsNaNNotAnError() {
+        float[] policy = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f};
+        float[] dpo = {1f, 0f, -1f, 0.5f, 0.5f, 0f};
+        float[] rev = {0.5f, 0.2f, -0.5f, Float.NaN, 0f, 0f};
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor p = Tensor.of(policy, 2, 3); Tensor d = Tensor.of(dpo, 2, 3); Tensor r = Tensor.of(rev, 2, 3);
+                 Tensor y = Tensor.ofInts(new int[] {0, 1}, 2);
+                 var result = AlignDistilLoss.adaptive(0.1f, 10f, 1f, backend).compute(p, d, r, y, new int[] {0, 1, 2}, 1f)) {
+                org.junit.jupiter.api.Assertions.assertTrue(Float.isNaN(result.value()), backend + " " + result.value());
+                org.junit.jupiter.api.Assertions.assertTrue(Float.isFinite(result.gradient().getFloat(0)),
+                        backend + " the first token's gradient");
+            }
+        }
+    }
+
     @Test
     void badArgumentsAreClearErrors() {
         assertThrows(IllegalArgumentException.class, () -> AlignDistilLoss.adaptive(0f, 10f, 1f, null));

@@ -71,10 +71,14 @@ class DivergenceProperties {
                 float[] r = new float[t.length];
                 float[] a = new float[rows];
                 for (int k = 0; k < r.length; k++) {
-                    r[k] = t[k] == Float.NEGATIVE_INFINITY ? t[k] : (float) (t[k] + random.nextGaussian() * magnitude * 0.3);
+                    // Now and then a class masked in the reference only: it is masked in z* too (not with
+                    // reverse KL, for the reason given at the filter above).
+                    boolean masked = t[k] == Float.NEGATIVE_INFINITY || !reverse && random.nextInt(50) == 0;
+                    r[k] = masked ? Float.NEGATIVE_INFINITY
+                            : (float) (t[k] + random.nextGaussian() * magnitude * 0.3);
                 }
                 for (int i = 0; i < rows; i++) {
-                    a[i] = (float) random.nextDouble(-0.5, 3);
+                    a[i] = random.nextInt(6) == 0 ? 0f : (float) random.nextDouble(-0.5, 3);
                 }
                 reference = Tensor.ofFloats(r, teacherType, rows, vocab + extra);
                 alphas = Tensor.of(a, rows);
@@ -111,7 +115,8 @@ class DivergenceProperties {
         float[] out = new float[t.length];
         for (int k = 0; k < t.length; k++) {
             float a = alpha[k / stride];
-            out[k] = t[k] == Float.NEGATIVE_INFINITY ? t[k] : Math.fma(a, t[k] - r[k], t[k]);
+            boolean masked = t[k] == Float.NEGATIVE_INFINITY || r[k] == Float.NEGATIVE_INFINITY;
+            out[k] = masked ? Float.NEGATIVE_INFINITY : Math.fma(a, t[k] - r[k], t[k]);
         }
         return out;
     }

@@ -93,7 +93,9 @@ public final class AlignDistilLoss {
                     .withReduction(Reduction.NONE).withTargets(labels).on(backend);
             try (Divergence.Result tvd = Divergence.compute(dpo, reverse, tv)) {
                 for (int t = 0; t < rows; t++) {
-                    alpha[t] = beta2 * 2 * tvd.loss().getFloat(t) + 1e-3f;
+                    // NaN: a teacher row without distribution, whose KL is NaN anyway; alpha needs only be finite.
+                    float distance = tvd.loss().getFloat(t);
+                    alpha[t] = beta2 * 2 * (Float.isNaN(distance) ? 0f : distance) + 1e-3f;
                     scale[t] = beta / alpha[t];
                 }
             }

@@ -149,8 +149,8 @@ public final class Divergence {
          * (computed in fp32 as {@code fma(alpha, z_t - z_ref, z_t)}, never stored as a tensor):
          * AlignDistil's token-adaptive logit extrapolation ({@code z_t} the DPO model,
          * {@code z_ref} the reverse-DPO or reference model), or with a constant
-         * {@code alpha = w - 1} the weighted mix {@code w z_t + (1 - w) z_ref}. A class masked in the
-         * teacher ({@code z_t = -inf}) stays masked.
+         * {@code alpha = w - 1} the weighted mix {@code w z_t + (1 - w) z_ref}. A class masked
+         * ({@code -inf}) in the teacher or in the reference is masked in {@code z*}.
          *
          * @param reference logits of the teacher's shape (F32, F16 or BF16)
          * @param alpha F32 [N], finite

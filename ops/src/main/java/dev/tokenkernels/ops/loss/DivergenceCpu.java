@@ -9,6 +9,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -606,7 +607,8 @@ final class DivergenceCpu {
 
     /**
      * {@code out = fma(alpha, z - ref, z)} over a row: AlignDistil's extrapolated teacher logits.
-     * A class masked in the teacher ({@code z = -inf}) stays masked.
+     * A class masked in the teacher or the reference ({@code -inf}) is masked: extrapolating from
+     * or towards an impossible class has no finite meaning (and {@code alpha = 0} would give NaN).
      */
     private static void extrapolate(MemorySegment z, long zo, MemorySegment ref, long ro, int n, float alpha,
                                     MemorySegment out) {
@@ -615,12 +617,14 @@ final class DivergenceCpu {
         for (int upper = F.loopBound(n); i < upper; i += F.length()) {
             FloatVector t = FloatVector.fromMemorySegment(F, z, zo + 4L * i, NATIVE);
             FloatVector r = FloatVector.fromMemorySegment(F, ref, ro + 4L * i, NATIVE);
-            t.sub(r).fma(a, t).blend(t, t.eq(Float.NEGATIVE_INFINITY)).intoMemorySegment(out, 4L * i, NATIVE);
+            VectorMask<Float> masked = t.eq(Float.NEGATIVE_INFINITY).or(r.eq(Float.NEGATIVE_INFINITY));
+            t.sub(r).fma(a, t).blend(Float.NEGATIVE_INFINITY, masked).intoMemorySegment(out, 4L * i, NATIVE);
         }
         for (; i < n; i++) {
             float t = z.get(ValueLayout.JAVA_FLOAT, zo + 4L * i);
             float r = ref.get(ValueLayout.JAVA_FLOAT, ro + 4L * i);
-            out.set(ValueLayout.JAVA_FLOAT, 4L * i, t == Float.NEGATIVE_INFINITY ? t : Math.fma(alpha, t - r, t));
+            boolean masked = t == Float.NEGATIVE_INFINITY || r == Float.NEGATIVE_INFINITY;
+            out.set(ValueLayout.JAVA_FLOAT, 4L * i, masked ? Float.NEGATIVE_INFINITY : Math.fma(alpha, t - r, t));
         }
     }
 }
