@@ -31,7 +31,8 @@ final class ClippedKlCpu {
     private static final int ELEMENTS_PER_TASK = 1 << 15;
     /** An ordered bucket holds more than this times gamma of mass (see {@link ClippedKl}). */
     static final double REFINE_MASS = 0x1p-22;
-    private static final int RADIX_BITS = 11;
+    private static final int RADIX_BITS = 8;
+    private static final int RADIX_PASSES = 32 / RADIX_BITS;
     /** Band sums below this (far above fp32's subnormals, whose reciprocals overflow) are taken again from the band's max. */
     private static final double TINY_SUM = 0x1p-100;
 
@@ -77,35 +78,16 @@ final class ClippedKlCpu {
         final double[] bucketStart = new double[ClippedKl.BUCKETS];
         final boolean[] ordered = new boolean[ClippedKl.BUCKETS];
         final float[] bucketC = new float[ClippedKl.BUCKETS];
-        final float[] bucketG = new float[ClippedKl.BUCKETS];
-        final float[] bucketL = new float[ClippedKl.BUCKETS];
-        final float[] bucketU = new float[ClippedKl.BUCKETS];
         final float[] one = new float[3];
-        final int[] digitCount = new int[1 << RADIX_BITS];
+        final int[][] digitCount = new int[RADIX_PASSES][1 << RADIX_BITS];
         // The ordered classes: sort keys and class indices (two buffers each for the radix sort),
-        // then their cumulative masses and gates, padded to whole vectors.
-        int[] keys = new int[0];
-        int[] classes = new int[0];
-        int[] keysSpare = new int[0];
-        int[] classesSpare = new int[0];
-        float[] orderedC = new float[0];
-        float[] orderedG = new float[0];
-        float[] orderedL = new float[0];
-        float[] orderedU = new float[0];
-
-        void ensureOrdered(int n) {
-            if (keys.length < n) {
-                int size = (Math.max(n, 2 * keys.length) + F.length() - 1) / F.length() * F.length();
-                keys = new int[size];
-                classes = new int[size];
-                keysSpare = new int[size];
-                classesSpare = new int[size];
-                orderedC = new float[size];
-                orderedG = new float[size];
-                orderedL = new float[size];
-                orderedU = new float[size];
-            }
-        }
+        // sized for a whole row (a flat teacher orders all).
+        final int[] keys;
+        final int[] classes;
+        final int[] keysSpare;
+        final int[] classesSpare;
+        /** Per class its cumulative mass c: its bucket's start, or exact for the ordered classes. */
+        final float[] classC;
 
         Scratch(int vocab) {
             this.vocab = vocab;
@@ -119,6 +101,11 @@ final class ClippedKlCpu {
             gateU = new float[padded];
             grad = new float[padded];
             bucketOf = new int[padded];
+            keys = new int[padded];
+            classes = new int[padded];
+            keysSpare = new int[padded];
+            classesSpare = new int[padded];
+            classC = new float[padded];
         }
 
         /** Row {@code row} of {@code t} times {@code invT} into {@code dst}, padded with -inf. */
@@ -251,18 +238,16 @@ final class ClippedKlCpu {
             anyOrdered |= sc.ordered[b];
             start += m;
         }
-        gatesAt(sc.bucketC, buckets, l, u, gamma, sc.bucketG, sc.bucketL, sc.bucketU, sc.one);
-        for (int j = 0; j < sc.padded; j += F.length()) { // every class its bucket's gate
-            FloatVector.fromArray(F, sc.bucketG, 0, sc.bucketOf, j).intoArray(sc.gate, j);
-            FloatVector.fromArray(F, sc.bucketL, 0, sc.bucketOf, j).intoArray(sc.gateL, j);
-            FloatVector.fromArray(F, sc.bucketU, 0, sc.bucketOf, j).intoArray(sc.gateU, j);
+        for (int j = 0; j < sc.padded; j += F.length()) { // every class its bucket's start
+            FloatVector.fromArray(F, sc.bucketC, 0, sc.bucketOf, j).intoArray(sc.classC, j);
         }
+        if (anyOrdered) {
+            orderedStarts(sc, scaleT);
+        }
+        gatesAt(sc.classC, sc.padded, l, u, gamma, sc.gate, sc.gateL, sc.gateU, sc.one);
         Arrays.fill(sc.gate, sc.vocab, sc.padded, 0f);
         Arrays.fill(sc.gateL, sc.vocab, sc.padded, 0f);
         Arrays.fill(sc.gateU, sc.vocab, sc.padded, 0f);
-        if (anyOrdered) {
-            orderedGates(sc, l, u, gamma, scaleT);
-        }
         if (gamma == 0f && u >= 1f) {
             for (int j = 0; j < sc.vocab; j++) {
                 if (sc.xt[j] == Float.NEGATIVE_INFINITY) { // c = 1, not below u
@@ -279,23 +264,16 @@ final class ClippedKlCpu {
     }
 
     /**
-     * The classes of the ordered buckets in the teacher's order (a stable radix sort of keys
-     * gathered in class order, so ties stay in class order), their cumulative masses from their
-     * bucket's start, and their own gates.
+     * The exact cumulative mass of the classes of the ordered buckets: the classes in the
+     * teacher's order (a stable radix sort of keys gathered in class order, so ties stay in
+     * class order), summed from their bucket's start.
      */
-    private static void orderedGates(Scratch sc, float l, float u, float gamma, float scaleT) {
+    private static void orderedStarts(Scratch sc, float scaleT) {
         int n = 0;
         for (int j = 0; j < sc.vocab; j++) {
             if (sc.ordered[sc.bucketOf[j]]) {
-                n++;
-            }
-        }
-        sc.ensureOrdered(n);
-        int k = 0;
-        for (int j = 0; j < sc.vocab; j++) {
-            if (sc.ordered[sc.bucketOf[j]]) {
-                sc.keys[k] = descendingKey(sc.xt[j]);
-                sc.classes[k++] = j;
+                sc.keys[n] = descendingKey(sc.xt[j]);
+                sc.classes[n++] = j;
             }
         }
         int[] order = radixSort(sc, n);
@@ -308,15 +286,8 @@ final class ClippedKlCpu {
                 current = b;
                 c = sc.bucketStart[b];
             }
-            sc.orderedC[i] = (float) c;
+            sc.classC[j] = (float) c;
             c += sc.et[j] * scaleT;
-        }
-        gatesAt(sc.orderedC, n, l, u, gamma, sc.orderedG, sc.orderedL, sc.orderedU, sc.one);
-        for (int i = 0; i < n; i++) {
-            int j = order[i];
-            sc.gate[j] = sc.orderedG[i];
-            sc.gateL[j] = sc.orderedL[i];
-            sc.gateU[j] = sc.orderedU[i];
         }
     }
 
@@ -330,30 +301,42 @@ final class ClippedKlCpu {
         }
     }
 
-    /** Sorts ascending by unsigned key, stable; returns the array of class indices in that order. */
+    /**
+     * Sorts ascending by unsigned key, stable, by least significant byte first (the four digit
+     * histograms counted in one pass; 256 output streams per pass stay in L1's reach where 2048
+     * did not); returns the array of class indices in that order.
+     */
     private static int[] radixSort(Scratch sc, int n) {
         int[] keys = sc.keys;
         int[] classes = sc.classes;
         int[] keysOut = sc.keysSpare;
         int[] classesOut = sc.classesSpare;
         int mask = (1 << RADIX_BITS) - 1;
-        for (int shift = 0; shift < 32 && n > 1; shift += RADIX_BITS) {
-            int[] count = sc.digitCount;
-            Arrays.fill(count, 0);
-            for (int i = 0; i < n; i++) {
-                count[(keys[i] >>> shift) & mask]++;
-            }
-            if (count[(keys[0] >>> shift) & mask] == n) {
+        int[][] count = sc.digitCount;
+        for (int[] c : count) {
+            Arrays.fill(c, 0);
+        }
+        for (int i = 0; i < n; i++) {
+            int key = keys[i];
+            count[0][key & mask]++;
+            count[1][(key >>> 8) & mask]++;
+            count[2][(key >>> 16) & mask]++;
+            count[3][key >>> 24]++;
+        }
+        for (int pass = 0; pass < RADIX_PASSES && n > 1; pass++) {
+            int shift = pass * RADIX_BITS;
+            int[] c = count[pass];
+            if (c[(keys[0] >>> shift) & mask] == n) {
                 continue; // every key has this digit: the pass would not move anything
             }
             int sum = 0;
             for (int d = 0; d <= mask; d++) {
-                int c = count[d];
-                count[d] = sum;
-                sum += c;
+                int k = c[d];
+                c[d] = sum;
+                sum += k;
             }
             for (int i = 0; i < n; i++) {
-                int p = count[(keys[i] >>> shift) & mask]++;
+                int p = c[(keys[i] >>> shift) & mask]++;
                 keysOut[p] = keys[i];
                 classesOut[p] = classes[i];
             }
@@ -377,12 +360,24 @@ final class ClippedKlCpu {
     /**
      * {@link #gate} of {@code c[0..n)} into {@code g}, {@code gl}, {@code gu}: vectorized for the
      * soft rule ({@code sigma(a) = 1 / (1 + e)} or {@code e / (1 + e)} with {@code e = exp(-|a|)},
-     * and {@code 1 - sigma} likewise, without cancellation), scalar for the rest.
+     * and {@code 1 - sigma} likewise, without cancellation) and the hard one, scalar for the tail.
      */
     private static void gatesAt(float[] c, int n, float l, float u, float gamma, float[] g, float[] gl, float[] gu,
                                 float[] one) {
         int i = 0;
-        if (gamma > 0f) {
+        if (gamma == 0f) { // the hard band: 1 inside, 0 outside, no derivatives
+            FloatVector zero = FloatVector.zero(F);
+            for (int bound = F.loopBound(n); i < bound; i += F.length()) {
+                FloatVector cv = FloatVector.fromArray(F, c, i);
+                VectorMask<Float> inside = cv.compare(VectorOperators.GE, l);
+                if (u < 1f) {
+                    inside = inside.and(cv.lt(u));
+                }
+                zero.blend(1f, inside).intoArray(g, i);
+                zero.intoArray(gl, i);
+                zero.intoArray(gu, i);
+            }
+        } else {
             FloatVector lower = FloatVector.broadcast(F, l);
             FloatVector upper = FloatVector.broadcast(F, u);
             FloatVector one1 = FloatVector.broadcast(F, 1f);
