@@ -18,21 +18,29 @@ import jdk.incubator.vector.VectorSpecies;
  *   <li>per sequence, fp32 unit vectors of its valid tokens on both sides, each padded with zeros
  *       to whole vectors, and {@code 1 / max(||h||, 1e-8)} of the student's (parallel over
  *       sequences; a non-finite squared norm marks the sequence);</li>
- *   <li>pass 1, parallel over rows: a row's similarities on both sides into scratch rows (SIMD dot
- *       products over the features), their max and log-sum-exp, and the row's KL (SIMD over the
- *       columns);</li>
- *   <li>pass 2 (gradient), parallel over rows: the row's similarities again, the coefficients
+ *   <li>pass 1, parallel over quads of rows: the quad's similarities on both sides into scratch
+ *       rows, their max and log-sum-exp, and each row's KL (SIMD over the columns);</li>
+ *   <li>pass 2 (gradient), parallel over quads: the similarities again, per row the coefficients
  *       {@code c_j = (w / tau)(P_s(k,j) - P_t(k,j) + P_s(j,k) - P_t(j,k))} (SIMD over the columns,
- *       with every row's log-sum-exps from pass 1), {@code g = sum_j c_j u_j} (SIMD over the
- *       features, columns in order) and its projection off {@code u_k}.</li>
+ *       with every row's log-sum-exps from pass 1), {@code g = sum_j c_j u_j}, and its projection
+ *       off {@code u_k}.</li>
  * </ol>
- * Excluded columns (the diagonal without self-loops, and the padding of a scratch row) hold
+ * Both passes stream every column of the sequence once per quad of rows, not once per row: the
+ * similarities are a 4 x 4 register-blocked Gram product and {@code g} a 4-row x 4-vector one
+ * (loading a column for one row only left the loop bound by cache bandwidth, at one multiply-add
+ * per float loaded). Every (row, column) dot product still runs one accumulator chain over the
+ * features in order, and {@code g} adds its columns in order, so the results do not depend on the
+ * blocking, and {@code S(i, j)} and {@code S(j, i)} are the same float.
+ *
+ * <p>Excluded columns (the diagonal without self-loops, and the padding of a scratch row) hold
  * similarity {@code -inf}: probability 0 on both sides, which every sum skips.
  */
 final class RelationGraphKlCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
+    /** Rows computed together; also the columns of the similarity micro-kernel. */
+    private static final int QUAD = 4;
     /** Multiply-adds per parallel task, about: small sequences share a task. */
-    private static final long WORK_PER_TASK = 1L << 17;
+    private static final long WORK_PER_TASK = 1L << 18;
 
     private RelationGraphKlCpu() {
     }
@@ -58,21 +66,25 @@ final class RelationGraphKlCpu {
         });
         float[] lseS = new float[rows];
         float[] lseT = new float[rows];
-        long perRow = Math.max(1L, (long) job.tokens() * (strideS + strideT));
-        int grain = (int) Math.max(1, Math.min(rows, WORK_PER_TASK / perRow));
-        cpu.parallelFor(rows, grain, (from, to) -> {
+        int quadsPerSequence = (job.tokens() + QUAD - 1) / QUAD;
+        int quads = job.batch() * quadsPerSequence;
+        long perQuad = Math.max(1L, (long) QUAD * job.tokens() * (strideS + strideT));
+        int grain = (int) Math.max(1, Math.min(quads, WORK_PER_TASK / perQuad));
+        cpu.parallelFor(quads, grain, (from, to) -> {
             Scratch sc = new Scratch(job.tokens(), strideS);
-            for (int row = from; row < to; row++) {
-                statistics(job, units, row, strideS, strideT, sc, lseS, lseT);
+            for (int quad = from; quad < to; quad++) {
+                statistics(job, units, quad / quadsPerSequence, quad % quadsPerSequence * QUAD, strideS, strideT, sc,
+                        lseS, lseT);
             }
         });
         if (job.gradient() == null) {
             return;
         }
-        cpu.parallelFor(rows, grain, (from, to) -> {
+        cpu.parallelFor(quads, grain, (from, to) -> {
             Scratch sc = new Scratch(job.tokens(), strideS);
-            for (int row = from; row < to; row++) {
-                gradient(job, units, row, strideS, strideT, sc, lseS, lseT);
+            for (int quad = from; quad < to; quad++) {
+                gradient(job, units, quad / quadsPerSequence, quad % quadsPerSequence * QUAD, strideS, strideT, sc,
+                        lseS, lseT);
             }
         });
     }
@@ -81,23 +93,27 @@ final class RelationGraphKlCpu {
         return (n + F.length() - 1) / F.length() * F.length();
     }
 
-    /** Per-thread scratch: a row of similarities per side, two of log-sum-exps, coefficients, a gradient row. */
+    /**
+     * Per-thread scratch: per row of a quad its similarities on each side and its coefficients, a
+     * sequence's log-sum-exps, and the quad's gradient rows. Rows of columns are {@code padded(L)}
+     * long plus a quad, as the micro-kernel writes whole quads of columns.
+     */
     private static final class Scratch {
-        final float[] ss;
-        final float[] st;
+        final float[][] ss;
+        final float[][] st;
+        final float[][] coef;
         final float[] lseS;
         final float[] lseT;
-        final float[] coef;
-        final float[] grad;
+        final float[][] grad;
 
         Scratch(int tokens, int strideS) {
-            int n = padded(Math.max(tokens, 1));
-            ss = new float[n];
-            st = new float[n];
+            int n = padded(Math.max(tokens, 1)) + QUAD;
+            ss = new float[QUAD][n];
+            st = new float[QUAD][n];
+            coef = new float[QUAD][n];
             lseS = new float[n];
             lseT = new float[n];
-            coef = new float[n];
-            grad = new float[strideS];
+            grad = new float[QUAD][strideS];
         }
     }
 
@@ -152,62 +168,153 @@ final class RelationGraphKlCpu {
     }
 
     /**
-     * Row {@code i}'s similarities on both sides into {@code sc.ss} and {@code sc.st}: {@code -inf}
-     * for the excluded diagonal and past the sequence's valid tokens.
+     * The 4 x 4 block of similarities between tokens {@code r0..r3} (rows) and {@code c0..c3}
+     * (columns) of {@code u} (rows of {@code stride} floats), times {@code scale}, into
+     * {@code out[q][j + c]}. Sixteen independent accumulator chains; each column's features are
+     * loaded once for four rows. Each chain is that of {@link #dot}, element by element.
      */
-    private static void similarities(RelationGraphKl.GraphJob job, Units u, int i, int n, int strideS, int strideT,
-                                     Scratch sc) {
-        float invT = job.invT();
-        for (int j = 0; j < n; j++) {
-            sc.ss[j] = dot(u.student(), i * strideS, u.student(), j * strideS, strideS) * invT;
-            sc.st[j] = dot(u.teacher(), i * strideT, u.teacher(), j * strideT, strideT) * invT;
+    private static void gram(float[] u, int stride, int r0, int r1, int r2, int r3, int c0, int c1, int c2, int c3,
+                             float scale, float[][] out, int j) {
+        int a0 = r0 * stride;
+        int a1 = r1 * stride;
+        int a2 = r2 * stride;
+        int a3 = r3 * stride;
+        int b0 = c0 * stride;
+        int b1 = c1 * stride;
+        int b2 = c2 * stride;
+        int b3 = c3 * stride;
+        FloatVector s00 = FloatVector.zero(F);
+        FloatVector s01 = FloatVector.zero(F);
+        FloatVector s02 = FloatVector.zero(F);
+        FloatVector s03 = FloatVector.zero(F);
+        FloatVector s10 = FloatVector.zero(F);
+        FloatVector s11 = FloatVector.zero(F);
+        FloatVector s12 = FloatVector.zero(F);
+        FloatVector s13 = FloatVector.zero(F);
+        FloatVector s20 = FloatVector.zero(F);
+        FloatVector s21 = FloatVector.zero(F);
+        FloatVector s22 = FloatVector.zero(F);
+        FloatVector s23 = FloatVector.zero(F);
+        FloatVector s30 = FloatVector.zero(F);
+        FloatVector s31 = FloatVector.zero(F);
+        FloatVector s32 = FloatVector.zero(F);
+        FloatVector s33 = FloatVector.zero(F);
+        for (int x = 0; x < stride; x += F.length()) {
+            FloatVector x0 = FloatVector.fromArray(F, u, a0 + x);
+            FloatVector x1 = FloatVector.fromArray(F, u, a1 + x);
+            FloatVector x2 = FloatVector.fromArray(F, u, a2 + x);
+            FloatVector x3 = FloatVector.fromArray(F, u, a3 + x);
+            FloatVector y = FloatVector.fromArray(F, u, b0 + x);
+            s00 = x0.fma(y, s00);
+            s10 = x1.fma(y, s10);
+            s20 = x2.fma(y, s20);
+            s30 = x3.fma(y, s30);
+            y = FloatVector.fromArray(F, u, b1 + x);
+            s01 = x0.fma(y, s01);
+            s11 = x1.fma(y, s11);
+            s21 = x2.fma(y, s21);
+            s31 = x3.fma(y, s31);
+            y = FloatVector.fromArray(F, u, b2 + x);
+            s02 = x0.fma(y, s02);
+            s12 = x1.fma(y, s12);
+            s22 = x2.fma(y, s22);
+            s32 = x3.fma(y, s32);
+            y = FloatVector.fromArray(F, u, b3 + x);
+            s03 = x0.fma(y, s03);
+            s13 = x1.fma(y, s13);
+            s23 = x2.fma(y, s23);
+            s33 = x3.fma(y, s33);
         }
-        Arrays.fill(sc.ss, n, sc.ss.length, Float.NEGATIVE_INFINITY);
-        Arrays.fill(sc.st, n, sc.st.length, Float.NEGATIVE_INFINITY);
-        if (!job.selfLoops()) {
-            sc.ss[i] = Float.NEGATIVE_INFINITY;
-            sc.st[i] = Float.NEGATIVE_INFINITY;
+        store(out[0], j, scale, s00, s01, s02, s03);
+        store(out[1], j, scale, s10, s11, s12, s13);
+        store(out[2], j, scale, s20, s21, s22, s23);
+        store(out[3], j, scale, s30, s31, s32, s33);
+    }
+
+    private static void store(float[] row, int j, float scale, FloatVector a, FloatVector b, FloatVector c,
+                              FloatVector d) {
+        row[j] = a.reduceLanes(VectorOperators.ADD) * scale;
+        row[j + 1] = b.reduceLanes(VectorOperators.ADD) * scale;
+        row[j + 2] = c.reduceLanes(VectorOperators.ADD) * scale;
+        row[j + 3] = d.reduceLanes(VectorOperators.ADD) * scale;
+    }
+
+    /**
+     * The similarities of rows {@code i0 .. i0 + valid - 1} on both sides into {@code sc.ss[q]} and
+     * {@code sc.st[q]}: {@code -inf} for the excluded diagonal and past the sequence's {@code n}
+     * valid tokens. A partial quad of rows or columns repeats its last token (those results are
+     * overwritten or never read).
+     */
+    private static void similarities(RelationGraphKl.GraphJob job, Units u, int i0, int valid, int n, int strideS,
+                                     int strideT, Scratch sc) {
+        float invT = job.invT();
+        int r1 = i0 + Math.min(1, valid - 1);
+        int r2 = i0 + Math.min(2, valid - 1);
+        int r3 = i0 + Math.min(3, valid - 1);
+        for (int j = 0; j < n; j += QUAD) {
+            int c1 = Math.min(j + 1, n - 1);
+            int c2 = Math.min(j + 2, n - 1);
+            int c3 = Math.min(j + 3, n - 1);
+            gram(u.student(), strideS, i0, r1, r2, r3, j, c1, c2, c3, invT, sc.ss, j);
+            gram(u.teacher(), strideT, i0, r1, r2, r3, j, c1, c2, c3, invT, sc.st, j);
+        }
+        for (int q = 0; q < valid; q++) {
+            Arrays.fill(sc.ss[q], n, sc.ss[q].length, Float.NEGATIVE_INFINITY);
+            Arrays.fill(sc.st[q], n, sc.st[q].length, Float.NEGATIVE_INFINITY);
+            if (!job.selfLoops()) {
+                sc.ss[q][i0 + q] = Float.NEGATIVE_INFINITY;
+                sc.st[q][i0 + q] = Float.NEGATIVE_INFINITY;
+            }
         }
     }
 
-    /** Pass 1 for one row: its log-sum-exps and its KL. */
-    private static void statistics(RelationGraphKl.GraphJob job, Units[] units, int row, int strideS, int strideT,
-                                   Scratch sc, float[] lseS, float[] lseT) {
-        int b = row / job.tokens();
-        int i = row % job.tokens();
+    /** Pass 1 for the quad of rows from {@code i0} of sequence {@code b}: log-sum-exps and KLs. */
+    private static void statistics(RelationGraphKl.GraphJob job, Units[] units, int b, int i0, int strideS,
+                                   int strideT, Scratch sc, float[] lseS, float[] lseT) {
         int n = job.lengths()[b];
-        if (i >= n) {
-            job.rowLoss()[row] = 0f;
+        int first = b * job.tokens();
+        int count = Math.min(QUAD, job.tokens() - i0);
+        int valid = Math.max(0, Math.min(count, n - i0));
+        for (int q = valid; q < count; q++) {
+            job.rowLoss()[first + i0 + q] = 0f; // padding
+        }
+        if (valid == 0) {
             return;
         }
-        Units u = units[b];
-        if (!u.finite()) {
-            job.rowLoss()[row] = Float.NaN;
-            lseS[row] = Float.NaN;
-            lseT[row] = Float.NaN;
+        if (!units[b].finite()) {
+            for (int q = 0; q < valid; q++) {
+                job.rowLoss()[first + i0 + q] = Float.NaN;
+                lseS[first + i0 + q] = Float.NaN;
+                lseT[first + i0 + q] = Float.NaN;
+            }
             return;
         }
-        if (n == 1 && !job.selfLoops()) { // no column
-            job.rowLoss()[row] = 0f;
-            lseS[row] = Float.NEGATIVE_INFINITY;
-            lseT[row] = Float.NEGATIVE_INFINITY;
+        if (n == 1 && !job.selfLoops()) { // the lone row has no column
+            job.rowLoss()[first] = 0f;
+            lseS[first] = Float.NEGATIVE_INFINITY;
+            lseT[first] = Float.NEGATIVE_INFINITY;
             return;
         }
-        similarities(job, u, i, n, strideS, strideT, sc);
+        similarities(job, units[b], i0, valid, n, strideS, strideT, sc);
         int length = padded(n);
-        float ls = logSumExp(sc.ss, length);
-        float lt = logSumExp(sc.st, length);
-        lseS[row] = ls;
-        lseT[row] = lt;
-        // KL = sum_j p_t(j) ((S_t - lse_t) - (S_s - lse_s)); columns of p_t = 0 add nothing.
-        FloatVector acc = FloatVector.zero(F);
-        for (int j = 0; j < length; j += F.length()) {
-            FloatVector xt = FloatVector.fromArray(F, sc.st, j).sub(lt);
-            FloatVector xs = FloatVector.fromArray(F, sc.ss, j).sub(ls);
-            FloatVector pt = VectorMath.expNonPositive(xt.min(0f));
-            acc = acc.add(pt.mul(xt.sub(xs)).blend(0f, pt.eq(0f)));
+        for (int q = 0; q < valid; q++) {
+            int row = first + i0 + q;
+            float[] ss = sc.ss[q];
+            float[] st = sc.st[q];
+            float ls = logSumExp(ss, length);
+            float lt = logSumExp(st, length);
+            lseS[row] = ls;
+            lseT[row] = lt;
+            // KL = sum_j p_t(j) ((S_t - lse_t) - (S_s - lse_s)); columns of p_t = 0 add nothing.
+            FloatVector acc = FloatVector.zero(F);
+            for (int j = 0; j < length; j += F.length()) {
+                FloatVector xt = FloatVector.fromArray(F, st, j).sub(lt);
+                FloatVector xs = FloatVector.fromArray(F, ss, j).sub(ls);
+                FloatVector pt = VectorMath.expNonPositive(xt.min(0f));
+                acc = acc.add(pt.mul(xt.sub(xs)).blend(0f, pt.eq(0f)));
+            }
+            job.rowLoss()[row] = acc.reduceLanes(VectorOperators.ADD);
         }
-        job.rowLoss()[row] = acc.reduceLanes(VectorOperators.ADD);
     }
 
     /** {@code log sum exp x} over {@code x[0, length)}, which holds at least one finite value. */
@@ -224,67 +331,153 @@ final class RelationGraphKlCpu {
         return (float) (max + Math.log(sum.reduceLanes(VectorOperators.ADD)));
     }
 
-    /** Pass 2 for one row: its gradient row. */
-    private static void gradient(RelationGraphKl.GraphJob job, Units[] units, int row, int strideS, int strideT,
-                                 Scratch sc, float[] lseS, float[] lseT) {
-        int b = row / job.tokens();
-        int k = row % job.tokens();
+    /** Pass 2 for the quad of rows from {@code i0} of sequence {@code b}: their gradient rows. */
+    private static void gradient(RelationGraphKl.GraphJob job, Units[] units, int b, int i0, int strideS,
+                                 int strideT, Scratch sc, float[] lseS, float[] lseT) {
         int n = job.lengths()[b];
-        int dim = job.studentDim();
-        MemorySegment out = job.gradient().segment();
-        long outOffset = 4L * row * dim;
-        Units u = units[b];
-        if (k < n && !u.finite()) {
-            Arrays.fill(sc.grad, Float.NaN);
-            MemorySegment.copy(sc.grad, 0, out, ValueLayout.JAVA_FLOAT, outOffset, dim);
-            return;
-        }
-        if (k >= n || (n == 1 && !job.selfLoops())) { // padding, or a row without columns
-            out.asSlice(outOffset, 4L * dim).fill((byte) 0);
-            return;
-        }
-        similarities(job, u, k, n, strideS, strideT, sc);
-        int length = padded(n);
         int first = b * job.tokens();
+        int dim = job.studentDim();
+        int count = Math.min(QUAD, job.tokens() - i0);
+        int valid = Math.max(0, Math.min(count, n - i0));
+        MemorySegment out = job.gradient().segment();
+        Units u = units[b];
+        boolean zero = valid > 0 && u.finite() && n == 1 && !job.selfLoops(); // a lone row without columns
+        for (int q = 0; q < count; q++) {
+            long at = 4L * (first + i0 + q) * dim;
+            if (q >= valid || zero) {
+                out.asSlice(at, 4L * dim).fill((byte) 0);
+            } else if (!u.finite()) {
+                Arrays.fill(sc.grad[0], Float.NaN);
+                MemorySegment.copy(sc.grad[0], 0, out, ValueLayout.JAVA_FLOAT, at, dim);
+            }
+        }
+        if (valid == 0 || zero || !u.finite()) {
+            return;
+        }
+        similarities(job, u, i0, valid, n, strideS, strideT, sc);
+        int length = padded(n);
         System.arraycopy(lseS, first, sc.lseS, 0, n);
         System.arraycopy(lseT, first, sc.lseT, 0, n);
         Arrays.fill(sc.lseS, n, length, 0f);
         Arrays.fill(sc.lseT, n, length, 0f);
-        float rowS = lseS[row];
-        float rowT = lseT[row];
         float coef = job.gradCoef();
-        // c_j = coef (P_s(k,j) - P_t(k,j) + P_s(j,k) - P_t(j,k)), S(j,k) = S(k,j). The min(0) only
-        // guards exp's domain: S(k,j) <= lse(j) holds exactly in real numbers, and fp32 dot products
-        // whose lane order may differ between interpreted and compiled code can round past it.
-        for (int j = 0; j < length; j += F.length()) {
-            FloatVector s = FloatVector.fromArray(F, sc.ss, j);
-            FloatVector t = FloatVector.fromArray(F, sc.st, j);
-            FloatVector forward = VectorMath.expNonPositive(s.sub(rowS).min(0f))
-                    .sub(VectorMath.expNonPositive(t.sub(rowT).min(0f)));
-            FloatVector backward = VectorMath.expNonPositive(s.sub(FloatVector.fromArray(F, sc.lseS, j)).min(0f))
-                    .sub(VectorMath.expNonPositive(t.sub(FloatVector.fromArray(F, sc.lseT, j)).min(0f)));
-            forward.add(backward).mul(coef).intoArray(sc.coef, j);
-        }
-        Arrays.fill(sc.grad, 0f);
-        float[] us = u.student();
-        for (int j = 0; j < n; j++) {
-            float c = sc.coef[j];
-            if (c == 0f) {
-                continue; // the excluded diagonal, or both graphs agree exactly
+        for (int q = 0; q < QUAD; q++) {
+            if (q >= valid) {
+                Arrays.fill(sc.coef[q], 0f);
+                continue;
             }
-            FloatVector cv = FloatVector.broadcast(F, c);
-            for (int x = 0; x < strideS; x += F.length()) {
-                FloatVector.fromArray(F, us, j * strideS + x).fma(cv, FloatVector.fromArray(F, sc.grad, x))
-                        .intoArray(sc.grad, x);
+            float rowS = lseS[first + i0 + q];
+            float rowT = lseT[first + i0 + q];
+            // c_j = coef (P_s(k,j) - P_t(k,j) + P_s(j,k) - P_t(j,k)), S(j,k) = S(k,j). The min(0)
+            // only guards exp's domain: S(k,j) <= lse(j) holds in real numbers, and a vector sum
+            // whose lane order differs between interpreted and compiled code may round past it.
+            for (int j = 0; j < length; j += F.length()) {
+                FloatVector s = FloatVector.fromArray(F, sc.ss[q], j);
+                FloatVector t = FloatVector.fromArray(F, sc.st[q], j);
+                FloatVector forward = VectorMath.expNonPositive(s.sub(rowS).min(0f))
+                        .sub(VectorMath.expNonPositive(t.sub(rowT).min(0f)));
+                FloatVector backward = VectorMath.expNonPositive(s.sub(FloatVector.fromArray(F, sc.lseS, j)).min(0f))
+                        .sub(VectorMath.expNonPositive(t.sub(FloatVector.fromArray(F, sc.lseT, j)).min(0f)));
+                forward.add(backward).mul(coef).intoArray(sc.coef[q], j);
             }
         }
+        accumulate(u.student(), strideS, n, sc.coef, sc.grad);
         // dL/dh_k = (g - (u_k . g) u_k) / ||h_k||, or g / 1e-8 below the norm floor.
-        float invNorm = u.studentInvNorm()[k];
-        float along = u.studentProjected()[k] ? dot(us, k * strideS, sc.grad, 0, strideS) : 0f;
-        for (int x = 0; x < strideS; x += F.length()) {
-            FloatVector g = FloatVector.fromArray(F, sc.grad, x);
-            g.sub(FloatVector.fromArray(F, us, k * strideS + x).mul(along)).mul(invNorm).intoArray(sc.grad, x);
+        float[] us = u.student();
+        for (int q = 0; q < valid; q++) {
+            int k = i0 + q;
+            float[] g = sc.grad[q];
+            float invNorm = u.studentInvNorm()[k];
+            float along = u.studentProjected()[k] ? dot(us, k * strideS, g, 0, strideS) : 0f;
+            for (int x = 0; x < strideS; x += F.length()) {
+                FloatVector.fromArray(F, g, x).sub(FloatVector.fromArray(F, us, k * strideS + x).mul(along)).mul(invNorm)
+                        .intoArray(g, x);
+            }
+            MemorySegment.copy(g, 0, out, ValueLayout.JAVA_FLOAT, 4L * (first + k) * dim, dim);
         }
-        MemorySegment.copy(sc.grad, 0, out, ValueLayout.JAVA_FLOAT, outOffset, dim);
+    }
+
+    /**
+     * {@code grad[q] = sum_j coef[q][j] u_j} for the four rows of a quad, columns in order, four
+     * vectors of features at a time: each column vector is loaded once for four rows, and the 16
+     * partial sums stay in registers for the whole column loop.
+     */
+    private static void accumulate(float[] u, int stride, int n, float[][] coef, float[][] grad) {
+        int v = F.length();
+        int x = 0;
+        for (; x + 4 * v <= stride; x += 4 * v) {
+            FloatVector g00 = FloatVector.zero(F);
+            FloatVector g01 = FloatVector.zero(F);
+            FloatVector g02 = FloatVector.zero(F);
+            FloatVector g03 = FloatVector.zero(F);
+            FloatVector g10 = FloatVector.zero(F);
+            FloatVector g11 = FloatVector.zero(F);
+            FloatVector g12 = FloatVector.zero(F);
+            FloatVector g13 = FloatVector.zero(F);
+            FloatVector g20 = FloatVector.zero(F);
+            FloatVector g21 = FloatVector.zero(F);
+            FloatVector g22 = FloatVector.zero(F);
+            FloatVector g23 = FloatVector.zero(F);
+            FloatVector g30 = FloatVector.zero(F);
+            FloatVector g31 = FloatVector.zero(F);
+            FloatVector g32 = FloatVector.zero(F);
+            FloatVector g33 = FloatVector.zero(F);
+            for (int j = 0; j < n; j++) {
+                int at = j * stride + x;
+                FloatVector y0 = FloatVector.fromArray(F, u, at);
+                FloatVector y1 = FloatVector.fromArray(F, u, at + v);
+                FloatVector y2 = FloatVector.fromArray(F, u, at + 2 * v);
+                FloatVector y3 = FloatVector.fromArray(F, u, at + 3 * v);
+                FloatVector c = FloatVector.broadcast(F, coef[0][j]);
+                g00 = y0.fma(c, g00);
+                g01 = y1.fma(c, g01);
+                g02 = y2.fma(c, g02);
+                g03 = y3.fma(c, g03);
+                c = FloatVector.broadcast(F, coef[1][j]);
+                g10 = y0.fma(c, g10);
+                g11 = y1.fma(c, g11);
+                g12 = y2.fma(c, g12);
+                g13 = y3.fma(c, g13);
+                c = FloatVector.broadcast(F, coef[2][j]);
+                g20 = y0.fma(c, g20);
+                g21 = y1.fma(c, g21);
+                g22 = y2.fma(c, g22);
+                g23 = y3.fma(c, g23);
+                c = FloatVector.broadcast(F, coef[3][j]);
+                g30 = y0.fma(c, g30);
+                g31 = y1.fma(c, g31);
+                g32 = y2.fma(c, g32);
+                g33 = y3.fma(c, g33);
+            }
+            storeRow(grad[0], x, v, g00, g01, g02, g03);
+            storeRow(grad[1], x, v, g10, g11, g12, g13);
+            storeRow(grad[2], x, v, g20, g21, g22, g23);
+            storeRow(grad[3], x, v, g30, g31, g32, g33);
+        }
+        for (; x < stride; x += v) {
+            FloatVector g0 = FloatVector.zero(F);
+            FloatVector g1 = FloatVector.zero(F);
+            FloatVector g2 = FloatVector.zero(F);
+            FloatVector g3 = FloatVector.zero(F);
+            for (int j = 0; j < n; j++) {
+                FloatVector y = FloatVector.fromArray(F, u, j * stride + x);
+                g0 = y.fma(FloatVector.broadcast(F, coef[0][j]), g0);
+                g1 = y.fma(FloatVector.broadcast(F, coef[1][j]), g1);
+                g2 = y.fma(FloatVector.broadcast(F, coef[2][j]), g2);
+                g3 = y.fma(FloatVector.broadcast(F, coef[3][j]), g3);
+            }
+            g0.intoArray(grad[0], x);
+            g1.intoArray(grad[1], x);
+            g2.intoArray(grad[2], x);
+            g3.intoArray(grad[3], x);
+        }
+    }
+
+    private static void storeRow(float[] row, int x, int v, FloatVector a, FloatVector b, FloatVector c,
+                                 FloatVector d) {
+        a.intoArray(row, x);
+        b.intoArray(row, x + v);
+        c.intoArray(row, x + 2 * v);
+        d.intoArray(row, x + 3 * v);
     }
 }
