@@ -288,8 +288,10 @@ class RelationGraphKlTest {
         double weight = random.nextDouble(-2, 2);
         var ref = RelationGraphKlReference.sequence(xs, xt, tau, selfLoops, weight);
         for (int k = 0; k < n; k++) {
-            // Tiny and zero tokens stay below the norm floor: their steps are far below 1e-8.
-            double h = size[k] == 0 ? 1e-15 : 1e-6 * size[k];
+            // Steps of 1e-6 of the scale that u sees (the norm, or the 1e-8 floor): tiny and zero
+            // tokens move by 1e-14 and stay below the floor, and float64 cancellation in the
+            // difference stays ~1e-16 |loss| / 1e-14, far inside the tolerance of 1e-6 / 1e-8.
+            double h = 1e-6 * Math.max(size[k], 1e-8);
             for (int x = 0; x < ds; x++) {
                 double saved = xs[k][x];
                 xs[k][x] = saved + h;
@@ -298,7 +300,7 @@ class RelationGraphKlTest {
                 double down = RelationGraphKlReference.lossSum(xs, xt, tau, selfLoops);
                 xs[k][x] = saved;
                 double numeric = weight * (up - down) / (2 * h);
-                double scale = size[k] == 0 ? 1e8 : 1 / Math.max(size[k], 1e-8);
+                double scale = 1 / Math.max(size[k], 1e-8); // the gradient's scale: 1 / max(||h||, 1e-8)
                 Approx.assertClose("d/dh[" + k + "][" + x + "] size " + size[k], numeric, (float) ref.gradient()[k][x],
                         1e-6 * scale * (1 + Math.abs(numeric) / scale));
             }
