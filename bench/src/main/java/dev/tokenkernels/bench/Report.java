@@ -30,16 +30,21 @@ public final class Report {
         }
     }
 
-    /** What to measure: the shapes, how often, and how big a probe. */
-    public record Config(List<int[]> shapes, List<DType> dtypes, int repeats, long probeBytes, boolean scalar) {
+    /**
+     * What to measure: the logits shapes ({@code rows, vocab}), the token-feature shape of the
+     * relation graph loss ({@code B, L, d_s, d_t}), how often, and how big a probe.
+     */
+    public record Config(List<int[]> shapes, int[] relationGraphShape, List<DType> dtypes, int repeats,
+                         long probeBytes, boolean scalar) {
         public static Config full() {
-            return new Config(List.of(new int[] {4096, 32000}, new int[] {1024, 128256}),
+            return new Config(List.of(new int[] {4096, 32000}, new int[] {1024, 128256}), new int[] {8, 512, 768, 1024},
                     List.of(DType.F32, DType.BF16), 7, 1L << 30, true);
         }
 
         /** Small shapes, for a smoke test of the whole pipeline in seconds. */
         public static Config quick() {
-            return new Config(List.of(new int[] {64, 4000}), List.of(DType.F32, DType.BF16), 3, 64L << 20, true);
+            return new Config(List.of(new int[] {64, 4000}), new int[] {2, 128, 256, 384}, List.of(DType.F32, DType.BF16),
+                    3, 64L << 20, true);
         }
     }
 
@@ -80,7 +85,7 @@ public final class Report {
             }
 
             out.println("== ops");
-            out.printf(Locale.ROOT, "  %-16s %-10s %-12s %-5s %10s %8s %8s %9s%n",
+            out.printf(Locale.ROOT, "  %-18s %-10s %-15s %-5s %10s %8s %8s %9s%n",
                     "op", "backend", "shape", "dtype", "ms", "GB/s", "probe", "vs scalar");
             List<Row> rows = new ArrayList<>();
             for (Supplier<Workload> make : workloads()) {
@@ -94,7 +99,7 @@ public final class Report {
                         Row row = new Row(w.op(), backend.name(), threads, w.shape(), w.dtype(), ms,
                                 w.bytes() / (ms * 1e6), probe, scalarMillis / ms);
                         rows.add(row);
-                        out.printf(Locale.ROOT, "  %-16s %-10s %-12s %-5s %10.2f %8.2f %7.0f%% %9s%n",
+                        out.printf(Locale.ROOT, "  %-18s %-10s %-15s %-5s %10.2f %8.2f %7.0f%% %9s%n",
                                 row.op(), label(row), row.shape(), row.dtype(), row.millis(), row.gbPerSecond(),
                                 100 * row.fractionOfProbe(), speedup(row));
                     }
@@ -132,6 +137,10 @@ public final class Report {
         for (Divergence.Kind kind : List.of(Divergence.Kind.REVERSE_KL, Divergence.Kind.JSD,
                 Divergence.Kind.TOTAL_VARIATION)) {
             list.add(() -> new DivergenceWorkload(first[0], first[1], DType.F32, kind));
+        }
+        int[] graph = config.relationGraphShape();
+        for (DType dtype : config.dtypes()) {
+            list.add(() -> new RelationGraphKlWorkload(graph[0], graph[1], graph[2], graph[3], dtype));
         }
         return list;
     }

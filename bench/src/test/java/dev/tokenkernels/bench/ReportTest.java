@@ -20,19 +20,21 @@ class ReportTest {
 
     @Test
     void writesCsvMarkdownAndChart(@TempDir Path dir) throws Exception {
-        var config = new Report.Config(List.of(new int[] {8, 100}), List.of(DType.F32, DType.BF16), 1, 1 << 20, true);
+        var config = new Report.Config(List.of(new int[] {8, 100}), new int[] {2, 6, 5, 3}, List.of(DType.F32, DType.BF16),
+                1, 1 << 20, true);
         ByteArrayOutputStream printed = new ByteArrayOutputStream();
         List<Report.Row> rows = new Report(config, new PrintStream(printed, true, StandardCharsets.UTF_8)).run(dir);
 
         int backends = Runtime.getRuntime().availableProcessors() > 1 ? 2 : 1;
         // logit_stats, forward KL, the min-p proxy and target_log_prob for each dtype, then AlignDistil,
-        // the hard and soft clipped KL, reverse KL, JSD and total variation in F32.
-        assertEquals(14 * backends, rows.size());
+        // the hard and soft clipped KL, reverse KL, JSD and total variation in F32, then the relation
+        // graph loss for each dtype.
+        assertEquals(16 * backends, rows.size());
         for (Report.Row row : rows) {
             assertTrue(List.of("logit_stats", "divergence/fkl", "divergence/rkl", "divergence/jsd", "divergence/tvd",
-                    "proxy_distribution", "align_distil", "target_log_prob", "clipped_kl/hard", "clipped_kl/soft")
-                    .contains(row.op()), row.op());
-            assertEquals("8x100", row.shape());
+                    "proxy_distribution", "align_distil", "target_log_prob", "clipped_kl/hard", "clipped_kl/soft",
+                    "relation_graph_kl").contains(row.op()), row.op());
+            assertEquals(row.op().equals("relation_graph_kl") ? "2x6x5x3" : "8x100", row.shape());
             assertTrue(row.millis() > 0 && row.gbPerSecond() > 0, row.toString());
             boolean hasScalar = List.of("logit_stats", "divergence/fkl", "proxy_distribution", "target_log_prob")
                     .contains(row.op());
@@ -44,6 +46,7 @@ class ReportTest {
         String md = Files.readString(dir.resolve("report.md"));
         assertTrue(md.contains("| logit_stats | cpu/1t | 8x100 | F32 |"), md);
         assertTrue(md.contains("| divergence/jsd | cpu/1t | 8x100 | F32 |") && md.contains(" | - |"), md);
+        assertTrue(md.contains("| relation_graph_kl | cpu/1t | 2x6x5x3 | BF16 |"), md);
         assertNotNull(ImageIO.read(dir.resolve("throughput.png").toFile()), "throughput.png is a PNG");
         String out = printed.toString(StandardCharsets.UTF_8);
         assertTrue(out.contains("== bandwidth probe") && out.contains("cpu: "), out);
