@@ -103,8 +103,9 @@ final class DivergenceCpu {
             // The teacher becomes its Lp-Reg proxy: dropped classes read as -inf from here on.
             float ref = maxT;
             if (job.filter() == ProxyDistribution.Mode.FIXED) {
-                double all = whole.exponentials(false, invT, maxT) + (padded ? tail.exponentials(false, invT, maxT) : 0);
-                ref = maxT + (float) Math.log(all);
+                // ProxyDistribution's own log-sum-exp (x rounded as a product, no fma), so both ops
+                // keep exactly the same classes.
+                ref = ProxyDistributionCpu.fixedReference(t.segment, t.offset, n, invT, maxT);
             }
             whole.filterTeacher(invT, maxT, ref, job.filterLogThreshold());
             if (padded) {

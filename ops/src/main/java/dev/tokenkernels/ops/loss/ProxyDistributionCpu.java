@@ -70,7 +70,7 @@ final class ProxyDistributionCpu {
         float cut = job.logThreshold();
         float ref = max;
         if (job.mode() == ProxyDistribution.Mode.FIXED) {
-            ref = max + (float) Math.log(sumExp(z, zo, n, invT, max, max, Float.NEGATIVE_INFINITY, null));
+            ref = fixedReference(z, zo, n, invT, max);
         }
         double[] count = new double[1];
         float lse = max + (float) Math.log(sumExp(z, zo, n, invT, max, ref, cut, count));
@@ -80,6 +80,11 @@ final class ProxyDistributionCpu {
             lp = x - ref >= cut || x >= max ? x - lse : Float.NEGATIVE_INFINITY;
         }
         return new float[] {lp, lse, (float) count[0]};
+    }
+
+    /** FIXED mode's reference point, the row's log-sum-exp of {@code x = z * invT} (rounded as a product). */
+    static float fixedReference(MemorySegment z, long zo, int n, float invT, float max) {
+        return max + (float) Math.log(sumExp(z, zo, n, invT, max, max, Float.NEGATIVE_INFINITY, null));
     }
 
     /** max of {@code z * invT}; NaN if any element is NaN. */
