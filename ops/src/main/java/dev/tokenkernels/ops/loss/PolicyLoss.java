@@ -1,0 +1,435 @@
+package dev.tokenkernels.ops.loss;
+
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+
+/**
+ * The clipped policy-gradient loss of PPO (Schulman et al., 2017) and its token-level variants
+ * (GRPO, Shao et al., 2024; DAPO, Yu et al., 2025; Dr. GRPO, Liu et al., 2025), with the gradient
+ * w.r.t. the policy logits.
+ *
+ * <p>Per token {@code t} with policy logits {@code z_t [V]}, sampled token {@code y_t}, old
+ * log-probability {@code o_t} and advantage {@code A_t}: {@code logp_t = log softmax(z_t / T)[y_t]},
+ * <pre>
+ *   r_t  = exp(clamp(logp_t - o_t, -20, 20)),   r'_t = min(r_t, delta)        (ratio cap, off by default)
+ *   l_t  = -min(r'_t A_t, clip(r'_t, 1 - eps_low_t, 1 + eps_high_t) A_t)
+ *   l_t  = min(l_t, -c A_t)  for A_t < 0                                       (dual clip c, off by default)
+ *   l_t += beta (exp(d_t) - d_t - 1),  d_t = ref_t - logp_t                    (k3 reference KL, beta = 0 by default)
+ * </pre>
+ * {@code eps_low}, {@code eps_high} are scalars or per-token tensors. The gradient follows the
+ * branch each {@code min}/{@code clip} takes (0 where the clamp, the cap, a clip or the dual clip
+ * is active), as automatic differentiation of these formulas does.
+ *
+ * <p>Tokens whose target is the ignore index do not count. Sequences are consecutive runs of
+ * tokens given by offsets {@code [B + 1]} (0 to N). {@link Aggregation} turns per-token losses
+ * into the loss; the statistics ({@link Result}) are over the counted tokens.
+ *
+ * <p>Passes over the logits: {@link LogitStats} (log-probabilities and entropies, one read), then
+ * {@link TargetLogProb} with the per-token coefficient {@code dL/dlogp_t} (the log-sum-exp again,
+ * from cache on the CPU, and the gradient). No {@code [N, V]} buffer besides the gradient.
+ */
+public final class PolicyLoss {
+
+    /** How per-token losses {@code l_t} with counted tokens {@code m_t} become the loss. */
+    public enum Aggregation {
+        /** {@code sum m l / sum m} over the batch (DAPO), or {@code / numItems} when given. */
+        TOKEN_MEAN,
+        /** The mean over sequences with a counted token of each sequence's token mean (GRPO). */
+        SEQ_MEAN_TOKEN_MEAN,
+        /** The mean over all {@code B} sequences of each sequence's token sum. */
+        SEQ_MEAN_TOKEN_SUM,
+        /** {@code sum m l / (B * maxLength)} (Dr. GRPO); maxLength from the options, else the longest sequence. */
+        SEQ_MEAN_TOKEN_SUM_NORM
+    }
+
+    /**
+     * Options of one call; start from {@link #defaults()}.
+     *
+     * @param epsLowPerToken F32 [N] overriding {@code epsLow}, or null
+     * @param epsHighPerToken F32 [N] overriding {@code epsHigh}, or null
+     * @param dualClip {@code c > 1}, or 0 for none
+     * @param ratioCap {@code delta > 0}, or {@code +inf} for none
+     * @param klBeta the k3 reference KL's coefficient (needs reference log-probabilities), 0 for none
+     * @param normalizer TOKEN_MEAN's {@code numItems} or SEQ_MEAN_TOKEN_SUM_NORM's {@code maxLength};
+     *     0 for the default
+     */
+    public record Options(float epsLow, float epsHigh, Tensor epsLowPerToken, Tensor epsHighPerToken, float dualClip,
+                          float ratioCap, float klBeta, float temperature, Aggregation aggregation, long normalizer,
+                          long ignoreIndex, Backend backend) {
+
+        /** eps 0.2 both sides, no dual clip, no cap, no KL, temperature 1, token mean. */
+        public static Options defaults() {
+            return new Options(0.2f, 0.2f, null, null, 0f, Float.POSITIVE_INFINITY, 0f, 1f, Aggregation.TOKEN_MEAN, 0,
+                    LogitStats.DEFAULT_IGNORE_INDEX, null);
+        }
+
+        public Options withClip(float low, float high) {
+            return new Options(low, high, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta, temperature,
+                    aggregation, normalizer, ignoreIndex, backend);
+        }
+
+        /** Per-token clip ranges (F32 [N] each), e.g. HAPO's entropy-adaptive ones. */
+        public Options withClipPerToken(Tensor low, Tensor high) {
+            return new Options(epsLow, epsHigh, low, high, dualClip, ratioCap, klBeta, temperature, aggregation,
+                    normalizer, ignoreIndex, backend);
+        }
+
+        public Options withDualClip(float c) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, c, ratioCap, klBeta, temperature,
+                    aggregation, normalizer, ignoreIndex, backend);
+        }
+
+        public Options withRatioCap(float delta) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, delta, klBeta, temperature,
+                    aggregation, normalizer, ignoreIndex, backend);
+        }
+
+        public Options withReferenceKl(float beta) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, beta, temperature,
+                    aggregation, normalizer, ignoreIndex, backend);
+        }
+
+        public Options withTemperature(float t) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta, t,
+                    aggregation, normalizer, ignoreIndex, backend);
+        }
+
+        /** The aggregation, with its normalizer ({@code numItems} or {@code maxLength}; 0 for the default). */
+        public Options withAggregation(Aggregation a, long normalizerValue) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
+                    temperature, a, normalizerValue, ignoreIndex, backend);
+        }
+
+        public Options withAggregation(Aggregation a) {
+            return withAggregation(a, 0);
+        }
+
+        public Options on(Backend b) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
+                    temperature, aggregation, normalizer, ignoreIndex, b);
+        }
+    }
+
+    /**
+     * The loss, the gradient w.r.t. the logits (F32 [N, V], null when not asked for), per token
+     * {@code logp} and entropy (F32 [N]), and over the counted tokens: the fraction clipped at
+     * the low side ({@code A < 0}, {@code r < 1 - eps_low}) and at the high side ({@code A > 0},
+     * {@code r > 1 + eps_high}), the mean ratio and the mean entropy. Closing closes what the call
+     * allocated, not a caller's gradient buffer.
+     */
+    public static final class Result implements AutoCloseable {
+        private final float loss;
+        private final Tensor gradient;
+        private final boolean ownsGradient;
+        private final Tensor logProb;
+        private final Tensor entropy;
+        private final double clipFractionLow;
+        private final double clipFractionHigh;
+        private final double meanRatio;
+        private final double meanEntropy;
+        private final long tokens;
+
+        Result(float loss, Tensor gradient, boolean ownsGradient, Tensor logProb, Tensor entropy, double clipFractionLow,
+               double clipFractionHigh, double meanRatio, double meanEntropy, long tokens) {
+            this.loss = loss;
+            this.gradient = gradient;
+            this.ownsGradient = ownsGradient;
+            this.logProb = logProb;
+            this.entropy = entropy;
+            this.clipFractionLow = clipFractionLow;
+            this.clipFractionHigh = clipFractionHigh;
+            this.meanRatio = meanRatio;
+            this.meanEntropy = meanEntropy;
+            this.tokens = tokens;
+        }
+
+        public float loss() {
+            return loss;
+        }
+
+        public Tensor gradient() {
+            return gradient;
+        }
+
+        public Tensor logProb() {
+            return logProb;
+        }
+
+        public Tensor entropy() {
+            return entropy;
+        }
+
+        public double clipFractionLow() {
+            return clipFractionLow;
+        }
+
+        public double clipFractionHigh() {
+            return clipFractionHigh;
+        }
+
+        public double meanRatio() {
+            return meanRatio;
+        }
+
+        public double meanEntropy() {
+            return meanEntropy;
+        }
+
+        /** The counted tokens. */
+        public long tokens() {
+            return tokens;
+        }
+
+        @Override
+        public void close() {
+            logProb.close();
+            entropy.close();
+            if (ownsGradient && gradient != null) {
+                gradient.close();
+            }
+        }
+    }
+
+    /** The ratio's log is clamped to this magnitude before exp. */
+    public static final float LOG_RATIO_CLAMP = 20f;
+
+    private PolicyLoss() {
+    }
+
+    /** The loss and statistics only. */
+    public static Result compute(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
+                                 Tensor referenceLogProb, int[] sequenceStarts, Options options) {
+        return run(logits, targets, oldLogProb, advantages, referenceLogProb, sequenceStarts, options, 0f, null, false);
+    }
+
+    /** With {@code gradScale} times the gradient w.r.t. the logits, in a new F32 tensor. */
+    public static Result computeWithGradient(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
+                                             Tensor referenceLogProb, int[] sequenceStarts, Options options,
+                                             float gradScale) {
+        return run(logits, targets, oldLogProb, advantages, referenceLogProb, sequenceStarts, options, gradScale, null,
+                true);
+    }
+
+    /** With {@code gradScale} times the gradient written into {@code gradient} (F32 [N, V], not the logits). */
+    public static Result computeWithGradient(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
+                                             Tensor referenceLogProb, int[] sequenceStarts, Options options,
+                                             float gradScale, Tensor gradient) {
+        Checks.notNull("gradient", gradient);
+        return run(logits, targets, oldLogProb, advantages, referenceLogProb, sequenceStarts, options, gradScale,
+                gradient, true);
+    }
+
+    private static Result run(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
+                              Tensor referenceLogProb, int[] starts, Options o, float gradScale, Tensor gradientOut,
+                              boolean withGradient) {
+        Checks.notNull("logits", logits);
+        Checks.notNull("targets", targets);
+        if (o == null) {
+            throw new IllegalArgumentException("options: expected Options (e.g. Options.defaults()), got null");
+        }
+        Checks.rank("logits", logits, 2, "[N, V]");
+        long n = logits.dim(0);
+        Checks.require(n <= Integer.MAX_VALUE, "logits", "N < 2^31 rows", n);
+        int rows = (int) n;
+        float[] old = perToken("oldLogProb", oldLogProb, rows);
+        float[] advantage = perToken("advantages", advantages, rows);
+        float[] reference = referenceLogProb == null ? null : perToken("referenceLogProb", referenceLogProb, rows);
+        Checks.require(o.klBeta() == 0f || reference != null, "referenceLogProb",
+                "reference log-probabilities with withReferenceKl(beta != 0)", "null");
+        Checks.require(Float.isFinite(o.klBeta()) && o.klBeta() >= 0f, "klBeta", "a finite value >= 0", o.klBeta());
+        Checks.require(o.aggregation() != null, "aggregation", "an Aggregation", "null");
+        Checks.require(o.normalizer() >= 0, "normalizer", "a count >= 0 (0 for the default)", o.normalizer());
+        Checks.require(o.dualClip() == 0f || (Float.isFinite(o.dualClip()) && o.dualClip() > 1f), "dualClip",
+                "0 (none) or a finite c > 1", o.dualClip());
+        Checks.require(o.ratioCap() > 0f && !Float.isNaN(o.ratioCap()), "ratioCap", "a value > 0 (+inf for none)",
+                o.ratioCap());
+        Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
+        float[] epsLow = clipRange("epsLow", o.epsLow(), o.epsLowPerToken(), rows);
+        float[] epsHigh = clipRange("epsHigh", o.epsHigh(), o.epsHighPerToken(), rows);
+        int[] sequence = sequenceOf(starts, rows);
+        if (withGradient && gradientOut != null) {
+            Checks.require(gradientOut != logits, "gradient", "a buffer other than logits", "logits");
+        }
+
+        LogitStats.Options statsOptions = new LogitStats.Options(o.temperature(), o.ignoreIndex(), o.backend());
+        try (LogitStats.Result stats = LogitStats.compute(logits, targets, statsOptions)) {
+            float[] logp = stats.logprob().toFloatArray();
+            float[] entropy = stats.entropy().toFloatArray();
+            boolean[] counted = new boolean[rows];
+            for (int t = 0; t < rows; t++) {
+                counted[t] = targets.getLong(t) != o.ignoreIndex();
+            }
+            double[] weight = aggregationWeights(o, counted, sequence, starts);
+            double loss = 0;
+            float[] coefficient = new float[rows];
+            long tokens = 0;
+            long low = 0;
+            long high = 0;
+            double ratioSum = 0;
+            double entropySum = 0;
+            for (int t = 0; t < rows; t++) {
+                if (!counted[t]) {
+                    continue;
+                }
+                Token token = token(logp[t], old[t], advantage[t], epsLow[t], epsHigh[t], o.dualClip(), o.ratioCap(),
+                        o.klBeta(), reference == null ? 0f : reference[t]);
+                loss += weight[t] * token.loss;
+                // A row without distribution (NaN logits) has a NaN slope; TargetLogProb makes its gradient NaN.
+                coefficient[t] = Double.isNaN(token.slope) ? 0f : (float) (gradScale * weight[t] * token.slope);
+                tokens++;
+                low += token.clippedLow ? 1 : 0;
+                high += token.clippedHigh ? 1 : 0;
+                ratioSum += token.ratio;
+                entropySum += entropy[t];
+            }
+            Tensor gradient = null;
+            boolean owns = withGradient && gradientOut == null;
+            if (withGradient) {
+                gradient = owns ? Tensor.allocate(DType.F32, rows, logits.dim(1)) : gradientOut;
+                try (Tensor c = Tensor.of(coefficient, rows)) {
+                    // Closing the result keeps the gradient (a caller buffer to it); logp came from LogitStats.
+                    TargetLogProb.computeWithGradient(logits, targets, c, gradientOptions(o), gradient).close();
+                } catch (RuntimeException | Error e) {
+                    if (owns) {
+                        gradient.close();
+                    }
+                    throw e;
+                }
+            }
+            double per = tokens == 0 ? 0 : 1.0 / tokens;
+            return new Result((float) loss, gradient, owns, Tensor.of(logp, rows), Tensor.of(entropy, rows), low * per,
+                    high * per, ratioSum * per, entropySum * per, tokens);
+        }
+    }
+
+    private static TargetLogProb.Options gradientOptions(Options o) {
+        return TargetLogProb.Options.defaults().withTemperature(o.temperature()).withIgnoreIndex(o.ignoreIndex())
+                .on(o.backend());
+    }
+
+    /** One token's loss, {@code dl/dlogp}, ratio and which clip is active. */
+    record Token(double loss, double slope, double ratio, boolean clippedLow, boolean clippedHigh) {
+    }
+
+    /** The formulas of the class doc for one counted token, in float64. */
+    static Token token(float logp, float old, float a, float epsLow, float epsHigh, float dualClip, float cap,
+                       float beta, float reference) {
+        double logRatio = (double) logp - old;
+        boolean clamped = Math.abs(logRatio) > LOG_RATIO_CLAMP;
+        double r = Math.exp(Math.max(-LOG_RATIO_CLAMP, Math.min(LOG_RATIO_CLAMP, logRatio)));
+        double dr = clamped ? 0 : r; // d r / d logp
+        if (r > cap) {
+            r = cap;
+            dr = 0;
+        }
+        double lowBound = 1 - (double) epsLow;
+        double highBound = 1 + (double) epsHigh;
+        double clipped = Math.max(lowBound, Math.min(highBound, r));
+        double dClipped = r < lowBound || r > highBound ? 0 : dr;
+        double unclippedTerm = r * a;
+        double clippedTerm = clipped * a;
+        double loss;
+        double slope;
+        if (unclippedTerm <= clippedTerm) {
+            loss = -unclippedTerm;
+            slope = -a * dr;
+        } else {
+            loss = -clippedTerm;
+            slope = -a * dClipped;
+        }
+        if (dualClip > 0 && a < 0 && loss > -dualClip * a) {
+            loss = -dualClip * a;
+            slope = 0;
+        }
+        if (beta != 0) {
+            double d = (double) reference - logp;
+            loss += beta * (Math.exp(d) - d - 1);
+            slope += beta * (1 - Math.exp(d)); // d/dlogp of k3
+        }
+        boolean low = a < 0 && r < lowBound;
+        boolean high = a > 0 && r > highBound;
+        return new Token(loss, slope, r, low, high);
+    }
+
+    /** Per counted token the factor that turns its loss into its share of the aggregated loss. */
+    private static double[] aggregationWeights(Options o, boolean[] counted, int[] sequence, int[] starts) {
+        int rows = counted.length;
+        int sequences = starts.length - 1;
+        double[] w = new double[rows];
+        long total = 0;
+        long[] perSequence = new long[sequences];
+        int longest = 0;
+        for (int t = 0; t < rows; t++) {
+            if (counted[t]) {
+                total++;
+                perSequence[sequence[t]]++;
+            }
+        }
+        for (int b = 0; b < sequences; b++) {
+            longest = Math.max(longest, starts[b + 1] - starts[b]);
+        }
+        int withTokens = 0;
+        for (long c : perSequence) {
+            withTokens += c > 0 ? 1 : 0;
+        }
+        for (int t = 0; t < rows; t++) {
+            if (!counted[t]) {
+                continue;
+            }
+            w[t] = switch (o.aggregation()) {
+                case TOKEN_MEAN -> 1.0 / (o.normalizer() > 0 ? o.normalizer() : total);
+                case SEQ_MEAN_TOKEN_MEAN -> 1.0 / ((double) perSequence[sequence[t]] * withTokens);
+                case SEQ_MEAN_TOKEN_SUM -> 1.0 / sequences;
+                case SEQ_MEAN_TOKEN_SUM_NORM -> 1.0 / ((double) sequences * (o.normalizer() > 0 ? o.normalizer() : longest));
+            };
+        }
+        return w;
+    }
+
+    /** The sequence of each token from offsets {@code [B + 1]}, checked. */
+    private static int[] sequenceOf(int[] starts, int rows) {
+        if (starts == null || starts.length < 2) {
+            throw new IllegalArgumentException("sequenceStarts: expected B + 1 >= 2 offsets, got "
+                    + (starts == null ? "null" : starts.length));
+        }
+        Checks.require(starts[0] == 0 && starts[starts.length - 1] == rows, "sequenceStarts",
+                "offsets from 0 to N = " + rows, java.util.Arrays.toString(starts));
+        int[] sequence = new int[rows];
+        for (int b = 0; b + 1 < starts.length; b++) {
+            Checks.require(starts[b] <= starts[b + 1], "sequenceStarts", "non-decreasing offsets",
+                    starts[b] + " > " + starts[b + 1]);
+            for (int t = starts[b]; t < starts[b + 1]; t++) {
+                sequence[t] = b;
+            }
+        }
+        return sequence;
+    }
+
+    private static float[] perToken(String name, Tensor t, int rows) {
+        Checks.notNull(name, t);
+        Checks.rank(name, t, 1, "[N]");
+        Checks.dtype(name, t, DType.F32);
+        Checks.dim(name, t, 0, rows, "N, the rows of logits");
+        float[] v = t.toFloatArray();
+        for (int i = 0; i < rows; i++) {
+            Checks.require(Float.isFinite(v[i]), name + "[" + i + "]", "a finite number", v[i]);
+        }
+        return v;
+    }
+
+    private static float[] clipRange(String name, float scalar, Tensor perToken, int rows) {
+        float[] eps = new float[rows];
+        if (perToken == null) {
+            Checks.require(scalar >= 0f && scalar < Float.POSITIVE_INFINITY, name, "a finite value >= 0", scalar);
+            java.util.Arrays.fill(eps, scalar);
+            return eps;
+        }
+        float[] v = perToken(name + "PerToken", perToken, rows);
+        for (int i = 0; i < rows; i++) {
+            Checks.require(v[i] >= 0f, name + "PerToken[" + i + "]", "a value >= 0", v[i]);
+        }
+        return v;
+    }
+}
