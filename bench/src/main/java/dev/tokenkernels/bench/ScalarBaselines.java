@@ -104,6 +104,32 @@ public final class ScalarBaselines {
         }
     }
 
+    /**
+     * PPO's clipped loss (token mean, temperature 1) of each row and its gradient into {@code grad}:
+     * {@code logp}, the ratio and the clipped branch's slope per token, then {@code slope (onehot - p) / N}.
+     */
+    public static float clippedPolicyLoss(MemorySegment z, DType dtype, int rows, int vocab, long[] targets,
+                                          float[] oldLogProb, float[] advantages, float epsLow, float epsHigh,
+                                          MemorySegment grad) {
+        double loss = 0;
+        for (int r = 0; r < rows; r++) {
+            long base = (long) r * vocab;
+            float lse = logSumExp(z, dtype, base, vocab, 1f);
+            float logp = load(z, dtype, base + targets[r]) - lse;
+            float ratio = (float) Math.exp(Math.max(-20f, Math.min(20f, logp - oldLogProb[r])));
+            float a = advantages[r];
+            float clipped = Math.max(1 - epsLow, Math.min(1 + epsHigh, ratio));
+            boolean unclipped = ratio * a <= clipped * a || clipped == ratio;
+            loss -= Math.min(ratio * a, clipped * a) / rows;
+            float c = unclipped ? -a * ratio / rows : 0f;
+            for (int j = 0; j < vocab; j++) {
+                float p = (float) Math.exp(load(z, dtype, base + j) - lse);
+                grad.setAtIndex(ValueLayout.JAVA_FLOAT, base + j, (j == targets[r] ? c : 0f) - c * p);
+            }
+        }
+        return (float) loss;
+    }
+
     private static float logSumExp(MemorySegment z, DType dtype, long base, int vocab, float temperature) {
         float m = Float.NEGATIVE_INFINITY;
         for (int j = 0; j < vocab; j++) {
