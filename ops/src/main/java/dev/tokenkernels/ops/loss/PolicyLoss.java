@@ -1,9 +1,13 @@
 package dev.tokenkernels.ops.loss;
 
 import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Backends;
 import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.KernelBackend;
 import dev.tokenkernels.runtime.Tensor;
+import dev.tokenkernels.runtime.TokenKernelsException;
 
 /**
  * The clipped policy-gradient loss of PPO (Schulman et al., 2017) and its token-level variants
@@ -26,9 +30,11 @@ import dev.tokenkernels.runtime.Tensor;
  * tokens given by offsets {@code [B + 1]} (0 to N). {@link Aggregation} turns per-token losses
  * into the loss; the statistics ({@link Result}) are over the counted tokens.
  *
- * <p>Passes over the logits: {@link LogitStats} (log-probabilities and entropies, one read), then
- * {@link TargetLogProb} with the per-token coefficient {@code dL/dlogp_t} (the log-sum-exp again,
- * from cache on the CPU, and the gradient). No {@code [N, V]} buffer besides the gradient.
+ * <p>One fused pass per row ({@code kernels/loss/policy_loss.cu}, {@code PolicyLossCpu}): the
+ * row's log-sum-exp, {@code logp}, the token's loss and slope {@code dl/dlogp}, then from cache
+ * (L2 on a GPU) the gradient {@code gradScale w_t slope (onehot - softmax) / T} and the entropy.
+ * The row is read from memory once and the gradient written once; no other {@code [N, V]} buffer.
+ * Rows whose logits hold NaN or {@code +inf}, or are all {@code -inf}, have NaN loss and gradient.
  */
 public final class PolicyLoss {
 
@@ -114,7 +120,7 @@ public final class PolicyLoss {
 
     /**
      * The loss, the gradient w.r.t. the logits (F32 [N, V], null when not asked for), per token
-     * {@code logp} and entropy (F32 [N]), and over the counted tokens: the fraction clipped at
+     * {@code logp} and entropy (F32 [N]; 0 for tokens that do not count), and over the counted tokens: the fraction clipped at
      * the low side ({@code A < 0}, {@code r < 1 - eps_low}) and at the high side ({@code A > 0},
      * {@code r > 1 + eps_high}), the mean ratio and the mean entropy. Closing closes what the call
      * allocated, not a caller's gradient buffer.
@@ -253,17 +259,37 @@ public final class PolicyLoss {
             Checks.require(gradientOut != logits, "gradient", "a buffer other than logits", "logits");
         }
 
-        LogitStats.Options statsOptions = new LogitStats.Options(o.temperature(), o.ignoreIndex(), o.backend());
-        try (LogitStats.Result stats = LogitStats.compute(logits, targets, statsOptions)) {
-            float[] logp = stats.logprob().toFloatArray();
-            float[] entropy = stats.entropy().toFloatArray();
-            boolean[] counted = new boolean[rows];
-            for (int t = 0; t < rows; t++) {
-                counted[t] = targets.getLong(t) != o.ignoreIndex();
+        float[] weights = Divergence.rowWeights(null, targets, o.ignoreIndex(), rows, logits.dim(1));
+        boolean[] counted = new boolean[rows];
+        int[] target = new int[rows];
+        for (int t = 0; t < rows; t++) {
+            counted[t] = weights[t] != 0f;
+            target[t] = counted[t] ? (int) targets.getLong(t) : -1;
+        }
+        double[] weight = aggregationWeights(o, counted, sequence, starts);
+        float invT = 1f / o.temperature();
+        double[] coefficientScale = new double[rows];
+        for (int t = 0; t < rows; t++) {
+            coefficientScale[t] = gradScale * weight[t] * invT; // dL/dz = that * slope * (onehot - p)
+        }
+        logits.segment(); // closed tensors fail here, before any work
+        Tensor gradient = withGradient ? (gradientOut != null ? gradientOut : Tensor.allocate(DType.F32, rows,
+                logits.dim(1))) : null;
+        boolean owns = withGradient && gradientOut == null;
+        try {
+            PolicyRows job = new PolicyRows(logits, target, invT, old, advantage, reference, epsLow, epsHigh,
+                    o.dualClip(), o.ratioCap(), o.klBeta(), coefficientScale, gradient, new float[rows], new float[rows],
+                    new double[rows], new double[rows]);
+            Backend backend = Backends.select(o.backend());
+            if (backend instanceof CpuBackend cpu) {
+                PolicyLossCpu.run(cpu, job);
+            } else if (backend instanceof KernelBackend gpu) {
+                PolicyLossKernel.run(gpu, job);
+            } else {
+                throw new TokenKernelsException("the policy loss cannot run on backend '" + backend.name()
+                        + "': it is neither the cpu backend nor a kernel backend");
             }
-            double[] weight = aggregationWeights(o, counted, sequence, starts);
             double loss = 0;
-            float[] coefficient = new float[rows];
             long tokens = 0;
             long low = 0;
             long high = 0;
@@ -273,40 +299,49 @@ public final class PolicyLoss {
                 if (!counted[t]) {
                     continue;
                 }
-                Token token = token(logp[t], old[t], advantage[t], epsLow[t], epsHigh[t], o.dualClip(), o.ratioCap(),
-                        o.klBeta(), reference == null ? 0f : reference[t]);
-                loss += weight[t] * token.loss;
-                // A row without distribution (NaN logits) has a NaN slope; TargetLogProb makes its gradient NaN.
-                coefficient[t] = Double.isNaN(token.slope) ? 0f : (float) (gradScale * weight[t] * token.slope);
+                loss += weight[t] * job.tokenLoss()[t];
                 tokens++;
-                low += token.clippedLow ? 1 : 0;
-                high += token.clippedHigh ? 1 : 0;
-                ratioSum += token.ratio;
-                entropySum += entropy[t];
-            }
-            Tensor gradient = null;
-            boolean owns = withGradient && gradientOut == null;
-            if (withGradient) {
-                gradient = owns ? Tensor.allocate(DType.F32, rows, logits.dim(1)) : gradientOut;
-                try (Tensor c = Tensor.of(coefficient, rows)) {
-                    // Closing the result keeps the gradient (a caller buffer to it); logp came from LogitStats.
-                    TargetLogProb.computeWithGradient(logits, targets, c, gradientOptions(o), gradient).close();
-                } catch (RuntimeException | Error e) {
-                    if (owns) {
-                        gradient.close();
-                    }
-                    throw e;
-                }
+                double r = job.ratio()[t];
+                low += advantage[t] < 0 && r < 1 - (double) epsLow[t] ? 1 : 0;
+                high += advantage[t] > 0 && r > 1 + (double) epsHigh[t] ? 1 : 0;
+                ratioSum += r;
+                entropySum += job.entropy()[t];
             }
             double per = tokens == 0 ? 0 : 1.0 / tokens;
-            return new Result((float) loss, gradient, owns, Tensor.of(logp, rows), Tensor.of(entropy, rows), low * per,
-                    high * per, ratioSum * per, entropySum * per, tokens);
+            return new Result((float) loss, gradient, owns, Tensor.of(job.logProb(), rows), Tensor.of(job.entropy(), rows),
+                    low * per, high * per, ratioSum * per, entropySum * per, tokens);
+        } catch (RuntimeException | Error e) {
+            if (owns) {
+                gradient.close();
+            }
+            throw e;
         }
     }
 
-    private static TargetLogProb.Options gradientOptions(Options o) {
-        return TargetLogProb.Options.defaults().withTemperature(o.temperature()).withIgnoreIndex(o.ignoreIndex())
-                .on(o.backend());
+    /**
+     * One validated call as the backends see it: per counted row the token's settings, the scale
+     * {@code gradScale * aggregation weight / T} of its gradient, and the outputs.
+     *
+     * @param targets per row the sampled token, or -1 for a row that does not count
+     * @param reference per row the reference log-probability, or null without the KL term
+     */
+    record PolicyRows(Tensor logits, int[] targets, float invT, float[] oldLogProb, float[] advantages,
+                      float[] reference, float[] epsLow, float[] epsHigh, float dualClip, float ratioCap, float klBeta,
+                      double[] coefficientScale, Tensor gradient, float[] logProb, float[] entropy, double[] tokenLoss,
+                      double[] ratio) {
+        int rows() {
+            return (int) logits.dim(0);
+        }
+
+        int vocab() {
+            return (int) logits.dim(1);
+        }
+
+        /** The token formulas for row {@code t} at {@code logp}. */
+        Token token(int t, float logp) {
+            return PolicyLoss.token(logp, oldLogProb[t], advantages[t], epsLow[t], epsHigh[t], dualClip, ratioCap,
+                    klBeta, reference == null ? 0f : reference[t]);
+        }
     }
 
     /** One token's loss, {@code dl/dlogp}, ratio and which clip is active. */

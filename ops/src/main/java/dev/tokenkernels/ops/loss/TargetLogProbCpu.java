@@ -73,7 +73,7 @@ final class TargetLogProbCpu {
      * Scales the row by {@code invT} in place and returns its log-sum-exp: NaN if any element is
      * NaN or the max is {@code +inf}, {@code -inf} if all are {@code -inf}.
      */
-    private static float scaleAndLogSumExp(float[] x, float invT) {
+    static float scaleAndLogSumExp(float[] x, float invT) {
         FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
         boolean nan = false;
         for (int i = 0; i < x.length; i += F.length()) {

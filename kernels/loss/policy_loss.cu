@@ -1,0 +1,121 @@
+// The clipped policy loss of PPO/GRPO/DAPO with its gradient, fused per row (ops:
+// dev.tokenkernels.ops.loss.PolicyLoss, which states the formulas; CPU twin: PolicyLossCpu).
+//
+// One block of 256 threads per row: an online softmax gives the log-sum-exp; thread 0 computes
+// logp, the token's loss and slope dl/dlogp (in fp64, as the CPU does) and shares the gradient's
+// coefficient; one more sweep (from L2) writes c (onehot - p) and sums p log p for the entropy.
+// Rows that do not count (target -1) are not read: gradient 0.
+#include "block_reduce.cuh"
+#include "online_softmax.cuh"
+#include "tk_numeric.cuh"
+
+namespace {
+
+constexpr double kLogRatioClamp = 20.0;  // PolicyLoss.LOG_RATIO_CLAMP
+
+struct Token {
+    double loss, slope, ratio;
+};
+
+// PolicyLoss.token: the formulas of the class doc for one counted token.
+__device__ Token policy_token(float logp, float old, float a, float eps_low, float eps_high, float dual_clip, float cap,
+                              float beta, float reference) {
+    double log_ratio = static_cast<double>(logp) - old;
+    bool clamped = fabs(log_ratio) > kLogRatioClamp;
+    double r = exp(fmax(-kLogRatioClamp, fmin(kLogRatioClamp, log_ratio)));
+    double dr = clamped ? 0.0 : r;
+    if (r > cap) {
+        r = cap;
+        dr = 0.0;
+    }
+    double low = 1.0 - static_cast<double>(eps_low), high = 1.0 + static_cast<double>(eps_high);
+    double clipped = fmax(low, fmin(high, r));
+    double d_clipped = (r < low || r > high) ? 0.0 : dr;
+    double unclipped_term = r * a, clipped_term = clipped * a;
+    double loss, slope;
+    if (unclipped_term <= clipped_term) {
+        loss = -unclipped_term;
+        slope = -a * dr;
+    } else {
+        loss = -clipped_term;
+        slope = -a * d_clipped;
+    }
+    if (dual_clip > 0.0f && a < 0.0f && loss > -static_cast<double>(dual_clip) * a) {
+        loss = -static_cast<double>(dual_clip) * a;
+        slope = 0.0;
+    }
+    if (beta != 0.0f) {
+        double d = static_cast<double>(reference) - logp;
+        loss += beta * (exp(d) - d - 1.0);
+        slope += beta * (1.0 - exp(d));
+    }
+    return Token{loss, slope, r};
+}
+
+}  // namespace
+
+// One block per SM as the launch bound's floor: with none, ptxas for sm_90 holds 40 registers and
+// spills around the fp64 exp calls of the token math; the kernel waits on memory, not occupancy.
+extern "C" __global__ void __launch_bounds__(256, 1)
+    policy_loss(const void* logits, int dtype, const int* targets, const float* old_log_prob, const float* advantages,
+                const float* reference, int has_reference, const float* eps_low, const float* eps_high,
+                float dual_clip, float ratio_cap, float kl_beta, const double* coefficient_scale, float* grad,
+                int has_grad, float* log_prob, float* entropy, double* token_loss, double* ratio, long long vocab,
+                float inv_t) {
+    __shared__ float shared[2];  // lse, the gradient's coefficient
+    const long long row = blockIdx.x;
+    const long long base = row * vocab;
+    const int target = targets[row];
+    float* g = has_grad ? grad + base : nullptr;
+
+    if (target < 0) {  // not counted: not read
+        if (g)
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = 0.0f;
+        return;
+    }
+
+    tk::SoftmaxState state = tk::SoftmaxState::empty();
+    bool nan = false;
+    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
+        float x = __fmul_rn(tk::load_float(logits, dtype, base + j), inv_t);
+        nan |= tk::is_nan(x);
+        state.add(x);
+    }
+    const int any_nan = __syncthreads_or(nan);
+    state = tk::block_merge(state);
+    if (threadIdx.x == 0) {
+        float lse = any_nan || state.max == tk::positive_infinity() ? tk::quiet_nan() : state.max + logf(state.sum);
+        float x = __fmul_rn(tk::load_float(logits, dtype, base + target), inv_t);
+        float logp = isfinite(lse) ? x - lse : lse;  // NaN, or -inf for a row of all -inf
+        log_prob[row] = logp;
+        if (!isfinite(lse)) {  // no distribution: NaN loss, statistics and gradient
+            token_loss[row] = ratio[row] = tk::quiet_nan();
+            entropy[row] = tk::quiet_nan();
+            shared[0] = tk::quiet_nan();
+        } else {
+            Token t = policy_token(logp, old_log_prob[row], advantages[row], eps_low[row], eps_high[row], dual_clip,
+                                   ratio_cap, kl_beta, has_reference ? reference[row] : 0.0f);
+            token_loss[row] = t.loss;
+            ratio[row] = t.ratio;
+            shared[0] = lse;
+            shared[1] = static_cast<float>(coefficient_scale[row] * t.slope);
+        }
+    }
+    __syncthreads();
+    const float lse = shared[0];
+    if (!isfinite(lse)) {
+        if (g)
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = tk::quiet_nan();
+        return;
+    }
+    const float c = shared[1];
+    float log_sum = 0.0f;  // sum p log p, relative to lse so large logits do not cancel
+    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
+        float d = fminf(__fmul_rn(tk::load_float(logits, dtype, base + j), inv_t) - lse, 0.0f);
+        float p = expf(d);
+        if (p != 0.0f) log_sum += p * d;
+        if (g) g[j] = (j == target ? c : 0.0f) - c * p;
+    }
+    log_sum = tk::block_sum(log_sum);
+    if (threadIdx.x == 0) entropy[row] = -log_sum;
+}
