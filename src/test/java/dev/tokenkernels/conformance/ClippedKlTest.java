@@ -1,5 +1,6 @@
 package dev.tokenkernels.conformance;
 
+import static dev.tokenkernels.conformance.BadInput.expect;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -271,15 +272,5 @@ class ClippedKlTest {
              Tensor u = Tensor.of(new float[] {1f}, 1)) {
             expect(() -> ClippedKl.compute(s, s, l, u, jsd), "FORWARD_KL or REVERSE_KL");
         }
-    }
-
-    private static void expect(Executable call, String inMessage) {
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, call::execute);
-        assertTrue(e.getMessage().contains(inMessage), "message '" + e.getMessage() + "' should contain '" + inMessage + "'");
-    }
-
-    @FunctionalInterface
-    private interface Executable {
-        void execute();
     }
 }

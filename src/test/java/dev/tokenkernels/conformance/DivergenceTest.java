@@ -1,5 +1,6 @@
 package dev.tokenkernels.conformance;
 
+import static dev.tokenkernels.conformance.BadInput.expect;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -207,15 +208,5 @@ class DivergenceTest {
         try (Tensor t = Tensor.of(new float[6], 2, 3)) {
             assertThrows(IllegalStateException.class, () -> Divergence.compute(closed, t, Options.forwardKl()));
         }
-    }
-
-    private static void expect(Executable call, String inMessage) {
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, call::execute);
-        assertTrue(e.getMessage().contains(inMessage), "message '" + e.getMessage() + "' should contain '" + inMessage + "'");
-    }
-
-    @FunctionalInterface
-    private interface Executable {
-        void execute();
     }
 }

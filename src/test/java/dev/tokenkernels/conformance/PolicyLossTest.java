@@ -1,5 +1,6 @@
 package dev.tokenkernels.conformance;
 
+import static dev.tokenkernels.conformance.BadInput.expect;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -83,15 +84,5 @@ class PolicyLossTest {
             expect(() -> PolicyLoss.computeWithGradient(z, y, o, a, null, starts, d, Float.NaN), "gradScale");
             expect(() -> PolicyLoss.computeWithGradient(z, y, o, a, null, starts, d, 1f, z), "gradient");
         }
-    }
-
-    private static void expect(Executable call, String inMessage) {
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, call::execute);
-        assertTrue(e.getMessage().contains(inMessage), "message '" + e.getMessage() + "' should contain '" + inMessage + "'");
-    }
-
-    @FunctionalInterface
-    private interface Executable {
-        void execute();
     }
 }

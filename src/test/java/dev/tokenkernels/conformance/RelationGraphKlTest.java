@@ -1,5 +1,6 @@
 package dev.tokenkernels.conformance;
 
+import static dev.tokenkernels.conformance.BadInput.expect;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -353,15 +354,5 @@ class RelationGraphKlTest {
                 assertThrows(IllegalStateException.class, none::value, "a per-token loss has no single value");
             }
         }
-    }
-
-    private static void expect(Executable call, String inMessage) {
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, call::execute);
-        assertTrue(e.getMessage().contains(inMessage), "message '" + e.getMessage() + "' should contain '" + inMessage + "'");
-    }
-
-    @FunctionalInterface
-    private interface Executable {
-        void execute();
     }
 }

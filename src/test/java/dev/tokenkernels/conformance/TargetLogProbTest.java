@@ -1,5 +1,6 @@
 package dev.tokenkernels.conformance;
 
+import static dev.tokenkernels.conformance.BadInput.expect;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -74,15 +75,5 @@ class TargetLogProbTest {
             expect(() -> TargetLogProb.computeWithGradient(z, y, c, o, wrongGrad), "gradient");
             expect(() -> TargetLogProb.computeWithGradient(z, y, c, o, halfGrad), "gradient: expected dtype");
         }
-    }
-
-    private static void expect(Executable call, String inMessage) {
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, call::execute);
-        assertTrue(e.getMessage().contains(inMessage), "message '" + e.getMessage() + "' should contain '" + inMessage + "'");
-    }
-
-    @FunctionalInterface
-    private interface Executable {
-        void execute();
     }
 }
