@@ -91,4 +91,23 @@ __device__ __forceinline__ SoftmaxState block_merge(SoftmaxState s) {
     return s;
 }
 
+// The log-sum-exp of a row of x = z * inv_t (z of dtype code `dtype`, n elements from `base`),
+// computed by the whole block and returned to every thread: NaN if an element is NaN or the max
+// is +inf, -inf for a row of all -inf. x is rounded as a product, as the CPU paths round it.
+__device__ __forceinline__ float block_row_lse(const void* z, int dtype, long long base, long long n, float inv_t) {
+    __shared__ float lse;
+    SoftmaxState state = SoftmaxState::empty();
+    bool nan = false;
+    for (long long j = threadIdx.x; j < n; j += blockDim.x) {
+        float x = __fmul_rn(load_float(z, dtype, base + j), inv_t);
+        nan |= is_nan(x);
+        state.add(x);
+    }
+    const int any_nan = __syncthreads_or(nan);
+    state = block_merge(state);  // complete in thread 0 (warp 0)
+    if (threadIdx.x == 0) lse = any_nan || state.max == positive_infinity() ? quiet_nan() : state.max + logf(state.sum);
+    __syncthreads();
+    return lse;
+}
+
 }  // namespace tk

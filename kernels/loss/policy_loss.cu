@@ -62,7 +62,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
                 float dual_clip, float ratio_cap, float kl_beta, const double* coefficient_scale, float* grad,
                 int has_grad, float* log_prob, float* entropy, double* token_loss, double* ratio, long long vocab,
                 float inv_t) {
-    __shared__ float shared[2];  // lse, the gradient's coefficient
+    __shared__ float shared_coefficient;
     const long long row = blockIdx.x;
     const long long base = row * vocab;
     const int target = targets[row];
@@ -74,41 +74,29 @@ extern "C" __global__ void __launch_bounds__(256, 1)
         return;
     }
 
-    tk::SoftmaxState state = tk::SoftmaxState::empty();
-    bool nan = false;
-    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float x = __fmul_rn(tk::load_float(logits, dtype, base + j), inv_t);
-        nan |= tk::is_nan(x);
-        state.add(x);
-    }
-    const int any_nan = __syncthreads_or(nan);
-    state = tk::block_merge(state);
+    const float lse = tk::block_row_lse(logits, dtype, base, vocab, inv_t);
     if (threadIdx.x == 0) {
-        float lse = any_nan || state.max == tk::positive_infinity() ? tk::quiet_nan() : state.max + logf(state.sum);
         float x = __fmul_rn(tk::load_float(logits, dtype, base + target), inv_t);
         float logp = isfinite(lse) ? x - lse : lse;  // NaN, or -inf for a row of all -inf
         log_prob[row] = logp;
         if (!isfinite(lse)) {  // no distribution: NaN loss, statistics and gradient
             token_loss[row] = ratio[row] = tk::quiet_nan();
             entropy[row] = tk::quiet_nan();
-            shared[0] = tk::quiet_nan();
         } else {
             Token t = policy_token(logp, old_log_prob[row], advantages[row], eps_low[row], eps_high[row], dual_clip,
                                    ratio_cap, kl_beta, has_reference ? reference[row] : 0.0f);
             token_loss[row] = t.loss;
             ratio[row] = t.ratio;
-            shared[0] = lse;
-            shared[1] = static_cast<float>(coefficient_scale[row] * t.slope);
+            shared_coefficient = static_cast<float>(coefficient_scale[row] * t.slope);
         }
     }
     __syncthreads();
-    const float lse = shared[0];
     if (!isfinite(lse)) {
         if (g)
             for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = tk::quiet_nan();
         return;
     }
-    const float c = shared[1];
+    const float c = shared_coefficient;
     float log_sum = 0.0f;  // sum p log p, relative to lse so large logits do not cancel
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
         float d = fminf(__fmul_rn(tk::load_float(logits, dtype, base + j), inv_t) - lse, 0.0f);

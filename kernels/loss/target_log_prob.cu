@@ -5,14 +5,12 @@
 // One block of 256 threads per row: an online softmax gives the log-sum-exp, then one sweep
 // writes the gradient; the thread that owns the target column adds c / T there. Each thread
 // writes only elements it has just read, so the gradient may alias the logits (not when adding).
-#include "block_reduce.cuh"
 #include "online_softmax.cuh"
 #include "tk_numeric.cuh"
 
 extern "C" __global__ void __launch_bounds__(256)
     target_log_prob(const void* logits, int dtype, const int* targets, const float* coefficients, float* grad,
                     float* log_prob, long long vocab, float inv_t, int has_grad, int accumulate) {
-    __shared__ float shared_lse;
     const long long row = blockIdx.x;
     const long long base = row * vocab;
     const int target = targets[row];
@@ -25,18 +23,7 @@ extern "C" __global__ void __launch_bounds__(256)
         return;
     }
 
-    tk::SoftmaxState state = tk::SoftmaxState::empty();
-    bool nan = false;
-    for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float x = __fmul_rn(tk::load_float(logits, dtype, base + j), inv_t);
-        nan |= tk::is_nan(x);
-        state.add(x);
-    }
-    const int any_nan = __syncthreads_or(nan);
-    state = tk::block_merge(state);
-    if (threadIdx.x == 0) shared_lse = state.max + logf(state.sum);
-    __syncthreads();
-    const float lse = any_nan || state.max == tk::positive_infinity() ? tk::quiet_nan() : shared_lse;
+    const float lse = tk::block_row_lse(logits, dtype, base, vocab, inv_t);
     if (threadIdx.x == 0) {
         float x = __fmul_rn(tk::load_float(logits, dtype, base + target), inv_t);
         log_prob[row] = isfinite(lse) ? x - lse : lse;  // NaN, or -inf for a row of all -inf
