@@ -1,0 +1,111 @@
+package dev.tokenkernels.ops.loss;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+import java.lang.foreign.MemorySegment;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The blocked row softmax against float64: lengths around the vector width and the block size,
+ * rows whose max grows block after block (the running rescale), masked classes, every dtype, and
+ * the special rows (NaN, +inf, all -inf).
+ */
+class SoftmaxRowCpuTest {
+    private static final int[] VOCABS = {1, 7, 16, 17, 2047, 2048, 2049, 5000, 32000};
+
+    @Test
+    void logSumExpGradientAndEntropyMatchFloat64() {
+        SplittableRandom random = new SplittableRandom(7);
+        for (DType dtype : new DType[] {DType.F32, DType.BF16, DType.F16}) {
+            for (int vocab : VOCABS) {
+                for (int shape = 0; shape < 4; shape++) {
+                    float[] z = new float[vocab];
+                    for (int i = 0; i < vocab; i++) {
+                        z[i] = switch (shape) {
+                            case 0 -> (float) (3 * random.nextGaussian());
+                            case 1 -> i * 0.01f; // max grows in every block
+                            case 2 -> (vocab - i) * 0.01f; // max in the first block
+                            default -> random.nextInt(5) == 0 ? Float.NEGATIVE_INFINITY : (float) random.nextGaussian();
+                        };
+                    }
+                    if (shape == 3) {
+                        z[random.nextInt(vocab)] = 1f; // at least one class left
+                    }
+                    check(z, dtype, 0.7f, random.nextBoolean(), dtype + " V=" + vocab + " shape " + shape);
+                }
+            }
+        }
+    }
+
+    @Test
+    void specialRows() {
+        float[] nan = {0f, Float.NaN, 1f};
+        float[] inf = {0f, Float.POSITIVE_INFINITY, 1f};
+        float[] masked = {Float.NEGATIVE_INFINITY, Float.NEGATIVE_INFINITY, Float.NEGATIVE_INFINITY};
+        float[] late = new float[3000];
+        java.util.Arrays.fill(late, Float.NEGATIVE_INFINITY);
+        late[2500] = 4f; // the first block is all -inf, then a finite max
+        for (DType dtype : new DType[] {DType.F32, DType.BF16, DType.F16}) {
+            assertTrue(Float.isNaN(logSumExp(nan, dtype)), dtype + " NaN element");
+            assertTrue(Float.isNaN(logSumExp(inf, dtype)), dtype + " +inf max");
+            assertEquals(Float.NEGATIVE_INFINITY, logSumExp(masked, dtype), dtype + " all -inf");
+            assertEquals(4f, logSumExp(late, dtype), 1e-6f, dtype + " only one finite class, in block 2");
+            check(late, dtype, 1f, false, dtype + " all -inf first block");
+        }
+    }
+
+    private static float logSumExp(float[] z, DType dtype) {
+        try (Tensor t = Tensor.ofFloats(z, dtype, 1, z.length)) {
+            SoftmaxRowCpu row = new SoftmaxRowCpu(z.length, dtype);
+            row.select(t.segment(), dtype, 0);
+            return row.logSumExp(1f);
+        }
+    }
+
+    /** Row 1 of a two-row tensor (so the row offset matters), against float64 of the stored values. */
+    private static void check(float[] z, DType dtype, float invT, boolean accumulate, String at) {
+        int vocab = z.length;
+        float[] both = new float[2 * vocab];
+        java.util.Arrays.fill(both, 0, vocab, 100f); // row 0 must not leak into row 1
+        System.arraycopy(z, 0, both, vocab, vocab);
+        try (Tensor t = Tensor.ofFloats(both, dtype, 2, vocab); Tensor g = Tensor.allocate(DType.F32, 2, vocab)) {
+            double[] x = new double[vocab];
+            double max = Double.NEGATIVE_INFINITY;
+            for (int i = 0; i < vocab; i++) {
+                x[i] = (double) t.getFloat(vocab + i) * invT;
+                max = Math.max(max, x[i]);
+            }
+            double sum = 0;
+            for (double v : x) {
+                sum += Math.exp(v - max);
+            }
+            double lse = max + Math.log(sum);
+            SoftmaxRowCpu row = new SoftmaxRowCpu(vocab, dtype);
+            row.select(t.segment(), dtype, 1);
+            float got = row.logSumExp(invT);
+            assertEquals(lse, got, 2e-6 * Math.max(1, Math.abs(lse)), at + " lse");
+            float base = 0.25f;
+            MemorySegment gs = g.segment();
+            for (int i = 0; i < vocab; i++) {
+                g.setFloat(vocab + i, base);
+            }
+            float c = 1.5f;
+            double plogp = row.gradient(invT, got, c, gs, 4L * vocab, accumulate);
+            double expectedPlogp = 0;
+            for (int i = 0; i < vocab; i++) {
+                double p = Math.exp(x[i] - lse);
+                expectedPlogp += p == 0 ? 0 : p * (x[i] - lse);
+                double expected = (accumulate ? base : 0) - c * p;
+                assertEquals(expected, g.getFloat(vocab + i), 2e-6 * (1 + Math.abs(expected)), at + " gradient " + i);
+            }
+            assertEquals(expectedPlogp, plogp, 2e-5 * (1 + Math.abs(expectedPlogp)), at + " sum p log p");
+            for (int i = 0; i < vocab; i++) {
+                assertEquals(0f, g.getFloat(i), at + " row 0 of the gradient is not written");
+            }
+        }
+    }
+}
