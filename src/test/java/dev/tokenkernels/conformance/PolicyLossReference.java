@@ -160,4 +160,55 @@ final class PolicyLossReference {
     static double logProb(double[] z, int y, float temperature) {
         return DivergenceReference.logSoftmax(z, temperature)[y];
     }
+
+    /** The op's loss and gradient against the reference's, at the property test's tolerances. */
+    static void assertMatches(String at, dev.tokenkernels.ops.loss.PolicyLoss.Result result, double expected,
+                              double[][] expectedGradient, float gradScale) {
+        Approx.assertClose(at + " loss", expected, result.loss(), 2e-5 * (1 + Math.abs(expected)));
+        int vocab = expectedGradient.length == 0 ? 0 : expectedGradient[0].length;
+        for (int t = 0; t < expectedGradient.length; t++) {
+            double max = 0;
+            for (double g : expectedGradient[t]) {
+                max = Math.max(max, Math.abs(g));
+            }
+            for (int j = 0; j < vocab; j++) {
+                Approx.assertClose(at + " gradient[" + t + "][" + j + "]", gradScale * expectedGradient[t][j],
+                        result.gradient().getFloat((long) t * vocab + j), Math.abs(gradScale) * (2e-5 * max + 1e-7));
+            }
+        }
+    }
+
+    /** Logits of a batch as float64 rows. */
+    static double[][] rows(float[] values, int rows, int vocab) {
+        double[][] z = new double[rows][vocab];
+        for (int t = 0; t < rows; t++) {
+            for (int j = 0; j < vocab; j++) {
+                z[t][j] = values[t * vocab + j];
+            }
+        }
+        return z;
+    }
+
+    /**
+     * Old log-probabilities that give each counted token a ratio in [0.5, 1.7] at least 0.01 from
+     * every listed branch point.
+     */
+    static float[] oldLogProbs(java.util.SplittableRandom random, double[][] z, int[] y, float temperature,
+                               double... branchPoints) {
+        float[] old = new float[z.length];
+        for (int t = 0; t < z.length; t++) {
+            double logp = y[t] < 0 ? 0 : logProb(z[t], y[t], temperature);
+            double r;
+            boolean near;
+            do {
+                r = random.nextDouble(0.5, 1.7);
+                near = false;
+                for (double b : branchPoints) {
+                    near |= Math.abs(r - b) < 0.01;
+                }
+            } while (near);
+            old[t] = (float) (logp - Math.log(r));
+        }
+        return old;
+    }
 }
