@@ -216,10 +216,12 @@ public final class PolicyLoss {
 
     /**
      * The loss, the gradient w.r.t. the logits (F32 [N, V], null when not asked for), per token
-     * {@code logp} and entropy (F32 [N]; 0 for tokens that do not count), and over the counted tokens: the fraction clipped at
-     * the low side ({@code A < 0}, {@code r < 1 - eps_low}) and at the high side ({@code A > 0},
-     * {@code r > 1 + eps_high}), the mean ratio and the mean entropy. Closing closes what the call
-     * allocated, not a caller's gradient buffer.
+     * {@code logp} and entropy (F32 [N]; 0 for tokens that do not count), and over the counted
+     * tokens: the fraction clipped at the low side ({@code a < 0}, {@code r' < 1 - eps_low}) and at
+     * the high side ({@code a > 0}, {@code r' > 1 + eps_high}), with {@code a} the token's advantage
+     * after HAPO's zone choice and Lp-Reg's regularized tokens never counted; the mean capped ratio
+     * {@code r'} and the mean entropy. Closing closes what the call allocated, not a caller's
+     * gradient buffer.
      */
     public static final class Result implements AutoCloseable {
         private final float loss;
