@@ -48,8 +48,10 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *       regularized token with {@code lp_t = -inf} (dropped by the proxy) is refused; the proxy
  *       is not read for other tokens ({@link ProxyDistribution}'s output can be passed as is).
  *       Regularized tokens are never counted as clipped.</li>
- *   <li>Token weights, zones and Lp-Reg compose in that order; the defaults leave every formula as
- *       plain PPO.</li>
+ *   <li>They compose as the formulas read: the zone picks {@code a_t} (for Lp-Reg's tokens too),
+ *       the policy term (clipped, or Lp-Reg's) is weighted by {@code w_t}, the KL terms are added
+ *       unweighted. The defaults (no weights, zones or Lp-Reg) leave every formula as plain PPO,
+ *       bit for bit.</li>
  * </ul>
  *
  * <p>Tokens whose target is the ignore index do not count. Sequences are consecutive runs of
@@ -79,8 +81,9 @@ public final class PolicyLoss {
          * Thinkless' decoupled GRPO (Fang et al., 2025, "Thinkless: LLM Learns When to Think"):
          * {@code alpha * mean_b l_{b,0} + sum_{t>=1} m l / sum_{t>=1} m} over the batch, where
          * {@code l_{b,0}} is the first token of sequence {@code b} (the control token) when it
-         * counts, the second sum runs over every other counted token, and {@code alpha} is
-         * {@link Options#controlTokenWeight()}. A part with no token contributes 0.
+         * counts (a sequence whose first token is ignored has none), the second sum runs over every
+         * other counted token, and {@code alpha} is {@link Options#controlTokenWeight()}. A part with
+         * no token contributes 0, not NaN.
          */
         DEGRPO
     }
