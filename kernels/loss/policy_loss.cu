@@ -1,5 +1,5 @@
-// The clipped policy loss of PPO/GRPO/DAPO with its gradient, fused per row (ops:
-// dev.tokenkernels.ops.loss.PolicyLoss, which states the formulas; CPU twin: PolicyLossCpu).
+// The clipped policy loss of PPO/GRPO/DAPO, with token weights, HAPO's zones and Lp-Reg, and its gradient,
+// fused per row (ops: dev.tokenkernels.ops.loss.PolicyLoss, which states the formulas; CPU twin: PolicyLossCpu).
 //
 // One block of 256 threads per row: an online softmax gives the log-sum-exp; thread 0 computes
 // logp, the token's loss and slope dl/dlogp (in fp64, as the CPU does) and shares the gradient's
@@ -12,15 +12,21 @@
 namespace {
 
 constexpr double kLogRatioClamp = 20.0;  // PolicyLoss.LOG_RATIO_CLAMP
+constexpr double kLpRegClamp = 10.0;     // PolicyLoss.LP_REG_CLAMP
 
 struct Token {
     double loss, slope, ratio;
 };
 
+// The per-token settings of one row (PolicyLoss.PolicyRows).
+struct TokenArgs {
+    float old, a, a_outside, eps_low, eps_high, reference, weight, lp_proxy;
+    bool regularized;
+};
+
 // PolicyLoss.token: the formulas of the class doc for one counted token.
-__device__ Token policy_token(float logp, float old, float a, float eps_low, float eps_high, float dual_clip, float cap,
-                              float beta, float reference) {
-    double log_ratio = static_cast<double>(logp) - old;
+__device__ Token policy_token(float logp, const TokenArgs& k, float dual_clip, float cap, float beta, float lp_beta) {
+    double log_ratio = static_cast<double>(logp) - k.old;
     bool clamped = fabs(log_ratio) > kLogRatioClamp;
     double r = exp(fmax(-kLogRatioClamp, fmin(kLogRatioClamp, log_ratio)));
     double dr = clamped ? 0.0 : r;
@@ -28,24 +34,41 @@ __device__ Token policy_token(float logp, float old, float a, float eps_low, flo
         r = cap;
         dr = 0.0;
     }
-    double low = 1.0 - static_cast<double>(eps_low), high = 1.0 + static_cast<double>(eps_high);
-    double clipped = fmax(low, fmin(high, r));
-    double d_clipped = (r < low || r > high) ? 0.0 : dr;
-    double unclipped_term = r * a, clipped_term = clipped * a;
+    // HAPO's neutral zone picks the advantage (PolicyLoss.zoneAdvantage)
+    bool inside = 1.0 - 0.5 * k.eps_low < r && r < 1.0 + 0.5 * k.eps_high;
+    double a = inside ? k.a : k.a_outside;
     double loss, slope;
-    if (unclipped_term <= clipped_term) {
-        loss = -unclipped_term;
+    if (k.regularized) {  // Lp-Reg: the plain importance-weighted term
+        loss = -r * a;
         slope = -a * dr;
     } else {
-        loss = -clipped_term;
-        slope = -a * d_clipped;
+        double low = 1.0 - static_cast<double>(k.eps_low), high = 1.0 + static_cast<double>(k.eps_high);
+        double clipped = fmax(low, fmin(high, r));
+        double d_clipped = (r < low || r > high) ? 0.0 : dr;
+        double unclipped_term = r * a, clipped_term = clipped * a;
+        if (unclipped_term <= clipped_term) {
+            loss = -unclipped_term;
+            slope = -a * dr;
+        } else {
+            loss = -clipped_term;
+            slope = -a * d_clipped;
+        }
+        if (dual_clip > 0.0f && a < 0.0 && loss > -static_cast<double>(dual_clip) * a) {
+            loss = -static_cast<double>(dual_clip) * a;
+            slope = 0.0;
+        }
     }
-    if (dual_clip > 0.0f && a < 0.0f && loss > -static_cast<double>(dual_clip) * a) {
-        loss = -static_cast<double>(dual_clip) * a;
-        slope = 0.0;
+    loss *= k.weight;
+    slope *= k.weight;
+    if (k.regularized) {
+        double e = static_cast<double>(k.lp_proxy) - logp;
+        bool active = fabs(e) > kLpRegClamp;
+        e = fmax(-kLpRegClamp, fmin(kLpRegClamp, e));
+        loss += lp_beta * (exp(e) - e - 1.0);
+        if (!active) slope += lp_beta * (1.0 - exp(e));
     }
     if (beta != 0.0f) {
-        double d = static_cast<double>(reference) - logp;
+        double d = static_cast<double>(k.reference) - logp;
         loss += beta * (exp(d) - d - 1.0);
         slope += beta * (1.0 - exp(d));
     }
@@ -58,10 +81,11 @@ __device__ Token policy_token(float logp, float old, float a, float eps_low, flo
 // spills around the fp64 exp calls of the token math; the kernel waits on memory, not occupancy.
 extern "C" __global__ void __launch_bounds__(256, 1)
     policy_loss(const void* logits, int dtype, const int* targets, const float* old_log_prob, const float* advantages,
-                const float* reference, int has_reference, const float* eps_low, const float* eps_high,
-                float dual_clip, float ratio_cap, float kl_beta, const double* coefficient_scale, float* grad,
-                int has_grad, float* log_prob, float* entropy, double* token_loss, double* ratio, long long vocab,
-                float inv_t) {
+                const float* outside_advantages, const float* reference, int has_reference, const float* eps_low,
+                const float* eps_high, float dual_clip, float ratio_cap, float kl_beta, const float* token_weights,
+                const int* regularized, const float* lp_proxy, float lp_beta, const double* coefficient_scale,
+                float* grad, int has_grad, float* log_prob, float* entropy, double* token_loss, double* ratio,
+                long long vocab, float inv_t) {
     __shared__ float shared_coefficient;
     const long long row = blockIdx.x;
     const long long base = row * vocab;
@@ -83,8 +107,17 @@ extern "C" __global__ void __launch_bounds__(256, 1)
             token_loss[row] = ratio[row] = tk::quiet_nan();
             entropy[row] = tk::quiet_nan();
         } else {
-            Token t = policy_token(logp, old_log_prob[row], advantages[row], eps_low[row], eps_high[row], dual_clip,
-                                   ratio_cap, kl_beta, has_reference ? reference[row] : 0.0f);
+            TokenArgs k;
+            k.old = old_log_prob[row];
+            k.a = advantages[row];
+            k.a_outside = outside_advantages[row];
+            k.eps_low = eps_low[row];
+            k.eps_high = eps_high[row];
+            k.reference = has_reference ? reference[row] : 0.0f;
+            k.weight = token_weights[row];
+            k.lp_proxy = lp_proxy[row];
+            k.regularized = regularized[row] != 0;
+            Token t = policy_token(logp, k, dual_clip, ratio_cap, kl_beta, lp_beta);
             token_loss[row] = t.loss;
             ratio[row] = t.ratio;
             shared_coefficient = static_cast<float>(coefficient_scale[row] * t.slope);

@@ -2,6 +2,7 @@ package dev.tokenkernels.conformance;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
+import dev.tokenkernels.conformance.PolicyLossReference.Settings;
 import dev.tokenkernels.ops.loss.PolicyLoss;
 import dev.tokenkernels.ops.loss.PolicyLoss.Aggregation;
 import dev.tokenkernels.runtime.Backend;
@@ -17,99 +18,31 @@ import net.jqwik.api.Provide;
 import net.jqwik.api.constraints.IntRange;
 
 /**
- * PolicyLoss on random batches, every backend, against a float64 reference written from the
- * class doc's formulas. Ratios are drawn away from every branch point (clip bounds, cap, dual
- * clip) by more than fp32 rounding can move them, so each token's branch is the reference's.
+ * PolicyLoss on random batches, every backend, against the float64 {@link PolicyLossReference},
+ * with token weights, HAPO's zone advantages, Lp-Reg and per-token clip ranges switched on at
+ * random. Ratios are drawn away from every branch point (clip bounds, zone bounds, cap, dual clip)
+ * and Lp-Reg's log-ratios away from their clamp by more than fp32 rounding can move them, so each
+ * token's branch is the reference's.
  */
 class PolicyLossProperties {
 
-    /** Settings of one call, as the reference reads them. */
-    record Settings(float epsLow, float epsHigh, float dualClip, float cap, float beta, float temperature,
-                    Aggregation aggregation, long normalizer) {
+    /** A random batch: the logits as the op sees them (decoded) and the per-token inputs. */
+    record Batch(double[][] z, PolicyLossReference.Tokens tokens, int[] starts, Settings s) {
     }
 
-    /** Float64 loss and dL/dz of the batch; {@code counted[t]} false for ignored tokens. */
-    static double lossAndGradient(double[][] z, int[] y, boolean[] counted, float[] old, float[] a, float[] ref,
-                                  int[] starts, Settings s, double[][] gradient) {
-        int rows = z.length;
-        int sequences = starts.length - 1;
-        double[] weight = new double[rows];
-        long total = 0;
-        long[] perSequence = new long[sequences];
-        int longest = 0;
-        for (int b = 0; b < sequences; b++) {
-            longest = Math.max(longest, starts[b + 1] - starts[b]);
-            for (int t = starts[b]; t < starts[b + 1]; t++) {
-                if (counted[t]) {
-                    total++;
-                    perSequence[b]++;
-                }
-            }
-        }
-        int nonEmpty = (int) Arrays.stream(perSequence).filter(c -> c > 0).count();
-        for (int b = 0; b < sequences; b++) {
-            for (int t = starts[b]; t < starts[b + 1]; t++) {
-                weight[t] = switch (s.aggregation()) {
-                    case TOKEN_MEAN -> 1.0 / (s.normalizer() > 0 ? s.normalizer() : total);
-                    case SEQ_MEAN_TOKEN_MEAN -> 1.0 / (perSequence[b] * (double) nonEmpty);
-                    case SEQ_MEAN_TOKEN_SUM -> 1.0 / sequences;
-                    case SEQ_MEAN_TOKEN_SUM_NORM -> 1.0 / (sequences * (double) (s.normalizer() > 0 ? s.normalizer() : longest));
-                };
-            }
-        }
-        double loss = 0;
-        for (int t = 0; t < rows; t++) {
-            Arrays.fill(gradient[t], 0);
-            if (!counted[t]) {
-                continue;
-            }
-            double[] logSoftmax = DivergenceReference.logSoftmax(z[t], s.temperature());
-            double logp = logSoftmax[y[t]];
-            double r = Math.exp(logp - old[t]);
-            double dr = r;
-            if (r > s.cap()) {
-                r = s.cap();
-                dr = 0;
-            }
-            double clipped = Math.min(Math.max(r, 1 - (double) s.epsLow()), 1 + (double) s.epsHigh());
-            boolean clipActive = clipped != r;
-            double surrogate = Math.min(r * a[t], clipped * a[t]);
-            double l = -surrogate;
-            double slope = r * a[t] <= clipped * a[t] ? -a[t] * dr : (clipActive ? 0 : -a[t] * dr);
-            if (s.dualClip() > 0 && a[t] < 0 && l > -s.dualClip() * a[t]) {
-                l = -s.dualClip() * a[t];
-                slope = 0;
-            }
-            if (s.beta() != 0) {
-                double d = ref[t] - logp;
-                l += s.beta() * (Math.exp(d) - d - 1);
-                slope += s.beta() * (1 - Math.exp(d));
-            }
-            loss += weight[t] * l;
-            for (int j = 0; j < z[t].length; j++) {
-                double p = Math.exp(logSoftmax[j]);
-                gradient[t][j] = weight[t] * slope * ((j == y[t] ? 1 : 0) - p) / s.temperature();
-            }
-        }
-        return loss;
-    }
-
-    @Property(tries = 100)
-    void lossAndGradientMatchTheReference(@ForAll @IntRange(min = 1, max = 12) int rows,
-                                          @ForAll("vocabularies") int vocab,
-                                          @ForAll Aggregation aggregation,
-                                          @ForAll("dtypes") DType dtype,
-                                          @ForAll long seed) {
-        SplittableRandom random = new SplittableRandom(seed);
+    static Batch randomBatch(SplittableRandom random, float[] seen, int rows, int vocab, Aggregation aggregation,
+                             boolean extensions) {
         Settings s = new Settings((float) random.nextDouble(0.1, 0.3), (float) random.nextDouble(0.1, 0.4),
                 random.nextBoolean() ? 0f : (float) random.nextDouble(2, 3.2),
                 random.nextBoolean() ? Float.POSITIVE_INFINITY : (float) random.nextDouble(1.6, 3),
                 random.nextBoolean() ? 0f : (float) random.nextDouble(0.01, 0.5),
                 random.nextBoolean() ? 1f : (float) random.nextDouble(0.5, 2), aggregation,
-                random.nextInt(3) == 0 ? 1 + random.nextInt(40) : 0);
-        float[] values = new float[rows * vocab];
-        for (int k = 0; k < values.length; k++) {
-            values[k] = (float) (random.nextGaussian() * 2);
+                random.nextInt(3) == 0 ? 1 + random.nextInt(40) : 0, (float) random.nextDouble(0, 0.5));
+        double[][] z = new double[rows][vocab];
+        for (int t = 0; t < rows; t++) {
+            for (int j = 0; j < vocab; j++) {
+                z[t][j] = seen[t * vocab + j];
+            }
         }
         int[] y = new int[rows];
         boolean[] counted = new boolean[rows];
@@ -117,64 +50,191 @@ class PolicyLossProperties {
             counted[t] = random.nextInt(5) != 0;
             y[t] = counted[t] ? random.nextInt(vocab) : -100;
         }
-        int[] starts = randomStarts(random, rows);
+        boolean perTokenEps = extensions && random.nextBoolean();
+        float[] epsLow = perTokenEps ? new float[rows] : null;
+        float[] epsHigh = perTokenEps ? new float[rows] : null;
+        float[] weight = extensions && random.nextBoolean() ? new float[rows] : null;
+        float[] outside = extensions && random.nextBoolean() ? new float[rows] : null;
+        boolean lpReg = extensions && random.nextBoolean();
+        boolean[] regularized = lpReg ? new boolean[rows] : null;
+        float[] proxy = lpReg ? new float[rows] : null;
+        float[] old = new float[rows];
+        float[] a = new float[rows];
+        float[] ref = new float[rows];
+        for (int t = 0; t < rows; t++) {
+            if (perTokenEps) {
+                epsLow[t] = (float) random.nextDouble(0.05, 0.4);
+                epsHigh[t] = (float) random.nextDouble(0.05, 0.5);
+            }
+            double eL = perTokenEps ? epsLow[t] : s.epsLow();
+            double eH = perTokenEps ? epsHigh[t] : s.epsHigh();
+            double logp = counted[t] ? DivergenceReference.logSoftmax(z[t], s.temperature())[y[t]] : 0;
+            old[t] = (float) (logp - Math.log(ratioAwayFromBranchPoints(random, eL, eH, s)));
+            a[t] = (float) (random.nextBoolean() ? random.nextDouble(0.05, 2) : -random.nextDouble(0.05, 2));
+            ref[t] = (float) (logp + random.nextDouble(-1, 1));
+            if (weight != null) {
+                weight[t] = random.nextInt(6) == 0 ? 0f : (float) random.nextDouble(0, 2);
+            }
+            if (outside != null) {
+                outside[t] = (float) (a[t] * random.nextDouble(0.5, 2));
+            }
+            if (lpReg) {
+                regularized[t] = random.nextInt(3) == 0;
+                double e = random.nextBoolean() ? random.nextDouble(0.05, 9.5) : random.nextDouble(10.5, 14);
+                // unregularized tokens' proxy is not read: -inf there must not matter
+                proxy[t] = regularized[t] ? (float) (logp + (random.nextInt(4) == 0 ? -e : e))
+                        : random.nextBoolean() ? Float.NEGATIVE_INFINITY : (float) logp;
+            }
+        }
+        PolicyLossReference.Tokens tokens = new PolicyLossReference.Tokens(y, counted, old, a, ref, epsLow, epsHigh,
+                weight, outside, regularized, proxy, lpReg ? (float) random.nextDouble(0, 2) : 0f);
+        return new Batch(z, tokens, randomStarts(random, rows), s);
+    }
+
+    /** The op's options for a batch; the tensors go into {@code open} for the caller to close. */
+    static PolicyLoss.Options options(Batch batch, java.util.List<Tensor> open) {
+        Settings s = batch.s();
+        PolicyLossReference.Tokens k = batch.tokens();
+        int rows = k.y().length;
+        PolicyLoss.Options options = PolicyLoss.Options.defaults().withClip(s.epsLow(), s.epsHigh())
+                .withDualClip(s.dualClip()).withRatioCap(s.cap()).withReferenceKl(s.beta())
+                .withTemperature(s.temperature()).withAggregation(s.aggregation(), s.normalizer())
+                .withControlTokenWeight(s.alpha());
+        if (k.epsLow() != null) {
+            options = options.withClipPerToken(keep(open, Tensor.of(k.epsLow(), rows)), keep(open, Tensor.of(k.epsHigh(), rows)));
+        }
+        if (k.weight() != null) {
+            options = options.withTokenWeights(keep(open, Tensor.of(k.weight(), rows)));
+        }
+        if (k.outside() != null) {
+            options = options.withZoneAdvantages(keep(open, Tensor.of(k.outside(), rows)));
+        }
+        if (k.regularized() != null) {
+            float[] mask = new float[rows];
+            for (int t = 0; t < rows; t++) {
+                mask[t] = k.regularized()[t] ? 1f : 0f;
+            }
+            options = options.withLpReg(keep(open, Tensor.of(k.proxy(), rows)), keep(open, Tensor.of(mask, rows)),
+                    k.lpBeta());
+        }
+        return options;
+    }
+
+    private static Tensor keep(java.util.List<Tensor> open, Tensor t) {
+        open.add(t);
+        return t;
+    }
+
+    @Property(tries = 120)
+    void lossAndGradientMatchTheReference(@ForAll @IntRange(min = 1, max = 12) int rows,
+                                          @ForAll("vocabularies") int vocab,
+                                          @ForAll Aggregation aggregation,
+                                          @ForAll("dtypes") DType dtype,
+                                          @ForAll boolean extensions,
+                                          @ForAll long seed) {
+        SplittableRandom random = new SplittableRandom(seed);
+        float[] values = new float[rows * vocab];
+        for (int k = 0; k < values.length; k++) {
+            values[k] = (float) (random.nextGaussian() * 2);
+        }
         try (Tensor logits = Tensor.ofFloats(values, dtype, rows, vocab)) {
-            float[] seen = logits.toFloatArray();
-            double[][] z = new double[rows][vocab];
-            for (int t = 0; t < rows; t++) {
-                for (int j = 0; j < vocab; j++) {
-                    z[t][j] = seen[t * vocab + j];
-                }
-            }
-            float[] old = new float[rows];
-            float[] a = new float[rows];
-            float[] ref = new float[rows];
-            for (int t = 0; t < rows; t++) {
-                double logp = counted[t] ? DivergenceReference.logSoftmax(z[t], s.temperature())[y[t]] : 0;
-                old[t] = (float) (logp - Math.log(ratioAwayFromBranchPoints(random, s)));
-                a[t] = (float) (random.nextBoolean() ? random.nextDouble(0.05, 2) : -random.nextDouble(0.05, 2));
-                ref[t] = (float) (logp + random.nextDouble(-1, 1));
-            }
+            Batch batch = randomBatch(random, logits.toFloatArray(), rows, vocab, aggregation, extensions);
+            PolicyLossReference.Tokens k = batch.tokens();
+            Settings s = batch.s();
+            int[] starts = batch.starts();
             double[][] expectedGradient = new double[rows][vocab];
-            double expected = lossAndGradient(z, y, counted, old, a, ref, starts, s, expectedGradient);
-            float gradScale = (float) random.nextDouble(0.5, 2);
-            PolicyLoss.Options options = PolicyLoss.Options.defaults().withClip(s.epsLow(), s.epsHigh())
-                    .withDualClip(s.dualClip()).withRatioCap(s.cap()).withReferenceKl(s.beta())
-                    .withTemperature(s.temperature()).withAggregation(aggregation, s.normalizer());
-            for (Backend backend : ConformanceBackends.all()) {
-                try (Tensor targets = Tensor.ofInts(y, rows); Tensor o = Tensor.of(old, rows); Tensor adv = Tensor.of(a, rows);
-                     Tensor r = Tensor.of(ref, rows);
-                     PolicyLoss.Result result = PolicyLoss.computeWithGradient(logits, targets, o, adv, r, starts,
-                             options.on(backend), gradScale)) {
-                    String at = backend + " " + s + " " + dtype + " V=" + vocab + " starts=" + Arrays.toString(starts);
-                    double scale = 1 + Math.abs(expected);
-                    Approx.assertClose(at + " loss", expected, result.loss(), 2e-5 * scale);
-                    for (int t = 0; t < rows; t++) {
-                        double max = 0;
-                        for (double g : expectedGradient[t]) {
-                            max = Math.max(max, Math.abs(g));
-                        }
-                        for (int j = 0; j < vocab; j++) {
-                            Approx.assertClose(at + " gradient[" + t + "][" + j + "]", gradScale * expectedGradient[t][j],
-                                    result.gradient().getFloat((long) t * vocab + j), gradScale * (2e-5 * max + 1e-7));
-                        }
-                    }
-                    long tokens = 0;
-                    for (boolean c : counted) {
-                        tokens += c ? 1 : 0;
-                    }
-                    assertEquals(tokens, result.tokens(), at + " counted tokens");
+            double expected = PolicyLossReference.lossAndGradient(batch.z(), k, starts, s, expectedGradient);
+            long tokens = 0;
+            long low = 0;
+            long high = 0;
+            for (int t = 0; t < rows; t++) {
+                if (k.counted()[t]) {
+                    tokens++;
+                    PolicyLossReference.Token token = PolicyLossReference.token(
+                            PolicyLossReference.logProb(batch.z()[t], k.y()[t], s.temperature()), t, k, s);
+                    low += token.low() ? 1 : 0;
+                    high += token.high() ? 1 : 0;
                 }
+            }
+            float gradScale = (float) random.nextDouble(0.5, 2);
+            java.util.List<Tensor> open = new java.util.ArrayList<>();
+            try {
+                PolicyLoss.Options options = options(batch, open);
+                for (Backend backend : ConformanceBackends.all()) {
+                    try (Tensor targets = Tensor.ofInts(k.y(), rows); Tensor o = Tensor.of(k.old(), rows);
+                         Tensor adv = Tensor.of(k.a(), rows); Tensor r = Tensor.of(k.ref(), rows);
+                         PolicyLoss.Result result = PolicyLoss.computeWithGradient(logits, targets, o, adv, r, starts,
+                                 options.on(backend), gradScale)) {
+                        String at = backend + " " + s + " " + dtype + " V=" + vocab + " extensions=" + extensions
+                                + " starts=" + Arrays.toString(starts);
+                        double scale = 1 + Math.abs(expected);
+                        Approx.assertClose(at + " loss", expected, result.loss(), 2e-5 * scale);
+                        for (int t = 0; t < rows; t++) {
+                            double max = 0;
+                            for (double g : expectedGradient[t]) {
+                                max = Math.max(max, Math.abs(g));
+                            }
+                            for (int j = 0; j < vocab; j++) {
+                                Approx.assertClose(at + " gradient[" + t + "][" + j + "]",
+                                        gradScale * expectedGradient[t][j],
+                                        result.gradient().getFloat((long) t * vocab + j), gradScale * (2e-5 * max + 1e-7));
+                            }
+                        }
+                        assertEquals(tokens, result.tokens(), at + " counted tokens");
+                        double per = tokens == 0 ? 0 : 1.0 / tokens;
+                        assertEquals(low * per, result.clipFractionLow(), 1e-12, at + " clipped low");
+                        assertEquals(high * per, result.clipFractionHigh(), 1e-12, at + " clipped high");
+                    }
+                }
+            } finally {
+                open.forEach(Tensor::close);
             }
         }
     }
 
-    /** A ratio in [0.3, 3.5] farther than 0.003 from 1 - eps_low, 1 + eps_high, the cap and the dual clip. */
-    static double ratioAwayFromBranchPoints(SplittableRandom random, Settings s) {
+    /** The reference's gradient against central finite differences of its loss, every extension on. */
+    @Property(tries = 60)
+    void referenceGradientMatchesFiniteDifferences(@ForAll @IntRange(min = 1, max = 6) int rows,
+                                                   @ForAll @IntRange(min = 1, max = 7) int vocab,
+                                                   @ForAll Aggregation aggregation,
+                                                   @ForAll long seed) {
+        SplittableRandom random = new SplittableRandom(seed);
+        float[] values = new float[rows * vocab];
+        for (int k = 0; k < values.length; k++) {
+            values[k] = (float) (random.nextGaussian() * 2);
+        }
+        Batch batch = randomBatch(random, values, rows, vocab, aggregation, true);
+        double[][] z = batch.z();
+        double[][] gradient = new double[rows][vocab];
+        PolicyLossReference.lossAndGradient(z, batch.tokens(), batch.starts(), batch.s(), gradient);
+        double h = 1e-6;
+        for (int t = 0; t < rows; t++) {
+            for (int j = 0; j < vocab; j++) {
+                double saved = z[t][j];
+                z[t][j] = saved + h;
+                double up = PolicyLossReference.loss(z, batch.tokens(), batch.starts(), batch.s());
+                z[t][j] = saved - h;
+                double down = PolicyLossReference.loss(z, batch.tokens(), batch.starts(), batch.s());
+                z[t][j] = saved;
+                double numeric = (up - down) / (2 * h);
+                Approx.assertClose(batch.s() + " d/dz[" + t + "][" + j + "]", numeric, (float) gradient[t][j],
+                        1e-6 * (1 + Math.abs(numeric)));
+            }
+        }
+    }
+
+    /**
+     * A ratio in [0.3, 3.5] farther than 0.003 from 1 - eps_low, 1 + eps_high, the zone bounds
+     * 1 - eps_low/2 and 1 + eps_high/2, the cap and the dual clip.
+     */
+    static double ratioAwayFromBranchPoints(SplittableRandom random, double epsLow, double epsHigh, Settings s) {
+        double[] points = {1 - epsLow, 1 + epsHigh, 1 - epsLow / 2, 1 + epsHigh / 2, s.cap(), s.dualClip()};
         while (true) {
             double r = random.nextDouble(0.3, 3.5);
-            boolean near = Math.abs(r - (1 - s.epsLow())) < 3e-3 || Math.abs(r - (1 + s.epsHigh())) < 3e-3
-                    || Math.abs(r - s.cap()) < 3e-3 || Math.abs(r - s.dualClip()) < 3e-3;
+            boolean near = false;
+            for (double p : points) {
+                near |= Math.abs(r - p) < 3e-3;
+            }
             if (!near) {
                 return r;
             }

@@ -60,6 +60,194 @@ class PolicyLossTest {
         }
     }
 
+    private static final float LN3 = (float) Math.log(3);
+    private static final double P0 = 0.25;
+    private static final double P1 = 0.75;
+
+    /** {@code rows} copies of the two-class row (0, ln 3), all sampling class 1 (logp = ln 3/4). */
+    private static Tensor twoClassRows(int rows) {
+        float[] z = new float[2 * rows];
+        for (int t = 0; t < rows; t++) {
+            z[2 * t + 1] = LN3;
+        }
+        return Tensor.of(z, rows, 2);
+    }
+
+    /** The old log-probabilities that give class 1 of the two-class row the ratios {@code r}. */
+    private static Tensor oldForRatios(double... r) {
+        float[] old = new float[r.length];
+        for (int t = 0; t < r.length; t++) {
+            old[t] = (float) (Math.log(P1) - Math.log(r[t]));
+        }
+        return Tensor.of(old, r.length);
+    }
+
+    private static Tensor classOne(int rows) {
+        int[] y = new int[rows];
+        java.util.Arrays.fill(y, 1);
+        return Tensor.ofInts(y, rows);
+    }
+
+    private static void assertRowGradient(String at, double slope, PolicyLoss.Result r, int row) {
+        assertEquals(slope * (0 - P0), r.gradient().getFloat(2L * row), 1e-5 * (1 + Math.abs(slope)), at + " class 0");
+        assertEquals(slope * (1 - P1), r.gradient().getFloat(2L * row + 1), 1e-5 * (1 + Math.abs(slope)), at + " class 1");
+    }
+
+    /**
+     * r = 0.9, A = -2: policy term 1.8 with slope 1.8; weight 0.25 scales it; the k3 reference KL
+     * (beta 0.5, ref = logp + 0.3) is not weighted.
+     */
+    @Test
+    void tokenWeightsScaleThePolicyTermNotTheKl() {
+        double k3 = Math.exp(0.3) - 0.3 - 1;
+        double slope = 0.25 * 1.8 + 0.5 * (1 - Math.exp(0.3));
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor z = twoClassRows(1); Tensor y = classOne(1); Tensor o = oldForRatios(0.9);
+                 Tensor a = Tensor.of(new float[] {-2f}, 1);
+                 Tensor ref = Tensor.of(new float[] {(float) (Math.log(P1) + 0.3)}, 1);
+                 Tensor w = Tensor.of(new float[] {0.25f}, 1);
+                 PolicyLoss.Result r = PolicyLoss.computeWithGradient(z, y, o, a, ref, new int[] {0, 1},
+                         Options.defaults().withReferenceKl(0.5f).withTokenWeights(w).on(backend), 1f)) {
+                assertEquals(0.25 * 1.8 + 0.5 * k3, r.loss(), 1e-5, backend + " loss");
+                assertRowGradient(backend + " gradient", slope, r, 0);
+            }
+        }
+    }
+
+    /** Weights of 1 give bit for bit the loss and gradient of no weights (the default path). */
+    @Test
+    void unitWeightsChangeNothing() {
+        java.util.SplittableRandom random = new java.util.SplittableRandom(7);
+        int rows = 5;
+        int vocab = 37;
+        float[] values = new float[rows * vocab];
+        float[] old = new float[rows];
+        float[] adv = new float[rows];
+        for (int k = 0; k < values.length; k++) {
+            values[k] = (float) random.nextGaussian();
+        }
+        for (int t = 0; t < rows; t++) {
+            old[t] = (float) (-Math.log(vocab) + random.nextDouble(-0.5, 0.5));
+            adv[t] = (float) random.nextGaussian();
+        }
+        float[] ones = new float[rows];
+        java.util.Arrays.fill(ones, 1f);
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor z = Tensor.of(values, rows, vocab); Tensor y = Tensor.ofInts(new int[] {0, 3, 36, 5, 9}, rows);
+                 Tensor o = Tensor.of(old, rows); Tensor a = Tensor.of(adv, rows); Tensor w = Tensor.of(ones, rows);
+                 PolicyLoss.Result plain = PolicyLoss.computeWithGradient(z, y, o, a, null, new int[] {0, 2, 5},
+                         Options.defaults().withDualClip(3f).on(backend), 1f);
+                 PolicyLoss.Result weighted = PolicyLoss.computeWithGradient(z, y, o, a, null, new int[] {0, 2, 5},
+                         Options.defaults().withDualClip(3f).withTokenWeights(w).on(backend), 1f)) {
+                assertEquals(plain.loss(), weighted.loss(), backend + " loss");
+                for (int k = 0; k < rows * vocab; k++) {
+                    assertEquals(plain.gradient().getFloat(k), weighted.gradient().getFloat(k), backend + " gradient " + k);
+                }
+            }
+        }
+    }
+
+    /**
+     * eps 0.2: the neutral zone is (0.9, 1.1). r = 1.05 is inside and uses A = 1 (loss -1.05);
+     * r = 1.15 is outside the zone but inside the clip and uses Aout = 3 (loss -3.45, slope -3.45);
+     * r = 1.3 with A = 1 would clip high, but uses Aout = -1: loss 1.3, slope 1.3, not clipped.
+     */
+    @Test
+    void zoneAdvantagesApplyOutsideTheNeutralZone() {
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor z = twoClassRows(3); Tensor y = classOne(3); Tensor o = oldForRatios(1.05, 1.15, 1.3);
+                 Tensor a = Tensor.of(new float[] {1f, 1f, 1f}, 3); Tensor out = Tensor.of(new float[] {5f, 3f, -1f}, 3);
+                 PolicyLoss.Result r = PolicyLoss.computeWithGradient(z, y, o, a, null, new int[] {0, 3},
+                         Options.defaults().withZoneAdvantages(out).on(backend), 1f)) {
+                assertEquals((-1.05 - 3.45 + 1.3) / 3, r.loss(), 1e-5, backend + " loss");
+                assertRowGradient(backend + " inside", -1.05 / 3, r, 0);
+                assertRowGradient(backend + " outside", -3.45 / 3, r, 1);
+                assertRowGradient(backend + " outside, negative", 1.3 / 3, r, 2);
+                assertEquals(0.0, r.clipFractionHigh(), 1e-12, backend + " the zone's advantage decides the clip");
+                assertEquals(0.0, r.clipFractionLow(), 1e-12, backend + " nothing clipped low");
+            }
+        }
+    }
+
+    /**
+     * Lp-Reg, beta 2, seq-mean-token-sum over one sequence (weight 1 each). Token 0: r = 1.5,
+     * A = 1, regularized with lp = logp + 0.5: no clip, loss -1.5 + 2 k3(0.5), slope -1.5 + 2 (1 - e^0.5).
+     * Token 1: r = 0.5, A = -1, regularized with lp = logp + 12 (clamped to 10): loss 0.5 + 2 k3(10),
+     * slope 0.5. Token 2: not regularized, proxy -inf (not read): r = 1.5 clips at 1.2, loss -1.2.
+     */
+    @Test
+    void lpRegTokensAreUnclippedWithAClampedKl() {
+        double k3Half = Math.exp(0.5) - 0.5 - 1;
+        double k3Ten = Math.exp(10) - 10 - 1;
+        float logp = (float) Math.log(P1);
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor z = twoClassRows(3); Tensor y = classOne(3); Tensor o = oldForRatios(1.5, 0.5, 1.5);
+                 Tensor a = Tensor.of(new float[] {1f, -1f, 1f}, 3);
+                 Tensor lp = Tensor.of(new float[] {logp + 0.5f, logp + 12f, Float.NEGATIVE_INFINITY}, 3);
+                 Tensor mask = u8(1, 1, 0);
+                 PolicyLoss.Result r = PolicyLoss.computeWithGradient(z, y, o, a, null, new int[] {0, 3},
+                         Options.defaults().withLpReg(lp, mask, 2f).withAggregation(Aggregation.SEQ_MEAN_TOKEN_SUM)
+                                 .on(backend), 1f)) {
+                double expected = (-1.5 + 2 * k3Half) + (0.5 + 2 * k3Ten) - 1.2;
+                assertEquals(expected, r.loss(), 1e-5 * expected, backend + " loss");
+                assertRowGradient(backend + " regularized", -1.5 + 2 * (1 - Math.exp(0.5)), r, 0);
+                assertRowGradient(backend + " regularized, clamped", 0.5, r, 1);
+                assertRowGradient(backend + " clipped", 0, r, 2);
+                assertEquals(1.0 / 3, r.clipFractionHigh(), 1e-12, backend + " only the plain token clips");
+                assertEquals(0.0, r.clipFractionLow(), 1e-12, backend + " regularized tokens are not clipped");
+            }
+        }
+    }
+
+    private static Tensor u8(int... flags) {
+        Tensor t = Tensor.allocate(dev.tokenkernels.runtime.DType.U8, flags.length);
+        for (int i = 0; i < flags.length; i++) {
+            t.segment().set(java.lang.foreign.ValueLayout.JAVA_BYTE, i, (byte) flags[i]);
+        }
+        return t;
+    }
+
+    /**
+     * DEGRPO, alpha 0.1, r = 1 so each token's loss is -A. Sequences [0,3), [3,4), [4,6) with
+     * token 4 ignored: control tokens 0 and 3, later tokens 1, 2, 5.
+     */
+    @Test
+    void degrpoSeparatesTheControlTokens() {
+        float[] adv = {1f, 2f, 3f, 4f, 5f, 6f};
+        double alpha = 0.1;
+        double expected = alpha * -(1 + 4) / 2.0 - (2 + 3 + 6) / 3.0;
+        int[] y = {1, 1, 1, 1, -100, 1};
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor z = twoClassRows(6); Tensor targets = Tensor.ofInts(y, 6);
+                 Tensor o = oldForRatios(1, 1, 1, 1, 1, 1); Tensor a = Tensor.of(adv, 6);
+                 PolicyLoss.Result r = PolicyLoss.computeWithGradient(z, targets, o, a, null, new int[] {0, 3, 4, 6},
+                         Options.defaults().withAggregation(Aggregation.DEGRPO).withControlTokenWeight(0.1f)
+                                 .on(backend), 1f)) {
+                assertEquals(expected, r.loss(), 1e-5, backend + " loss");
+                assertRowGradient(backend + " control token 0", alpha / 2 * -1, r, 0);
+                assertRowGradient(backend + " later token 2", -3 / 3.0, r, 2);
+                assertRowGradient(backend + " control token 3", alpha / 2 * -4, r, 3);
+                assertRowGradient(backend + " ignored token 4", 0, r, 4);
+            }
+        }
+    }
+
+    /** A part of DEGRPO with no token contributes 0: only control tokens, only later tokens, nothing counted. */
+    @Test
+    void degrpoEmptyPartsAreZero() {
+        Options degrpo = Options.defaults().withAggregation(Aggregation.DEGRPO);
+        try (Tensor z = twoClassRows(2); Tensor o = oldForRatios(1, 1); Tensor a = Tensor.of(new float[] {1f, 3f}, 2);
+             Tensor both = classOne(2); Tensor firstIgnored = Tensor.ofInts(new int[] {-100, 1}, 2);
+             Tensor none = Tensor.ofInts(new int[] {-100, -100}, 2);
+             PolicyLoss.Result onlyControls = PolicyLoss.compute(z, both, o, a, null, new int[] {0, 1, 2}, degrpo);
+             PolicyLoss.Result onlyLater = PolicyLoss.compute(z, firstIgnored, o, a, null, new int[] {0, 2}, degrpo);
+             PolicyLoss.Result nothing = PolicyLoss.compute(z, none, o, a, null, new int[] {0, 2}, degrpo)) {
+            assertEquals(0.001 * -(1 + 3) / 2.0, onlyControls.loss(), 1e-8, "two control tokens, no later token");
+            assertEquals(-3.0, onlyLater.loss(), 1e-6, "no counted control token");
+            assertEquals(0f, nothing.loss(), "no counted token");
+        }
+    }
+
     @Test
     void badInputsAreClearErrors() {
         try (Tensor z = Tensor.of(new float[6], 2, 3); Tensor y = Tensor.ofInts(new int[] {0, 2}, 2);
@@ -83,6 +271,32 @@ class PolicyLossTest {
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, null), "options");
             expect(() -> PolicyLoss.computeWithGradient(z, y, o, a, null, starts, d, Float.NaN), "gradScale");
             expect(() -> PolicyLoss.computeWithGradient(z, y, o, a, null, starts, d, 1f, z), "gradient");
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTokenWeights(negative)), "tokenWeights[1]");
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTokenWeights(nan)), "tokenWeights[1]");
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTokenWeights(shortT)), "tokenWeights");
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withZoneAdvantages(nan)), "zoneAdvantages[1]");
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withControlTokenWeight(-1f)),
+                    "controlTokenWeight");
+            try (Tensor flags = u8(1, 0); Tensor two = u8(2, 0); Tensor halfMask = Tensor.ofFloats(new float[] {1f, 0f},
+                    dev.tokenkernels.runtime.DType.BF16, 2);
+                 Tensor minusInf = Tensor.of(new float[] {Float.NEGATIVE_INFINITY, 0f}, 2);
+                 Tensor infUnflagged = Tensor.of(new float[] {0f, Float.NEGATIVE_INFINITY}, 2)) {
+                expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withLpReg(o, two, 1f)), "lpRegMask[0]");
+                expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withLpReg(o, halfMask, 1f)), "lpRegMask");
+                expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withLpReg(null, flags, 1f)),
+                        "lpRegProxyLogProb");
+                expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withLpReg(o, null, 1f)), "lpRegMask");
+                expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withLpReg(shortT, flags, 1f)),
+                        "lpRegProxyLogProb");
+                expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withLpReg(o, flags, Float.NaN)), "lpRegBeta");
+                expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withLpReg(o, flags, -1f)), "lpRegBeta");
+                expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withLpReg(minusInf, flags, 1f)),
+                        "lpRegProxyLogProb[0]");
+                try (PolicyLoss.Result fine = PolicyLoss.compute(z, y, o, a, null, starts,
+                        d.withLpReg(infUnflagged, flags, 1f))) {
+                    assertTrue(Float.isFinite(fine.loss()), "-inf on a token that is not regularized is not read");
+                }
+            }
         }
     }
 }

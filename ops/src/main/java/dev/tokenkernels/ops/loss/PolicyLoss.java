@@ -12,19 +12,47 @@ import dev.tokenkernels.runtime.TokenKernelsException;
 /**
  * The clipped policy-gradient loss of PPO (Schulman et al., 2017) and its token-level variants
  * (GRPO, Shao et al., 2024; DAPO, Yu et al., 2025; Dr. GRPO, Liu et al., 2025), with the gradient
- * w.r.t. the policy logits.
+ * w.r.t. the policy logits, and the per-token extensions of STEER, HAPO, Lp-Reg and Thinkless.
  *
  * <p>Per token {@code t} with policy logits {@code z_t [V]}, sampled token {@code y_t}, old
  * log-probability {@code o_t} and advantage {@code A_t}: {@code logp_t = log softmax(z_t / T)[y_t]},
  * <pre>
  *   r_t  = exp(clamp(logp_t - o_t, -20, 20)),   r'_t = min(r_t, delta)        (ratio cap, off by default)
- *   l_t  = -min(r'_t A_t, clip(r'_t, 1 - eps_low_t, 1 + eps_high_t) A_t)
- *   l_t  = min(l_t, -c A_t)  for A_t < 0                                       (dual clip c, off by default)
- *   l_t += beta (exp(d_t) - d_t - 1),  d_t = ref_t - logp_t                    (k3 reference KL, beta = 0 by default)
+ *   a_t  = A_t inside 1 - eps_low_t/2 < r'_t < 1 + eps_high_t/2, else Aout_t   (HAPO zones; off: a_t = A_t)
+ *   p_t  = -min(r'_t a_t, clip(r'_t, 1 - eps_low_t, 1 + eps_high_t) a_t)
+ *   p_t  = min(p_t, -c a_t)  for a_t < 0                                       (dual clip c, off by default)
+ *   p_t  = -a_t r'_t         for the tokens Lp-Reg regularizes (no clip, no dual clip)
+ *   l_t  = w_t p_t                                                             (token weights, 1 by default)
+ *        + beta (exp(d_t) - d_t - 1),  d_t = ref_t - logp_t                    (k3 reference KL, beta = 0 by default)
+ *        + beta_lp (exp(e_t) - e_t - 1),  e_t = clamp(lp_t - logp_t, -10, 10)  (regularized tokens only)
  * </pre>
  * {@code eps_low}, {@code eps_high} are scalars or per-token tensors. The gradient follows the
- * branch each {@code min}/{@code clip} takes (0 where the clamp, the cap, a clip or the dual clip
- * is active), as automatic differentiation of these formulas does.
+ * branch each {@code min}/{@code clip}/zone takes (0 where the log-ratio clamp, the cap, a clip, the
+ * dual clip or Lp-Reg's clamp is active; the zone's choice of advantage is a constant), as automatic
+ * differentiation of these formulas does.
+ *
+ * <p>Decisions on the extensions:
+ * <ul>
+ *   <li>Token weights ({@link Options#withTokenWeights}; STEER, Wang et al., 2025, weights the
+ *       dual-clip token loss) multiply the policy term {@code p_t} and its gradient only: the k3
+ *       reference KL and Lp-Reg's KL are regularizers towards other distributions, not credit
+ *       assignment, so a token's weight does not scale them.</li>
+ *   <li>HAPO's zones ({@link Options#withZoneAdvantages}; Liu et al., 2025, "HAPO") use the capped
+ *       ratio {@code r'}, the one the clip sees (the same as {@code r} whenever
+ *       {@code delta >= 1 + eps_high/2}); both bounds are strict. The chosen advantage {@code a_t}
+ *       is then the token's advantage everywhere: in the clip, the dual clip and the statistics.</li>
+ *   <li>Lp-Reg ({@link Options#withLpReg}; Huang et al., 2025, "Low-probability Tokens Sustain
+ *       Exploration in RLVR") keeps the ratio cap (a safety bound, off by default) but no clip
+ *       range and no dual clip for regularized tokens; their KL's derivative is 0 where
+ *       {@code |lp_t - logp_t| > 10}. Lp-Reg regularizes only tokens with {@code logp < lp}, so a
+ *       regularized token with {@code lp_t = -inf} (dropped by the proxy) is refused; the proxy
+ *       is not read for other tokens ({@link ProxyDistribution}'s output can be passed as is).
+ *       Regularized tokens are never counted as clipped.</li>
+ *   <li>They compose as the formulas read: the zone picks {@code a_t} (for Lp-Reg's tokens too),
+ *       the policy term (clipped, or Lp-Reg's) is weighted by {@code w_t}, the KL terms are added
+ *       unweighted. The defaults (no weights, zones or Lp-Reg) leave every formula as plain PPO,
+ *       bit for bit.</li>
+ * </ul>
  *
  * <p>Tokens whose target is the ignore index do not count. Sequences are consecutive runs of
  * tokens given by offsets {@code [B + 1]} (0 to N). {@link Aggregation} turns per-token losses
@@ -32,7 +60,8 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *
  * <p>One fused pass per row ({@code kernels/loss/policy_loss.cu}, {@code PolicyLossCpu}): the
  * row's log-sum-exp, {@code logp}, the token's loss and slope {@code dl/dlogp}, then from cache
- * (L2 on a GPU) the gradient {@code gradScale w_t slope (onehot - softmax) / T} and the entropy.
+ * (L2 on a GPU) the gradient {@code gradScale g_t slope (onehot - softmax) / T} ({@code g_t} the
+ * token's aggregation weight) and the entropy.
  * The row is read from memory once and the gradient written once; no other {@code [N, V]} buffer.
  * Rows whose logits hold NaN or {@code +inf}, or are all {@code -inf}, have NaN loss and gradient.
  */
@@ -47,7 +76,16 @@ public final class PolicyLoss {
         /** The mean over all {@code B} sequences of each sequence's token sum. */
         SEQ_MEAN_TOKEN_SUM,
         /** {@code sum m l / (B * maxLength)} (Dr. GRPO); maxLength from the options, else the longest sequence. */
-        SEQ_MEAN_TOKEN_SUM_NORM
+        SEQ_MEAN_TOKEN_SUM_NORM,
+        /**
+         * Thinkless' decoupled GRPO (Fang et al., 2025, "Thinkless: LLM Learns When to Think"):
+         * {@code alpha * mean_b l_{b,0} + sum_{t>=1} m l / sum_{t>=1} m} over the batch, where
+         * {@code l_{b,0}} is the first token of sequence {@code b} (the control token) when it
+         * counts (a sequence whose first token is ignored has none), the second sum runs over every
+         * other counted token, and {@code alpha} is {@link Options#controlTokenWeight()}. A part with
+         * no token contributes 0, not NaN.
+         */
+        DEGRPO
     }
 
     /**
@@ -60,70 +98,133 @@ public final class PolicyLoss {
      * @param klBeta the k3 reference KL's coefficient (needs reference log-probabilities), 0 for none
      * @param normalizer TOKEN_MEAN's {@code numItems} or SEQ_MEAN_TOKEN_SUM_NORM's {@code maxLength};
      *     0 for the default
+     * @param tokenWeights F32 [N] {@code w_t >= 0} multiplying each token's policy term, or null
+     * @param zoneAdvantages F32 [N] advantages used outside HAPO's neutral zone, or null
+     * @param lpRegProxyLogProb F32 [N] Lp-Reg's proxy log-probabilities, or null
+     * @param lpRegMask [N] (U8, I8, I32, I64 or F32) 1 for the tokens Lp-Reg regularizes, else 0; or null
+     * @param lpRegBeta Lp-Reg's coefficient of its proxy KL
+     * @param controlTokenWeight DEGRPO's {@code alpha}, the weight of the control tokens' mean
      */
     public record Options(float epsLow, float epsHigh, Tensor epsLowPerToken, Tensor epsHighPerToken, float dualClip,
                           float ratioCap, float klBeta, float temperature, Aggregation aggregation, long normalizer,
-                          long ignoreIndex, Backend backend) {
+                          Tensor tokenWeights, Tensor zoneAdvantages, Tensor lpRegProxyLogProb, Tensor lpRegMask,
+                          float lpRegBeta, float controlTokenWeight, long ignoreIndex, Backend backend) {
 
-        /** eps 0.2 both sides, no dual clip, no cap, no KL, temperature 1, token mean. */
+        /** DEGRPO's default control-token weight, Thinkless' {@code alpha = 1/1000}. */
+        public static final float DEFAULT_CONTROL_TOKEN_WEIGHT = 0.001f;
+
+        /**
+         * eps 0.2 both sides, no dual clip, no cap, no KL, temperature 1, token mean, no token
+         * weights, zone advantages or Lp-Reg, DEGRPO's alpha 0.001 (used only with DEGRPO).
+         */
         public static Options defaults() {
             return new Options(0.2f, 0.2f, null, null, 0f, Float.POSITIVE_INFINITY, 0f, 1f, Aggregation.TOKEN_MEAN, 0,
-                    LogitStats.DEFAULT_IGNORE_INDEX, null);
+                    null, null, null, null, 0f, DEFAULT_CONTROL_TOKEN_WEIGHT, LogitStats.DEFAULT_IGNORE_INDEX, null);
         }
 
         public Options withClip(float low, float high) {
             return new Options(low, high, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta, temperature,
-                    aggregation, normalizer, ignoreIndex, backend);
+                    aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
+                    controlTokenWeight, ignoreIndex, backend);
         }
 
         /** Per-token clip ranges (F32 [N] each), e.g. HAPO's entropy-adaptive ones. */
         public Options withClipPerToken(Tensor low, Tensor high) {
             return new Options(epsLow, epsHigh, low, high, dualClip, ratioCap, klBeta, temperature, aggregation,
-                    normalizer, ignoreIndex, backend);
+                    normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
+                    controlTokenWeight, ignoreIndex, backend);
         }
 
         public Options withDualClip(float c) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, c, ratioCap, klBeta, temperature,
-                    aggregation, normalizer, ignoreIndex, backend);
+                    aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
+                    controlTokenWeight, ignoreIndex, backend);
         }
 
         public Options withRatioCap(float delta) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, delta, klBeta, temperature,
-                    aggregation, normalizer, ignoreIndex, backend);
+                    aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
+                    controlTokenWeight, ignoreIndex, backend);
         }
 
         public Options withReferenceKl(float beta) {
-            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, beta, temperature,
-                    aggregation, normalizer, ignoreIndex, backend);
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, beta,
+                    temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
+                    lpRegBeta, controlTokenWeight, ignoreIndex, backend);
         }
 
         public Options withTemperature(float t) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta, t,
-                    aggregation, normalizer, ignoreIndex, backend);
+                    aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
+                    controlTokenWeight, ignoreIndex, backend);
         }
 
         /** The aggregation, with its normalizer ({@code numItems} or {@code maxLength}; 0 for the default). */
         public Options withAggregation(Aggregation a, long normalizerValue) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
-                    temperature, a, normalizerValue, ignoreIndex, backend);
+                    temperature, a, normalizerValue, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
+                    lpRegBeta, controlTokenWeight, ignoreIndex, backend);
         }
 
         public Options withAggregation(Aggregation a) {
             return withAggregation(a, 0);
         }
 
+        /**
+         * Per-token weights {@code w_t} (F32 [N], finite, {@code >= 0}; null for none) of the
+         * policy term, e.g. STEER's; the KL terms are not weighted (see the class doc).
+         */
+        public Options withTokenWeights(Tensor w) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
+                    temperature, aggregation, normalizer, w, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
+                    controlTokenWeight, ignoreIndex, backend);
+        }
+
+        /**
+         * HAPO's differential advantages: the call's advantages apply inside the neutral zone
+         * {@code 1 - eps_low_t/2 < r'_t < 1 + eps_high_t/2}, {@code outside[t]} (F32 [N], finite;
+         * null for none) outside it.
+         */
+        public Options withZoneAdvantages(Tensor outside) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
+                    temperature, aggregation, normalizer, tokenWeights, outside, lpRegProxyLogProb, lpRegMask,
+                    lpRegBeta, controlTokenWeight, ignoreIndex, backend);
+        }
+
+        /**
+         * Lp-Reg on the tokens {@code regularized} marks (U8, I8, I32, I64 or F32 [N] of 0 and 1):
+         * the unclipped policy term plus {@code beta k3(clamp(proxyLogProb - logp, -10, 10))};
+         * {@code proxyLogProb} (F32 [N]) must be finite on those tokens and is not read elsewhere.
+         * Null tensors turn it off.
+         */
+        public Options withLpReg(Tensor proxyLogProb, Tensor regularized, float beta) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
+                    temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, proxyLogProb, regularized,
+                    beta, controlTokenWeight, ignoreIndex, backend);
+        }
+
+        /** DEGRPO's {@code alpha}, the weight of the control tokens' mean (finite, {@code >= 0}). */
+        public Options withControlTokenWeight(float alpha) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
+                    temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
+                    lpRegBeta, alpha, ignoreIndex, backend);
+        }
+
         public Options on(Backend b) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
-                    temperature, aggregation, normalizer, ignoreIndex, b);
+                    temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
+                    lpRegBeta, controlTokenWeight, ignoreIndex, b);
         }
     }
 
     /**
      * The loss, the gradient w.r.t. the logits (F32 [N, V], null when not asked for), per token
-     * {@code logp} and entropy (F32 [N]; 0 for tokens that do not count), and over the counted tokens: the fraction clipped at
-     * the low side ({@code A < 0}, {@code r < 1 - eps_low}) and at the high side ({@code A > 0},
-     * {@code r > 1 + eps_high}), the mean ratio and the mean entropy. Closing closes what the call
-     * allocated, not a caller's gradient buffer.
+     * {@code logp} and entropy (F32 [N]; 0 for tokens that do not count), and over the counted
+     * tokens: the fraction clipped at the low side ({@code a < 0}, {@code r' < 1 - eps_low}) and at
+     * the high side ({@code a > 0}, {@code r' > 1 + eps_high}), with {@code a} the token's advantage
+     * after HAPO's zone choice and Lp-Reg's regularized tokens never counted; the mean capped ratio
+     * {@code r'} and the mean entropy. Closing closes what the call allocated, not a caller's
+     * gradient buffer.
      */
     public static final class Result implements AutoCloseable {
         private final float loss;
@@ -254,6 +355,10 @@ public final class PolicyLoss {
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
         float[] epsLow = clipRange("epsLow", o.epsLow(), o.epsLowPerToken(), rows);
         float[] epsHigh = clipRange("epsHigh", o.epsHigh(), o.epsHighPerToken(), rows);
+        float[] tokenWeight = tokenWeights(o.tokenWeights(), rows);
+        float[] outside = o.zoneAdvantages() == null ? advantage : perToken("zoneAdvantages", o.zoneAdvantages(), rows);
+        Checks.require(Float.isFinite(o.controlTokenWeight()) && o.controlTokenWeight() >= 0f, "controlTokenWeight",
+                "a finite value >= 0", o.controlTokenWeight());
         int[] sequence = sequenceOf(starts, rows);
         if (withGradient && gradientOut != null) {
             Checks.require(gradientOut != logits, "gradient", "a buffer other than logits", "logits");
@@ -266,6 +371,7 @@ public final class PolicyLoss {
             counted[t] = weights[t] != 0f;
             target[t] = counted[t] ? (int) targets.getLong(t) : -1;
         }
+        LpReg lpReg = lpReg(o, counted, rows);
         double[] weight = aggregationWeights(o, counted, sequence, starts);
         float invT = 1f / o.temperature();
         double[] coefficientScale = new double[rows];
@@ -277,9 +383,10 @@ public final class PolicyLoss {
                 logits.dim(1))) : null;
         boolean owns = withGradient && gradientOut == null;
         try {
-            PolicyRows job = new PolicyRows(logits, target, invT, old, advantage, reference, epsLow, epsHigh,
-                    o.dualClip(), o.ratioCap(), o.klBeta(), coefficientScale, gradient, new float[rows], new float[rows],
-                    new double[rows], new double[rows]);
+            PolicyRows job = new PolicyRows(logits, target, invT, old, advantage, outside, reference, epsLow, epsHigh,
+                    o.dualClip(), o.ratioCap(), o.klBeta(), tokenWeight, lpReg.regularized(), lpReg.proxy(),
+                    lpReg.beta(), coefficientScale, gradient, new float[rows], new float[rows], new double[rows],
+                    new double[rows]);
             Backend backend = Backends.select(o.backend());
             if (backend instanceof CpuBackend cpu) {
                 PolicyLossCpu.run(cpu, job);
@@ -302,8 +409,11 @@ public final class PolicyLoss {
                 loss += weight[t] * job.tokenLoss()[t];
                 tokens++;
                 double r = job.ratio()[t];
-                low += advantage[t] < 0 && r < 1 - (double) epsLow[t] ? 1 : 0;
-                high += advantage[t] > 0 && r > 1 + (double) epsHigh[t] ? 1 : 0;
+                if (job.regularized()[t] == 0) { // Lp-Reg's tokens are not clipped
+                    double a = zoneAdvantage(r, advantage[t], outside[t], epsLow[t], epsHigh[t]);
+                    low += a < 0 && r < 1 - (double) epsLow[t] ? 1 : 0;
+                    high += a > 0 && r > 1 + (double) epsHigh[t] ? 1 : 0;
+                }
                 ratioSum += r;
                 entropySum += job.entropy()[t];
             }
@@ -323,12 +433,17 @@ public final class PolicyLoss {
      * {@code gradScale * aggregation weight / T} of its gradient, and the outputs.
      *
      * @param targets per row the sampled token, or -1 for a row that does not count
+     * @param outsideAdvantages per row the advantage outside HAPO's neutral zone ({@code advantages} without zones)
      * @param reference per row the reference log-probability, or null without the KL term
+     * @param tokenWeights per row the policy term's weight (1 without weights)
+     * @param regularized per row 1 for a token Lp-Reg regularizes, else 0
+     * @param lpProxy per row Lp-Reg's proxy log-probability (0 where not regularized)
      */
     record PolicyRows(Tensor logits, int[] targets, float invT, float[] oldLogProb, float[] advantages,
-                      float[] reference, float[] epsLow, float[] epsHigh, float dualClip, float ratioCap, float klBeta,
-                      double[] coefficientScale, Tensor gradient, float[] logProb, float[] entropy, double[] tokenLoss,
-                      double[] ratio) {
+                      float[] outsideAdvantages, float[] reference, float[] epsLow, float[] epsHigh, float dualClip,
+                      float ratioCap, float klBeta, float[] tokenWeights, int[] regularized, float[] lpProxy,
+                      float lpBeta, double[] coefficientScale, Tensor gradient, float[] logProb, float[] entropy,
+                      double[] tokenLoss, double[] ratio) {
         int rows() {
             return (int) logits.dim(0);
         }
@@ -339,8 +454,9 @@ public final class PolicyLoss {
 
         /** The token formulas for row {@code t} at {@code logp}. */
         Token token(int t, float logp) {
-            return PolicyLoss.token(logp, oldLogProb[t], advantages[t], epsLow[t], epsHigh[t], dualClip, ratioCap,
-                    klBeta, reference == null ? 0f : reference[t]);
+            return PolicyLoss.token(logp, oldLogProb[t], advantages[t], outsideAdvantages[t], epsLow[t], epsHigh[t],
+                    dualClip, ratioCap, klBeta, reference == null ? 0f : reference[t], tokenWeights[t],
+                    regularized[t] != 0, lpProxy[t], lpBeta);
         }
     }
 
@@ -348,9 +464,18 @@ public final class PolicyLoss {
     record Token(double loss, double slope, double ratio, boolean clippedLow, boolean clippedHigh) {
     }
 
+    /** Lp-Reg's log-ratio clamp of {@code lp_proxy - logp}. */
+    public static final float LP_REG_CLAMP = 10f;
+
+    /** HAPO's choice: {@code inside} in the neutral zone {@code 1 - eps_low/2 < r < 1 + eps_high/2}, else outside. */
+    static double zoneAdvantage(double r, float inside, float outside, float epsLow, float epsHigh) {
+        return 1 - 0.5 * epsLow < r && r < 1 + 0.5 * epsHigh ? inside : outside;
+    }
+
     /** The formulas of the class doc for one counted token, in float64. */
-    static Token token(float logp, float old, float a, float epsLow, float epsHigh, float dualClip, float cap,
-                       float beta, float reference) {
+    static Token token(float logp, float old, float advantage, float outsideAdvantage, float epsLow, float epsHigh,
+                       float dualClip, float cap, float beta, float reference, float weight, boolean regularized,
+                       float proxy, float lpBeta) {
         double logRatio = (double) logp - old;
         boolean clamped = Math.abs(logRatio) > LOG_RATIO_CLAMP;
         double r = Math.exp(Math.max(-LOG_RATIO_CLAMP, Math.min(LOG_RATIO_CLAMP, logRatio)));
@@ -359,32 +484,47 @@ public final class PolicyLoss {
             r = cap;
             dr = 0;
         }
+        double a = zoneAdvantage(r, advantage, outsideAdvantage, epsLow, epsHigh);
         double lowBound = 1 - (double) epsLow;
         double highBound = 1 + (double) epsHigh;
-        double clipped = Math.max(lowBound, Math.min(highBound, r));
-        double dClipped = r < lowBound || r > highBound ? 0 : dr;
-        double unclippedTerm = r * a;
-        double clippedTerm = clipped * a;
         double loss;
         double slope;
-        if (unclippedTerm <= clippedTerm) {
-            loss = -unclippedTerm;
+        if (regularized) { // Lp-Reg: the plain importance-weighted term
+            loss = -r * a;
             slope = -a * dr;
         } else {
-            loss = -clippedTerm;
-            slope = -a * dClipped;
+            double clipped = Math.max(lowBound, Math.min(highBound, r));
+            double dClipped = r < lowBound || r > highBound ? 0 : dr;
+            double unclippedTerm = r * a;
+            double clippedTerm = clipped * a;
+            if (unclippedTerm <= clippedTerm) {
+                loss = -unclippedTerm;
+                slope = -a * dr;
+            } else {
+                loss = -clippedTerm;
+                slope = -a * dClipped;
+            }
+            if (dualClip > 0 && a < 0 && loss > -dualClip * a) {
+                loss = -dualClip * a;
+                slope = 0;
+            }
         }
-        if (dualClip > 0 && a < 0 && loss > -dualClip * a) {
-            loss = -dualClip * a;
-            slope = 0;
+        loss *= weight;
+        slope *= weight;
+        if (regularized) {
+            double e = (double) proxy - logp;
+            boolean active = Math.abs(e) > LP_REG_CLAMP;
+            e = Math.max(-LP_REG_CLAMP, Math.min(LP_REG_CLAMP, e));
+            loss += lpBeta * (Math.exp(e) - e - 1);
+            slope += active ? 0 : lpBeta * (1 - Math.exp(e)); // d/dlogp of k3(lp - logp)
         }
         if (beta != 0) {
             double d = (double) reference - logp;
             loss += beta * (Math.exp(d) - d - 1);
             slope += beta * (1 - Math.exp(d)); // d/dlogp of k3
         }
-        boolean low = a < 0 && r < lowBound;
-        boolean high = a > 0 && r > highBound;
+        boolean low = !regularized && a < 0 && r < lowBound;
+        boolean high = !regularized && a > 0 && r > highBound;
         return new Token(loss, slope, r, low, high);
     }
 
@@ -409,6 +549,11 @@ public final class PolicyLoss {
         for (long c : perSequence) {
             withTokens += c > 0 ? 1 : 0;
         }
+        long controls = 0;
+        for (int t = 0; t < rows; t++) {
+            controls += counted[t] && t == starts[sequence[t]] ? 1 : 0;
+        }
+        long later = total - controls;
         for (int t = 0; t < rows; t++) {
             if (!counted[t]) {
                 continue;
@@ -418,6 +563,8 @@ public final class PolicyLoss {
                 case SEQ_MEAN_TOKEN_MEAN -> 1.0 / ((double) perSequence[sequence[t]] * withTokens);
                 case SEQ_MEAN_TOKEN_SUM -> 1.0 / sequences;
                 case SEQ_MEAN_TOKEN_SUM_NORM -> 1.0 / ((double) sequences * (o.normalizer() > 0 ? o.normalizer() : longest));
+                // each part's count is >= 1 when it holds this token, so an empty part adds 0, not NaN
+                case DEGRPO -> t == starts[sequence[t]] ? o.controlTokenWeight() / (double) controls : 1.0 / later;
             };
         }
         return w;
@@ -466,5 +613,53 @@ public final class PolicyLoss {
             Checks.require(v[i] >= 0f, name + "PerToken[" + i + "]", "a value >= 0", v[i]);
         }
         return v;
+    }
+
+    private static float[] tokenWeights(Tensor w, int rows) {
+        float[] weights = new float[rows];
+        if (w == null) {
+            java.util.Arrays.fill(weights, 1f);
+            return weights;
+        }
+        float[] v = perToken("tokenWeights", w, rows);
+        for (int i = 0; i < rows; i++) {
+            Checks.require(v[i] >= 0f, "tokenWeights[" + i + "]", "a value >= 0", v[i]);
+        }
+        return v;
+    }
+
+    /** Lp-Reg's settings per row, checked: which tokens, their proxy log-probabilities, beta. */
+    private record LpReg(int[] regularized, float[] proxy, float beta) {
+    }
+
+    private static LpReg lpReg(Options o, boolean[] counted, int rows) {
+        int[] flags = new int[rows];
+        float[] proxy = new float[rows];
+        if (o.lpRegProxyLogProb() == null && o.lpRegMask() == null) {
+            return new LpReg(flags, proxy, 0f);
+        }
+        Tensor lp = Checks.notNull("lpRegProxyLogProb", o.lpRegProxyLogProb());
+        Tensor mask = Checks.notNull("lpRegMask", o.lpRegMask());
+        Checks.require(Float.isFinite(o.lpRegBeta()) && o.lpRegBeta() >= 0f, "lpRegBeta", "a finite value >= 0",
+                o.lpRegBeta());
+        Checks.rank("lpRegProxyLogProb", lp, 1, "[N]");
+        Checks.dtype("lpRegProxyLogProb", lp, DType.F32);
+        Checks.dim("lpRegProxyLogProb", lp, 0, rows, "N, the rows of logits");
+        Checks.rank("lpRegMask", mask, 1, "[N]");
+        Checks.dtype("lpRegMask", mask, DType.U8, DType.I8, DType.I32, DType.I64, DType.F32);
+        Checks.dim("lpRegMask", mask, 0, rows, "N, the rows of logits");
+        for (int i = 0; i < rows; i++) {
+            double flag = mask.dtype() == DType.F32 ? mask.getFloat(i) : mask.getLong(i);
+            Checks.require(flag == 0 || flag == 1, "lpRegMask[" + i + "]", "0 or 1", flag);
+            if (flag == 1 && counted[i]) { // the proxy is read only where it is used
+                float v = lp.getFloat(i);
+                Checks.require(Float.isFinite(v), "lpRegProxyLogProb[" + i + "]",
+                        "a finite proxy log-probability on a regularized token (Lp-Reg selects only logp < lp;"
+                                + " -inf means the proxy dropped the token)", v);
+                flags[i] = 1;
+                proxy[i] = v;
+            }
+        }
+        return new LpReg(flags, proxy, o.lpRegBeta());
     }
 }

@@ -20,9 +20,10 @@ final class PolicyLossKernel {
     static final String SOURCE = "loss/policy_loss.cu";
     static final int THREADS = 256;
     private static final Kernel POLICY_LOSS = new Kernel(SOURCE, "policy_loss", pointer("logits"), i32("dtype"),
-            pointer("targets"), pointer("old_log_prob"), pointer("advantages"), pointer("reference"),
-            i32("has_reference"), pointer("eps_low"), pointer("eps_high"), f32("dual_clip"), f32("ratio_cap"),
-            f32("kl_beta"), pointer("coefficient_scale"), pointer("grad"), i32("has_grad"), pointer("log_prob"),
+            pointer("targets"), pointer("old_log_prob"), pointer("advantages"), pointer("outside_advantages"),
+            pointer("reference"), i32("has_reference"), pointer("eps_low"), pointer("eps_high"), f32("dual_clip"),
+            f32("ratio_cap"), f32("kl_beta"), pointer("token_weights"), pointer("regularized"), pointer("lp_proxy"),
+            f32("lp_beta"), pointer("coefficient_scale"), pointer("grad"), i32("has_grad"), pointer("log_prob"),
             pointer("entropy"), pointer("token_loss"), pointer("ratio"), i64("vocab"), f32("inv_t"));
 
     private PolicyLossKernel() {
@@ -39,6 +40,10 @@ final class PolicyLossKernel {
              DeviceBuffer targets = gpu.allocate(f32Rows);
              DeviceBuffer old = gpu.allocate(f32Rows);
              DeviceBuffer advantages = gpu.allocate(f32Rows);
+             DeviceBuffer outside = gpu.allocate(f32Rows);
+             DeviceBuffer weights = gpu.allocate(f32Rows);
+             DeviceBuffer regularized = gpu.allocate(f32Rows);
+             DeviceBuffer lpProxy = gpu.allocate(f32Rows);
              DeviceBuffer reference = gpu.allocate(f32Rows);
              DeviceBuffer epsLow = gpu.allocate(f32Rows);
              DeviceBuffer epsHigh = gpu.allocate(f32Rows);
@@ -52,15 +57,20 @@ final class PolicyLossKernel {
             gpu.copyToDevice(MemorySegment.ofArray(job.targets()), targets);
             gpu.copyToDevice(MemorySegment.ofArray(job.oldLogProb()), old);
             gpu.copyToDevice(MemorySegment.ofArray(job.advantages()), advantages);
+            gpu.copyToDevice(MemorySegment.ofArray(job.outsideAdvantages()), outside);
+            gpu.copyToDevice(MemorySegment.ofArray(job.tokenWeights()), weights);
+            gpu.copyToDevice(MemorySegment.ofArray(job.regularized()), regularized);
+            gpu.copyToDevice(MemorySegment.ofArray(job.lpProxy()), lpProxy);
             gpu.copyToDevice(MemorySegment.ofArray(job.reference() == null ? new float[rows] : job.reference()),
                     reference);
             gpu.copyToDevice(MemorySegment.ofArray(job.epsLow()), epsLow);
             gpu.copyToDevice(MemorySegment.ofArray(job.epsHigh()), epsHigh);
             gpu.copyToDevice(MemorySegment.ofArray(job.coefficientScale()), scale);
             gpu.launch(POLICY_LOSS, LaunchConfig.of1d(rows, THREADS, 0), logits,
-                    DivergenceKernel.dtypeCode(job.logits().dtype()), targets, old, advantages, reference,
-                    job.reference() == null ? 0 : 1, epsLow, epsHigh, job.dualClip(), job.ratioCap(), job.klBeta(), scale,
-                    grad, withGradient ? 1 : 0, logProb, entropy, tokenLoss, ratio, (long) job.vocab(), job.invT());
+                    DivergenceKernel.dtypeCode(job.logits().dtype()), targets, old, advantages, outside, reference,
+                    job.reference() == null ? 0 : 1, epsLow, epsHigh, job.dualClip(), job.ratioCap(), job.klBeta(),
+                    weights, regularized, lpProxy, job.lpBeta(), scale, grad, withGradient ? 1 : 0, logProb, entropy,
+                    tokenLoss, ratio, (long) job.vocab(), job.invT());
             gpu.copyToHost(logProb, MemorySegment.ofArray(job.logProb()));
             gpu.copyToHost(entropy, MemorySegment.ofArray(job.entropy()));
             gpu.copyToHost(tokenLoss, MemorySegment.ofArray(job.tokenLoss()));

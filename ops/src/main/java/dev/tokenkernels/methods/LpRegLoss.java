@@ -1,0 +1,151 @@
+package dev.tokenkernels.methods;
+
+import dev.tokenkernels.ops.loss.LogitStats;
+import dev.tokenkernels.ops.loss.PolicyLoss;
+import dev.tokenkernels.ops.loss.ProxyDistribution;
+import dev.tokenkernels.ops.loss.TargetLogProb;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+
+/**
+ * Lp-Reg (Huang et al., 2025, "Low-probability Tokens Sustain Exploration in Reinforcement
+ * Learning with Verifiable Reward"): negative-advantage updates drive the probability of rare but
+ * valuable tokens ("reasoning sparks") to 0 and exploration collapses. Lp-Reg protects the
+ * lowest-probability tokens of the negative samples by pulling them towards a proxy of the old
+ * policy from which the noise is filtered out (min-p, {@code kappa = 0.02}):
+ * <ul>
+ *   <li>among counted tokens with {@code A < 0}, the {@code k = floor(rho * N_neg)} with the
+ *       lowest {@code logp} under the current policy (only if {@code k > 1}), and of those the
+ *       ones with {@code logp < lp_proxy} (so the proxy keeps the token), are regularized;</li>
+ *   <li>a regularized token's loss is {@code -A r + beta k3(clamp(lp_proxy - logp, -10, 10))}
+ *       with the unclipped ratio; every other token has the clipped surrogate
+ *       ({@link PolicyLoss.Options#withLpReg}).</li>
+ * </ul>
+ * Three passes: {@link TargetLogProb} (current {@code logp}), {@link ProxyDistribution} on the old
+ * logits ({@code lp_proxy}), then {@link PolicyLoss}. The bottom-k selection is exact and runs on
+ * the host over N floats: sorted by {@code logp}, ties broken by the lower token index. (A shared
+ * selection op is being written; it can replace {@link #regularized}'s sort.) The selection is a
+ * constant of the step: no gradient through it.
+ *
+ * <p>Defaults: {@code rho = 1%} and {@code kappa = 0.02} from the paper; {@code beta = 1} and
+ * clip-higher {@code eps_low = 0.2}, {@code eps_high = 0.28}, token mean, are ours.
+ */
+public final class LpRegLoss {
+    private final float rho;
+    private final float kappa;
+    private final float beta;
+    private final float epsLow;
+    private final float epsHigh;
+    private final float temperature;
+    private final Backend backend;
+
+    /**
+     * @param rho the fraction of the negative tokens examined, in (0, 1]
+     * @param kappa the proxy's min-p threshold, in (0, 1]
+     * @param beta the regularizer's weight, finite and {@code >= 0}
+     * @param epsLow the lower clip range of the other tokens
+     * @param epsHigh the upper clip range of the other tokens
+     * @param temperature of the policy's softmax (and the proxy's)
+     * @param backend where to run, or null for the default backend
+     */
+    public LpRegLoss(float rho, float kappa, float beta, float epsLow, float epsHigh, float temperature,
+                     Backend backend) {
+        Checks.require(rho > 0f && rho <= 1f, "rho", "a fraction in (0, 1]", rho);
+        Checks.require(kappa > 0f && kappa <= 1f, "kappa", "a value in (0, 1]", kappa);
+        Checks.require(Float.isFinite(beta) && beta >= 0f, "beta", "a finite value >= 0", beta);
+        Checks.positiveFinite("temperature", temperature);
+        this.rho = rho;
+        this.kappa = kappa;
+        this.beta = beta;
+        this.epsLow = epsLow;
+        this.epsHigh = epsHigh;
+        this.temperature = temperature;
+        this.backend = backend;
+    }
+
+    /** rho 0.01, kappa 0.02, beta 1, eps 0.2 / 0.28, temperature 1, the default backend. */
+    public static LpRegLoss defaults() {
+        return new LpRegLoss(0.01f, 0.02f, 1f, 0.2f, 0.28f, 1f, null);
+    }
+
+    /**
+     * Lp-Reg's selection: true for the counted ({@code counted[t]}) tokens with {@code A < 0}
+     * among the {@code floor(rho * N_neg)} lowest {@code logp} (ties: lower index first), when
+     * that count is above 1, whose {@code logp < proxy} ({@code -inf} or NaN proxies never).
+     */
+    public static boolean[] regularized(float[] logp, float[] proxy, float[] advantages, boolean[] counted, float rho) {
+        int rows = logp.length;
+        Integer[] negative = new Integer[rows];
+        int n = 0;
+        for (int t = 0; t < rows; t++) {
+            if (counted[t] && advantages[t] < 0) {
+                negative[n++] = t;
+            }
+        }
+        boolean[] selected = new boolean[rows];
+        int k = (int) ((double) rho * n);
+        if (k <= 1) {
+            return selected;
+        }
+        Integer[] order = Arrays.copyOf(negative, n);
+        Arrays.sort(order, (a, b) -> {
+            int byLogp = Float.compare(logp[a], logp[b]);
+            return byLogp != 0 ? byLogp : Integer.compare(a, b);
+        });
+        for (int i = 0; i < k; i++) {
+            int t = order[i];
+            selected[t] = logp[t] < proxy[t];
+        }
+        return selected;
+    }
+
+    /** The PolicyLoss options this loss runs with, before Lp-Reg's tensors. */
+    public PolicyLoss.Options options() {
+        return PolicyLoss.Options.defaults().withClip(epsLow, epsHigh).withTemperature(temperature)
+                .withAggregation(PolicyLoss.Aggregation.TOKEN_MEAN).on(backend);
+    }
+
+    /**
+     * The loss, its statistics and {@code gradScale} times its gradient w.r.t. {@code logits}.
+     *
+     * @param oldLogits the old policy's logits {@code [N, V]}, the proxy's source
+     */
+    public PolicyLoss.Result compute(Tensor logits, Tensor oldLogits, Tensor targets, Tensor oldLogProb,
+                                     Tensor advantages, int[] sequenceStarts, float gradScale) {
+        Checks.notNull("logits", logits);
+        Checks.notNull("targets", targets);
+        Checks.notNull("advantages", advantages);
+        Checks.rank("advantages", advantages, 1, "[N]");
+        Checks.dtype("advantages", advantages, DType.F32);
+        Checks.notNull("oldLogits", oldLogits);
+        Checks.rank("logits", logits, 2, "[N, V]");
+        Checks.rank("oldLogits", oldLogits, 2, "[N, V]");
+        Checks.require(oldLogits.dim(0) == logits.dim(0) && oldLogits.dim(1) == logits.dim(1), "oldLogits",
+                "the shape of logits [" + logits.dim(0) + ", " + logits.dim(1) + "]",
+                "[" + oldLogits.dim(0) + ", " + oldLogits.dim(1) + "]");
+        int rows = (int) logits.dim(0);
+        Checks.dim("advantages", advantages, 0, rows, "N, the rows of logits");
+        try (TargetLogProb.Result current = TargetLogProb.compute(logits, targets,
+                     TargetLogProb.Options.defaults().withTemperature(temperature).on(backend));
+             ProxyDistribution.Result proxy = ProxyDistribution.compute(oldLogits, targets,
+                     ProxyDistribution.Options.minP(kappa).withTemperature(temperature).on(backend))) {
+            boolean[] counted = new boolean[rows];
+            for (int t = 0; t < rows; t++) {
+                counted[t] = targets.getLong(t) != LogitStats.DEFAULT_IGNORE_INDEX;
+            }
+            boolean[] selected = regularized(current.logProb().toFloatArray(), proxy.logProb().toFloatArray(),
+                    advantages.toFloatArray(), counted, rho);
+            try (Tensor mask = Tensor.allocate(DType.U8, rows)) {
+                for (int t = 0; t < rows; t++) {
+                    mask.segment().set(ValueLayout.JAVA_BYTE, t, (byte) (selected[t] ? 1 : 0));
+                }
+                return PolicyLoss.computeWithGradient(logits, targets, oldLogProb, advantages, null, sequenceStarts,
+                        options().withLpReg(proxy.logProb(), mask, beta), gradScale);
+            }
+        }
+    }
+}

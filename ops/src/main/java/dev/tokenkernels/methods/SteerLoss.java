@@ -1,0 +1,139 @@
+package dev.tokenkernels.methods;
+
+import dev.tokenkernels.ops.loss.LogitStats;
+import dev.tokenkernels.ops.loss.PolicyLoss;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+
+/**
+ * STEER's token-reweighted policy loss (Wang et al., 2025, "STEER"): each token's dual-clip PPO
+ * loss is weighted by how strongly its update moves the policy's entropy,
+ * <pre>
+ *   x_t     = clamp(pi_theta(y_t), 1e-8, 1 - 1e-8)
+ *   f_t     = x_t (1 - x_t) (log x_t + H_t)                 H_t the policy's entropy at token t
+ *   Omega_t = | A_t / pi_old(y_t) * f_t |
+ *   w_t     = w_min + (w_max - w_min) u_t,   u_t = (Omega_t - min Omega) / (max Omega - min Omega)   (LINEAR)
+ *   w_t     = w_min (w_max / w_min)^u_t                                                       (EXPONENTIAL)
+ * </pre>
+ * min and max over the batch's counted tokens; when every Omega is equal {@code u = 1/2} (the
+ * midpoint of the linear map, the geometric midpoint of the exponential one). The weights go to
+ * {@link PolicyLoss.Options#withTokenWeights}, which scales the clipped and dual-clipped policy
+ * term (not a KL term).
+ *
+ * <p>Two passes over the logits: {@link LogitStats} gives {@code pi_theta(y)} and {@code H} of the
+ * current policy, the weights are computed on the host over N floats, then {@link PolicyLoss}
+ * writes the loss and gradient. The weights are treated as constants: no gradient flows through
+ * them. Defaults (ours): {@code [w_min, w_max] = [0.8, 1.2]} with the linear map, a symmetric clip
+ * 0.2, the dual clip {@code c = 3} (Ye et al., 2020), token mean.
+ */
+public final class SteerLoss {
+
+    /** How Omega's position in the batch becomes a weight in {@code [w_min, w_max]}. */
+    public enum Mapping { LINEAR, EXPONENTIAL }
+
+    static final double PROBABILITY_FLOOR = 1e-8;
+
+    private final float eps;
+    private final float dualClip;
+    private final float minWeight;
+    private final float maxWeight;
+    private final Mapping mapping;
+    private final float temperature;
+    private final Backend backend;
+
+    /**
+     * @param eps the clip range on both sides
+     * @param dualClip {@code c > 1}, or 0 for none
+     * @param minWeight {@code w_min >= 0} ({@code > 0} for the exponential map)
+     * @param maxWeight {@code w_max >= w_min}
+     * @param mapping linear or exponential
+     * @param temperature of the policy's softmax
+     * @param backend where to run, or null for the default backend
+     */
+    public SteerLoss(float eps, float dualClip, float minWeight, float maxWeight, Mapping mapping, float temperature,
+                     Backend backend) {
+        Checks.require(Float.isFinite(eps) && eps >= 0f, "eps", "a finite value >= 0", eps);
+        Checks.require(mapping != null, "mapping", "LINEAR or EXPONENTIAL", "null");
+        Checks.require(Float.isFinite(minWeight) && (mapping == Mapping.LINEAR ? minWeight >= 0f : minWeight > 0f),
+                "minWeight", mapping == Mapping.LINEAR ? "a finite value >= 0" : "a finite value > 0", minWeight);
+        Checks.require(Float.isFinite(maxWeight) && maxWeight >= minWeight, "maxWeight",
+                "a finite value >= minWeight " + minWeight, maxWeight);
+        Checks.positiveFinite("temperature", temperature);
+        this.eps = eps;
+        this.dualClip = dualClip;
+        this.minWeight = minWeight;
+        this.maxWeight = maxWeight;
+        this.mapping = mapping;
+        this.temperature = temperature;
+        this.backend = backend;
+    }
+
+    /** eps 0.2, dual clip 3, weights in [0.8, 1.2] by the linear map, temperature 1, the default backend. */
+    public static SteerLoss defaults() {
+        return new SteerLoss(0.2f, 3f, 0.8f, 1.2f, Mapping.LINEAR, 1f, null);
+    }
+
+    /**
+     * STEER's weights of the batch (F32 [N]; 0 for tokens that do not count), from a first pass
+     * over the current policy's logits.
+     */
+    public Tensor weights(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages) {
+        for (Tensor t : new Tensor[] {oldLogProb, advantages}) {
+            String name = t == oldLogProb ? "oldLogProb" : "advantages";
+            Checks.notNull(name, t);
+            Checks.rank(name, t, 1, "[N]");
+            Checks.dtype(name, t, DType.F32);
+        }
+        try (LogitStats.Result stats = LogitStats.compute(logits, targets,
+                LogitStats.Options.defaults().withTemperature(temperature).on(backend))) {
+            int rows = (int) logits.dim(0);
+            Checks.dim("oldLogProb", oldLogProb, 0, rows, "N, the rows of logits");
+            Checks.dim("advantages", advantages, 0, rows, "N, the rows of logits");
+            double[] omega = new double[rows];
+            boolean[] counted = new boolean[rows];
+            double low = Double.POSITIVE_INFINITY;
+            double high = Double.NEGATIVE_INFINITY;
+            for (int t = 0; t < rows; t++) {
+                counted[t] = targets.getLong(t) != LogitStats.DEFAULT_IGNORE_INDEX;
+                if (!counted[t]) {
+                    continue;
+                }
+                double x = Math.min(1 - PROBABILITY_FLOOR, Math.max(PROBABILITY_FLOOR, Math.exp(stats.logprob().getFloat(t))));
+                double f = x * (1 - x) * (Math.log(x) + stats.entropy().getFloat(t));
+                omega[t] = Math.abs(advantages.getFloat(t) * Math.exp(-oldLogProb.getFloat(t)) * f);
+                Checks.require(Double.isFinite(omega[t]), "logits row " + t,
+                        "a finite STEER weight (finite logits and old log-probability)", omega[t]);
+                low = Math.min(low, omega[t]);
+                high = Math.max(high, omega[t]);
+            }
+            float[] w = new float[rows];
+            for (int t = 0; t < rows; t++) {
+                if (counted[t]) {
+                    double u = high > low ? (omega[t] - low) / (high - low) : 0.5;
+                    w[t] = (float) (mapping == Mapping.LINEAR ? minWeight + (maxWeight - minWeight) * u
+                            : minWeight * Math.pow((double) maxWeight / minWeight, u));
+                }
+            }
+            return Tensor.of(w, rows);
+        }
+    }
+
+    /** The PolicyLoss options this loss runs with, without the weights. */
+    public PolicyLoss.Options options() {
+        return PolicyLoss.Options.defaults().withClip(eps, eps).withDualClip(dualClip).withTemperature(temperature)
+                .withAggregation(PolicyLoss.Aggregation.TOKEN_MEAN).on(backend);
+    }
+
+    /** The loss, its statistics and {@code gradScale} times its gradient w.r.t. {@code logits}. */
+    public PolicyLoss.Result compute(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
+                                     int[] sequenceStarts, float gradScale) {
+        Checks.notNull("logits", logits);
+        Checks.notNull("targets", targets);
+        try (Tensor w = weights(logits, targets, oldLogProb, advantages)) {
+            return PolicyLoss.computeWithGradient(logits, targets, oldLogProb, advantages, null, sequenceStarts,
+                    options().withTokenWeights(w), gradScale);
+        }
+    }
+}
