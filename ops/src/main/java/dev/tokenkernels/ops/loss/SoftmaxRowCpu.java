@@ -46,7 +46,7 @@ final class SoftmaxRowCpu {
 
     SoftmaxRowCpu(int vocab, DType dtype) {
         this.vocab = vocab;
-        this.exps = new float[vocab];
+        this.exps = new float[(vocab + F.length() - 1) / F.length() * F.length()];
         this.blockMax = new float[(vocab + BLOCK - 1) / BLOCK];
         this.decoded = dtype == DType.F16 ? MemorySegment.ofArray(new float[vocab]) : null;
     }
@@ -104,11 +104,7 @@ final class SoftmaxRowCpu {
             for (int i = start; i < end; i += F.length()) {
                 FloatVector e = VectorMath.expNonPositive(load(i, end, invT).sub(running));
                 s = s.add(e);
-                if (i + F.length() <= end) {
-                    e.intoArray(exps, i);
-                } else {
-                    e.intoArray(exps, i, F.indexInRange(i, end));
-                }
+                e.intoArray(exps, i); // lanes past the row are exp(-inf) = 0, into the padding
             }
             sum += s.reduceLanes(VectorOperators.ADD);
         }
@@ -127,28 +123,37 @@ final class SoftmaxRowCpu {
             int end = Math.min(vocab, start + BLOCK);
             FloatVector scale = FloatVector.broadcast(F, (float) Math.exp((double) blockMax[b] - lse));
             FloatVector s = FloatVector.zero(F);
-            for (int i = start; i < end; i += F.length()) {
-                boolean full = i + F.length() <= end;
-                VectorMask<Float> inRange = full ? F.maskAll(true) : F.indexInRange(i, end);
-                FloatVector p = FloatVector.fromArray(F, exps, i, inRange).mul(scale);
-                // log p = x - lse <= 0 up to rounding; 0 * -inf of a masked class adds nothing
-                FloatVector logP = load(i, end, invT).sub(lse).min(0f);
-                s = s.add(p.mul(logP).blend(0f, p.eq(0f)));
+            int fullEnd = start + (end - start) / F.length() * F.length();
+            for (int i = start; i < fullEnd; i += F.length()) {
+                FloatVector p = FloatVector.fromArray(F, exps, i).mul(scale);
+                s = s.add(plogp(p, load(i, end, invT), lse));
                 if (gradient != null) {
                     long at = gradOffset + 4L * i;
-                    FloatVector base = accumulate
-                            ? FloatVector.fromMemorySegment(F, gradient, at, ORDER, inRange) : FloatVector.zero(F);
-                    FloatVector g = p.fma(minusC, base);
-                    if (full) {
-                        g.intoMemorySegment(gradient, at, ORDER);
-                    } else {
-                        g.intoMemorySegment(gradient, at, ORDER, inRange);
-                    }
+                    FloatVector base = accumulate ? FloatVector.fromMemorySegment(F, gradient, at, ORDER)
+                            : FloatVector.zero(F);
+                    p.fma(minusC, base).intoMemorySegment(gradient, at, ORDER);
+                }
+            }
+            if (fullEnd < end) { // the row's last, partial vector
+                VectorMask<Float> inRange = F.indexInRange(fullEnd, end);
+                FloatVector p = FloatVector.fromArray(F, exps, fullEnd).mul(scale);
+                s = s.add(plogp(p, load(fullEnd, end, invT), lse));
+                if (gradient != null) {
+                    long at = gradOffset + 4L * fullEnd;
+                    FloatVector base = accumulate ? FloatVector.fromMemorySegment(F, gradient, at, ORDER, inRange)
+                            : FloatVector.zero(F);
+                    p.fma(minusC, base).intoMemorySegment(gradient, at, ORDER, inRange);
                 }
             }
             plogp += s.reduceLanes(VectorOperators.ADD);
         }
         return plogp;
+    }
+
+    /** {@code p log p} with {@code log p = x - lse}, 0 where {@code p = 0} (masked classes, the row's padding). */
+    private static FloatVector plogp(FloatVector p, FloatVector x, float lse) {
+        // x - lse <= 0 up to rounding; 0 * -inf would be NaN
+        return p.mul(x.sub(lse).min(0f)).blend(0f, p.eq(0f));
     }
 
     /** {@code z[i, i + lanes) * invT} of the current row; lanes at or past {@code end} are {@code -inf}. */
