@@ -242,7 +242,8 @@ public final class ClippedKl {
 
     /**
      * The loss and the gradients, the student's written into {@code gradient} (F32 {@code [N, V]}),
-     * which may be {@code student} itself (then F32) for an in-place update.
+     * which may be {@code student} itself (then F32) for an in-place update, and must not otherwise
+     * overlap {@code student} or {@code teacher}.
      */
     public static Result computeWithGradient(Tensor student, Tensor teacher, Tensor lower, Tensor upper,
                                              Options options, float gradScale, Tensor gradient) {
@@ -292,7 +293,12 @@ public final class ClippedKl {
             Checks.dtype("gradient", gradientOut, DType.F32);
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of student");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of student");
-            Checks.require(gradientOut != teacher, "gradient", "a buffer other than teacher", "teacher");
+            // The CPU writes each row's gradient after reading that row only: student itself is fine, a
+            // buffer that overlaps it otherwise would be read after it was written.
+            Checks.require(gradientOut == student || gradientOut.segment().asOverlappingSlice(student.segment()).isEmpty(),
+                    "gradient", "student itself or a buffer that does not overlap student", "an overlapping buffer");
+            Checks.require(gradientOut.segment().asOverlappingSlice(teacher.segment()).isEmpty(), "gradient",
+                    "a buffer that does not overlap teacher", "an overlapping buffer");
         }
         int n = (int) rows;
         float[] weights = Divergence.rowWeights(options.weights(), options.targets(), options.ignoreIndex(), n, vocab);
