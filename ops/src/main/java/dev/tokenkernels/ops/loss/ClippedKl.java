@@ -295,8 +295,9 @@ public final class ClippedKl {
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of student");
             // The CPU writes each row's gradient after reading that row only: student itself is fine, a
             // buffer that overlaps it otherwise would be read after it was written.
-            Checks.require(gradientOut == student || gradientOut.segment().asOverlappingSlice(student.segment()).isEmpty(),
-                    "gradient", "student itself or a buffer that does not overlap student", "an overlapping buffer");
+            boolean apart = gradientOut.segment().asOverlappingSlice(student.segment()).isEmpty();
+            Checks.require(gradientOut == student || apart, "gradient",
+                    "student itself or a buffer that does not overlap student", "an overlapping buffer");
             Checks.require(gradientOut.segment().asOverlappingSlice(teacher.segment()).isEmpty(), "gradient",
                     "a buffer that does not overlap teacher", "an overlapping buffer");
         }
