@@ -183,7 +183,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
     float* g_row = has_grad ? grad + base : nullptr;
     const int tid = threadIdx.x, lane = tid & 31;
     unsigned long long* keys = pass == 0 ? nullptr : sort_keys + blockIdx.x * sort_stride;
-    float* sorted_gates = pass == 0 ? nullptr : sort_gates + 3 * blockIdx.x * sort_stride;
+    float* sorted_gates = pass == 0 ? nullptr : sort_gates + 3 * sort_stride * blockIdx.x;
 
     if (weights[row] == 0.0f) {
         if (g_row)
