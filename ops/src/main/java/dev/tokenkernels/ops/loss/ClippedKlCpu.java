@@ -263,11 +263,12 @@ final class ClippedKlCpu {
         Arrays.fill(sc.gate, sc.vocab, sc.padded, 0f);
         Arrays.fill(sc.gateL, sc.vocab, sc.padded, 0f);
         Arrays.fill(sc.gateU, sc.vocab, sc.padded, 0f);
-        for (int j = 0; j < sc.vocab; j++) {
-            if (sc.xt[j] == Float.NEGATIVE_INFINITY) { // masked by the teacher: out, whatever c rounds to
-                sc.gate[j] = 0f;
-                sc.gateL[j] = 0f;
-                sc.gateU[j] = 0f;
+        for (int j = 0; j < sc.padded; j += F.length()) { // masked by the teacher: out, whatever c rounds to
+            VectorMask<Float> masked = FloatVector.fromArray(F, sc.xt, j).eq(Float.NEGATIVE_INFINITY);
+            if (masked.anyTrue()) {
+                FloatVector.fromArray(F, sc.gate, j).blend(0f, masked).intoArray(sc.gate, j);
+                FloatVector.fromArray(F, sc.gateL, j).blend(0f, masked).intoArray(sc.gateL, j);
+                FloatVector.fromArray(F, sc.gateU, j).blend(0f, masked).intoArray(sc.gateU, j);
             }
         }
         int target = job.targets()[row];
