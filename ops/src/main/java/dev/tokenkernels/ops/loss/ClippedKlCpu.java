@@ -38,8 +38,9 @@ final class ClippedKlCpu {
     /**
      * Band sums (of {@code exp(x - max)}) below this are taken again from the band's max: the
      * classes of such a band lie ~28 or more below the row's max, and {@code e^x}, which flushes to
-     * 0 below about {@code 2^-124}, would drop or round their terms. Above it, what flushes is below
-     * {@code 2^-84} of the band sum for any vocabulary. The CUDA kernel has the same rule.
+     * 0 below about {@code 2^-124}, would drop or round their terms. Above it, a term that flushes
+     * is below {@code 2^-84} of the band sum ({@code 2^-53} for {@code 2^31} of them). The CUDA
+     * kernel has the same rule.
      */
     static final double TINY_SUM = 0x1p-40;
     /** Classes per fp32 partial sum; partial sums add up in fp64. */
