@@ -59,7 +59,7 @@ extern thread_local ThreadContext* current;
 // Synchronization points; each suspends the calling fiber until the group completes.
 void sync_block();
 int sync_block_reduce(int predicate, int op);  // op: 0 count, 1 and, 2 or
-enum WarpOp : int { WARP_SYNC, SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR, BALLOT, ANY, ALL };
+enum WarpOp : int { WARP_SYNC, SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR, BALLOT, ANY, ALL, MATCH_ANY };
 // Exchanges 8 bytes with the lanes of `mask`; returns the bits the lane receives (for votes:
 // the ballot or the predicate result).
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t bits, int arg, int width);
@@ -113,6 +113,14 @@ inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize
 }
 inline unsigned __ballot_sync(unsigned mask, int p) {
     return (unsigned)tk_emu::warp_collective(tk_emu::BALLOT, mask, p != 0, 0, 32);
+}
+// The lanes of `mask` whose value has the same bits as the caller's (sm_70 and later).
+template <typename T>
+inline unsigned __match_any_sync(unsigned mask, T v) {
+    static_assert(std::is_integral<T>::value || std::is_same<T, float>::value || std::is_same<T, double>::value,
+                  "__match_any_sync takes a 32- or 64-bit integer, float or double");
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8, "__match_any_sync takes a 32- or 64-bit value");
+    return (unsigned)tk_emu::warp_collective(tk_emu::MATCH_ANY, mask, tk_emu::to_bits(v), 0, 32);
 }
 inline int __any_sync(unsigned mask, int p) { return (int)tk_emu::warp_collective(tk_emu::ANY, mask, p != 0, 0, 32); }
 inline int __all_sync(unsigned mask, int p) { return (int)tk_emu::warp_collective(tk_emu::ALL, mask, p != 0, 0, 32); }

@@ -281,6 +281,13 @@ bool complete_warp_collectives(Worker* w, unsigned count) {
                     case BALLOT: f.result = ballot; break;
                     case ANY: f.result = ballot != 0; break;
                     case ALL: f.result = ballot == group; break;
+                    case MATCH_ANY: {
+                        unsigned same = 0;
+                        for (unsigned m = 0; m < lanes; m++)
+                            if ((group >> m & 1u) && warp[m].bits == f.bits) same |= 1u << m;
+                        f.result = same;
+                        break;
+                    }
                     case WARP_SYNC: f.result = 0; break;
                 }
             }
@@ -370,6 +377,7 @@ const char* warp_op_name(WarpOp op) {
         case BALLOT: return "__ballot_sync";
         case ANY: return "__any_sync";
         case ALL: return "__all_sync";
+        case MATCH_ANY: return "__match_any_sync";
     }
     return "warp collective";
 }

@@ -3,15 +3,18 @@
 //
 // One block of 256 threads per row:
 //   A. max and log-sum-exp of both rows (online softmax, merged across the block);
-//   B. the teacher mass per bucket of max - x (shared fp64 atomics: a flat teacher puts thousands
-//      of classes in one bucket, and an fp32 running sum of them is off by ~1e-5, which a gate of
-//      slope 1 / (4 gamma) magnifies), each bucket's start (a scan), the
-//      buckets whose classes need their exact order, and every other bucket's gate;
+//   B. the teacher mass per bucket of max - x (fp64: a flat teacher puts thousands of classes in
+//      one bucket, and an fp32 running sum of them is off by ~1e-5, which a gate of slope
+//      1 / (4 gamma) magnifies; each warp first sums its lanes of one bucket, so a bucket takes one
+//      shared atomic per warp, not one per class), each bucket's start (a scan, normalized by the
+//      fp64 total), the buckets whose classes need their exact order, and every other bucket's gate;
 //   C. the classes of those buckets gathered into shared memory and ranked:
 //      c = bucket start + mass of the gathered classes of the bucket before them, O(w^2 / 256);
 //   D. the kept masses and the divergence sum; E. the gradient and the bound gradients.
-// Past kRanked gathered classes, each class of an ordered bucket is ranked by rescanning the row
-// in every phase that needs it (exact, slow: O(w V / 256)).
+// Rows with more than kRanked such classes stop after C in the first launch (pass 0) and say so
+// in overflow_rows; the host launches them again (pass 1), each block with a slice of global
+// scratch where C sorts the gathered (key, class) pairs instead (bitonic, O(w log^2 w / 256) per
+// thread) and takes c as a segmented fp64 prefix sum over the sorted classes.
 // Each thread writes only gradient elements it has just read, so the gradient may alias the
 // student logits (in-place update).
 #include "block_reduce.cuh"
@@ -26,7 +29,7 @@ constexpr float kPerUnit = 8.0f;      // ClippedKl.BUCKETS_PER_UNIT
 constexpr float kCutoff = 20.0f;      // ClippedKl.GATE_CUTOFF
 constexpr int kRanked = 1024;         // ClippedKl.KERNEL_RANKED_CLASSES
 constexpr double kOrderMass = 0x1p-22;  // ClippedKlCpu.REFINE_MASS
-constexpr float kTinySum = 0x1p-100f;   // ClippedKlCpu.TINY_SUM: band sums below it are taken again
+constexpr float kTinySum = 0x1p-40f;    // ClippedKlCpu.TINY_SUM: band sums below it are taken again
 
 struct Gate {
     float g, dl, du;  // the gate and its derivatives w.r.t. l and u
@@ -38,8 +41,9 @@ __device__ __forceinline__ int bucket_of(float max, float x) {
 }
 
 // Whether a bucket of mass m starting at c needs its classes in exact order (ClippedKlCpu.needsOrder).
+// Hard rule: its classes have c <= c_j < c + m, so a bound at c or past c + m splits nothing.
 __device__ __forceinline__ bool needs_order(double c, double m, float l, float u, float gamma) {
-    if (gamma == 0.0f) return m > 0.0 && ((c <= l && l <= c + m) || (u < 1.0f && c <= u && u <= c + m));
+    if (gamma == 0.0f) return m > 0.0 && ((c < l && l < c + m) || (u < 1.0f && c < u && u < c + m));
     double reach = static_cast<double>(kCutoff) * gamma;
     return m > kOrderMass * gamma && ((c <= l + reach && l - reach <= c + m) || (c <= u + reach && u - reach <= c + m));
 }
@@ -56,8 +60,8 @@ __device__ __forceinline__ Gate gate_at(float c, float l, float u, float gamma) 
     return Gate{g, -g * (ea * sa) / gamma, g * (eb * sb) / gamma};  // 1 - s = e s, without cancellation
 }
 
-// A float sum with Kahan's compensation: cumulative masses add hundreds of terms, and their
-// rounding would move the gates (slope up to 1 / (4 gamma)).
+// A float sum with Kahan's compensation: offsets from a bucket's start add up to a thousand terms,
+// and their rounding would move the gates (slope up to 1 / (4 gamma)).
 struct CompensatedSum {
     float sum = 0.0f, carry = 0.0f;
     __device__ __forceinline__ void add(float v) {
@@ -66,57 +70,82 @@ struct CompensatedSum {
         carry = (t - sum) - y;
         sum = t;
     }
+    __device__ __forceinline__ double value() const { return static_cast<double>(sum) - carry; }
 };
 
 // Whether class (x_a, a) comes before (x_b, b): larger x first, ties by smaller index.
-__device__ __forceinline__ bool before(float xa, long long a, float xb, long long b) {
+__device__ __forceinline__ bool before(float xa, int a, float xb, int b) {
     return xa > xb || (xa == xb && a < b);
 }
 
-// One row's band as phases D and E read it: the bucket gates and the ranked classes' gates.
+// A key that sorts ascending as the teacher's order: x descending (-0.0 ties with 0.0), then the
+// class index (ClippedKlCpu.descendingKey in the high word).
+__device__ __forceinline__ unsigned long long order_key(float x, int j) {
+    int bits = __float_as_int(x + 0.0f);
+    unsigned ascending = static_cast<unsigned>(bits ^ ((bits >> 31) & 0x7fffffff)) ^ 0x80000000u;
+    return (static_cast<unsigned long long>(~ascending) << 32) | static_cast<unsigned>(j);
+}
+
+// The sum of v over the lanes of `peers` (which holds the calling lane), in the group's lowest
+// lane; the other lanes get partial sums. A tree over the group's ranks: in round k the lanes whose
+// rank is a multiple of 2^(k+1) add the partial sum of the next remaining lane (rank + 2^k), and
+// the lanes of rank bit k set drop out. Every lane of the warp must call.
+__device__ __forceinline__ double sum_over_peers(unsigned peers, double v, int lane) {
+    unsigned rank = __popc(peers & ((1u << lane) - 1u));
+    unsigned above = peers & ~((2u << lane) - 1u);  // 2u << 31 wraps to 0: nothing above lane 31
+    while (__any_sync(0xffffffffu, above != 0u)) {
+        int next = __ffs(above) - 1;
+        double other = __shfl_sync(0xffffffffu, v, next < 0 ? lane : next);
+        if (next >= 0) v += other;
+        above &= ~__ballot_sync(0xffffffffu, rank & 1u);
+        rank >>= 1;
+    }
+    return v;
+}
+
+// One row's band as phases D and E read it: the bucket gates and the ordered classes' gates.
 struct Band {
     const void* teacher;
     int teacher_dtype;
     long long base, vocab;
-    float inv_t, t_max, lse_t, l, u, gamma;
+    float inv_t, t_max;
     long long target;
-    const double* start;
     const Gate* bucket_gate;
-    const long long* ranked_j;
+    const int* ranked_j;
     const float *ranked_g, *ranked_dl, *ranked_du;
+    const unsigned long long* sorted_keys;  // pass 1: the ordered classes, sorted (else null)
+    const float* sorted_gates;              // pass 1: their gates, 3 floats each
     int count;
-    bool overflow;
 
     // Calls visit(j, x_t, gate) for every class once (this thread's share): first the classes
-    // gated by their bucket (and on overflow the ordered ones, ranked by a rescan of the row),
-    // then the ranked ones. A kept target gets gate 1.
+    // gated by their bucket, then the ordered ones. A class the teacher masks (x = -inf, probability
+    // 0) has gate 0, whatever the rule; else a kept target has gate 1.
     template <typename Visit>
     __device__ __forceinline__ void for_each_class(Visit visit) const {
         for (long long j = threadIdx.x; j < vocab; j += kThreads) {
             float xt = x(j);
-            int b = bucket_of(t_max, xt);
-            Gate gt = bucket_gate[b];
-            if (gt.g < 0.0f) {
-                if (!overflow) continue;
-                CompensatedSum cj;
-                cj.sum = static_cast<float>(start[b]);
-                for (long long k = 0; k < vocab; k++) {
-                    float xk = x(k);
-                    if (bucket_of(t_max, xk) == b && before(xk, k, xt, j)) cj.add(expf(xk - lse_t));
-                }
-                gt = gate_at(cj.sum, l, u, gamma);
-            }
-            if (gamma == 0.0f && u >= 1.0f && xt == tk::negative_infinity()) gt = Gate{0.0f, 0.0f, 0.0f};  // c = 1
-            if (j == target) gt = Gate{1.0f, 0.0f, 0.0f};
-            visit(j, xt, gt);
+            Gate gt = bucket_gate[bucket_of(t_max, xt)];
+            if (gt.g < 0.0f) continue;  // an ordered class: below
+            visit(j, xt, settle(j, xt, gt));
         }
-        if (!overflow) {
-            for (int e = threadIdx.x; e < count; e += kThreads) {
-                long long j = ranked_j[e];
-                Gate gt = j == target ? Gate{1.0f, 0.0f, 0.0f} : Gate{ranked_g[e], ranked_dl[e], ranked_du[e]};
-                visit(j, x(j), gt);
+        for (int e = threadIdx.x; e < count; e += kThreads) {
+            long long j;
+            Gate gt;
+            if (sorted_keys) {
+                j = static_cast<long long>(sorted_keys[e] & 0xffffffffull);
+                gt = Gate{sorted_gates[3 * e], sorted_gates[3 * e + 1], sorted_gates[3 * e + 2]};
+            } else {
+                j = ranked_j[e];
+                gt = Gate{ranked_g[e], ranked_dl[e], ranked_du[e]};
             }
+            float xt = x(j);
+            visit(j, xt, settle(j, xt, gt));
         }
+    }
+
+    __device__ __forceinline__ Gate settle(long long j, float xt, Gate gt) const {
+        if (xt == tk::negative_infinity()) return Gate{0.0f, 0.0f, 0.0f};
+        return j == target ? Gate{1.0f, 0.0f, 0.0f} : gt;
     }
 
     __device__ __forceinline__ float x(long long j) const {
@@ -128,25 +157,33 @@ struct Band {
 
 // Two blocks per SM as the floor: left alone, ptxas for sm_80 spends 244 registers (one block per
 // SM) on a kernel that waits on memory; at 126 it does not spill.
+// pass 0: block i is row i; a row with more than kRanked ordered classes sets overflow_rows[row]
+// and writes nothing else. pass 1: block i is row row_list[i], with sort_stride keys and
+// 3 * sort_stride gate floats of scratch (sort_stride a power of two >= vocab).
 extern "C" __global__ void __launch_bounds__(kThreads, 2)
     clipped_kl(const void* student, int student_dtype, const void* teacher, int teacher_dtype, float* grad,
                float* row_loss, float* kept_mass, float* lower_grad, float* upper_grad, const float* weights,
                const float* grad_coef, const float* bound_coef, const float* lower, const float* upper,
-               const int* targets, long long vocab, float inv_t, float gamma, int reverse, int has_grad) {
+               const int* targets, long long vocab, float inv_t, float gamma, int reverse, int has_grad, int pass,
+               int* overflow_rows, const int* row_list, unsigned long long* sort_keys, float* sort_gates,
+               long long sort_stride) {
     __shared__ double start[kBuckets];            // mass per bucket, then each bucket's start
-    __shared__ Gate bucket_gate[kBuckets];        // g < 0: the bucket's classes are ranked one by one
-    __shared__ long long ranked_j[kRanked];
+    __shared__ Gate bucket_gate[kBuckets];        // g < 0: the bucket's classes are ordered one by one
+    __shared__ int ranked_j[kRanked];
     __shared__ float ranked_x[kRanked];           // then dg/dl
     __shared__ float ranked_p[kRanked];           // then dg/du
     __shared__ float ranked_g[kRanked];
     __shared__ double partial[kThreads];
+    __shared__ double shared_total;
     __shared__ float shared_stats[4];
     __shared__ int ranked_count;
 
-    const long long row = blockIdx.x;
+    const long long row = pass == 0 ? static_cast<long long>(blockIdx.x) : row_list[blockIdx.x];
     const long long base = row * vocab;
     float* g_row = has_grad ? grad + base : nullptr;
-    const int tid = threadIdx.x;
+    const int tid = threadIdx.x, lane = tid & 31;
+    unsigned long long* keys = pass == 0 ? nullptr : sort_keys + blockIdx.x * sort_stride;
+    float* sorted_gates = pass == 0 ? nullptr : sort_gates + 3 * sort_stride * blockIdx.x;
 
     if (weights[row] == 0.0f) {
         if (g_row)
@@ -192,13 +229,20 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
     }
     const float l = lower[row], u = upper[row];
     const long long target = targets[row];
+    auto teacher_x = [&](long long j) { return __fmul_rn(tk::load_float(teacher, teacher_dtype, base + j), inv_t); };
 
     // B: mass per bucket, then starts, order flags and gates (each thread scans kBuckets / kThreads).
     for (int b = tid; b < kBuckets; b += kThreads) start[b] = 0.0;
     __syncthreads();
-    for (long long j = tid; j < vocab; j += kThreads) {
-        float xt = __fmul_rn(tk::load_float(teacher, teacher_dtype, base + j), inv_t);
-        atomicAdd(&start[bucket_of(t_max, xt)], static_cast<double>(expf(xt - lse_t)));
+    // Whole warps in step (lanes past the row add nothing), so the warp can match its buckets.
+    for (long long j = tid; j - lane < vocab; j += kThreads) {
+        const bool inside = j < vocab;
+        float xt = inside ? teacher_x(j) : 0.0f;
+        int b = inside ? bucket_of(t_max, xt) : -1;
+        double p = inside ? static_cast<double>(expf(xt - lse_t)) : 0.0;
+        unsigned peers = __match_any_sync(0xffffffffu, b);
+        p = sum_over_peers(peers, p, lane);
+        if (inside && lane == __ffs(peers) - 1) atomicAdd(&start[b], p);
     }
     __syncthreads();
     constexpr int kPerThread = kBuckets / kThreads;
@@ -213,44 +257,52 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
             partial[t] = running;
             running += m;
         }
+        shared_total = running;  // ~1; c is normalized by it, so the last class ends at 1
     }
     __syncthreads();
+    const double inv_total = 1.0 / shared_total;
     double c = partial[tid];
     for (int k = 0; k < kPerThread; k++) {
         int b = tid * kPerThread + k;
         double m = start[b];
-        start[b] = c;
-        bucket_gate[b] = needs_order(c, m, l, u, gamma) ? Gate{-1.0f, 0.0f, 0.0f}
-                                                        : gate_at(static_cast<float>(c), l, u, gamma);
+        start[b] = c * inv_total;
+        bucket_gate[b] = needs_order(c * inv_total, m * inv_total, l, u, gamma)
+                                 ? Gate{-1.0f, 0.0f, 0.0f}
+                                 : gate_at(static_cast<float>(c * inv_total), l, u, gamma);
         c += m;
     }
     __syncthreads();
 
-    // C: gather and rank the classes of the ordered buckets.
+    // C: gather the classes of the ordered buckets: into shared memory (pass 0), or as sort keys
+    // into the row's scratch (pass 1).
     for (long long j = tid; j < vocab; j += kThreads) {
-        float xt = __fmul_rn(tk::load_float(teacher, teacher_dtype, base + j), inv_t);
+        float xt = teacher_x(j);
         if (bucket_gate[bucket_of(t_max, xt)].g < 0.0f) {
             int slot = atomicAdd(&ranked_count, 1);
-            if (slot < kRanked) {
-                ranked_j[slot] = j;
+            if (keys) {
+                keys[slot] = order_key(xt, static_cast<int>(j));
+            } else if (slot < kRanked) {
+                ranked_j[slot] = static_cast<int>(j);
                 ranked_x[slot] = xt;
-                ranked_p[slot] = expf(xt - lse_t);
+                ranked_p[slot] = static_cast<float>(expf(xt - lse_t) * inv_total);
             }
         }
     }
     __syncthreads();
     const int count = ranked_count;
-    const bool overflow = count > kRanked;
-    float rank_c[kRanked / kThreads];
-    if (!overflow) {
+    if (!keys && count > kRanked) {  // the host runs this row again with scratch for the sort
+        if (tid == 0) overflow_rows[row] = 1;
+        return;
+    }
+    if (!keys) {
+        float rank_c[kRanked / kThreads];
         for (int e = tid, k = 0; e < count; e += kThreads, k++) {
             int b = bucket_of(t_max, ranked_x[e]);
-            CompensatedSum ce;
-            ce.sum = static_cast<float>(start[b]);
+            CompensatedSum offset;  // from the bucket's fp64 start
             for (int f = 0; f < count; f++)
                 if (bucket_of(t_max, ranked_x[f]) == b && before(ranked_x[f], ranked_j[f], ranked_x[e], ranked_j[e]))
-                    ce.add(ranked_p[f]);
-            rank_c[k] = ce.sum;
+                    offset.add(ranked_p[f]);
+            rank_c[k] = static_cast<float>(start[b] + offset.value());
         }
         __syncthreads();  // every rank read ranked_x and ranked_p: now they may hold the derivatives
         for (int e = tid, k = 0; e < count; e += kThreads, k++) {
@@ -259,17 +311,73 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
             ranked_x[e] = gt.dl;
             ranked_p[e] = gt.du;
         }
+    } else {
+        // Bitonic sort of the keys, padded to a power of two with keys that sort last.
+        long long padded = 1;
+        while (padded < count) padded <<= 1;
+        for (long long e = count + tid; e < padded; e += kThreads) keys[e] = ~0ull;
+        __syncthreads();
+        for (long long size = 2; size <= padded; size <<= 1) {
+            for (long long stride = size >> 1; stride > 0; stride >>= 1) {
+                for (long long q = tid; q < padded / 2; q += kThreads) {
+                    long long i = ((q & ~(stride - 1)) << 1) | (q & (stride - 1)), k = i | stride;
+                    unsigned long long a = keys[i], b = keys[k];
+                    if ((a > b) == ((i & size) == 0)) {  // ascending where bit `size` of i is clear
+                        keys[i] = b;
+                        keys[k] = a;
+                    }
+                }
+                __syncthreads();
+            }
+        }
+        // c of sorted class e: its bucket's start plus the mass of the sorted classes of its
+        // bucket before it, an exclusive fp64 prefix sum P(e) less P at the bucket's first class.
+        // Each thread takes a contiguous chunk: its sum, a scan of the sums, then two walks.
+        const long long chunk = (count + kThreads - 1) / kThreads;
+        const long long lo = min(static_cast<long long>(count), tid * chunk);
+        const long long hi = min(static_cast<long long>(count), lo + chunk);
+        auto sorted_x = [&](long long e) { return teacher_x(static_cast<long long>(keys[e] & 0xffffffffull)); };
+        double sum = 0.0;
+        for (long long e = lo; e < hi; e++) sum += static_cast<double>(expf(sorted_x(e) - lse_t)) * inv_total;
+        partial[tid] = sum;
+        __syncthreads();
+        if (tid == 0) {
+            double running = 0.0;
+            for (int t = 0; t < kThreads; t++) {
+                double m = partial[t];
+                partial[t] = running;
+                running += m;
+            }
+        }
+        __syncthreads();
+        double prefix = partial[tid];
+        for (long long e = lo; e < hi; e++) {  // a bucket's first class: start[b] -= P(e)
+            float xe = sorted_x(e);
+            int b = bucket_of(t_max, xe);
+            if (e == 0 || bucket_of(t_max, sorted_x(e - 1)) != b) start[b] -= prefix;
+            prefix += static_cast<double>(expf(xe - lse_t)) * inv_total;
+        }
+        __syncthreads();
+        prefix = partial[tid];
+        for (long long e = lo; e < hi; e++) {
+            float xe = sorted_x(e);
+            Gate gt = gate_at(static_cast<float>(start[bucket_of(t_max, xe)] + prefix), l, u, gamma);
+            sorted_gates[3 * e] = gt.g;
+            sorted_gates[3 * e + 1] = gt.dl;
+            sorted_gates[3 * e + 2] = gt.du;
+            prefix += static_cast<double>(expf(xe - lse_t)) * inv_total;
+        }
     }
     __syncthreads();
 
-    const Band band{teacher, teacher_dtype, base, vocab, inv_t, t_max, lse_t, l, u, gamma, target, start,
-                    bucket_gate, ranked_j, ranked_g, ranked_x, ranked_p, count, overflow};
+    const Band band{teacher, teacher_dtype, base, vocab, inv_t, t_max, target, bucket_gate, ranked_j, ranked_g,
+                    ranked_x, ranked_p, keys, sorted_gates, count};
 
     // D: sums of e = exp(x - shift) over the band, shift the row's max: sum g e_t, sum g e_s, and
     // sum g e_t d (forward) or sum g e_s (-d) (reverse), d = (x_t - lse_t) - (x_s - lse_s); terms of
-    // weight 0 add nothing. If a side's band sum is tiny there (its classes all ~70 below the max:
-    // it would underflow, or its reciprocal overflow), the band's own max becomes that side's shift
-    // and the sums are taken again.
+    // weight 0 add nothing. If a side's band sum is below 2^-40 there (its classes all ~28 or more
+    // below the max, where e^x flushes to 0 below ~2^-124 and the band's own terms lose precision),
+    // the band's own max becomes that side's shift and the sums are taken again (ClippedKlCpu's rule).
     float shift_s = shared_stats[3], shift_t = t_max;
     float kept_t = 0.0f, kept_s = 0.0f, acc = 0.0f;
     for (int attempt = 0; attempt < 2; attempt++) {

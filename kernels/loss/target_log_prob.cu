@@ -32,6 +32,11 @@ extern "C" __global__ void __launch_bounds__(256)
     __syncthreads();  // thread 0 has read the target's logit before anyone overwrites it in place
 
     const float c = coefficients[row];
+    if (c == 0.0f) {  // the row does not count: a zero gradient, even for a row without distribution
+        if (!accumulate)
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = 0.0f;
+        return;
+    }
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
         float x = __fmul_rn(tk::load_float(logits, dtype, base + j), inv_t);
         float value = tk::quiet_nan();  // no distribution: nothing to differentiate

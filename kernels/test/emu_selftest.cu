@@ -66,6 +66,18 @@ extern "C" __global__ void warp_votes(const float* in, unsigned* out) {
     out[4 * t + 3] = (t & 1) ? __ballot_sync(0xaaaaaaaau, p) : 0u;
 }
 
+// Match: per lane, the full warp's lanes holding the same int key, the same double (64-bit
+// compare: keys that differ only in their high word must not match), and, on the even lanes
+// only (a partial mask), the even lanes with the same int key.
+extern "C" __global__ void warp_match(const int* keys, unsigned* out) {
+    unsigned t = threadIdx.x;
+    int k = keys[t];
+    double wide = (double)(k & 1) * 4294967296.0 + (double)(k >> 1);
+    out[3 * t + 0] = __match_any_sync(0xffffffffu, k);
+    out[3 * t + 1] = __match_any_sync(0xffffffffu, wide);
+    out[3 * t + 2] = (t & 1) ? 0u : __match_any_sync(0x55555555u, k);
+}
+
 // Inclusive prefix sum of one block in dynamic shared memory (Hillis-Steele, two barriers per step).
 extern "C" __global__ void dynamic_shared_scan(const float* in, float* out) {
     extern __shared__ float buffer[];

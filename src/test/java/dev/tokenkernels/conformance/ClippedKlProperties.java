@@ -125,13 +125,13 @@ class ClippedKlProperties {
             double scale = Math.abs(factor * gradScale);
             Approx.assertClose(at + " kept mass", ref.keptMass(), r.keptMass().getFloat(i),
                     1e-5 + gateError);
-            if (ref.keptMass() < 1e-4) {
-                totalKnown = false; // a sliver of mass: renormalizing amplifies every rounding
-                continue;
-            }
+            // Gate errors relative to the kept mass, which renormalizing divides by: 0 for the hard rule (exact
+            // gates, however small the kept mass) and for an empty band (empty on both sides unless a gate sits
+            // exactly on the cutoff, which random bands do not hit).
+            double amplified = gateError == 0 || ref.keptMass() == 0 ? 0 : gateError / ref.keptMass();
             // Log-ratios x_s - lse_s - (x_t - lse_t) carry fp32 rounding of the size of the logits.
             double ratioError = 0x1p-21 * maxAbsX(s, t, i * vocab, vocab) / temperature;
-            double lossTolerance = (2e-5 + 4 * gateError / ref.keptMass()) * (1 + Math.abs(ref.loss())) + ratioError;
+            double lossTolerance = (2e-5 + 4 * amplified) * (1 + Math.abs(ref.loss())) + ratioError;
             if (reduction == Reduction.NONE) {
                 Approx.assertClose(at + " loss", ref.loss(), r.loss().getFloat(i), lossTolerance);
             }
@@ -140,18 +140,24 @@ class ClippedKlProperties {
             for (int j = 0; j < vocab; j++) {
                 maxGrad = Math.max(maxGrad, Math.abs(ref.gradient()[j]));
             }
-            double gradTolerance = scale * ((2e-5 + 4 * gateError / ref.keptMass()) * maxGrad / temperature + 1e-6
+            double gradTolerance = scale * ((2e-5 + 4 * amplified) * maxGrad / temperature + 1e-6
                     + ratioError / temperature);
             for (int j = 0; j < vocab; j++) {
                 Approx.assertClose(at + " gradient[" + j + "]", factor * gradScale * ref.gradient()[j], r.gradient().getFloat((long) i * vocab + j),
                         gradTolerance);
             }
             double boundScale = scale * (1 + Math.abs(ref.lowerGradient()) + Math.abs(ref.upperGradient()));
-            // dg/du = g (1 - sigma_b) / gamma moves by up to ~c's fp32 rounding / gamma^2 per unit of dL/dg,
-            // and dL/dg carries the log-ratios' rounding.
-            double derivativeError = gamma == 0 ? 0 : (0x1p-22 / (gamma * gamma) + ratioError / gamma)
-                    * (2 + Math.abs(ref.loss()));
-            double boundTolerance = boundScale * (1e-4 + 10 * gateError / ref.keptMass()) + scale * derivativeError;
+            // dL/dl = sum_j D_j G_j with D_j = dL/dg_j, G_j = dg_j/dl (likewise u); first-order error terms:
+            // - D_j G_j evaluated in fp32 (a few ulp) and summed per lane over a few hundred terms: 2^-17;
+            // - the gates' error, renormalized by the kept mass: amplified;
+            // - c_j rounded to fp32 (2^-25), with |dG_j/dc| <= g_j / (4 gamma^2) and sum_j g_j |D_j| about
+            //   E_P~t |d - mean - 1| + 1 <= 2 + |loss|: 2^-27 / gamma^2 (2 + |loss|);
+            // - the log-ratios in D_j, off by ratioError, with |G_j| <= g_j / gamma and sum_j g_j p_j / A_t = 1:
+            //   ratioError / gamma.
+            // Over 500 tries on cpu and cuda-emu the errors stayed below 1/6 of this.
+            double derivativeError = gamma == 0 ? 0
+                    : 0x1p-27 / ((double) gamma * gamma) * (2 + Math.abs(ref.loss())) + ratioError / gamma;
+            double boundTolerance = boundScale * (0x1p-17 + amplified) + scale * derivativeError;
             Approx.assertClose(at + " dL/dl", gradScale * factor * ref.lowerGradient(), r.lowerGradient().getFloat(i),
                     boundTolerance);
             Approx.assertClose(at + " dL/du", gradScale * factor * ref.upperGradient(), r.upperGradient().getFloat(i),

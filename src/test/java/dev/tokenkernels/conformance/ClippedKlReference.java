@@ -38,7 +38,6 @@ final class ClippedKlReference {
         for (int j = 0; j < vocab; j++) {
             order[j] = j;
         }
-        // Descending x, ties (0.0 and -0.0 included: adding 0.0 turns -0.0 into 0.0) by index.
         // Descending x, ties by index; adding 0.0 makes -0.0 tie with 0.0 as it does in fp32.
         Arrays.sort(order, Comparator.<Integer>comparingDouble(j -> -(xt[j] + 0.0)).thenComparingInt(j -> j));
         double[] c = new double[vocab];
@@ -54,7 +53,8 @@ final class ClippedKlReference {
         double[] gl = new double[vocab];
         double[] gu = new double[vocab];
         for (int j = 0; j < vocab; j++) {
-            double[] gate = j == keptTarget ? new double[] {1, 0, 0} : gate(c[j], l, u, gamma, xt[j]);
+            boolean kept = j == keptTarget && xt[j] > Double.NEGATIVE_INFINITY; // a masked target stays out
+            double[] gate = kept ? new double[] {1, 0, 0} : gate(c[j], l, u, gamma, xt[j]);
             g[j] = gate[0];
             gl[j] = gate[1];
             gu[j] = gate[2];
@@ -117,12 +117,14 @@ final class ClippedKlReference {
         return new Row(loss, keptT, grad, dl, du, distance, infinite);
     }
 
-    /** {@code {g, dg/dl, dg/du}} at cumulative mass {@code c}. */
+    /** {@code {g, dg/dl, dg/du}} at cumulative mass {@code c} of a class of teacher logit {@code x}. */
     static double[] gate(double c, double l, double u, double gamma, double x) {
+        if (x == Double.NEGATIVE_INFINITY) { // masked by the teacher: gate 0 for every u and rule
+            return new double[] {0, 0, 0};
+        }
         if (gamma == 0) {
             // c < 1 holds exactly for every class of non-zero probability: u = 1 passes them all.
-            boolean below = u >= 1 ? x > Double.NEGATIVE_INFINITY : c < u;
-            return new double[] {l <= c && below ? 1 : 0, 0, 0};
+            return new double[] {l <= c && (u >= 1 || c < u) ? 1 : 0, 0, 0};
         }
         double a = (c - l) / gamma;
         double b = (u - c) / gamma;

@@ -170,6 +170,226 @@ class ClippedKlTest {
         }
     }
 
+    /**
+     * Classes the teacher masks (-inf) are out of the band for every u and both rules, a kept
+     * target included: the loss and gradients equal those of the row without them (both sides
+     * are renormalized over the band), and the masked classes' gradient is 0. Before, u just
+     * below 1 (hard: c = 1 could round below u) or a soft edge near 1 gave them a gate, and reverse
+     * KL was +inf.
+     */
+    @Test
+    void maskedTeacherClassesAreOutOfEveryBand() {
+        float ninf = Float.NEGATIVE_INFINITY;
+        float[] zt = {1.5f, ninf, 0.2f, -0.4f, ninf, 0.9f, -1.1f, ninf};
+        float[] zs = {0.3f, 2.0f, -0.5f, 0.1f, 1.2f, 0.7f, -0.2f, 0.4f};
+        int[] live = {0, 2, 3, 5, 6};
+        float[] ztLive = new float[live.length];
+        float[] zsLive = new float[live.length];
+        for (int k = 0; k < live.length; k++) {
+            ztLive[k] = zt[live[k]];
+            zsLive[k] = zs[live[k]];
+        }
+        float[][] bands = {{0f, 0.99999994f}, {0.1f, 0.97f}, {0f, 1f}};
+        for (Backend backend : ConformanceBackends.all()) {
+            for (float gamma : new float[] {0f, 0.05f}) {
+                for (boolean reverse : new boolean[] {false, true}) {
+                    for (float[] band : bands) {
+                        String at = backend + " gamma=" + gamma + " reverse=" + reverse + " band=" + band[0] + ".."
+                                + band[1];
+                        Options o = (reverse ? Options.reverseKl(gamma) : Options.forwardKl(gamma)).on(backend);
+                        try (Tensor s = Tensor.of(zs, 1, 8); Tensor t = Tensor.of(zt, 1, 8);
+                             Tensor sLive = Tensor.of(zsLive, 1, live.length); Tensor tLive = Tensor.of(ztLive, 1, live.length);
+                             Tensor l = Tensor.of(new float[] {band[0]}, 1); Tensor u = Tensor.of(new float[] {band[1]}, 1);
+                             Tensor y = Tensor.ofInts(new int[] {4}, 1); // a masked target: not kept
+                             ClippedKl.Result r = ClippedKl.computeWithGradient(s, t, l, u,
+                                     o.withTargets(y).withTargetAlwaysKept(), 1f);
+                             ClippedKl.Result without = ClippedKl.computeWithGradient(sLive, tLive, l, u, o, 1f)) {
+                            assertTrue(Float.isFinite(r.value()), at + " finite loss " + r.value());
+                            assertEquals(without.value(), r.value(), 2e-6 * (1 + Math.abs(without.value())), at + " loss");
+                            assertEquals(without.keptMass().getFloat(0), r.keptMass().getFloat(0), 1e-6, at + " mass");
+                            assertEquals(without.lowerGradient().getFloat(0), r.lowerGradient().getFloat(0),
+                                    1e-5 * (1 + Math.abs(without.lowerGradient().getFloat(0))), at + " dL/dl");
+                            assertEquals(without.upperGradient().getFloat(0), r.upperGradient().getFloat(0),
+                                    1e-5 * (1 + Math.abs(without.upperGradient().getFloat(0))), at + " dL/du");
+                            for (int j = 0, k = 0; j < 8; j++) {
+                                float expected = zt[j] == ninf ? 0f : without.gradient().getFloat(k++);
+                                assertEquals(expected, r.gradient().getFloat(j), 1e-6, at + " gradient[" + j + "]");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        var ref = ClippedKlReference.row(zs, zt, 0, 8, 1f, true, 0.05, 0.1, 0.97, 4);
+        assertTrue(Double.isFinite(ref.loss()), "the reference gives masked classes gate 0 too: " + ref.loss());
+    }
+
+    /**
+     * Teacher (0, -100, -100.5, -101): the hard band [0.5, 1) holds classes 1-3, whose
+     * probabilities (~e^-100) flush to 0 in fp32 relative to the row's max. The teacher side is
+     * summed from the band's own max, so the renormalized band, the loss and the kept mass
+     * (~6e-44, a subnormal float) stay right.
+     */
+    @Test
+    void aBandFarBelowTheTeachersMaxShiftsTheTeacherSide() {
+        float[] zt = {0f, -100f, -100.5f, -101f};
+        float[] zs = {1f, 0.5f, -0.3f, 0.2f};
+        for (boolean reverse : new boolean[] {false, true}) {
+            var ref = ClippedKlReference.row(zs, zt, 0, 4, 1f, reverse, 0, 0.5, 1, -1);
+            assertTrue(ref.loss() > 0.01 && ref.keptMass() > 0 && ref.keptMass() < 1e-43, "reference " + ref);
+            for (Backend backend : ConformanceBackends.all()) {
+                try (Tensor s = Tensor.of(zs, 1, 4); Tensor t = Tensor.of(zt, 1, 4);
+                     Tensor l = Tensor.of(new float[] {0.5f}, 1); Tensor u = Tensor.of(new float[] {1f}, 1);
+                     ClippedKl.Result r = ClippedKl.computeWithGradient(s, t, l, u,
+                             (reverse ? Options.reverseKl(0f) : Options.forwardKl(0f)).on(backend), 1f)) {
+                    String at = backend + " reverse=" + reverse;
+                    // x_t - lse_t ~ -100 carries fp32 rounding of 2^-24 * 100 into the log-ratios.
+                    assertEquals(ref.loss(), r.value(), 1e-5 * (1 + ref.loss()) + 0x1p-21 * 100, at + " loss");
+                    // A subnormal float near 6e-44 has steps of 1.4e-45.
+                    assertEquals(ref.keptMass(), r.keptMass().getFloat(0), 0x1p-149 + 1e-5 * ref.keptMass(), at + " mass");
+                    for (int j = 0; j < 4; j++) {
+                        assertEquals(ref.gradient()[j], r.gradient().getFloat(j), 1e-5 + 0x1p-21 * 100,
+                                at + " gradient[" + j + "]");
+                    }
+                }
+            }
+        }
+    }
+
+    /**
+     * The band [0.3, 0.31) holds no class, but the kept target (class 3) is ~100 below both rows'
+     * max: both sides are summed from the band's max (the target), the renormalized band is the
+     * target alone on both sides, so the loss and the gradient are 0 and the kept mass is the
+     * target's (~e^-100). Without the shift the band's sums flush to 0: an empty band (kept mass 0)
+     * or an infinite loss.
+     */
+    @Test
+    void onlyAKeptTargetFarBelowTheMaxSurvives() {
+        float[] zt = {5f, 4f, 3f, -95f};
+        float[] zs = {10f, 0f, 0f, -90f};
+        double targetMass = Math.exp(-95 - Math.log(Math.exp(5) + Math.exp(4) + Math.exp(3) + Math.exp(-95)));
+        for (Backend backend : ConformanceBackends.all()) {
+            for (boolean reverse : new boolean[] {false, true}) {
+                try (Tensor s = Tensor.of(zs, 1, 4); Tensor t = Tensor.of(zt, 1, 4);
+                     Tensor l = Tensor.of(new float[] {0.3f}, 1); Tensor u = Tensor.of(new float[] {0.31f}, 1);
+                     Tensor y = Tensor.ofInts(new int[] {3}, 1);
+                     ClippedKl.Result r = ClippedKl.computeWithGradient(s, t, l, u,
+                             (reverse ? Options.reverseKl(0f) : Options.forwardKl(0f)).withTargets(y)
+                                     .withTargetAlwaysKept().on(backend), 1f)) {
+                    String at = backend + " reverse=" + reverse;
+                    assertEquals(0f, r.value(), 1e-6, at + " loss");
+                    // A subnormal float near 2.5e-44: steps of 2^-149.
+                    assertEquals(targetMass, r.keptMass().getFloat(0), 0x1p-149 + 1e-5 * targetMass, at + " kept mass");
+                    for (int j = 0; j < 4; j++) {
+                        assertEquals(0f, r.gradient().getFloat(j), 1e-6, at + " gradient[" + j + "]");
+                    }
+                }
+            }
+        }
+    }
+
+    /**
+     * Rows whose hard band edge splits a bucket of exactly 1024 classes (the most the kernel ranks
+     * in shared memory) and of 1025 (the kernel sorts them in a second launch), in one call with a
+     * row that needs no ordering, loss only and with gradients, in place too. The teacher is not
+     * flat: class 0 at 0, the bucket's other classes at -k * 1e-4, then a tail of 500 classes.
+     */
+    @Test
+    void rowsAtAndPastTheKernelsRankedClasses() {
+        int vocab = 1600;
+        int[] bucketSizes = {1024, 1025, 1, 1600};
+        int rows = bucketSizes.length;
+        float[] zt = new float[rows * vocab];
+        float[] zs = new float[rows * vocab];
+        SplittableRandom random = new SplittableRandom(11);
+        for (int i = 0; i < rows; i++) {
+            for (int j = 0; j < vocab; j++) {
+                // (0 - x) * 8 < 1 puts class j in bucket 0; the tail lies 3 to 6 below.
+                zt[i * vocab + j] = j < bucketSizes[i] ? -j * 1e-4f : -3f - (j % 7) * 0.5f;
+                zs[i * vocab + j] = (float) random.nextGaussian();
+            }
+        }
+        float[] lower = {0.5f, 0.5f, 0.5f, 0.37f};
+        float[] upper = {1f, 1f, 0.9f, 0.81f};
+        for (boolean reverse : new boolean[] {false, true}) {
+            for (Backend backend : ConformanceBackends.all()) {
+                Options o = (reverse ? Options.reverseKl(0f) : Options.forwardKl(0f)).withReduction(Reduction.NONE)
+                        .on(backend);
+                try (Tensor s = Tensor.of(zs, rows, vocab); Tensor t = Tensor.of(zt, rows, vocab);
+                     Tensor inPlace = Tensor.of(zs.clone(), rows, vocab);
+                     Tensor l = Tensor.of(lower, rows); Tensor u = Tensor.of(upper, rows);
+                     ClippedKl.Result lossOnly = ClippedKl.compute(s, t, l, u, o);
+                     ClippedKl.Result r = ClippedKl.computeWithGradient(s, t, l, u, o, 1f);
+                     ClippedKl.Result r2 = ClippedKl.computeWithGradient(inPlace, t, l, u, o, 1f, inPlace)) {
+                    assertEquals(null, lossOnly.gradient(), "loss only");
+                    for (int i = 0; i < rows; i++) {
+                        String at = backend + " reverse=" + reverse + " row " + i + " (bucket of " + bucketSizes[i] + ")";
+                        var ref = ClippedKlReference.row(zs, zt, i * vocab, vocab, 1f, reverse, 0, lower[i], upper[i], -1);
+                        assertTrue(ref.cutDistance() > 1e-6, at + ": no class within rounding of a cut");
+                        double tolerance = 1e-5 * (1 + ref.loss());
+                        Approx.assertClose(at + " loss", ref.loss(), r.loss().getFloat(i), tolerance);
+                        Approx.assertClose(at + " loss only", ref.loss(), lossOnly.loss().getFloat(i), tolerance);
+                        Approx.assertClose(at + " kept mass", ref.keptMass(), lossOnly.keptMass().getFloat(i), 1e-6);
+                        assertEquals(r.loss().getFloat(i), r2.loss().getFloat(i), at + " in place");
+                        for (int j = 0; j < vocab; j++) {
+                            long k = (long) i * vocab + j;
+                            Approx.assertClose(at + " gradient[" + j + "]", ref.gradient()[j], r.gradient().getFloat(k), 1e-7);
+                            assertEquals(r.gradient().getFloat(k), inPlace.getFloat(k), at + " in place [" + j + "]");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /** Fractional token weights scale each row's loss and gradients; the token mean divides by their sum. */
+    @Test
+    void fractionalTokenWeights() {
+        int rows = 4;
+        int vocab = 37;
+        SplittableRandom random = new SplittableRandom(13);
+        float[] zs = new float[rows * vocab];
+        float[] zt = new float[rows * vocab];
+        for (int i = 0; i < zs.length; i++) {
+            zs[i] = (float) (2 * random.nextGaussian());
+            zt[i] = (float) (2 * random.nextGaussian());
+        }
+        float[] weights = {0.25f, 1.5f, 0f, 0.7f};
+        float[] lower = {0.1f, 0f, 0.2f, 0.05f};
+        float[] upper = {0.8f, 0.9f, 0.6f, 1f};
+        double weightSum = 0.25 + 1.5 + 0.7;
+        float gradScale = 1.5f;
+        for (float gamma : new float[] {0f, 0.03f}) {
+            double expected = 0;
+            var refs = new ClippedKlReference.Row[rows];
+            for (int i = 0; i < rows; i++) {
+                refs[i] = ClippedKlReference.row(zs, zt, i * vocab, vocab, 1.3f, false, gamma, lower[i], upper[i], -1);
+                expected += weights[i] * refs[i].loss() / weightSum;
+            }
+            for (Backend backend : ConformanceBackends.all()) {
+                try (Tensor s = Tensor.of(zs, rows, vocab); Tensor t = Tensor.of(zt, rows, vocab);
+                     Tensor w = Tensor.of(weights, rows); Tensor l = Tensor.of(lower, rows); Tensor u = Tensor.of(upper, rows);
+                     ClippedKl.Result r = ClippedKl.computeWithGradient(s, t, l, u,
+                             Options.forwardKl(gamma).withTemperature(1.3f).withWeights(w).on(backend), gradScale)) {
+                    String at = backend + " gamma=" + gamma;
+                    assertEquals(weightSum, r.weightSum(), 1e-6, at + " weight sum");
+                    Approx.assertClose(at + " loss", expected, r.value(), 1e-5 * (1 + expected));
+                    for (int i = 0; i < rows; i++) {
+                        double coef = gradScale * weights[i] / weightSum;
+                        for (int j = 0; j < vocab; j++) {
+                            Approx.assertClose(at + " gradient[" + i + "][" + j + "]", coef * refs[i].gradient()[j],
+                                    r.gradient().getFloat((long) i * vocab + j), 1e-6);
+                        }
+                        double dl = coef * refs[i].lowerGradient();
+                        double du = coef * refs[i].upperGradient();
+                        Approx.assertClose(at + " dL/dl[" + i + "]", dl, r.lowerGradient().getFloat(i), 1e-4 * (1 + Math.abs(dl)));
+                        Approx.assertClose(at + " dL/du[" + i + "]", du, r.upperGradient().getFloat(i), 1e-4 * (1 + Math.abs(du)));
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void specialRowsAndInPlace() {
         float[] zs = {1f, Float.NaN, 0f, 0.5f, -1f, 2f};
@@ -239,7 +459,11 @@ class ClippedKlTest {
              Tensor nan = Tensor.of(new float[] {0f, Float.NaN}, 2); Tensor shortBound = Tensor.of(new float[] {0f}, 1);
              Tensor halfBound = Tensor.ofFloats(new float[] {0f, 0f}, DType.F16, 2);
              Tensor y = Tensor.ofInts(new int[] {0, -100}, 2); Tensor w = Tensor.of(new float[] {1f, 0f}, 2);
-             Tensor gradWrong = Tensor.of(new float[8], 2, 4); Tensor upperNan = Tensor.of(new float[] {1f, Float.NaN}, 2)) {
+             Tensor gradWrong = Tensor.of(new float[8], 2, 4); Tensor upperNan = Tensor.of(new float[] {1f, Float.NaN}, 2);
+             Tensor wideRow = Tensor.of(new float[9], 9);
+             Tensor student = Tensor.of(wideRow.segment().asSlice(0, 24), DType.F32, 2, 3);
+             Tensor shifted = Tensor.of(wideRow.segment().asSlice(12, 24), DType.F32, 2, 3); // rows 1.. of student, and more
+             Tensor aliasTeacher = Tensor.of(t.segment(), DType.F32, 2, 3)) {
             Options o = Options.forwardKl(0.01f);
             expect(() -> ClippedKl.compute(flat, t, l, u, o), "student: expected rank 2");
             expect(() -> ClippedKl.compute(s, wide, l, u, o), "teacher");
@@ -258,6 +482,8 @@ class ClippedKlTest {
             expect(() -> ClippedKl.computeWithGradient(s, t, l, u, o, Float.NaN), "gradScale");
             expect(() -> ClippedKl.computeWithGradient(s, t, l, u, o, 1f, gradWrong), "gradient");
             expect(() -> ClippedKl.computeWithGradient(s, t, l, u, o, 1f, t), "teacher");
+            expect(() -> ClippedKl.computeWithGradient(student, t, l, u, o, 1f, shifted), "does not overlap student");
+            expect(() -> ClippedKl.computeWithGradient(s, t, l, u, o, 1f, aliasTeacher), "does not overlap teacher");
             // Bounds of rows that do not count are not checked: padding may hold anything.
             try (ClippedKl.Result r = ClippedKl.compute(s, t, l, upperNan, o.withWeights(w).withReduction(Reduction.SUM))) {
                 assertTrue(Float.isFinite(r.value()));

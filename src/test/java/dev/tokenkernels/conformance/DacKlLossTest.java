@@ -13,7 +13,35 @@ class DacKlLossTest {
 
     @Test
     void matchesTheFloat64CompositionOnEveryBackend() {
-        int rows = 6;
+        int[] labels = {3, -100, 7, 0, 399, -100};
+        float[] lower = {0.05f, 0f, 0.2f, 0f, 0.1f, 0.5f};
+        float[] upper = {0.9f, 1f, 0.7f, 1f, 0.95f, 0.6f};
+        check(labels, lower, upper, 0.5f, 0.02f, 1.5f, true);
+    }
+
+    /** The hard band, whose bounds get no gradient, with and without the label kept. */
+    @Test
+    void hardBandWithAndWithoutTheLabelKept() {
+        int[] labels = {12, 5, -100, 250, 0, 77};
+        float[] lower = {0f, 0.3f, 0.4f, 0.1f, 0.02f, 0.6f};
+        float[] upper = {0.8f, 1f, 0.5f, 0.6f, 0.5f, 0.95f};
+        check(labels, lower, upper, 0.7f, 0f, 1f, true);
+        check(labels, lower, upper, 0.7f, 0f, 1f, false);
+        check(labels, lower, upper, 1.2f, 0.05f, 2f, false);
+    }
+
+    /** No labelled token: both means are over nothing, so the loss and every gradient are 0. */
+    @Test
+    void aBatchWithoutLabelledTokensIsZero() {
+        int[] labels = {-100, -100, -100, -100, -100, -100};
+        float[] lower = {0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f};
+        float[] upper = {0.9f, 0.9f, 0.9f, 0.9f, 0.9f, 0.9f};
+        check(labels, lower, upper, 0.5f, 0.02f, 1.5f, true);
+    }
+
+    private static void check(int[] labels, float[] lower, float[] upper, float klWeight, float gamma, float temperature,
+                              boolean labelKept) {
+        int rows = labels.length;
         int vocab = 400;
         SplittableRandom random = new SplittableRandom(5);
         float[] s = new float[rows * vocab];
@@ -22,12 +50,6 @@ class DacKlLossTest {
             t[i] = (float) (random.nextGaussian() * 3);
             s[i] = (float) (t[i] + random.nextGaussian());
         }
-        int[] labels = {3, -100, 7, 0, 399, -100};
-        float[] lower = {0.05f, 0f, 0.2f, 0f, 0.1f, 0.5f};
-        float[] upper = {0.9f, 1f, 0.7f, 1f, 0.95f, 0.6f};
-        float klWeight = 0.5f;
-        float gamma = 0.02f;
-        float temperature = 1.5f;
         float gradScale = 2f;
         // The paper's composition: mean CE over labelled tokens + lambda * mean clipped KL over them.
         int labelled = 0;
@@ -45,7 +67,7 @@ class DacKlLossTest {
             }
             double[] logp = TargetLogProbProperties.reference(s, i * vocab, vocab, 1f, labels[i]);
             var band = ClippedKlReference.row(s, t, i * vocab, vocab, temperature, false, gamma, lower[i], upper[i],
-                    labels[i]);
+                    labelKept ? labels[i] : -1);
             ce -= logp[0];
             kl += band.loss();
             for (int j = 0; j < vocab; j++) {
@@ -54,34 +76,48 @@ class DacKlLossTest {
             dl[i] = gradScale * klWeight * band.lowerGradient() / labelled;
             du[i] = gradScale * klWeight * band.upperGradient() / labelled;
         }
-        double expectedCe = ce / labelled;
-        double expectedKl = kl / labelled;
-        DacKlLoss loss = new DacKlLoss(klWeight, gamma, temperature, true, null);
+        double expectedCe = labelled == 0 ? 0 : ce / labelled;
+        double expectedKl = labelled == 0 ? 0 : kl / labelled;
+        String config = "gamma=" + gamma + " kept=" + labelKept + " labelled=" + labelled;
         for (Backend backend : ConformanceBackends.all()) {
-            DacKlLoss on = new DacKlLoss(klWeight, gamma, temperature, true, backend);
+            DacKlLoss on = new DacKlLoss(klWeight, gamma, temperature, labelKept, backend);
+            String at = backend + " " + config;
             try (Tensor student = Tensor.of(s, rows, vocab); Tensor teacher = Tensor.of(t, rows, vocab);
                  Tensor y = Tensor.ofInts(labels, rows); Tensor l = Tensor.of(lower, rows); Tensor u = Tensor.of(upper, rows);
                  DacKlLoss.Result r = on.compute(student, teacher, y, l, u, gradScale)) {
-                Approx.assertClose(backend + " cross-entropy", expectedCe, r.crossEntropy(), 1e-5 * (1 + expectedCe));
-                Approx.assertClose(backend + " clipped KL", expectedKl, r.clippedKl(), 1e-4 * (1 + expectedKl));
-                Approx.assertClose(backend + " loss", expectedCe + klWeight * expectedKl, r.loss(),
+                Approx.assertClose(at + " cross-entropy", expectedCe, r.crossEntropy(), 1e-5 * (1 + expectedCe));
+                Approx.assertClose(at + " clipped KL", expectedKl, r.clippedKl(), 1e-4 * (1 + expectedKl));
+                Approx.assertClose(at + " loss", expectedCe + klWeight * expectedKl, r.loss(),
                         1e-4 * (1 + expectedCe + expectedKl));
                 for (int i = 0; i < rows; i++) {
                     for (int j = 0; j < vocab; j++) {
-                        Approx.assertClose(backend + " gradient[" + i + "][" + j + "]", gradient[i][j],
+                        Approx.assertClose(at + " gradient[" + i + "][" + j + "]", gradient[i][j],
                                 r.gradient().getFloat((long) i * vocab + j), 2e-6);
                     }
-                    Approx.assertClose(backend + " dL/dl[" + i + "]", dl[i], r.lowerGradient().getFloat(i),
+                    Approx.assertClose(at + " dL/dl[" + i + "]", dl[i], r.lowerGradient().getFloat(i),
                             1e-4 * (1 + Math.abs(dl[i])));
-                    Approx.assertClose(backend + " dL/du[" + i + "]", du[i], r.upperGradient().getFloat(i),
+                    Approx.assertClose(at + " dL/du[" + i + "]", du[i], r.upperGradient().getFloat(i),
                             1e-4 * (1 + Math.abs(du[i])));
                 }
             }
         }
+    }
+
+    @Test
+    void badArgumentsAreClearErrors() {
+        float gamma = 0.02f;
+        float temperature = 1.5f;
+        int rows = 2;
+        int vocab = 4;
+        float[] s = new float[rows * vocab];
+        int[] labels = {1, 2};
+        float[] lower = {0.2f, 0.3f};
+        float[] upper = {0.1f, 0.9f};
+        DacKlLoss loss = new DacKlLoss(1f, gamma, temperature, true, null);
         assertThrows(IllegalArgumentException.class, () -> new DacKlLoss(-1f, gamma, temperature, true, null));
         assertThrows(IllegalArgumentException.class, () -> new DacKlLoss(1f, Float.NaN, temperature, true, null));
         try (Tensor student = Tensor.of(s, rows, vocab); Tensor y = Tensor.ofInts(labels, rows);
-             Tensor l = Tensor.of(upper, rows); Tensor u = Tensor.of(lower, rows)) {
+             Tensor l = Tensor.of(lower, rows); Tensor u = Tensor.of(upper, rows)) {
             assertThrows(IllegalArgumentException.class, () -> loss.compute(student, student, y, l, u, 1f),
                     "lower above upper");
         }

@@ -30,6 +30,7 @@ class TargetLogProbTest {
             try (Tensor z = Tensor.of(new float[] {0f, (float) Math.log(3)}, 1, 2); Tensor y = Tensor.ofInts(new int[] {0}, 1);
                  TargetLogProb.Result r = TargetLogProb.compute(z, y, Options.defaults().on(backend))) {
                 assertNull(r.gradient(), backend + " no coefficients, no gradient");
+                assertEquals(Math.log(0.25), r.logProb().getFloat(0), 1e-6, backend + " logp without gradient");
             }
         }
     }
@@ -50,6 +51,33 @@ class TargetLogProbTest {
                 assertEquals(-1f / (1 + (float) Math.exp(-1)), r.gradient().getFloat(6), 1e-6,
                         backend + " a masked target still has a gradient");
                 assertEquals(1f, r.gradient().getFloat(7), 1e-6, backend + " the masked target's own term");
+            }
+        }
+    }
+
+    /**
+     * Rows of coefficient 0 do not count: special ones (all -inf, NaN) leave an accumulated
+     * gradient as it is and write zeros otherwise, and an ordinary one adds nothing.
+     */
+    @Test
+    void rowsOfCoefficientZeroLeaveTheGradientAlone() {
+        float inf = Float.POSITIVE_INFINITY;
+        float[] z = {-inf, -inf, -inf, 1f, Float.NaN, 0f, 0.5f, -1f, 2f};
+        float[] before = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f};
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor logits = Tensor.of(z, 3, 3); Tensor y = Tensor.ofInts(new int[] {0, 2, 1}, 3);
+                 Tensor c = Tensor.of(new float[] {0f, 0f, 0f}, 3); Tensor acc = Tensor.of(before.clone(), 3, 3);
+                 Tensor out = Tensor.of(new float[9], 3, 3);
+                 TargetLogProb.Result added = TargetLogProb.computeWithGradient(logits, y, c,
+                         Options.defaults().accumulating().on(backend), acc);
+                 TargetLogProb.Result written = TargetLogProb.computeWithGradient(logits, y, c,
+                         Options.defaults().on(backend), out)) {
+                for (int k = 0; k < 9; k++) {
+                    assertEquals(before[k], acc.getFloat(k), backend + " accumulated [" + k + "]");
+                    assertEquals(0f, out.getFloat(k), backend + " written [" + k + "]");
+                }
+                assertEquals(Float.NEGATIVE_INFINITY, added.logProb().getFloat(0), backend + " logp of the masked row");
+                assertTrue(Float.isNaN(written.logProb().getFloat(1)), backend + " logp of the NaN row");
             }
         }
     }

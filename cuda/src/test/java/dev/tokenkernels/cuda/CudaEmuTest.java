@@ -159,6 +159,37 @@ class CudaEmuTest {
     }
 
     @Test
+    void warpMatchGroupsTheLanesOfEqualValue() {
+        int threads = 64;
+        Random random = new Random(6);
+        int[] keys = new int[threads];
+        for (int t = 0; t < threads; t++) {
+            keys[t] = random.nextInt(6); // few distinct keys: groups of several lanes
+        }
+        keys[33] = 1000; // a lane alone in its group
+        Kernel k = new Kernel(SOURCE, "warp_match", pointer("keys"), pointer("out"));
+        try (DeviceBuffer dkeys = upload(keys); DeviceBuffer dout = upload(new int[3 * threads])) {
+            backend().launch(k, LaunchConfig.of1d(1, threads, 0), dkeys, dout);
+            int[] out = ints(dout, 3 * threads);
+            for (int t = 0; t < threads; t++) {
+                int warp = t & ~31;
+                int same = 0;
+                int sameEven = 0;
+                for (int l = 0; l < 32; l++) {
+                    if (keys[warp + l] == keys[t]) {
+                        same |= 1 << l;
+                        sameEven |= (l & 1) == 0 ? 1 << l : 0;
+                    }
+                }
+                assertEquals(same, out[3 * t], "int match, lane " + t);
+                assertEquals(same, out[3 * t + 1], "double match, lane " + t);
+                assertEquals((t & 1) == 0 ? sameEven : 0, out[3 * t + 2], "even-lane match, lane " + t);
+            }
+            assertEquals(1 << 1, out[3 * 33], "the lone key matches only itself");
+        }
+    }
+
+    @Test
     void dynamicSharedMemoryHoldsABlockScan() {
         int threads = 512;
         float[] in = randomIntegers(new Random(5), threads, 20);

@@ -103,8 +103,14 @@ public final class DacKlLoss {
             }
             float crossEntropy = labelled == 0 ? 0f : (float) (-sum / labelled);
             float clipped = kl.value();
-            return new Result(crossEntropy + klWeight * clipped, crossEntropy, clipped, gradient,
-                    copy(kl.lowerGradient()), copy(kl.upperGradient()));
+            Tensor lowerGradient = copy(kl.lowerGradient());
+            try {
+                return new Result(crossEntropy + klWeight * clipped, crossEntropy, clipped, gradient, lowerGradient,
+                        copy(kl.upperGradient()));
+            } catch (RuntimeException | Error e) {
+                lowerGradient.close(); // the second copy failed: the first is not the caller's yet
+                throw e;
+            }
         } catch (RuntimeException | Error e) {
             gradient.close();
             throw e;

@@ -23,9 +23,12 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * <pre>  g_j = sigma((c_j - l_i) / gamma) * sigma((u_i - c_j) / gamma)</pre>
  * where a factor whose argument is below {@code -20} counts as 0 (it is below {@code 2.1e-9}:
  * the gate is a band, not a tail of tiny weights); {@code gamma = 0} is the hard rule
- * {@code g_j = [l_i <= c_j < u_i]}, where {@code u_i = 1} passes exactly the classes of non-zero
- * teacher probability (finite logit) however {@code c_j} rounds near 1. {@link Options#withTargetAlwaysKept()} sets the target's gate
- * to 1. Both distributions are restricted by the gate and renormalized,
+ * {@code g_j = [l_i <= c_j < u_i]}, where {@code u_i = 1} passes every class of non-zero teacher
+ * probability however {@code c_j} rounds near 1. A class the teacher masks ({@code z_t = -inf},
+ * probability 0, e.g. padding of a smaller teacher vocabulary) has {@code g_j = 0} for every
+ * {@code u_i} and both rules: it would otherwise add student mass the teacher has none of.
+ * {@link Options#withTargetAlwaysKept()} sets the target's gate to 1 (unless the teacher masks it).
+ * Both distributions are restricted by the gate and renormalized,
  * {@code P~_t = g p / sum g p}, {@code P~_s = g q / sum g q}, and the loss is
  * {@code KL(P~_t || P~_s)} ({@link Divergence.Kind#FORWARD_KL}, the default) or
  * {@code KL(P~_s || P~_t)}.
@@ -34,26 +37,31 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * {@link Divergence}, and w.r.t. {@code l} and {@code u} through the gates (0 for the hard rule,
  * for factors counted as 0, and for a target kept by the option). Both are scaled by
  * {@code gradScale}, the reduction and the row weight. Per row the result also has the teacher
- * mass the band kept, {@code sum g p}; a row where it is 0 (the band holds no class: possible
- * with the hard rule or a narrow soft band) has loss 0 and zero gradients. Band masses are summed
- * relative to the band's own max when they would underflow fp32 (a band far below the row's
- * max), so they stay exact; a student with no probability at all on the band ({@code -inf}
- * logits there) gives {@code +inf} and a NaN gradient.
+ * mass the band kept, {@code sum g p}; a row where it is 0 (the band holds no class of non-zero
+ * teacher probability: possible with the hard rule or a narrow soft band) has loss 0 and zero
+ * gradients. Band masses are summed relative to the band's own max when their sum relative to the
+ * row's max is below {@code 2^-40} (a band far below the row's max), so they stay exact. A band
+ * may hold classes where the student is {@code -inf} (probability 0): they add nothing to the
+ * student's kept mass; for reverse KL they add nothing at all, for forward KL one of them with
+ * teacher mass makes the loss {@code +inf} (and a soft band's bound gradients NaN). A student with
+ * no probability at all on the band gives {@code +inf} and a NaN gradient in both directions.
  *
  * <p>How the band is found without sorting the row: one pass puts every class in one of
  * {@value #BUCKETS} buckets by {@code max(x) - x_j} ({@value #BUCKETS_PER_UNIT} per unit, the last
- * bucket open-ended) and sums the teacher mass per bucket; a prefix sum over the buckets gives
- * each bucket's start {@code C_b}, so the band's cut points are located to a bucket. A bucket
- * entirely inside, below or above the band gives all its classes the same gate (from
- * {@code c = C_b}). Only a bucket that meets a cut point (hard rule), or meets
- * {@code [l - 20 gamma, l + 20 gamma]} or {@code [u - 20 gamma, u + 20 gamma]} and holds more than
- * {@code 2^-22 gamma} of mass (soft rule; below that, ordering it could move a gate by at most
- * {@code 2^-23}), has its classes ordered exactly: gathered and sorted on the CPU, ranked in
- * shared memory by the CUDA kernel. Cost: the passes of a {@link Divergence} plus one bucketing
- * pass, plus {@code O(w log w)} (CPU) or {@code O(w^2 / 256)} (CUDA) for the {@code w} classes in
- * the ordered buckets; {@code w} is small for a peaked teacher and a narrow band, up to {@code V}
- * for a flat teacher or a wide soft band. The CUDA kernel ranks up to {@value #KERNEL_RANKED_CLASSES}
- * such classes in shared memory and rescans the row for each one beyond that (correct, slow).
+ * bucket open-ended) and sums the teacher mass per bucket (fp64); a prefix sum over the buckets,
+ * divided by their total, gives each bucket's start {@code C_b}, so the band's cut points are
+ * located to a bucket. A bucket entirely inside, below or above the band gives all its classes the
+ * same gate (from {@code c = C_b}). Only a bucket that a cut point splits ({@code C_b < l < C_b + m_b},
+ * likewise {@code u}; hard rule), or that meets {@code [l - 20 gamma, l + 20 gamma]} or
+ * {@code [u - 20 gamma, u + 20 gamma]} and holds more than {@code 2^-22 gamma} of mass (soft rule;
+ * below that, ordering it could move a gate by at most {@code 2^-23}), has its classes ordered
+ * exactly. Cost: the passes of a {@link Divergence} plus one bucketing pass, plus, for the
+ * {@code w} classes in the ordered buckets: on the CPU a radix sort, {@code O(w)}; in the CUDA
+ * kernel a ranking in shared memory, {@code O(w^2 / 256)} per thread, when
+ * {@code w <= }{@value #KERNEL_RANKED_CLASSES}, and otherwise a second launch for such rows that
+ * reads the row again and bitonic-sorts the {@code w} classes in global scratch,
+ * {@code O(w log^2 w / 256)} per thread (20 bytes of scratch per class). {@code w} is small for a
+ * peaked teacher and a narrow band, up to {@code V} for a flat teacher or a wide soft band.
  *
  * <p>Weights, targets, reductions, temperature and the gradient buffer options are those of
  * {@link Divergence}; {@code l} and {@code u} are checked on rows of non-zero weight only. No
@@ -234,7 +242,8 @@ public final class ClippedKl {
 
     /**
      * The loss and the gradients, the student's written into {@code gradient} (F32 {@code [N, V]}),
-     * which may be {@code student} itself (then F32) for an in-place update.
+     * which may be {@code student} itself (then F32) for an in-place update, and must not otherwise
+     * overlap {@code student} or {@code teacher}.
      */
     public static Result computeWithGradient(Tensor student, Tensor teacher, Tensor lower, Tensor upper,
                                              Options options, float gradScale, Tensor gradient) {
@@ -284,7 +293,13 @@ public final class ClippedKl {
             Checks.dtype("gradient", gradientOut, DType.F32);
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of student");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of student");
-            Checks.require(gradientOut != teacher, "gradient", "a buffer other than teacher", "teacher");
+            // The CPU writes each row's gradient after reading that row only: student itself is fine, a
+            // buffer that overlaps it otherwise would be read after it was written.
+            boolean apart = gradientOut.segment().asOverlappingSlice(student.segment()).isEmpty();
+            Checks.require(gradientOut == student || apart, "gradient",
+                    "student itself or a buffer that does not overlap student", "an overlapping buffer");
+            Checks.require(gradientOut.segment().asOverlappingSlice(teacher.segment()).isEmpty(), "gradient",
+                    "a buffer that does not overlap teacher", "an overlapping buffer");
         }
         int n = (int) rows;
         float[] weights = Divergence.rowWeights(options.weights(), options.targets(), options.ignoreIndex(), n, vocab);

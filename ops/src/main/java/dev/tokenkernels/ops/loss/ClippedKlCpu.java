@@ -25,6 +25,8 @@ import jdk.incubator.vector.VectorSpecies;
  *   <li>the kept masses and the divergence sum (vector), then the gradient and the bound
  *       gradients' sums (vector).</li>
  * </ol>
+ * Every sum over the row is taken per lane in fp32 over blocks of {@value #BLOCK} classes and in
+ * fp64 across blocks, so its error does not grow with the vocabulary.
  */
 final class ClippedKlCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
@@ -33,8 +35,16 @@ final class ClippedKlCpu {
     static final double REFINE_MASS = 0x1p-22;
     private static final int RADIX_BITS = 8;
     private static final int RADIX_PASSES = 32 / RADIX_BITS;
-    /** Band sums below this (far above fp32's subnormals, whose reciprocals overflow) are taken again from the band's max. */
-    private static final double TINY_SUM = 0x1p-100;
+    /**
+     * Band sums (of {@code exp(x - max)}) below this are taken again from the band's max: the
+     * classes of such a band lie ~28 or more below the row's max, and {@code e^x}, which flushes to
+     * 0 below about {@code 2^-124}, would drop or round their terms. Above it, a term that flushes
+     * is below {@code 2^-84} of the band sum ({@code 2^-53} for {@code 2^31} of them). The CUDA
+     * kernel has the same rule.
+     */
+    static final double TINY_SUM = 0x1p-40;
+    /** Classes per fp32 partial sum; partial sums add up in fp64. */
+    private static final int BLOCK = 2048;
 
     private ClippedKlCpu() {
     }
@@ -145,11 +155,11 @@ final class ClippedKlCpu {
         }
         double sumS = exponentials(sc.xs, maxS, sc.es);
         double sumT = exponentials(sc.xt, maxT, sc.et);
-        float scaleT = (float) (1 / sumT);
-        gates(job, row, sc, maxT, scaleT);
+        gates(job, row, sc, maxT);
 
-        // Band sums of e = exp(x - shift), shift the row's max; if the band's own mass underflows
-        // there (its classes all sit ~87 below the max), the band's max becomes the shift.
+        // Band sums of e = exp(x - shift), shift the row's max; if a side's band sum is below
+        // TINY_SUM there (its classes all sit ~28 or more below the max), the band's max becomes
+        // that side's shift.
         float lseS = (float) (maxS + Math.log(sumS));
         float lseT = (float) (maxT + Math.log(sumT));
         boolean forward = job.direction() == Divergence.Kind.FORWARD_KL;
@@ -212,7 +222,7 @@ final class ClippedKlCpu {
     }
 
     /** Gates and their derivatives of every class into the scratch rows. */
-    private static void gates(ClippedKl.ClipRows job, int row, Scratch sc, float maxT, float scaleT) {
+    private static void gates(ClippedKl.ClipRows job, int row, Scratch sc, float maxT) {
         float l = job.lower()[row];
         float u = job.upper()[row];
         float gamma = job.gamma();
@@ -222,16 +232,22 @@ final class ClippedKlCpu {
         Arrays.fill(sc.bucketMassOdd, 0);
         int pairs = sc.vocab & ~1;
         for (int j = 0; j < pairs; j += 2) {
-            sc.bucketMass[sc.bucketOf[j]] += sc.et[j] * scaleT;
-            sc.bucketMassOdd[sc.bucketOf[j + 1]] += sc.et[j + 1] * scaleT;
+            sc.bucketMass[sc.bucketOf[j]] += sc.et[j];
+            sc.bucketMassOdd[sc.bucketOf[j + 1]] += sc.et[j + 1];
         }
         if (pairs < sc.vocab) {
-            sc.bucketMass[sc.bucketOf[pairs]] += sc.et[pairs] * scaleT;
+            sc.bucketMass[sc.bucketOf[pairs]] += sc.et[pairs];
         }
+        double total = 0;
+        for (int b = 0; b < buckets; b++) {
+            total += sc.bucketMass[b] + sc.bucketMassOdd[b];
+        }
+        // c is normalized by the fp64 total of the masses it is summed from: the last class ends at 1.
+        double invTotal = 1 / total;
         double start = 0;
         boolean anyOrdered = false;
         for (int b = 0; b < buckets; b++) {
-            double m = sc.bucketMass[b] + sc.bucketMassOdd[b];
+            double m = (sc.bucketMass[b] + sc.bucketMassOdd[b]) * invTotal;
             sc.bucketStart[b] = start;
             sc.bucketC[b] = (float) start;
             sc.ordered[b] = needsOrder(start, m, l, u, gamma);
@@ -242,21 +258,22 @@ final class ClippedKlCpu {
             FloatVector.fromArray(F, sc.bucketC, 0, sc.bucketOf, j).intoArray(sc.classC, j);
         }
         if (anyOrdered) {
-            orderedStarts(sc, scaleT);
+            orderedStarts(sc, invTotal);
         }
         gatesAt(sc.classC, sc.padded, l, u, gamma, sc.gate, sc.gateL, sc.gateU, sc.one);
         Arrays.fill(sc.gate, sc.vocab, sc.padded, 0f);
         Arrays.fill(sc.gateL, sc.vocab, sc.padded, 0f);
         Arrays.fill(sc.gateU, sc.vocab, sc.padded, 0f);
-        if (gamma == 0f && u >= 1f) {
-            for (int j = 0; j < sc.vocab; j++) {
-                if (sc.xt[j] == Float.NEGATIVE_INFINITY) { // c = 1, not below u
-                    sc.gate[j] = 0f;
-                }
+        for (int j = 0; j < sc.padded; j += F.length()) { // masked by the teacher: out, whatever c rounds to
+            VectorMask<Float> masked = FloatVector.fromArray(F, sc.xt, j).eq(Float.NEGATIVE_INFINITY);
+            if (masked.anyTrue()) {
+                FloatVector.fromArray(F, sc.gate, j).blend(0f, masked).intoArray(sc.gate, j);
+                FloatVector.fromArray(F, sc.gateL, j).blend(0f, masked).intoArray(sc.gateL, j);
+                FloatVector.fromArray(F, sc.gateU, j).blend(0f, masked).intoArray(sc.gateU, j);
             }
         }
         int target = job.targets()[row];
-        if (target >= 0) {
+        if (target >= 0 && sc.xt[target] != Float.NEGATIVE_INFINITY) {
             sc.gate[target] = 1f;
             sc.gateL[target] = 0f;
             sc.gateU[target] = 0f;
@@ -268,7 +285,7 @@ final class ClippedKlCpu {
      * teacher's order (a stable radix sort of keys gathered in class order, so ties stay in
      * class order), summed from their bucket's start.
      */
-    private static void orderedStarts(Scratch sc, float scaleT) {
+    private static void orderedStarts(Scratch sc, double invTotal) {
         int n = 0;
         for (int j = 0; j < sc.vocab; j++) {
             if (sc.ordered[sc.bucketOf[j]]) {
@@ -287,7 +304,7 @@ final class ClippedKlCpu {
                 c = sc.bucketStart[b];
             }
             sc.classC[j] = (float) c;
-            c += sc.et[j] * scaleT;
+            c += sc.et[j] * invTotal;
         }
     }
 
@@ -416,10 +433,14 @@ final class ClippedKlCpu {
         return d < ClippedKl.BUCKETS - 1 ? (int) d : ClippedKl.BUCKETS - 1;
     }
 
-    /** Whether a bucket of mass {@code m} starting at {@code c} needs its classes in exact order. */
+    /**
+     * Whether a bucket of mass {@code m} starting at {@code c} needs its classes in exact order.
+     * Hard rule: its classes have {@code c <= c_j < c + m}, so a bound at or below {@code c}, or at
+     * or above {@code c + m}, gives them all one gate.
+     */
     static boolean needsOrder(double c, double m, float l, float u, float gamma) {
         if (gamma == 0f) {
-            return m > 0 && (c <= l && l <= c + m || u < 1f && c <= u && u <= c + m);
+            return m > 0 && (c < l && l < c + m || u < 1f && c < u && u < c + m);
         }
         double reach = ClippedKl.GATE_CUTOFF * (double) gamma;
         return m > REFINE_MASS * gamma && (c <= l + reach && l - reach <= c + m || c <= u + reach && u - reach <= c + m);
@@ -429,7 +450,8 @@ final class ClippedKlCpu {
     static void gate(double c, float l, float u, float gamma, float[] out) {
         if (gamma == 0f) {
             // u = 1 passes every class of non-zero teacher probability (c < 1 in exact arithmetic,
-            // whatever the rounding of c near 1); gates() gives the classes of probability 0 gate 0.
+            // whatever the rounding of c near 1); gates() gives the classes of probability 0 gate 0,
+            // for every u and both rules.
             out[0] = l <= c && (c < u || u >= 1f) ? 1f : 0f;
             out[1] = 0f;
             out[2] = 0f;
@@ -463,14 +485,19 @@ final class ClippedKlCpu {
     }
 
     private static double exponentials(float[] x, float max, float[] e) {
-        FloatVector sum = FloatVector.zero(F);
-        for (int i = 0; i < x.length; i += F.length()) {
-            // min: with a band's max as the shift, classes outside the band (gate 0) may lie above it.
-            FloatVector v = VectorMath.expNonPositive(FloatVector.fromArray(F, x, i).sub(max).min(0f));
-            v.intoArray(e, i);
-            sum = sum.add(v);
+        double total = 0;
+        for (int from = 0; from < x.length; from += BLOCK) {
+            int to = Math.min(x.length, from + BLOCK);
+            FloatVector sum = FloatVector.zero(F);
+            for (int i = from; i < to; i += F.length()) {
+                // min: with a band's max as the shift, classes outside the band (gate 0) may lie above it.
+                FloatVector v = VectorMath.expNonPositive(FloatVector.fromArray(F, x, i).sub(max).min(0f));
+                v.intoArray(e, i);
+                sum = sum.add(v);
+            }
+            total += sum.reduceLanes(VectorOperators.ADD);
         }
-        return sum.reduceLanes(VectorOperators.ADD);
+        return total;
     }
 
     /**
@@ -479,10 +506,20 @@ final class ClippedKlCpu {
      * scratch exponentials (relative to a shift the caller knows); terms of weight 0 add nothing.
      */
     private static double[] bandSums(Scratch sc, float lseS, float lseT, boolean forward) {
+        double[] sums = new double[3];
+        for (int from = 0; from < sc.padded; from += BLOCK) {
+            bandSums(sc, lseS, lseT, forward, from, Math.min(sc.padded, from + BLOCK), sums);
+        }
+        return sums;
+    }
+
+    /** {@link #bandSums} of classes {@code [from, to)} added to {@code sums}. */
+    private static void bandSums(Scratch sc, float lseS, float lseT, boolean forward, int from, int to,
+                                 double[] sums) {
         FloatVector keptT = FloatVector.zero(F);
         FloatVector keptS = FloatVector.zero(F);
         FloatVector acc = FloatVector.zero(F);
-        for (int i = 0; i < sc.padded; i += F.length()) {
+        for (int i = from; i < to; i += F.length()) {
             FloatVector g = FloatVector.fromArray(F, sc.gate, i);
             FloatVector gp = g.mul(FloatVector.fromArray(F, sc.et, i));
             FloatVector gq = g.mul(FloatVector.fromArray(F, sc.es, i));
@@ -494,8 +531,9 @@ final class ClippedKlCpu {
             FloatVector term = forward ? w.mul(d) : w.mul(d.neg());
             acc = acc.add(term.blend(0f, w.eq(0f)));
         }
-        return new double[] {keptT.reduceLanes(VectorOperators.ADD), keptS.reduceLanes(VectorOperators.ADD),
-                acc.reduceLanes(VectorOperators.ADD)};
+        sums[0] += keptT.reduceLanes(VectorOperators.ADD);
+        sums[1] += keptS.reduceLanes(VectorOperators.ADD);
+        sums[2] += acc.reduceLanes(VectorOperators.ADD);
     }
 
     /**
@@ -506,9 +544,20 @@ final class ClippedKlCpu {
      */
     private static double[] gradient(Scratch sc, float lseS, float lseT, boolean forward, float invSumS,
                                      float invSumT, float mean, float coef) {
+        double[] bounds = new double[2];
+        for (int from = 0; from < sc.padded; from += BLOCK) {
+            gradient(sc, lseS, lseT, forward, invSumS, invSumT, mean, coef, from, Math.min(sc.padded, from + BLOCK),
+                    bounds);
+        }
+        return bounds;
+    }
+
+    /** {@link #gradient} of classes {@code [from, to)}, the bound sums added to {@code bounds}. */
+    private static void gradient(Scratch sc, float lseS, float lseT, boolean forward, float invSumS, float invSumT,
+                                 float mean, float coef, int from, int to, double[] bounds) {
         FloatVector dl = FloatVector.zero(F);
         FloatVector du = FloatVector.zero(F);
-        for (int i = 0; i < sc.padded; i += F.length()) {
+        for (int i = from; i < to; i += F.length()) {
             FloatVector g = FloatVector.fromArray(F, sc.gate, i);
             FloatVector pt = FloatVector.fromArray(F, sc.et, i).mul(invSumT); // p / A_t
             FloatVector qs = FloatVector.fromArray(F, sc.es, i).mul(invSumS); // q / A_s
@@ -531,6 +580,7 @@ final class ClippedKlCpu {
             dl = dl.add(dLdg.mul(gl).blend(0f, gl.eq(0f)));
             du = du.add(dLdg.mul(gu).blend(0f, gu.eq(0f)));
         }
-        return new double[] {dl.reduceLanes(VectorOperators.ADD), du.reduceLanes(VectorOperators.ADD)};
+        bounds[0] += dl.reduceLanes(VectorOperators.ADD);
+        bounds[1] += du.reduceLanes(VectorOperators.ADD);
     }
 }

@@ -22,7 +22,9 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * builds one gradient. Rows whose target is the ignore index get {@code logp = 0} and a zero
  * gradient (left as it is when accumulating). Special rows as in {@link LogitStats}: NaN or
  * {@code +inf} give NaN, all {@code -inf} gives {@code logp = -inf}, and both give a NaN gradient
- * (there is no distribution to differentiate). Two sweeps over each row: the log-sum-exp, then
+ * (there is no distribution to differentiate). A row whose coefficient is 0 gets a zero gradient
+ * (left as it is when accumulating), special or not: a row that does not count never turns a
+ * buffer's accumulated gradient into NaN. Two sweeps over each row: the log-sum-exp, then
  * the gradient (from cache on the CPU, from L2 on a GPU).
  */
 public final class TargetLogProb {

@@ -55,6 +55,12 @@ final class TargetLogProbCpu {
                 if (g == null) {
                     continue;
                 }
+                if (job.coefficients()[row] == 0f) { // the row does not count: a zero gradient, even if special
+                    if (!job.accumulate()) {
+                        g.asSlice(4 * rowOffset, 4L * vocab).fill((byte) 0);
+                    }
+                    continue;
+                }
                 if (!Float.isFinite(lse)) { // no distribution: nothing to differentiate
                     Arrays.fill(grad, Float.NaN);
                 } else {
