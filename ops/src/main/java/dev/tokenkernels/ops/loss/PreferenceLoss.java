@@ -401,9 +401,9 @@ public final class PreferenceLoss {
                 c[t] = s.counted()[t] ? (float) (perPair * sign * slope[b] * scale * s.weight()[t]) : 0f;
             }
         }
-        try (Tensor coefficients = Tensor.of(c, s.rows());
-             TargetLogProb.Result unused = TargetLogProb.computeWithGradient(s.r().logits(), s.r().targets(),
-                     coefficients, pass, gradient)) {
+        try (Tensor coefficients = Tensor.of(c, s.rows())) {
+            // pass 1 kept the log-probabilities: only the gradient is wanted here
+            TargetLogProb.computeWithGradient(s.r().logits(), s.r().targets(), coefficients, pass, gradient).close();
             long vocab = gradient.dim(1);
             for (int b = 0; b < pairs; b++) {
                 if (!Double.isFinite(slope[b])) {
