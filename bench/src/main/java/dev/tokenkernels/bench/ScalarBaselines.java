@@ -130,6 +130,28 @@ public final class ScalarBaselines {
         return (float) loss;
     }
 
+    /**
+     * cDPO's contrastive target probability of each row, {@code softmax((1 + lambda) zp - lambda zn)[y]},
+     * two passes per row over both logits tensors (the plain loop recomputes the combination).
+     */
+    public static void contrastiveTargetProb(MemorySegment zp, MemorySegment zn, DType dtype, int rows, int vocab,
+                                             float lambda, long[] targets, float[] prob) {
+        for (int r = 0; r < rows; r++) {
+            long base = (long) r * vocab;
+            float m = Float.NEGATIVE_INFINITY;
+            for (int j = 0; j < vocab; j++) {
+                m = Math.max(m, (1 + lambda) * load(zp, dtype, base + j) - lambda * load(zn, dtype, base + j));
+            }
+            float sum = 0;
+            for (int j = 0; j < vocab; j++) {
+                sum += (float) Math.exp((1 + lambda) * load(zp, dtype, base + j) - lambda * load(zn, dtype, base + j) - m);
+            }
+            long y = base + targets[r];
+            float x = (1 + lambda) * load(zp, dtype, y) - lambda * load(zn, dtype, y);
+            prob[r] = (float) Math.exp(x - m) / sum;
+        }
+    }
+
     private static float logSumExp(MemorySegment z, DType dtype, long base, int vocab, float temperature) {
         float m = Float.NEGATIVE_INFINITY;
         for (int j = 0; j < vocab; j++) {

@@ -1,0 +1,129 @@
+package dev.tokenkernels.methods;
+
+import dev.tokenkernels.ops.loss.ContrastiveTargetProb;
+import dev.tokenkernels.ops.loss.PreferenceLoss;
+import dev.tokenkernels.ops.loss.PreferenceLoss.Responses;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.Tensor;
+
+/**
+ * cDPO, critical-token DPO (Lin et al., 2024, "Critical Tokens Matter: Token-Level Contrastive
+ * Estimation Enhances LLM's Reasoning Capability"; not the label-smoothed "conservative DPO", which
+ * is {@link PreferenceLoss.Options#withLabelSmoothing}). A positive model fine-tuned on correct
+ * answers and a negative model fine-tuned on incorrect ones score each token of a rejected answer
+ * by contrastive estimation,
+ * <pre>  p_ce,t = softmax((1 + lambda) z_pos,t - lambda z_neg,t)[y_t]          ({@link ContrastiveTargetProb})</pre>
+ * and tokens the contrast finds unlikely (critical tokens that lead to the wrong answer) get a
+ * large weight {@code 1 - p_ce,t} in token-weighted DPO:
+ * <pre>  L = -log sigma( beta (sum_t w_w,t rho_w,t - sum_t (1 - p_ce,t) rho_l,t) )</pre>
+ * with {@code rho_t = logp_theta(y_t) - logp_ref(y_t)}, mean over pairs, and chosen weights
+ * {@code w_w,t = 1}, or {@code p_ce,t} of the chosen tokens ({@link #computeWeightingChosen}).
+ * The weights are constants: no gradient flows into {@code z_pos} or {@code z_neg}, only into the
+ * policy's logits.
+ *
+ * <p>One fused {@link ContrastiveTargetProb} pass over the two models' logits of each weighted
+ * side (each read once, the combined logits never written), then {@link PreferenceLoss}'s two
+ * passes over the policy's logits.
+ */
+public final class CdpoLoss {
+    private final float beta;
+    private final float lambda;
+    private final Backend backend;
+
+    /**
+     * @param beta DPO's scale, finite and {@code > 0}
+     * @param lambda the contrast strength, finite and {@code >= 0}
+     * @param backend where to run, or null for the default backend
+     */
+    public CdpoLoss(float beta, float lambda, Backend backend) {
+        Checks.require(Float.isFinite(beta) && beta > 0f, "beta", "a finite value > 0", beta);
+        Checks.require(Float.isFinite(lambda) && lambda >= 0f, "lambda", "a finite value >= 0", lambda);
+        this.beta = beta;
+        this.lambda = lambda;
+        this.backend = backend;
+    }
+
+    /** beta 0.1, lambda 1, the default backend. */
+    public static CdpoLoss defaults() {
+        return new CdpoLoss(0.1f, 1f, null);
+    }
+
+    /**
+     * The loss, the weights and the statistics; {@code chosenWeights} is null when the chosen
+     * tokens are not weighted. Closing closes all of them.
+     */
+    public record Result(PreferenceLoss.Result preference, Tensor chosenWeights, Tensor rejectedWeights)
+            implements AutoCloseable {
+        public float loss() {
+            return preference.loss();
+        }
+
+        @Override
+        public void close() {
+            preference.close();
+            rejectedWeights.close();
+            if (chosenWeights != null) {
+                chosenWeights.close();
+            }
+        }
+    }
+
+    /**
+     * Chosen weights 1, rejected weights {@code 1 - p_ce}; {@code gradScale} times the gradients
+     * w.r.t. both policy logits tensors in new F32 tensors.
+     *
+     * @param rejectedPositive the positive model's logits {@code [N_l, V]} on the rejected responses
+     * @param rejectedNegative the negative model's logits {@code [N_l, V]} on the rejected responses
+     */
+    public Result compute(Responses chosen, Responses rejected, Tensor rejectedPositive, Tensor rejectedNegative,
+                          float gradScale) {
+        return run(chosen, rejected, null, null, rejectedPositive, rejectedNegative, gradScale);
+    }
+
+    /** As {@link #compute}, with the chosen tokens weighted by their own {@code p_ce}. */
+    public Result computeWeightingChosen(Responses chosen, Responses rejected, Tensor chosenPositive,
+                                         Tensor chosenNegative, Tensor rejectedPositive, Tensor rejectedNegative,
+                                         float gradScale) {
+        Checks.notNull("chosenPositive", chosenPositive);
+        Checks.notNull("chosenNegative", chosenNegative);
+        return run(chosen, rejected, chosenPositive, chosenNegative, rejectedPositive, rejectedNegative, gradScale);
+    }
+
+    private Result run(Responses chosen, Responses rejected, Tensor chosenPositive, Tensor chosenNegative,
+                       Tensor rejectedPositive, Tensor rejectedNegative, float gradScale) {
+        Checks.require(chosen != null && rejected != null, "responses", "chosen and rejected Responses", "null");
+        ContrastiveTargetProb.Options contrast = ContrastiveTargetProb.Options.defaults().withLambda(lambda).on(backend);
+        Tensor weightW = null;
+        Tensor weightL = null;
+        try {
+            try (ContrastiveTargetProb.Result p = ContrastiveTargetProb.compute(rejectedPositive, rejectedNegative,
+                    rejected.targets(), contrast)) {
+                int rows = (int) p.prob().dim(0);
+                float[] w = new float[rows];
+                for (int t = 0; t < rows; t++) {
+                    w[t] = 1f - p.prob().getFloat(t); // ignored tokens: p = 0, weight unused
+                }
+                weightL = Tensor.of(w, rows);
+            }
+            if (chosenPositive != null) {
+                try (ContrastiveTargetProb.Result p = ContrastiveTargetProb.compute(chosenPositive, chosenNegative,
+                        chosen.targets(), contrast)) {
+                    weightW = Tensor.of(p.prob().toFloatArray(), p.prob().dim(0));
+                }
+            }
+            Responses w = weightW == null ? chosen.withWeights(null) : chosen.withWeights(weightW);
+            PreferenceLoss.Result loss = PreferenceLoss.computeWithGradient(w, rejected.withWeights(weightL),
+                    PreferenceLoss.Options.dpo(beta).on(backend), gradScale);
+            return new Result(loss, weightW, weightL);
+        } catch (RuntimeException | Error e) {
+            if (weightW != null) {
+                weightW.close();
+            }
+            if (weightL != null) {
+                weightL.close();
+            }
+            throw e;
+        }
+    }
+}

@@ -1,0 +1,110 @@
+package dev.tokenkernels.conformance;
+
+import static dev.tokenkernels.conformance.BadInput.expect;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.tokenkernels.ops.loss.ContrastiveTargetProb;
+import dev.tokenkernels.ops.loss.ContrastiveTargetProb.Options;
+import dev.tokenkernels.ops.loss.TargetLogProb;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+/** Worked examples, special rows and bad inputs of ContrastiveTargetProb, on every backend. */
+class ContrastiveTargetProbTest {
+
+    /**
+     * z_pos = (1, 0), z_neg = (0, 0), lambda 1: x = 2 z_pos - z_neg = (2, 0), p(0) = 1 / (1 + e^-2);
+     * at T = 2, x = (1, 0) and p(1) = 1 / (1 + e).
+     */
+    @Test
+    void twoClassesByHand() {
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor zp = Tensor.of(new float[] {1f, 0f, 1f, 0f}, 2, 2); Tensor zn = Tensor.of(new float[4], 2, 2);
+                 Tensor y = Tensor.ofInts(new int[] {0, 1}, 2);
+                 ContrastiveTargetProb.Result r = ContrastiveTargetProb.compute(zp, zn, y, Options.defaults().on(backend));
+                 ContrastiveTargetProb.Result warm = ContrastiveTargetProb.compute(zp, zn, y,
+                         Options.defaults().withTemperature(2f).on(backend))) {
+                assertEquals(1 / (1 + Math.exp(-2)), r.prob().getFloat(0), 1e-6, backend + " p(0)");
+                assertEquals(-Math.log1p(Math.exp(-2)), r.logProb().getFloat(0), 1e-6, backend + " logp(0)");
+                assertEquals(1 / (1 + Math.exp(2)), r.prob().getFloat(1), 1e-6, backend + " p(1)");
+                assertEquals(1 / (1 + Math.E), warm.prob().getFloat(1), 1e-6, backend + " p(1) at T = 2");
+            }
+        }
+    }
+
+    /** lambda 0 is the positive model's own softmax: the same log-probabilities as TargetLogProb. */
+    @Test
+    void lambdaZeroIsThePositiveModel() {
+        SplittableRandom random = new SplittableRandom(3);
+        int rows = 5;
+        int vocab = 300;
+        float[] zp = LogitStatsProperties.randomLogits(random, rows, vocab, 3f);
+        float[] zn = LogitStatsProperties.randomLogits(random, rows, vocab, 3f);
+        for (int k = 0; k < zn.length; k++) {
+            zn[k] = Float.isFinite(zn[k]) ? zn[k] : 0f; // the negative model masks nothing here
+        }
+        int[] targets = {0, 17, 299, 5, 100};
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor p = Tensor.ofFloats(zp, DType.BF16, rows, vocab); Tensor n = Tensor.of(zn, rows, vocab);
+                 Tensor y = Tensor.ofInts(targets, rows);
+                 ContrastiveTargetProb.Result r = ContrastiveTargetProb.compute(p, n, y,
+                         Options.defaults().withLambda(0f).on(backend));
+                 TargetLogProb.Result t = TargetLogProb.compute(p, y, TargetLogProb.Options.defaults().on(backend))) {
+                for (int i = 0; i < rows; i++) {
+                    float expected = Math.min(t.logProb().getFloat(i), 0f);
+                    Approx.assertClose(backend + " row " + i, expected, r.logProb().getFloat(i),
+                            1e-6 * (1 + Math.abs(expected)));
+                }
+            }
+        }
+    }
+
+    /**
+     * A class masked in the negative model is masked in the contrast (not +inf); NaN gives NaN; a row
+     * with every class masked has logp -inf and p 0; an ignored row is 0 in both outputs.
+     */
+    @Test
+    void specialRows() {
+        float inf = Float.NEGATIVE_INFINITY;
+        float[] p = {0f, 0f, 0f, 1f, 2f, 3f, inf, inf, inf, 5f, 5f, 5f, 0f, 0f, 0f};
+        float[] n = {0f, inf, 0f, 1f, Float.NaN, 3f, 0f, 0f, 0f, 0f, 0f, 0f, 0f, inf, 0f};
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor zp = Tensor.of(p, 5, 3); Tensor zn = Tensor.of(n, 5, 3);
+                 Tensor y = Tensor.ofInts(new int[] {0, 0, 1, -100, 1}, 5);
+                 ContrastiveTargetProb.Result r = ContrastiveTargetProb.compute(zp, zn, y, Options.defaults().on(backend))) {
+                assertEquals(0.5f, r.prob().getFloat(0), 1e-6, backend + " masked in the negative model");
+                assertTrue(Float.isNaN(r.logProb().getFloat(1)) && Float.isNaN(r.prob().getFloat(1)), backend + " NaN");
+                assertEquals(Float.NEGATIVE_INFINITY, r.logProb().getFloat(2), backend + " all masked");
+                assertEquals(0f, r.prob().getFloat(2), backend + " all masked p");
+                assertEquals(0f, r.logProb().getFloat(3), backend + " ignored");
+                assertEquals(0f, r.prob().getFloat(3), backend + " ignored p");
+                assertEquals(Float.NEGATIVE_INFINITY, r.logProb().getFloat(4), backend + " a masked target");
+            }
+        }
+    }
+
+    @Test
+    void badInputsAreClearErrors() {
+        try (Tensor z = Tensor.of(new float[6], 2, 3); Tensor y = Tensor.ofInts(new int[] {0, 2}, 2);
+             Tensor badY = Tensor.ofInts(new int[] {0, 3}, 2); Tensor narrow = Tensor.of(new float[4], 2, 2);
+             Tensor shortRows = Tensor.of(new float[3], 1, 3); Tensor flat = Tensor.of(new float[6], 6);
+             Tensor ints = Tensor.ofInts(new int[6], 2, 3)) {
+            Options o = Options.defaults();
+            expect(() -> ContrastiveTargetProb.compute(flat, z, y, o), "positive: expected rank 2");
+            expect(() -> ContrastiveTargetProb.compute(z, narrow, y, o), "negative");
+            expect(() -> ContrastiveTargetProb.compute(z, shortRows, y, o), "negative");
+            expect(() -> ContrastiveTargetProb.compute(z, ints, y, o), "negative: expected dtype");
+            expect(() -> ContrastiveTargetProb.compute(z, z, badY, o), "targets[1]");
+            expect(() -> ContrastiveTargetProb.compute(z, null, y, o), "negative");
+            expect(() -> ContrastiveTargetProb.compute(z, z, null, o), "targets");
+            expect(() -> ContrastiveTargetProb.compute(z, z, y, null), "options");
+            expect(() -> ContrastiveTargetProb.compute(z, z, y, o.withLambda(-1f)), "lambda");
+            expect(() -> ContrastiveTargetProb.compute(z, z, y, o.withLambda(Float.NaN)), "lambda");
+            expect(() -> ContrastiveTargetProb.compute(z, z, y, o.withTemperature(0f)), "temperature");
+        }
+    }
+}
