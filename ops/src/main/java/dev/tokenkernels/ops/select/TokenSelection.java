@@ -190,6 +190,41 @@ public final class TokenSelection {
         return mask(new Job(scores, mask, n, rank(q, n, rule), false), MaskMode.AT_LEAST_VALUE, options);
     }
 
+    /**
+     * A copy of {@code targets} (I32 or I64 {@code [N]}) with {@code ignoreIndex} wherever
+     * {@code keep} (U8 {@code [N]}) is 0: how a selection mask reaches any loss that takes targets
+     * with an ignore index ({@code PolicyLoss}, {@code TargetLogProb}, {@code LogitStats}, ...),
+     * e.g. {@code ignoreUnselected(targets, topK(...), LogitStats.DEFAULT_IGNORE_INDEX)}. A
+     * target that is already ignored stays ignored. The caller closes the result.
+     */
+    public static Tensor ignoreUnselected(Tensor targets, Tensor keep, long ignoreIndex) {
+        Checks.notNull("targets", targets);
+        Checks.notNull("keep", keep);
+        Checks.rank("targets", targets, 1, "[N]");
+        Checks.dtype("targets", targets, DType.I32, DType.I64);
+        Checks.rank("keep", keep, 1, "[N]");
+        Checks.dtype("keep", keep, DType.U8);
+        Checks.dim("keep", keep, 0, targets.dim(0), "N, the entries of targets");
+        boolean wide = targets.dtype() == DType.I64;
+        Checks.require(wide || (ignoreIndex >= Integer.MIN_VALUE && ignoreIndex <= Integer.MAX_VALUE), "ignoreIndex",
+                "a value that fits the I32 targets", ignoreIndex);
+        Tensor out = Tensor.allocate(targets.dtype(), targets.dim(0));
+        java.lang.foreign.MemorySegment in = targets.segment();
+        java.lang.foreign.MemorySegment k = keep.segment();
+        java.lang.foreign.MemorySegment o = out.segment();
+        o.copyFrom(in);
+        for (long i = 0; i < targets.dim(0); i++) {
+            if (k.get(java.lang.foreign.ValueLayout.JAVA_BYTE, i) == 0) {
+                if (wide) {
+                    o.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, i, ignoreIndex);
+                } else {
+                    o.setAtIndex(java.lang.foreign.ValueLayout.JAVA_INT, i, (int) ignoreIndex);
+                }
+            }
+        }
+        return out;
+    }
+
     /** The masked count, after checking shapes, dtypes and that no masked score is NaN. */
     static int validate(Tensor scores, Tensor mask, Options options) {
         Checks.notNull("scores", scores);

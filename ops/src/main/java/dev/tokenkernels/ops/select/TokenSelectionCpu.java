@@ -52,6 +52,11 @@ final class TokenSelectionCpu {
 
     /** {@code {masked count, index of the first masked NaN or -1}}: the validation pass. */
     static long[] countAndFirstNan(Tensor scoresTensor, Tensor maskTensor) {
+        return countAndFirstBad(scoresTensor, maskTensor, false);
+    }
+
+    /** {@code {masked count, index of the first masked NaN (or infinity, if rejected) or -1}}. */
+    static long[] countAndFirstBad(Tensor scoresTensor, Tensor maskTensor, boolean rejectInfinite) {
         MemorySegment scores = scoresTensor.segment();
         MemorySegment mask = maskTensor == null ? null : maskTensor.segment();
         long n = scoresTensor.dim(0);
@@ -59,7 +64,7 @@ final class TokenSelectionCpu {
         long i = 0;
         for (; i < I.loopBound(n); i += I.length()) {
             FloatVector v = FloatVector.fromMemorySegment(F, scores, 4 * i, NATIVE);
-            VectorMask<Float> nan = v.test(VectorOperators.IS_NAN);
+            VectorMask<Float> nan = rejectInfinite ? v.test(VectorOperators.IS_FINITE).not() : v.test(VectorOperators.IS_NAN);
             if (mask != null) {
                 VectorMask<Integer> m = masked(mask, i);
                 nan = nan.and(m.cast(F));
@@ -73,7 +78,8 @@ final class TokenSelectionCpu {
         }
         for (; i < n; i++) {
             boolean in = mask == null || mask.get(ValueLayout.JAVA_BYTE, i) != 0;
-            if (in && Float.isNaN(scores.getAtIndex(ValueLayout.JAVA_FLOAT, i))) {
+            float x = scores.getAtIndex(ValueLayout.JAVA_FLOAT, i);
+            if (in && (rejectInfinite ? !Float.isFinite(x) : Float.isNaN(x))) {
                 return new long[] {count, i};
             }
             count += in ? 1 : 0;
