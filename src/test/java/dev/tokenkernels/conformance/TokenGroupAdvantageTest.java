@@ -8,6 +8,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.tokenkernels.ops.select.TokenGroupAdvantage;
 import dev.tokenkernels.runtime.Tensor;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import net.jqwik.api.ForAll;
+import net.jqwik.api.Property;
+import net.jqwik.api.constraints.IntRange;
 import org.junit.jupiter.api.Test;
 
 /** HAPO's token-level group average advantage: by hand, the GRPO fallback, masks, bad inputs. */
@@ -70,6 +76,87 @@ class TokenGroupAdvantageTest {
             assertEquals(0.5 / (0.5 + 1e-6), equal.sequenceAdvantages()[0], 1e-6);
             assertTrue(empty.fellBack()[0], "no tokens: GRPO");
             assertArrayEquals(new float[0], empty.tokenAdvantages().toFloatArray());
+        }
+    }
+
+    /**
+     * Against the statistics taken the way the released code takes them: every counted token
+     * carries its response's reward, and the group's mean and population std are over those tokens.
+     */
+    @Property(tries = 200)
+    void matchesTokenByTokenStatistics(@ForAll @IntRange(min = 1, max = 6) int groups, @ForAll boolean binary,
+                                       @ForAll boolean masked, @ForAll long seed) {
+        SplittableRandom random = new SplittableRandom(seed);
+        List<Integer> groupStarts = new ArrayList<>(List.of(0));
+        List<Integer> seqStarts = new ArrayList<>(List.of(0));
+        List<Float> rewards = new ArrayList<>();
+        for (int g = 0; g < groups; g++) {
+            int size = 1 + random.nextInt(6);
+            for (int i = 0; i < size; i++) {
+                rewards.add(binary ? random.nextInt(2) : (float) random.nextGaussian());
+                seqStarts.add(seqStarts.get(seqStarts.size() - 1) + random.nextInt(random.nextInt(5) == 0 ? 300 : 20));
+            }
+            groupStarts.add(rewards.size());
+        }
+        int b = rewards.size();
+        int n = seqStarts.get(b);
+        float[] r = new float[b];
+        for (int i = 0; i < b; i++) {
+            r[i] = rewards.get(i);
+        }
+        boolean[] m = new boolean[n];
+        for (int t = 0; t < n; t++) {
+            m[t] = !masked || random.nextInt(3) != 0;
+        }
+        int[] ss = seqStarts.stream().mapToInt(Integer::intValue).toArray();
+        int[] gs = groupStarts.stream().mapToInt(Integer::intValue).toArray();
+        try (Tensor mask = TokenSelectionTest.maskOf(m);
+             TokenGroupAdvantage.Result result = TokenGroupAdvantage.compute(r, ss, gs, masked ? mask : null)) {
+            for (int g = 0; g < groups; g++) {
+                List<Double> tokenRewards = new ArrayList<>();
+                for (int i = gs[g]; i < gs[g + 1]; i++) {
+                    for (int t = ss[i]; t < ss[i + 1]; t++) {
+                        if (m[t]) {
+                            tokenRewards.add((double) r[i]);
+                        }
+                    }
+                }
+                double mu = tokenRewards.stream().mapToDouble(Double::doubleValue).average().orElse(Double.NaN);
+                double var = tokenRewards.stream().mapToDouble(x -> (x - mu) * (x - mu)).average().orElse(Double.NaN);
+                double[] expected = new double[gs[g + 1] - gs[g]];
+                boolean fallback = tokenRewards.isEmpty();
+                for (int i = gs[g]; i < gs[g + 1] && !fallback; i++) {
+                    expected[i - gs[g]] = (r[i] - mu) / (Math.sqrt(var) + 1e-6);
+                    boolean hasTokens = false;
+                    for (int t = ss[i]; t < ss[i + 1]; t++) {
+                        hasTokens |= m[t];
+                    }
+                    fallback |= hasTokens && Math.abs(expected[i - gs[g]]) >= 5;
+                }
+                if (fallback) {
+                    int size = expected.length;
+                    double mean = 0;
+                    for (int i = gs[g]; i < gs[g + 1]; i++) {
+                        mean += r[i] / (double) size;
+                    }
+                    double ss2 = 0;
+                    for (int i = gs[g]; i < gs[g + 1]; i++) {
+                        ss2 += (r[i] - mean) * (r[i] - mean);
+                    }
+                    double std = size == 1 ? 1 : Math.sqrt(ss2 / (size - 1));
+                    for (int i = gs[g]; i < gs[g + 1]; i++) {
+                        expected[i - gs[g]] = (r[i] - (size == 1 ? 0 : mean)) / (std + 1e-6);
+                    }
+                }
+                assertEquals(fallback, result.fellBack()[g], "group " + g);
+                for (int i = gs[g]; i < gs[g + 1]; i++) {
+                    double e = expected[i - gs[g]];
+                    assertEquals(e, result.sequenceAdvantages()[i], 1e-6 * (1 + Math.abs(e)), "response " + i);
+                    for (int t = ss[i]; t < ss[i + 1]; t++) {
+                        assertEquals(m[t] ? result.sequenceAdvantages()[i] : 0f, result.tokenAdvantages().getFloat(t));
+                    }
+                }
+            }
         }
     }
 
