@@ -115,8 +115,8 @@ public final class D3sSelector {
      * @param sequenceAdvantages the advantage of each response [B] (the sample level's A_i)
      * @param sequenceStarts token offsets of the responses [B + 1]
      * @param groupStarts response offsets of the groups [G + 1]
-     * @param tokenAdvantages F32 [N], the per-token advantages
-     * @param entropy F32 [N], the per-token policy entropies (finite, >= 0)
+     * @param tokenAdvantages F32 [N], the per-token advantages (finite at every token)
+     * @param entropy F32 [N], the per-token policy entropies (finite and >= 0 at every token, padding included)
      * @param mask U8 [N] of the tokens that count, or null for all
      */
     public Selection select(float[] sequenceAdvantages, int[] sequenceStarts, int[] groupStarts, Tensor tokenAdvantages,
