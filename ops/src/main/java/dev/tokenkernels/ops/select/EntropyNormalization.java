@@ -132,7 +132,7 @@ public final class EntropyNormalization {
             float p = Math.max(SCALE_FLOOR, stats.max() / s);
             float q = Math.max(SCALE_FLOOR, -(stats.min() / s));
             if (backend instanceof CpuBackend cpu) {
-                EntropyNormalizationCpu.normalize(cpu, job, stats.pivot(), s, p, q);
+                EntropyNormalizationCpu.normalize(cpu, job, s, p, q);
             } else {
                 EntropyNormalizationKernel.normalize((KernelBackend) backend, job, s, p, q);
             }

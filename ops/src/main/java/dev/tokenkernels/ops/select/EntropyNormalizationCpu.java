@@ -12,8 +12,8 @@ import jdk.incubator.vector.VectorSpecies;
 
 /**
  * Vector API implementation of {@link EntropyNormalization}: chunks of tokens in parallel, each
- * giving its sum of squares and extremes of {@code e - pivot}, combined in float64 in chunk order;
- * then one pass writing {@code h_hat}. The tail of the vector is a masked vector too, so every
+ * giving its sum of squares and extremes of {@code e - pivot} (and leaving {@code e - pivot} in the
+ * output), combined in float64 in chunk order; then one pass turning the output into {@code h_hat}. The tail of the vector is a masked vector too, so every
  * {@code e} comes from the same vector {@code log} (the pivot's as well: equal entropies give
  * exactly equal {@code e}).
  */
@@ -49,6 +49,7 @@ final class EntropyNormalizationCpu {
         int n = job.n();
         MemorySegment h = job.entropy().segment();
         MemorySegment mask = job.mask() == null ? null : job.mask().segment();
+        MemorySegment out = job.out().segment();
         float pivot = pivot(job);
         int chunks = (n + CHUNK - 1) / CHUNK;
         double[] sums = new double[chunks];
@@ -63,6 +64,8 @@ final class EntropyNormalizationCpu {
                 for (int i = c * CHUNK; i < end; i += F.length()) {
                     VectorMask<Float> m = counted(mask, i, end);
                     FloatVector d = logEntropy(FloatVector.fromMemorySegment(F, h, 4L * i, NATIVE, m)).sub(pivot);
+                    // kept for the second pass, so each token's log is taken once (0 outside the mask)
+                    FloatVector.zero(F).blend(d, m).intoMemorySegment(out, 4L * i, NATIVE, F.indexInRange(i, end));
                     sum = sum.add(d.mul(d), m);
                     hi = hi.max(d.blend(Float.NEGATIVE_INFINITY, m.not()));
                     lo = lo.min(d.blend(Float.POSITIVE_INFINITY, m.not()));
@@ -83,9 +86,9 @@ final class EntropyNormalizationCpu {
         return new EntropyNormalization.Stats(total, hi, lo, pivot);
     }
 
-    static void normalize(CpuBackend cpu, EntropyNormalization.Job job, float pivot, float s, float p, float q) {
+    /** Turns the {@code e - pivot} that {@link #stats} left in the output into {@code h_hat}, in place. */
+    static void normalize(CpuBackend cpu, EntropyNormalization.Job job, float s, float p, float q) {
         int n = job.n();
-        MemorySegment h = job.entropy().segment();
         MemorySegment mask = job.mask() == null ? null : job.mask().segment();
         MemorySegment out = job.out().segment();
         float negativeScale = job.releasedSigns() ? -q : q;
@@ -95,8 +98,7 @@ final class EntropyNormalizationCpu {
                 int end = Math.min(n, (c + 1) * CHUNK);
                 for (int i = c * CHUNK; i < end; i += F.length()) {
                     VectorMask<Float> m = counted(mask, i, end);
-                    FloatVector d = logEntropy(FloatVector.fromMemorySegment(F, h, 4L * i, NATIVE, m)).sub(pivot);
-                    FloatVector ht = d.div(s);
+                    FloatVector ht = FloatVector.fromMemorySegment(F, out, 4L * i, NATIVE, m).div(s);
                     VectorMask<Float> positive = ht.compare(VectorOperators.GT, 0f);
                     FloatVector hHat = ht.div(negativeScale).blend(ht.div(p), positive);
                     FloatVector.zero(F).blend(hHat, m).intoMemorySegment(out, 4L * i, NATIVE, F.indexInRange(i, end));

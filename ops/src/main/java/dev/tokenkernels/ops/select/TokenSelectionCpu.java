@@ -194,12 +194,23 @@ final class TokenSelectionCpu {
             if (histogram[bin] == m) {
                 continue; // every candidate is in this bin
             }
+            // Stable, in place, branch-free (the bin may hold any share of the candidates): compressed
+            // stores write at w <= j, inside the vector just read.
             int w = 0;
-            for (int j = 0; j < m; j++) { // stable: index order survives
-                if (((keys[j] >>> shift) & 0xff) == bin) {
-                    keys[w] = keys[j];
-                    index[w++] = index[j];
-                }
+            int j = 0;
+            for (; j + I.length() <= m; j += I.length()) {
+                IntVector k = IntVector.fromArray(I, keys, j);
+                VectorMask<Integer> in = k.lanewise(VectorOperators.LSHR, shift).lanewise(VectorOperators.AND, 0xff)
+                        .compare(VectorOperators.EQ, bin);
+                IntVector at = IntVector.fromArray(I, index, j);
+                k.compress(in).intoArray(keys, w);
+                at.compress(in).intoArray(index, w);
+                w += in.trueCount();
+            }
+            for (; j < m; j++) {
+                keys[w] = keys[j];
+                index[w] = index[j];
+                w += ((keys[j] >>> shift) & 0xff) == bin ? 1 : 0;
             }
             m = w;
         }
