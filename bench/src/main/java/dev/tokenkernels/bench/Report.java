@@ -148,6 +148,10 @@ public final class Report {
         for (DType dtype : config.dtypes()) {
             list.add(() -> new RelationGraphKlWorkload(graph[0], graph[1], graph[2], graph[3], dtype));
         }
+        // Per-token vectors of a batch of 256 responses of the first shape's row count (2^20 tokens in the full run).
+        int tokens = first[0] * 256;
+        list.add(() -> new TokenSelectionWorkload(tokens));
+        list.add(() -> new EntropyNormalizationWorkload(tokens));
         return list;
     }
 

@@ -152,6 +152,27 @@ public final class ScalarBaselines {
         }
     }
 
+    /**
+     * The top {@code k} masked scores as a 0/1 mask, ties to the lower index: the masked (score,
+     * index) pairs packed into longs in (value, index) order, sorted, the k-th read, a marking pass.
+     */
+    public static void topKBySort(MemorySegment scores, MemorySegment mask, int n, long k, MemorySegment out) {
+        long[] packed = new long[n];
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            if (mask.get(ValueLayout.JAVA_BYTE, i) != 0) {
+                int bits = Float.floatToRawIntBits(scores.getAtIndex(ValueLayout.JAVA_FLOAT, i));
+                int descending = ~(bits ^ ((bits >> 31) & 0x7fffffff)) ^ Integer.MIN_VALUE; // largest first, unsigned
+                packed[m++] = ((long) descending << 32 ^ Long.MIN_VALUE) | i; // signed long order = (key, index)
+            }
+        }
+        java.util.Arrays.sort(packed, 0, m);
+        out.fill((byte) 0);
+        for (int j = 0; j < Math.min(k, m); j++) {
+            out.set(ValueLayout.JAVA_BYTE, (int) packed[j], (byte) 1);
+        }
+    }
+
     private static float logSumExp(MemorySegment z, DType dtype, long base, int vocab, float temperature) {
         float m = Float.NEGATIVE_INFINITY;
         for (int j = 0; j < vocab; j++) {

@@ -26,19 +26,21 @@ class ReportTest {
         List<Report.Row> rows = new Report(config, new PrintStream(printed, true, StandardCharsets.UTF_8)).run(dir);
 
         int backends = Runtime.getRuntime().availableProcessors() > 1 ? 2 : 1;
-        // logit_stats, forward KL, the min-p proxy, target_log_prob, policy_loss and contrastive_target_prob for
-        // each dtype, then AlignDistil,
-        // the hard and soft clipped KL, reverse KL, JSD and total variation in F32, then the relation
-        // graph loss for each dtype.
-        assertEquals(20 * backends, rows.size());
+        // logit_stats, forward KL, the min-p proxy, target_log_prob, policy_loss and contrastive_target_prob
+        // for each dtype, then AlignDistil, the hard and soft clipped KL, reverse KL, JSD and total variation
+        // in F32, the relation graph loss for each dtype, then token selection and entropy normalization
+        // over 8 * 256 tokens.
+        assertEquals(22 * backends, rows.size());
         for (Report.Row row : rows) {
             assertTrue(List.of("logit_stats", "divergence/fkl", "divergence/rkl", "divergence/jsd", "divergence/tvd",
                     "proxy_distribution", "align_distil", "target_log_prob", "clipped_kl/hard", "clipped_kl/soft",
-                    "relation_graph_kl", "policy_loss", "contrastive_target_prob").contains(row.op()), row.op());
-            assertEquals(row.op().equals("relation_graph_kl") ? "2x6x5x3" : "8x100", row.shape());
+                    "relation_graph_kl", "policy_loss", "contrastive_target_prob", "token_selection",
+                    "entropy_normalization").contains(row.op()), row.op());
+            boolean tokenVector = row.op().equals("token_selection") || row.op().equals("entropy_normalization");
+            assertEquals(row.op().equals("relation_graph_kl") ? "2x6x5x3" : tokenVector ? "2048" : "8x100", row.shape());
             assertTrue(row.millis() > 0 && row.gbPerSecond() > 0, row.toString());
             boolean hasScalar = List.of("logit_stats", "divergence/fkl", "proxy_distribution", "target_log_prob",
-                    "policy_loss", "contrastive_target_prob").contains(row.op());
+                    "policy_loss", "contrastive_target_prob", "token_selection").contains(row.op());
             assertTrue(hasScalar ? row.speedupOverScalar() > 0 : Double.isNaN(row.speedupOverScalar()), row.toString());
         }
         List<String> csv = Files.readAllLines(dir.resolve("report.csv"));

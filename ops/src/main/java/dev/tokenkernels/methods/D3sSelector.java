@@ -1,0 +1,221 @@
+package dev.tokenkernels.methods;
+
+import dev.tokenkernels.ops.select.TokenSelection;
+import dev.tokenkernels.ops.select.TokenTerms;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+import java.util.Comparator;
+import java.util.stream.IntStream;
+
+/**
+ * D^3S, dynamic dual-level down-sampling (Wang et al., 2025, "Learning More with Less: A Dynamic
+ * Dual-Level Down-Sampling Framework for Efficient Policy Optimization", arXiv:2509.22115): train
+ * on fewer responses and fewer tokens, those with the most learning signal, and relax the
+ * down-sampling as training goes on.
+ *
+ * <ol>
+ * <li><b>Sample level.</b> In each group (the responses to one prompt) keep the {@code m}
+ *     responses whose advantages have the largest variance (population variance, {@code 1/m}):
+ *     the best of the {@code m + 1} sets "the k largest and the m - k smallest advantages",
+ *     {@code k = 0..m} (ties in value by the lower index; among equally good sets the smallest k).
+ *     A group of at most {@code m} responses is kept whole. {@link #maxVarianceSubset}.</li>
+ * <li><b>Token level.</b> Over the counted tokens of the kept responses (the whole batch), keep
+ *     the {@code ceil(K n)} tokens with the largest {@code |A_t| H_t} ({@link TokenTerms#advantageEntropyScore},
+ *     {@link TokenSelection#topK}: exactly that many, ties to the lower index, the same tokens on every backend).</li>
+ * <li><b>Schedule.</b> At training progress {@code p in [0, 1]},
+ *     {@code [m, K] = (1 - p) [N0, K0] + p [N1, K1]}: {@code m} rounded half up to an integer,
+ *     {@code K} a fraction in (0, 1] not rounded ({@link Schedule}). Start aggressive (small
+ *     {@code N0}, {@code K0}), end relaxed.</li>
+ * </ol>
+ *
+ * <p><b>Why "k largest + (m - k) smallest" is optimal.</b> Sort the group's advantages. Take a
+ * best subset S of size m and suppose its complement is not one contiguous block of the sorted
+ * order: then some kept y lies between two dropped x < y < x' (sorted positions). Replacing y by
+ * a value v with the rest of S fixed, the variance is {@code g(v) = (sum a^2 + v^2)/m - ((sum a + v)/m)^2},
+ * a quadratic in v with leading coefficient {@code (m - 1)/m^2 >= 0}, so convex: on the interval
+ * {@code [x, x']} it is largest at an end, {@code max(g(x), g(x')) >= g(y)}. Swapping y for that
+ * end keeps the variance at least as large; among best subsets take one whose kept positions are
+ * as far from the middle of the sorted order as possible, and no such y can remain (when g is
+ * constant on the interval either end is as good, and one is farther out). So some best subset
+ * has a contiguous complement, i.e. is "the k largest and the m - k smallest" for some k, and
+ * searching k = 0..m finds the maximum. Cost O(m^2 + s log s) per group of s responses.
+ *
+ * <p>The returned mask feeds any loss: {@link TokenSelection#ignoreUnselected} turns it into
+ * targets with the ignore index for {@code PolicyLoss} (tokens of dropped responses are simply
+ * not counted; sequence offsets stay as they are).
+ */
+public final class D3sSelector {
+
+    /**
+     * The down-sampling schedule: responses kept per group and the fraction of tokens kept, at
+     * progress 0 and at progress 1.
+     */
+    public record Schedule(int samplesStart, double tokenFractionStart, int samplesEnd, double tokenFractionEnd) {
+        public Schedule {
+            Checks.require(samplesStart >= 1, "samplesStart", "at least 1 response per group", samplesStart);
+            Checks.require(samplesEnd >= 1, "samplesEnd", "at least 1 response per group", samplesEnd);
+            Checks.require(tokenFractionStart > 0 && tokenFractionStart <= 1, "tokenFractionStart",
+                    "a fraction in (0, 1]", tokenFractionStart);
+            Checks.require(tokenFractionEnd > 0 && tokenFractionEnd <= 1, "tokenFractionEnd", "a fraction in (0, 1]",
+                    tokenFractionEnd);
+        }
+
+        /** {@code m = floor((1 - p) N0 + p N1 + 1/2)}. */
+        public int samplesAt(double progress) {
+            checkProgress(progress);
+            return (int) Math.floor((1 - progress) * samplesStart + progress * samplesEnd + 0.5);
+        }
+
+        /** {@code K = (1 - p) K0 + p K1}. */
+        public double tokenFractionAt(double progress) {
+            checkProgress(progress);
+            return Math.min(1, (1 - progress) * tokenFractionStart + progress * tokenFractionEnd);
+        }
+
+        private static void checkProgress(double p) {
+            Checks.require(p >= 0 && p <= 1, "progress", "a training progress in [0, 1]", p);
+        }
+    }
+
+    /**
+     * The kept responses (ascending), the token mask (U8 [N], closed with this), how many tokens
+     * it keeps, and the schedule's {@code m} and {@code K} at this progress.
+     */
+    public record Selection(int[] keptSequences, Tensor tokenMask, long keptTokens, int samplesPerGroup,
+                            double tokenFraction) implements AutoCloseable {
+        @Override
+        public void close() {
+            tokenMask.close();
+        }
+    }
+
+    private final Schedule schedule;
+    private final Backend backend;
+
+    /**
+     * @param schedule the down-sampling schedule
+     * @param backend where the token ops run, or null for the default backend
+     */
+    public D3sSelector(Schedule schedule, Backend backend) {
+        if (schedule == null) {
+            throw new IllegalArgumentException("schedule: expected a Schedule, got null");
+        }
+        this.schedule = schedule;
+        this.backend = backend;
+    }
+
+    /**
+     * Both levels at training progress {@code progress}.
+     *
+     * @param sequenceAdvantages the advantage of each response [B] (the sample level's A_i)
+     * @param sequenceStarts token offsets of the responses [B + 1]
+     * @param groupStarts response offsets of the groups [G + 1]
+     * @param tokenAdvantages F32 [N], the per-token advantages (finite at every token)
+     * @param entropy F32 [N], the per-token policy entropies (finite and >= 0 at every token, padding included)
+     * @param mask U8 [N] of the tokens that count, or null for all
+     */
+    public Selection select(float[] sequenceAdvantages, int[] sequenceStarts, int[] groupStarts, Tensor tokenAdvantages,
+                            Tensor entropy, Tensor mask, double progress) {
+        int m = schedule.samplesAt(progress);
+        double fraction = schedule.tokenFractionAt(progress);
+        if (sequenceAdvantages == null) {
+            throw new IllegalArgumentException("sequenceAdvantages: expected one advantage per response, got null");
+        }
+        int b = sequenceAdvantages.length;
+        Checks.require(sequenceStarts != null && sequenceStarts.length == b + 1, "sequenceStarts",
+                (b + 1) + " offsets (one more than the responses)", sequenceStarts == null ? "null" : sequenceStarts.length);
+        Checks.require(groupStarts != null && groupStarts.length >= 1 && groupStarts[0] == 0
+                && groupStarts[groupStarts.length - 1] == b, "groupStarts", "offsets from 0 to " + b,
+                Arrays.toString(groupStarts));
+        Checks.notNull("tokenAdvantages", tokenAdvantages);
+        Checks.rank("tokenAdvantages", tokenAdvantages, 1, "[N]");
+        long n = tokenAdvantages.dim(0);
+        Checks.require(sequenceStarts[0] == 0 && sequenceStarts[b] == n, "sequenceStarts", "offsets from 0 to N = " + n,
+                Arrays.toString(sequenceStarts));
+        if (mask != null) {
+            Checks.rank("mask", mask, 1, "[N]");
+            Checks.dtype("mask", mask, DType.U8);
+            Checks.dim("mask", mask, 0, n, "N, the entries of tokenAdvantages");
+        }
+        int[] kept = IntStream.range(0, groupStarts.length - 1).flatMap(g -> {
+            Checks.require(groupStarts[g] <= groupStarts[g + 1], "groupStarts", "non-decreasing offsets",
+                    groupStarts[g] + " > " + groupStarts[g + 1]);
+            return Arrays.stream(maxVarianceSubset(sequenceAdvantages, groupStarts[g], groupStarts[g + 1], m));
+        }).toArray();
+        try (Tensor candidates = Tensor.allocate(DType.U8, n);
+             Tensor scores = TokenTerms.advantageEntropyScore(tokenAdvantages, entropy,
+                     TokenTerms.Options.defaults().on(backend))) {
+            MemorySegment c = candidates.segment();
+            long count = 0;
+            for (int i : kept) {
+                Checks.require(sequenceStarts[i] <= sequenceStarts[i + 1], "sequenceStarts", "non-decreasing offsets",
+                        sequenceStarts[i] + " > " + sequenceStarts[i + 1]);
+                long from = sequenceStarts[i];
+                long length = sequenceStarts[i + 1] - from;
+                if (mask == null) {
+                    c.asSlice(from, length).fill((byte) 1);
+                    count += length;
+                } else {
+                    MemorySegment.copy(mask.segment(), from, c, from, length);
+                    for (long t = from; t < from + length; t++) {
+                        count += c.get(ValueLayout.JAVA_BYTE, t) != 0 ? 1 : 0;
+                    }
+                }
+            }
+            long k = (long) Math.ceil(fraction * count);
+            Tensor tokenMask = TokenSelection.topK(scores, candidates, k, TokenSelection.Options.defaults().on(backend));
+            return new Selection(kept, tokenMask, Math.min(k, count), m, fraction);
+        }
+    }
+
+    /**
+     * Indices (ascending) of the {@code min(m, to - from)} of {@code values[from, to)} with the
+     * largest population variance, searched over "k largest + (m - k) smallest"; see the class doc.
+     */
+    public static int[] maxVarianceSubset(float[] values, int from, int to, int m) {
+        Checks.require(m >= 0, "m", "a count >= 0", m);
+        Checks.require(from >= 0 && from <= to && to <= values.length, "range", "0 <= from <= to <= " + values.length,
+                from + ".." + to);
+        int size = to - from;
+        if (m >= size) {
+            return IntStream.range(from, to).toArray();
+        }
+        Integer[] sorted = IntStream.range(from, to).boxed().toArray(Integer[]::new);
+        Arrays.sort(sorted, Comparator.<Integer>comparingDouble(i -> values[i]).thenComparing(i -> i));
+        int bestK = 0;
+        double best = Double.NEGATIVE_INFINITY;
+        for (int k = 0; k <= m; k++) {
+            double sum = 0;
+            for (int j = 0; j < m; j++) {
+                sum += values[pick(sorted, size, m, k, j)];
+            }
+            double mean = sum / m;
+            double squares = 0;
+            for (int j = 0; j < m; j++) {
+                double d = values[pick(sorted, size, m, k, j)] - mean;
+                squares += d * d;
+            }
+            double variance = m == 0 ? 0 : squares / m;
+            if (variance > best) {
+                best = variance;
+                bestK = k;
+            }
+        }
+        int[] chosen = new int[m];
+        for (int j = 0; j < m; j++) {
+            chosen[j] = pick(sorted, size, m, bestK, j);
+        }
+        Arrays.sort(chosen);
+        return chosen;
+    }
+
+    /** The j-th member of "the m - k smallest, then the k largest" of the sorted indices. */
+    private static int pick(Integer[] sorted, int size, int m, int k, int j) {
+        return j < m - k ? sorted[j] : sorted[size - (j - (m - k)) - 1];
+    }
+}

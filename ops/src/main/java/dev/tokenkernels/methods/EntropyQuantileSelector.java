@@ -1,0 +1,46 @@
+package dev.tokenkernels.methods;
+
+import dev.tokenkernels.ops.select.TokenSelection;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.Tensor;
+
+/**
+ * Entropy-quantile token selection: train only on the tokens whose entropy is at or above the
+ * {@code (1 - rho)}-quantile of the batch's entropies, the "forking" tokens (Wang et al., 2025,
+ * "Beyond the 80/20 Rule: High-Entropy Minority Tokens Drive Effective Reinforcement Learning for
+ * LLM Reasoning", arXiv:2506.01939, keep the top 20%: rho = 0.2).
+ *
+ * <p>{@code keep_t = H_t >= quantile(H over the mask, 1 - rho)} with the nearest rank
+ * {@code max(1, ceil((1 - rho) n))} ({@link TokenSelection#atLeastQuantile}): all tokens tied
+ * with the quantile are kept, so at least {@code ceil(rho n)} tokens are (about {@code rho n}
+ * for continuous entropies). Exact on every backend. Apply the mask to a loss with
+ * {@link TokenSelection#ignoreUnselected}.
+ */
+public final class EntropyQuantileSelector {
+    private final double rho;
+    private final TokenSelection.Rank rank;
+    private final Backend backend;
+
+    /**
+     * @param rho the fraction to keep, in (0, 1]
+     * @param backend where to run, or null for the default backend
+     */
+    public EntropyQuantileSelector(double rho, Backend backend) {
+        Checks.require(rho > 0 && rho <= 1, "rho", "a fraction in (0, 1]", rho);
+        this.rho = rho;
+        this.rank = TokenSelection.Rank.NEAREST_RANK;
+        this.backend = backend;
+    }
+
+    /** rho = 0.2, the default backend. */
+    public static EntropyQuantileSelector defaults() {
+        return new EntropyQuantileSelector(0.2, null);
+    }
+
+    /** U8 {@code [N]}: 1 for the kept tokens of {@code entropy [N]} among {@code mask} (null: all). */
+    public Tensor keep(Tensor entropy, Tensor mask) {
+        return TokenSelection.atLeastQuantile(entropy, mask, 1 - rho, rank,
+                TokenSelection.Options.defaults().on(backend));
+    }
+}

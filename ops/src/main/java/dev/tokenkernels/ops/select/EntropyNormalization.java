@@ -1,0 +1,145 @@
+package dev.tokenkernels.ops.select;
+
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Backends;
+import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.CpuBackend;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.KernelBackend;
+import dev.tokenkernels.runtime.Tensor;
+import dev.tokenkernels.runtime.TokenKernelsException;
+
+/**
+ * HAPO's normalized token entropy {@code h_hat in [-1, 1]}, the control signal of its adaptive
+ * temperature, clipping and advantage redistribution (Liu et al., 2025, "From Uniform to
+ * Heterogeneous: Tailoring Policy Optimization to Every Token's Nature", arXiv:2509.16591).
+ *
+ * <p>Over the masked tokens {@code M} ({@code n = |M|}) of per-token entropies {@code H [N]}:
+ * <pre>
+ *   e_t   = ln(max(H_t, 1e-8))
+ *   pivot = e_p, p = the q-quantile of H over M (q = 0.8, {@link TokenSelection}; ln is monotone,
+ *           so e_p is the q-quantile of e)
+ *   s     = sqrt(max(mean_M (e_t - pivot)^2, 1e-8)),   h_t = (e_t - pivot) / s
+ *   P     = max(1e-8, max_M h_t),   Q = max(1e-8, -min_M h_t)
+ *   h_hat = h_t / P for h_t > 0,   h_t / Q for h_t <= 0           (so h_hat in [-1, 1])
+ * </pre>
+ * Tokens outside the mask get {@code h_hat = 0} (neutral). Degenerate cases give no NaN: no
+ * masked token gives all zeros (pivot 0, s = 1e-4); all equal {@code e} give {@code h = 0}
+ * everywhere (the variance floor keeps {@code s = 1e-4}); no positive (negative) {@code h} leaves
+ * {@code P} ({@code Q}) at its floor, unused. The floors are the released code's.
+ *
+ * <p>{@link Options#releasedCodeSigns()}: the authors' released code (github.com/starriver030515/HAPO,
+ * {@code compute_entropy_h}) divides {@code h <= 0} by {@code min h} itself, a negative number,
+ * so there {@code h_hat = |h| / Q >= 0}: below-pivot tokens get a positive {@code h_hat} like
+ * above-pivot ones, where the paper's formula gives a negative one. The flag reproduces that
+ * (all of {@code h_hat} in {@code [0, 1]}); off (default), the paper's signs. The released code's
+ * pivot uses {@code torch.quantile}-style 'nearest' ranks, {@link TokenSelection.Rank#ROUND_LINEAR},
+ * which {@link Options#withRank} selects; the default is {@link TokenSelection.Rank#NEAREST_RANK}.
+ *
+ * <p>Input validation: masked entropies must be finite (negative values are clamped by the
+ * {@code 1e-8} floor). Exactness: the pivot token is the same on every backend (an exact
+ * selection); {@code e} is computed by each backend's own {@code log} (Vector API on the CPU,
+ * {@code logf} in CUDA), so {@code h_hat} agrees across backends to a few ulps, and tokens whose
+ * entropy equals the pivot's get exactly 0 on each. Cost: the selection, then two passes over
+ * {@code [N]} (the sum of squares and extremes per block, the output), {@code kernels/select/entropy_normalization.cu}.
+ */
+public final class EntropyNormalization {
+    public static final float ENTROPY_FLOOR = 1e-8f;
+    public static final double VARIANCE_FLOOR = 1e-8;
+    public static final float SCALE_FLOOR = 1e-8f;
+
+    /**
+     * @param pivotQuantile q of the pivot, in [0, 1] (0.8 in the paper)
+     * @param rank how q becomes a rank
+     * @param releasedCodeSigns reproduce the released code's non-negative {@code h_hat} for {@code h <= 0}
+     */
+    public record Options(double pivotQuantile, TokenSelection.Rank rank, boolean releasedCodeSigns, Backend backend) {
+        public static Options defaults() {
+            return new Options(0.8, TokenSelection.Rank.NEAREST_RANK, false, null);
+        }
+
+        public Options withPivotQuantile(double q) {
+            return new Options(q, rank, releasedCodeSigns, backend);
+        }
+
+        public Options withRank(TokenSelection.Rank r) {
+            return new Options(pivotQuantile, r, releasedCodeSigns, backend);
+        }
+
+        public Options withReleasedCodeSigns(boolean released) {
+            return new Options(pivotQuantile, rank, released, backend);
+        }
+
+        public Options on(Backend b) {
+            return new Options(pivotQuantile, rank, releasedCodeSigns, b);
+        }
+    }
+
+    /**
+     * {@code h_hat} (F32 [N]) and the statistics: the pivot's token index (-1 without masked
+     * tokens) and value {@code e_p}, {@code s}, {@code P}, {@code Q} and {@code n}. Closing closes {@code h_hat}.
+     */
+    public record Result(Tensor normalized, long pivotIndex, float pivot, float std, float positiveMax,
+                         float negativeMax, long count) implements AutoCloseable {
+        @Override
+        public void close() {
+            normalized.close();
+        }
+    }
+
+    /** One validated call as the backends see it. */
+    record Job(Tensor entropy, Tensor mask, int pivotIndex, boolean releasedSigns, Tensor out) {
+        int n() {
+            return (int) entropy.dim(0);
+        }
+    }
+
+    /** The pass-one statistics of the masked tokens: {@code sum (e - pivot)^2}, max and min of {@code e - pivot}, and the pivot. */
+    record Stats(double sumSquares, float max, float min, float pivot) {
+    }
+
+    private EntropyNormalization() {
+    }
+
+    public static Result compute(Tensor entropy, Tensor mask, Options options) {
+        int n = TokenVectors.vector("entropy", entropy, null, null);
+        TokenVectors.mask(mask, n, "entropy");
+        TokenVectors.options(options);
+        Checks.require(options.pivotQuantile() >= 0 && options.pivotQuantile() <= 1, "pivotQuantile",
+                "a quantile in [0, 1]", options.pivotQuantile());
+        Checks.require(options.rank() != null, "rank", "a Rank rule", "null");
+        int count = TokenVectors.finite("entropy", entropy, mask, "a finite entropy at a masked token");
+        Tensor out = Tensor.allocate(DType.F32, n);
+        if (count == 0) {
+            return new Result(out, -1, 0f, (float) Math.sqrt(VARIANCE_FLOOR), SCALE_FLOOR, SCALE_FLOOR, 0);
+        }
+        try {
+            TokenSelection.Element pivot = TokenSelection.quantile(entropy, mask, options.pivotQuantile(),
+                    options.rank(), TokenSelection.Options.defaults().on(options.backend()));
+            Job job = new Job(entropy, mask, (int) pivot.index(), options.releasedCodeSigns(), out);
+            Backend backend = Backends.select(options.backend());
+            Stats stats;
+            if (backend instanceof CpuBackend cpu) {
+                stats = EntropyNormalizationCpu.stats(cpu, job);
+            } else if (backend instanceof KernelBackend gpu) {
+                stats = EntropyNormalizationKernel.stats(gpu, job);
+            } else {
+                throw new TokenKernelsException("entropy normalization cannot run on backend '" + backend.name()
+                        + "': it is neither the cpu backend nor a kernel backend");
+            }
+            float s = (float) Math.sqrt(Math.max(stats.sumSquares() / count, VARIANCE_FLOOR));
+            // fl(d / s) is monotone in d, so these are the max and min of the h the second pass computes.
+            float p = Math.max(SCALE_FLOOR, stats.max() / s);
+            float q = Math.max(SCALE_FLOOR, -(stats.min() / s));
+            if (backend instanceof CpuBackend cpu) {
+                EntropyNormalizationCpu.normalize(cpu, job, s, p, q);
+            } else {
+                EntropyNormalizationKernel.normalize((KernelBackend) backend, job, s, p, q);
+            }
+            return new Result(out, pivot.index(), stats.pivot(), s, p, q, count);
+        } catch (RuntimeException | Error e) {
+            out.close();
+            throw e;
+        }
+    }
+}

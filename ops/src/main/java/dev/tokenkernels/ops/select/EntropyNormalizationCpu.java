@@ -1,0 +1,109 @@
+package dev.tokenkernels.ops.select;
+
+import dev.tokenkernels.runtime.CpuBackend;
+import java.lang.foreign.MemorySegment;
+import java.nio.ByteOrder;
+import jdk.incubator.vector.ByteVector;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorMask;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShape;
+import jdk.incubator.vector.VectorSpecies;
+
+/**
+ * Vector API implementation of {@link EntropyNormalization}: chunks of tokens in parallel, each
+ * giving its sum of squares and extremes of {@code e - pivot} (and leaving {@code e - pivot} in the
+ * output), combined in float64 in chunk order; then one pass turning the output into {@code h_hat}. The tail of the vector is a masked vector too, so every
+ * {@code e} comes from the same vector {@code log} (the pivot's as well: equal entropies give
+ * exactly equal {@code e}).
+ */
+final class EntropyNormalizationCpu {
+    private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED.length() >= 8
+            ? FloatVector.SPECIES_PREFERRED : FloatVector.SPECIES_256;
+    private static final VectorSpecies<Byte> B = VectorSpecies.of(byte.class, VectorShape.forBitSize(F.length() * 8));
+    private static final int CHUNK = 1 << 16;
+    private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
+
+    private EntropyNormalizationCpu() {
+    }
+
+    static FloatVector logEntropy(FloatVector h) {
+        return h.max(EntropyNormalization.ENTROPY_FLOOR).lanewise(VectorOperators.LOG);
+    }
+
+    /** Lanes in range that the mask counts. */
+    static VectorMask<Float> counted(MemorySegment mask, int i, int n) {
+        VectorMask<Float> inRange = F.indexInRange(i, n);
+        if (mask == null) {
+            return inRange;
+        }
+        return ByteVector.fromMemorySegment(B, mask, i, NATIVE, B.indexInRange(i, n)).compare(VectorOperators.NE,
+                (byte) 0).cast(F).and(inRange);
+    }
+
+    static float pivot(EntropyNormalization.Job job) {
+        return logEntropy(FloatVector.broadcast(F, job.entropy().getFloat(job.pivotIndex()))).lane(0);
+    }
+
+    static EntropyNormalization.Stats stats(CpuBackend cpu, EntropyNormalization.Job job) {
+        int n = job.n();
+        MemorySegment h = job.entropy().segment();
+        MemorySegment mask = job.mask() == null ? null : job.mask().segment();
+        MemorySegment out = job.out().segment();
+        float pivot = pivot(job);
+        int chunks = (n + CHUNK - 1) / CHUNK;
+        double[] sums = new double[chunks];
+        float[] max = new float[chunks];
+        float[] min = new float[chunks];
+        cpu.parallelFor(chunks, 1, (from, to) -> {
+            for (int c = from; c < to; c++) {
+                FloatVector sum = FloatVector.zero(F);
+                FloatVector hi = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+                FloatVector lo = FloatVector.broadcast(F, Float.POSITIVE_INFINITY);
+                int end = Math.min(n, (c + 1) * CHUNK);
+                for (int i = c * CHUNK; i < end; i += F.length()) {
+                    VectorMask<Float> m = counted(mask, i, end);
+                    FloatVector d = logEntropy(FloatVector.fromMemorySegment(F, h, 4L * i, NATIVE, m)).sub(pivot);
+                    // kept for the second pass, so each token's log is taken once (0 outside the mask)
+                    FloatVector.zero(F).blend(d, m).intoMemorySegment(out, 4L * i, NATIVE, F.indexInRange(i, end));
+                    sum = sum.add(d.mul(d), m);
+                    hi = hi.max(d.blend(Float.NEGATIVE_INFINITY, m.not()));
+                    lo = lo.min(d.blend(Float.POSITIVE_INFINITY, m.not()));
+                }
+                sums[c] = sum.reduceLanes(VectorOperators.ADD);
+                max[c] = hi.reduceLanes(VectorOperators.MAX);
+                min[c] = lo.reduceLanes(VectorOperators.MIN);
+            }
+        });
+        double total = 0;
+        float hi = Float.NEGATIVE_INFINITY;
+        float lo = Float.POSITIVE_INFINITY;
+        for (int c = 0; c < chunks; c++) {
+            total += sums[c];
+            hi = Math.max(hi, max[c]);
+            lo = Math.min(lo, min[c]);
+        }
+        return new EntropyNormalization.Stats(total, hi, lo, pivot);
+    }
+
+    /** Turns the {@code e - pivot} that {@link #stats} left in the output into {@code h_hat}, in place. */
+    static void normalize(CpuBackend cpu, EntropyNormalization.Job job, float s, float p, float q) {
+        int n = job.n();
+        MemorySegment mask = job.mask() == null ? null : job.mask().segment();
+        MemorySegment out = job.out().segment();
+        float negativeScale = job.releasedSigns() ? -q : q;
+        int chunks = (n + CHUNK - 1) / CHUNK;
+        cpu.parallelFor(chunks, 1, (from, to) -> {
+            for (int c = from; c < to; c++) {
+                int end = Math.min(n, (c + 1) * CHUNK);
+                for (int i = c * CHUNK; i < end; i += F.length()) {
+                    VectorMask<Float> m = counted(mask, i, end);
+                    FloatVector ht = FloatVector.fromMemorySegment(F, out, 4L * i, NATIVE, m).div(s);
+                    VectorMask<Float> positive = ht.compare(VectorOperators.GT, 0f);
+                    FloatVector hHat = ht.div(negativeScale).blend(ht.div(p), positive);
+                    FloatVector.zero(F).blend(hHat, m).intoMemorySegment(out, 4L * i, NATIVE, F.indexInRange(i, end));
+                }
+            }
+        });
+    }
+}
