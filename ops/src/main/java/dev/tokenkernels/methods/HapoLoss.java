@@ -1,0 +1,143 @@
+package dev.tokenkernels.methods;
+
+import dev.tokenkernels.ops.loss.LogitStats;
+import dev.tokenkernels.ops.loss.PolicyLoss;
+import dev.tokenkernels.ops.select.EntropyNormalization;
+import dev.tokenkernels.ops.select.TokenGroupAdvantage;
+import dev.tokenkernels.ops.select.TokenTerms;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/**
+ * HAPO's policy loss (Liu et al., 2025, "From Uniform to Heterogeneous: Tailoring Policy
+ * Optimization to Every Token's Nature", arXiv:2509.16591): every token's clip range and advantage
+ * follow its entropy at rollout time.
+ * <ol>
+ * <li>{@link EntropyNormalization}: {@code h_hat in [-1, 1]} from the rollout entropies (log, the
+ *     0.8-quantile pivot, RMS scale, split max/min scaling) over the counted tokens.</li>
+ * <li>{@link TokenGroupAdvantage}: Token-Level Group Average advantages from the responses'
+ *     rewards (length-weighted group statistics, GRPO fallback when any {@code |A| >= 5}).</li>
+ * <li>{@link TokenTerms#adaptiveClipping}: Asymmetric Adaptive Clipping ({@code h_hat <= 0} widens
+ *     eps_low by {@code 1 - alpha h_hat}, {@code h_hat > 0} widens eps_high by
+ *     {@code 1 + alpha h_hat}) and Differential Advantage Redistribution ({@code A_ent = A (1 + beta
+ *     h_hat)}: high-entropy tokens use A inside the neutral zone {@code (1 - eps_low'/2, 1 +
+ *     eps_high'/2)} and A_ent outside it, low-entropy tokens the reverse).</li>
+ * <li>One {@link PolicyLoss} pass with those per-token ranges, the inside advantages as
+ *     {@code advantages}, the outside ones as zone advantages, the dual clip, token-mean
+ *     aggregation, and the gradient w.r.t. the logits.</li>
+ * </ol>
+ * The paper's defaults: eps 0.2 both sides, alpha = beta = 1, dual clip 10. Its fourth part,
+ * Adaptive Temperature Sampling, acts at rollout time: {@link #samplingTemperatures} gives
+ * {@code T0 (1 + tau h_hat)} per token for the sampler (T0 = 1, tau = 0.05).
+ *
+ * <p>The entropies are the rollout's (the sampling policy's, e.g. {@link LogitStats} on its
+ * logits); h_hat and the advantages are constants of the loss, as in the paper. A token counts
+ * when its target is not the ignore index ({@link LogitStats#DEFAULT_IGNORE_INDEX}).
+ */
+public final class HapoLoss {
+    private final float epsLow;
+    private final float epsHigh;
+    private final float alpha;
+    private final float beta;
+    private final float dualClip;
+    private final boolean releasedCodeSigns;
+    private final Backend backend;
+
+    /**
+     * @param epsLow the base lower clip range (HAPO: 0.2)
+     * @param epsHigh the base upper clip range (HAPO: 0.2)
+     * @param alpha how far entropy widens the clip range (HAPO: 1)
+     * @param beta how far entropy scales the advantage outside/inside the zone (HAPO: 1)
+     * @param dualClip the dual clip {@code c > 1} for negative advantages (HAPO: 10), 0 for none
+     * @param releasedCodeSigns reproduce the released code's h_hat signs (see {@link EntropyNormalization})
+     * @param backend where to run, or null for the default backend
+     */
+    public HapoLoss(float epsLow, float epsHigh, float alpha, float beta, float dualClip, boolean releasedCodeSigns,
+                    Backend backend) {
+        nonNegative("epsLow", epsLow);
+        nonNegative("epsHigh", epsHigh);
+        nonNegative("alpha", alpha);
+        nonNegative("beta", beta);
+        Checks.require(dualClip == 0f || (Float.isFinite(dualClip) && dualClip > 1f), "dualClip",
+                "0 (none) or a finite c > 1", dualClip);
+        this.epsLow = epsLow;
+        this.epsHigh = epsHigh;
+        this.alpha = alpha;
+        this.beta = beta;
+        this.dualClip = dualClip;
+        this.releasedCodeSigns = releasedCodeSigns;
+        this.backend = backend;
+    }
+
+    /** The paper's settings: eps 0.2 both sides, alpha = beta = 1, dual clip 10, its signs of h_hat. */
+    public static HapoLoss defaults() {
+        return new HapoLoss(0.2f, 0.2f, 1f, 1f, 10f, false, null);
+    }
+
+    /**
+     * The loss, its statistics and {@code gradScale} times its gradient w.r.t. {@code logits}.
+     *
+     * @param logits the policy's logits [N, V] (F32, F16 or BF16)
+     * @param targets the sampled tokens [N] (I32 or I64), the ignore index where a token does not count
+     * @param oldLogProb the sampling policy's log-probabilities of the targets, F32 [N]
+     * @param entropy the sampling policy's entropies at each token, F32 [N] (finite where counted)
+     * @param rewards one reward per response
+     * @param sequenceStarts the responses as offsets [B + 1] from 0 to N
+     * @param groupStarts the groups (responses to one prompt) as offsets [G + 1] from 0 to B
+     */
+    public PolicyLoss.Result compute(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor entropy, float[] rewards,
+                                     int[] sequenceStarts, int[] groupStarts, float gradScale) {
+        Checks.notNull("logits", logits);
+        Checks.rank("logits", logits, 2, "[N, V]");
+        try (Tensor mask = countedMask(targets, logits.dim(0));
+             EntropyNormalization.Result h = EntropyNormalization.compute(entropy, mask, normalization());
+             TokenGroupAdvantage.Result a = TokenGroupAdvantage.compute(rewards, sequenceStarts, groupStarts, mask);
+             TokenTerms.Clipping c = TokenTerms.adaptiveClipping(h.normalized(), a.tokenAdvantages(), epsLow, epsHigh,
+                     alpha, beta, TokenTerms.Options.defaults().on(backend))) {
+            PolicyLoss.Options options = PolicyLoss.Options.defaults().withClipPerToken(c.epsLow(), c.epsHigh())
+                    .withZoneAdvantages(c.advantageOutside()).withDualClip(dualClip)
+                    .withAggregation(PolicyLoss.Aggregation.TOKEN_MEAN).on(backend);
+            return PolicyLoss.computeWithGradient(logits, targets, oldLogProb, c.advantageInside(), null,
+                    sequenceStarts, options, gradScale);
+        }
+    }
+
+    /**
+     * Adaptive Temperature Sampling: {@code t0 (1 + tau clamp(h_hat, -1, 1))} per token (F32 [N]),
+     * h_hat from {@code entropy} over the counted tokens of {@code targets} (HAPO: t0 = 1, tau = 0.05).
+     */
+    public Tensor samplingTemperatures(Tensor entropy, Tensor targets, float t0, float tau) {
+        Checks.notNull("entropy", entropy);
+        Checks.rank("entropy", entropy, 1, "[N]");
+        try (Tensor mask = countedMask(targets, entropy.dim(0));
+             EntropyNormalization.Result h = EntropyNormalization.compute(entropy, mask, normalization())) {
+            return TokenTerms.adaptiveTemperature(h.normalized(), t0, tau, TokenTerms.Options.defaults().on(backend));
+        }
+    }
+
+    private EntropyNormalization.Options normalization() {
+        return EntropyNormalization.Options.defaults().withReleasedCodeSigns(releasedCodeSigns).on(backend);
+    }
+
+    /** 1 where the target is not the ignore index, as a U8 [N] mask. */
+    private static Tensor countedMask(Tensor targets, long n) {
+        Checks.notNull("targets", targets);
+        Checks.rank("targets", targets, 1, "[N]");
+        Checks.dtype("targets", targets, DType.I32, DType.I64);
+        Checks.dim("targets", targets, 0, n, "N, the rows of logits");
+        Tensor mask = Tensor.allocate(DType.U8, n);
+        MemorySegment m = mask.segment();
+        for (long t = 0; t < n; t++) {
+            m.set(ValueLayout.JAVA_BYTE, t, (byte) (targets.getLong(t) != LogitStats.DEFAULT_IGNORE_INDEX ? 1 : 0));
+        }
+        return mask;
+    }
+
+    private static void nonNegative(String name, float value) {
+        Checks.require(Float.isFinite(value) && value >= 0f, name, "a finite value >= 0", value);
+    }
+}
