@@ -31,20 +31,22 @@ public final class Report {
     }
 
     /**
-     * What to measure: the logits shapes ({@code rows, vocab}), the token-feature shape of the
-     * relation graph loss ({@code B, L, d_s, d_t}), how often, and how big a probe.
+     * What to measure: the logits shapes ({@code rows, vocab}), the policy-loss shapes (RL batches:
+     * more tokens, larger vocabularies), the token-feature shape of the relation graph loss
+     * ({@code B, L, d_s, d_t}), how often, and how big a probe.
      */
-    public record Config(List<int[]> shapes, int[] relationGraphShape, List<DType> dtypes, int repeats,
-                         long probeBytes, boolean scalar) {
+    public record Config(List<int[]> shapes, List<int[]> policyShapes, int[] relationGraphShape, List<DType> dtypes,
+                         int repeats, long probeBytes, boolean scalar) {
         public static Config full() {
-            return new Config(List.of(new int[] {4096, 32000}, new int[] {1024, 128256}), new int[] {8, 512, 768, 1024},
+            return new Config(List.of(new int[] {4096, 32000}, new int[] {1024, 128256}),
+                    List.of(new int[] {8192, 32000}, new int[] {2048, 151936}), new int[] {8, 512, 768, 1024},
                     List.of(DType.F32, DType.BF16), 7, 1L << 30, true);
         }
 
         /** Small shapes, for a smoke test of the whole pipeline in seconds. */
         public static Config quick() {
-            return new Config(List.of(new int[] {64, 4000}), new int[] {2, 128, 256, 384}, List.of(DType.F32, DType.BF16),
-                    3, 64L << 20, true);
+            return new Config(List.of(new int[] {64, 4000}), List.of(new int[] {64, 4000}), new int[] {2, 128, 256, 384},
+                    List.of(DType.F32, DType.BF16), 3, 64L << 20, true);
         }
     }
 
@@ -130,8 +132,10 @@ public final class Report {
         for (DType dtype : config.dtypes()) {
             list.add(() -> new TargetLogProbWorkload(first[0], first[1], dtype));
         }
-        for (DType dtype : config.dtypes()) {
-            list.add(() -> new PolicyLossWorkload(first[0], first[1], dtype));
+        for (int[] shape : config.policyShapes()) {
+            for (DType dtype : config.dtypes()) {
+                list.add(() -> new PolicyLossWorkload(shape[0], shape[1], dtype));
+            }
         }
         for (DType dtype : config.dtypes()) {
             list.add(() -> new ContrastiveTargetProbWorkload(first[0], first[1], dtype));

@@ -20,8 +20,8 @@ class ReportTest {
 
     @Test
     void writesCsvMarkdownAndChart(@TempDir Path dir) throws Exception {
-        var config = new Report.Config(List.of(new int[] {8, 100}), new int[] {2, 6, 5, 3}, List.of(DType.F32, DType.BF16),
-                1, 1 << 20, true);
+        var config = new Report.Config(List.of(new int[] {8, 100}), List.of(new int[] {8, 100}), new int[] {2, 6, 5, 3},
+                List.of(DType.F32, DType.BF16), 1, 1 << 20, true);
         ByteArrayOutputStream printed = new ByteArrayOutputStream();
         List<Report.Row> rows = new Report(config, new PrintStream(printed, true, StandardCharsets.UTF_8)).run(dir);
 
