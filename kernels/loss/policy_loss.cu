@@ -12,7 +12,8 @@
 namespace {
 
 constexpr double kLogRatioClamp = 20.0;  // PolicyLoss.LOG_RATIO_CLAMP
-constexpr double kLpRegClamp = 10.0;     // PolicyLoss.LP_REG_CLAMP
+constexpr double kLpRegKlCap = 10.0;     // PolicyLoss.LP_REG_KL_CAP
+constexpr double kLpRegLogRatioLimit = 20.0;  // PolicyLoss.LP_REG_LOG_RATIO_LIMIT: k3 > cap there
 
 struct Token {
     double loss, slope, ratio;
@@ -60,12 +61,15 @@ __device__ Token policy_token(float logp, const TokenArgs& k, float dual_clip, f
     }
     loss *= k.weight;
     slope *= k.weight;
-    if (k.regularized) {
-        double e = static_cast<double>(k.lp_proxy) - logp;
-        bool active = fabs(e) > kLpRegClamp;
-        e = fmax(-kLpRegClamp, fmin(kLpRegClamp, e));
-        loss += lp_beta * (exp(e) - e - 1.0);
-        if (!active) slope += lp_beta * (1.0 - exp(e));
+    if (k.regularized) {  // Lp-Reg's k3, capped at 10 (slope 0 there); e clamped so logp = -inf gives no inf - inf
+        double e = fmax(-kLpRegLogRatioLimit, fmin(kLpRegLogRatioLimit, static_cast<double>(k.lp_proxy) - logp));
+        double k3 = exp(e) - e - 1.0;
+        if (k3 > kLpRegKlCap) {
+            loss += static_cast<double>(lp_beta) * kLpRegKlCap;
+        } else {
+            loss += lp_beta * k3;
+            slope += lp_beta * (1.0 - exp(e));
+        }
     }
     if (beta != 0.0f) {
         double d = static_cast<double>(k.reference) - logp;

@@ -125,5 +125,7 @@ class LpRegLossTest {
         expect(() -> new LpRegLoss(0f, 0.02f, 1f, 0.2f, 0.28f, 1f, null), "rho");
         expect(() -> new LpRegLoss(0.01f, 0f, 1f, 0.2f, 0.28f, 1f, null), "kappa");
         expect(() -> new LpRegLoss(0.01f, 0.02f, -1f, 0.2f, 0.28f, 1f, null), "beta");
+        expect(() -> new LpRegLoss(0.01f, 0.02f, 1f, -0.2f, 0.28f, 1f, null), "epsLow");
+        expect(() -> new LpRegLoss(0.01f, 0.02f, 1f, 0.2f, Float.NaN, 1f, null), "epsHigh");
     }
 }

@@ -21,8 +21,8 @@ import net.jqwik.api.constraints.IntRange;
  * PolicyLoss on random batches, every backend, against the float64 {@link PolicyLossReference},
  * with token weights, HAPO's zone advantages, Lp-Reg and per-token clip ranges switched on at
  * random. Ratios are drawn away from every branch point (clip bounds, zone bounds, cap, dual clip)
- * and Lp-Reg's log-ratios away from their clamp by more than fp32 rounding can move them, so each
- * token's branch is the reference's.
+ * and Lp-Reg's log-ratios away from where its k3 reaches the cap of 10, by more than fp32
+ * rounding can move them, so each token's branch is the reference's. Logits are F32, F16 or BF16.
  */
 class PolicyLossProperties {
 
@@ -80,9 +80,12 @@ class PolicyLossProperties {
             }
             if (lpReg) {
                 regularized[t] = random.nextInt(3) == 0;
-                double e = random.nextBoolean() ? random.nextDouble(0.05, 9.5) : random.nextDouble(10.5, 14);
+                // e = lp - logp away from where k3(e) reaches Lp-Reg's cap of 10 (e = 2.611 and -10.99998)
+                boolean below = random.nextInt(4) == 0;
+                double e = below ? -(random.nextBoolean() ? random.nextDouble(0.05, 10.8) : random.nextDouble(11.2, 14))
+                        : random.nextBoolean() ? random.nextDouble(0.05, 2.55) : random.nextDouble(2.7, 14);
                 // unregularized tokens' proxy is not read: -inf there must not matter
-                proxy[t] = regularized[t] ? (float) (logp + (random.nextInt(4) == 0 ? -e : e))
+                proxy[t] = regularized[t] ? (float) (logp + e)
                         : random.nextBoolean() ? Float.NEGATIVE_INFINITY : (float) logp;
             }
         }
@@ -291,6 +294,6 @@ class PolicyLossProperties {
 
     @Provide
     Arbitrary<DType> dtypes() {
-        return Arbitraries.of(DType.F32, DType.BF16);
+        return Arbitraries.of(DType.F32, DType.F16, DType.BF16);
     }
 }

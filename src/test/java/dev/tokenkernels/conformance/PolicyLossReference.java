@@ -78,11 +78,11 @@ final class PolicyLossReference {
         double w = k.weight() == null ? 1 : k.weight()[t];
         double loss = w * policy;
         double slope = w * dPolicy;
-        if (regularized) {
+        if (regularized) { // Lp-Reg: the k3 value clamped to [-10, 10]; constant (slope 0) where it is capped
             double e = k.proxy()[t] - logp;
-            double ec = Math.min(10, Math.max(-10, e));
-            loss += k.lpBeta() * (Math.exp(ec) - ec - 1);
-            slope += Math.abs(e) > 10 ? 0 : k.lpBeta() * (1 - Math.exp(e));
+            double kl = Math.exp(e) - e - 1;
+            loss += k.lpBeta() * Math.min(kl, 10);
+            slope += kl > 10 ? 0 : k.lpBeta() * (1 - Math.exp(e));
         }
         if (s.beta() != 0) {
             double d = k.ref()[t] - logp;

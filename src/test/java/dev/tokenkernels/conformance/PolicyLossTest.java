@@ -170,31 +170,75 @@ class PolicyLossTest {
     }
 
     /**
-     * Lp-Reg, beta 2, seq-mean-token-sum over one sequence (weight 1 each). Token 0: r = 1.5,
-     * A = 1, regularized with lp = logp + 0.5: no clip, loss -1.5 + 2 k3(0.5), slope -1.5 + 2 (1 - e^0.5).
-     * Token 1: r = 0.5, A = -1, regularized with lp = logp + 12 (clamped to 10): loss 0.5 + 2 k3(10),
-     * slope 0.5. Token 2: not regularized, proxy -inf (not read): r = 1.5 clips at 1.2, loss -1.2.
+     * Lp-Reg, beta 2, seq-mean-token-sum over one sequence (weight 1 each); k3(e) = e^e - e - 1 of
+     * e = lp - logp, capped at 10 with slope 0 there. Token 0: r = 1.5, A = 1, e = 0.5: no clip,
+     * loss -1.5 + 2 k3(0.5), slope -1.5 + 2 (1 - e^0.5). Token 1: r = 0.5, A = -1, e = 3
+     * (k3 = 16.1, capped): loss 0.5 + 20, slope 0.5. Token 2: not regularized, proxy -inf (not
+     * read): r = 1.5 clips at 1.2, loss -1.2. Token 3: r = 0.9, A = -1, e = -2 (k3 = 1.14): loss
+     * 0.9 + 2 k3(-2), slope 0.9 + 2 (1 - e^-2). Token 4: r = 1, A = 1, e = -12 (k3 = 11, capped):
+     * loss -1 + 20, slope -1. Each token's loss is asserted alone, then the sum.
      */
     @Test
-    void lpRegTokensAreUnclippedWithAClampedKl() {
-        double k3Half = Math.exp(0.5) - 0.5 - 1;
-        double k3Ten = Math.exp(10) - 10 - 1;
+    void lpRegTokensAreUnclippedWithACappedKl() {
+        double[] ratio = {1.5, 0.5, 1.5, 0.9, 1};
+        float[] adv = {1f, -1f, 1f, -1f, 1f};
+        float[] e = {0.5f, 3f, Float.NaN, -2f, -12f};
+        double[] loss = {-1.5 + 2 * k3(0.5), 0.5 + 20, -1.2, 0.9 + 2 * k3(-2), -1 + 20};
+        double[] slope = {-1.5 + 2 * (1 - Math.exp(0.5)), 0.5, 0, 0.9 + 2 * (1 - Math.exp(-2)), -1};
         float logp = (float) Math.log(P1);
+        float[] lp = new float[5];
+        int[] flags = new int[5];
+        for (int t = 0; t < 5; t++) {
+            flags[t] = Float.isNaN(e[t]) ? 0 : 1;
+            lp[t] = flags[t] == 1 ? logp + e[t] : Float.NEGATIVE_INFINITY;
+        }
+        Options lpReg = Options.defaults().withAggregation(Aggregation.SEQ_MEAN_TOKEN_SUM);
         for (Backend backend : ConformanceBackends.all()) {
-            try (Tensor z = twoClassRows(3); Tensor y = classOne(3); Tensor o = oldForRatios(1.5, 0.5, 1.5);
-                 Tensor a = Tensor.of(new float[] {1f, -1f, 1f}, 3);
-                 Tensor lp = Tensor.of(new float[] {logp + 0.5f, logp + 12f, Float.NEGATIVE_INFINITY}, 3);
-                 Tensor mask = u8(1, 1, 0);
-                 PolicyLoss.Result r = PolicyLoss.computeWithGradient(z, y, o, a, null, new int[] {0, 3},
-                         Options.defaults().withLpReg(lp, mask, 2f).withAggregation(Aggregation.SEQ_MEAN_TOKEN_SUM)
-                                 .on(backend), 1f)) {
-                double expected = (-1.5 + 2 * k3Half) + (0.5 + 2 * k3Ten) - 1.2;
-                assertEquals(expected, r.loss(), 1e-5 * expected, backend + " loss");
-                assertRowGradient(backend + " regularized", -1.5 + 2 * (1 - Math.exp(0.5)), r, 0);
-                assertRowGradient(backend + " regularized, clamped", 0.5, r, 1);
-                assertRowGradient(backend + " clipped", 0, r, 2);
-                assertEquals(1.0 / 3, r.clipFractionHigh(), 1e-12, backend + " only the plain token clips");
+            for (int t = 0; t < 5; t++) {
+                try (Tensor z = twoClassRows(1); Tensor y = classOne(1); Tensor o = oldForRatios(ratio[t]);
+                     Tensor a = Tensor.of(new float[] {adv[t]}, 1); Tensor proxy = Tensor.of(new float[] {lp[t]}, 1);
+                     Tensor mask = u8(flags[t]);
+                     PolicyLoss.Result r = PolicyLoss.computeWithGradient(z, y, o, a, null, new int[] {0, 1},
+                             lpReg.withLpReg(proxy, mask, 2f).on(backend), 1f)) {
+                    assertEquals(loss[t], r.loss(), 2e-6 * (1 + Math.abs(loss[t])), backend + " token " + t + " loss");
+                    assertRowGradient(backend + " token " + t, slope[t], r, 0);
+                }
+            }
+            try (Tensor z = twoClassRows(5); Tensor y = classOne(5); Tensor o = oldForRatios(ratio);
+                 Tensor a = Tensor.of(adv, 5); Tensor proxy = Tensor.of(lp, 5); Tensor mask = u8(flags);
+                 PolicyLoss.Result r = PolicyLoss.computeWithGradient(z, y, o, a, null, new int[] {0, 5},
+                         lpReg.withLpReg(proxy, mask, 2f).on(backend), 1f)) {
+                assertEquals(java.util.Arrays.stream(loss).sum(), r.loss(), 2e-5, backend + " loss");
+                for (int t = 0; t < 5; t++) {
+                    assertRowGradient(backend + " token " + t + " in the batch", slope[t], r, t);
+                }
+                assertEquals(1.0 / 5, r.clipFractionHigh(), 1e-12, backend + " only the plain token clips");
                 assertEquals(0.0, r.clipFractionLow(), 1e-12, backend + " regularized tokens are not clipped");
+            }
+        }
+    }
+
+    private static double k3(double e) {
+        return Math.exp(e) - e - 1;
+    }
+
+    /**
+     * A regularized token whose target logit is -inf (logp = -inf, e = +inf) takes the capped KL
+     * 10 beta with slope 0, and the ratio's clamp: loss -A e^-20 + 10 beta, gradient 0, not NaN.
+     */
+    @Test
+    void lpRegTokenWithMinusInfinityLogProbTakesTheCap() {
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor z = Tensor.of(new float[] {Float.NEGATIVE_INFINITY, 0f}, 1, 2);
+                 Tensor y = Tensor.ofInts(new int[] {0}, 1); Tensor o = Tensor.of(new float[] {-3f}, 1);
+                 Tensor a = Tensor.of(new float[] {-1f}, 1); Tensor proxy = Tensor.of(new float[] {-5f}, 1);
+                 Tensor mask = u8(1);
+                 PolicyLoss.Result r = PolicyLoss.computeWithGradient(z, y, o, a, null, new int[] {0, 1},
+                         Options.defaults().withLpReg(proxy, mask, 0.5f).on(backend), 1f)) {
+                assertEquals(Float.NEGATIVE_INFINITY, r.logProb().getFloat(0), backend + " logp");
+                assertEquals(Math.exp(-20) + 5, r.loss(), 1e-6, backend + " loss");
+                assertEquals(0.0, r.gradient().getFloat(0), 0.0, backend + " gradient, target");
+                assertEquals(0.0, r.gradient().getFloat(1), 0.0, backend + " gradient, other class");
             }
         }
     }
@@ -277,6 +321,30 @@ class PolicyLossTest {
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withZoneAdvantages(nan)), "zoneAdvantages[1]");
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withControlTokenWeight(-1f)),
                     "controlTokenWeight");
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTemperature(0f)), "temperature");
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTemperature(Float.NaN)), "temperature");
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTemperature(-1f)), "temperature");
+            try (Tensor intLogits = Tensor.ofInts(new int[6], 2, 3);
+                 Tensor byteLogits = Tensor.allocate(dev.tokenkernels.runtime.DType.U8, 2, 3);
+                 Tensor noColumns = Tensor.allocate(dev.tokenkernels.runtime.DType.F32, 2, 0);
+                 Tensor ignored = Tensor.ofInts(new int[] {-100, -100}, 2)) {
+                expect(() -> PolicyLoss.compute(intLogits, y, o, a, null, starts, d), "logits");
+                expect(() -> PolicyLoss.compute(byteLogits, y, o, a, null, starts, d), "logits");
+                expect(() -> PolicyLoss.compute(noColumns, ignored, o, a, null, starts, d), "logits");
+                expect(() -> PolicyLoss.computeWithGradient(noColumns, ignored, o, a, null, starts, d, 1f), "logits");
+            }
+            try (Tensor small = Tensor.allocate(dev.tokenkernels.runtime.DType.F32, 2, 2);
+                 Tensor wide = Tensor.allocate(dev.tokenkernels.runtime.DType.F32, 2, 4);
+                 Tensor tall = Tensor.allocate(dev.tokenkernels.runtime.DType.F32, 3, 4);
+                 Tensor flat = Tensor.allocate(dev.tokenkernels.runtime.DType.F32, 6);
+                 Tensor half = Tensor.allocate(dev.tokenkernels.runtime.DType.BF16, 2, 3)) {
+                for (Tensor g : new Tensor[] {small, wide, tall, flat, half}) {
+                    for (Backend backend : ConformanceBackends.all()) {
+                        expect(() -> PolicyLoss.computeWithGradient(z, y, o, a, null, starts, d.on(backend), 1f, g),
+                                "gradient");
+                    }
+                }
+            }
             try (Tensor flags = u8(1, 0); Tensor two = u8(2, 0); Tensor halfMask = Tensor.ofFloats(new float[] {1f, 0f},
                     dev.tokenkernels.runtime.DType.BF16, 2);
                  Tensor minusInf = Tensor.of(new float[] {Float.NEGATIVE_INFINITY, 0f}, 2);

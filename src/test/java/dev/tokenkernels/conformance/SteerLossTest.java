@@ -18,12 +18,18 @@ class SteerLossTest {
     private static final int VOCAB = 60;
     private static final int[] Y = {0, 59, -100, 7, 7, 30, 1, 44, 2};
 
-    /** Omega per counted token in float64, then the map to [lo, hi]. */
+    /**
+     * STEER's weights written from the paper (Hao et al., 2025): Omega = |A / pi_old * f| with
+     * f = x (1 - x)(log x + H), x = pi_theta(y) clamped to [1e-8, 1 - 1e-8] and pi_old floored at
+     * 1e-8; linear: w = w_max - (Omega - Omega_min) (w_max - w_min) / (Omega_max - Omega_min), so
+     * the largest Omega gets w_min; exponential: w = exp(-k Omega), k = -ln w_min / max(Omega_max,
+     * 0.02), clamped to [w_min, 1].
+     */
     private static float[] expectedWeights(double[][] z, float[] old, float[] a, SteerLoss.Mapping mapping,
-                                           double lo, double hi) {
+                                           double wMin, double wMax) {
         double[] omega = new double[ROWS];
-        double min = Double.POSITIVE_INFINITY;
-        double max = Double.NEGATIVE_INFINITY;
+        double omegaMin = Double.MAX_VALUE;
+        double omegaMax = -Double.MAX_VALUE;
         for (int t = 0; t < ROWS; t++) {
             if (Y[t] < 0) {
                 continue;
@@ -33,16 +39,23 @@ class SteerLossTest {
             for (double l : logSoftmax) {
                 entropy -= Math.exp(l) * l;
             }
-            double x = Math.min(1 - 1e-8, Math.max(1e-8, Math.exp(logSoftmax[Y[t]])));
-            omega[t] = Math.abs(a[t] / Math.exp(old[t]) * x * (1 - x) * (Math.log(x) + entropy));
-            min = Math.min(min, omega[t]);
-            max = Math.max(max, omega[t]);
+            double p = Math.exp(logSoftmax[Y[t]]);
+            double x = p < 1e-8 ? 1e-8 : p > 1 - 1e-8 ? 1 - 1e-8 : p;
+            double piOld = Math.exp(old[t]) < 1e-8 ? 1e-8 : Math.exp(old[t]);
+            omega[t] = Math.abs(a[t] * x * (1 - x) * (Math.log(x) + entropy) / piOld);
+            omegaMin = Math.min(omegaMin, omega[t]);
+            omegaMax = Math.max(omegaMax, omega[t]);
         }
         float[] w = new float[ROWS];
         for (int t = 0; t < ROWS; t++) {
-            if (Y[t] >= 0) {
-                double u = max > min ? (omega[t] - min) / (max - min) : 0.5;
-                w[t] = (float) (mapping == SteerLoss.Mapping.LINEAR ? lo + (hi - lo) * u : lo * Math.pow(hi / lo, u));
+            if (Y[t] < 0) {
+                continue;
+            }
+            if (mapping == SteerLoss.Mapping.LINEAR) {
+                w[t] = (float) (wMax - (omega[t] - omegaMin) * (wMax - wMin) / (omegaMax - omegaMin));
+            } else {
+                double k = -Math.log(wMin) / Math.max(omegaMax, 0.02);
+                w[t] = (float) Math.max(wMin, Math.min(1, Math.exp(-k * omega[t])));
             }
         }
         return w;
@@ -89,17 +102,56 @@ class SteerLossTest {
         }
     }
 
-    /** Equal Omega everywhere (all advantages 0): the midpoint, arithmetic or geometric. */
+    /**
+     * Two tokens of the same row with A = 1 and A = 3: the second's Omega is three times the
+     * first's, so the linear map gives it w_min and the first w_max; exponential: the largest
+     * Omega gets w_min and the other w_min^(1/3) (k Omega_max = -ln w_min).
+     */
     @Test
-    void equalOmegaGivesTheMidpoint() {
+    void theTokenThatMovesEntropyMostGetsTheSmallestWeight() {
+        try (Tensor logits = Tensor.of(new float[] {0f, 1f, 2f, 0f, 1f, 2f}, 2, 3);
+             Tensor targets = Tensor.ofInts(new int[] {1, 1}, 2); Tensor o = Tensor.of(new float[] {-1f, -1f}, 2);
+             Tensor a = Tensor.of(new float[] {1f, 3f}, 2);
+             Tensor linear = SteerLoss.defaults().weights(logits, targets, o, a);
+             Tensor exponential = new SteerLoss(0.2f, 3f, 0.5f, 1.2f, SteerLoss.Mapping.EXPONENTIAL, 1f, null)
+                     .weights(logits, targets, o, a)) {
+            assertEquals(1.2f, linear.getFloat(0), 1e-6f, "least Omega: w_max");
+            assertEquals(0.8f, linear.getFloat(1), 1e-6f, "largest Omega: w_min");
+            assertEquals(Math.pow(0.5, 1.0 / 3), exponential.getFloat(0), 1e-6);
+            assertEquals(0.5, exponential.getFloat(1), 1e-6);
+        }
+    }
+
+    /** Equal Omega everywhere (all advantages 0): the linear map's w_max, the exponential map's 1. */
+    @Test
+    void equalOmegaGivesTheTopWeight() {
         try (Tensor logits = Tensor.of(new float[] {0f, 1f, 2f, 1f}, 2, 2); Tensor targets = Tensor.ofInts(new int[] {0, 1}, 2);
              Tensor o = Tensor.of(new float[] {-1f, -1f}, 2); Tensor a = Tensor.of(new float[2], 2);
              Tensor linear = SteerLoss.defaults().weights(logits, targets, o, a);
              Tensor exponential = new SteerLoss(0.2f, 3f, 0.8f, 1.2f, SteerLoss.Mapping.EXPONENTIAL, 1f, null)
                      .weights(logits, targets, o, a)) {
-            assertEquals(1.0f, linear.getFloat(0), 1e-7);
-            assertEquals(1.0f, linear.getFloat(1), 1e-7);
-            assertEquals(Math.sqrt(0.8 * 1.2), exponential.getFloat(1), 1e-6);
+            assertEquals(1.2f, linear.getFloat(0), 1e-7);
+            assertEquals(1.2f, linear.getFloat(1), 1e-7);
+            assertEquals(1f, exponential.getFloat(0), 1e-7);
+            assertEquals(1f, exponential.getFloat(1), 1e-7);
+        }
+    }
+
+    /**
+     * pi_old below 1e-8 is floored (old logp -40 and -30 give the same Omega, so both get w_max
+     * against a third token with a larger Omega), and a NaN logits row gets Omega 0, not an error.
+     */
+    @Test
+    void tinyOldProbabilitiesAreFlooredAndNanOmegaIsZero() {
+        float nan = Float.NaN;
+        try (Tensor logits = Tensor.of(new float[] {0f, 1f, 0f, 1f, 0f, 1f, nan, 0f}, 4, 2);
+             Tensor targets = Tensor.ofInts(new int[] {0, 0, 0, 0}, 4);
+             Tensor o = Tensor.of(new float[] {-40f, -30f, -1f, -1f}, 4);
+             Tensor a = Tensor.of(new float[] {1f, 1f, 1e9f, 1f}, 4);
+             Tensor w = SteerLoss.defaults().weights(logits, targets, o, a)) {
+            assertEquals(w.getFloat(0), w.getFloat(1), "both old probabilities floored at 1e-8");
+            assertEquals(0.8f, w.getFloat(2), 1e-6f, "the largest Omega");
+            assertEquals(1.2f, w.getFloat(3), 1e-6f, "NaN Omega is 0, the smallest");
         }
     }
 
@@ -108,6 +160,9 @@ class SteerLossTest {
         expect(() -> new SteerLoss(0.2f, 3f, 1.3f, 1.2f, SteerLoss.Mapping.LINEAR, 1f, null), "maxWeight");
         expect(() -> new SteerLoss(0.2f, 3f, 0f, 1.2f, SteerLoss.Mapping.EXPONENTIAL, 1f, null), "minWeight");
         expect(() -> new SteerLoss(0.2f, 3f, 0.8f, 1.2f, null, 1f, null), "mapping");
+        expect(() -> new SteerLoss(0.2f, 0.5f, 0.8f, 1.2f, SteerLoss.Mapping.LINEAR, 1f, null), "dualClip");
+        expect(() -> new SteerLoss(0.2f, Float.NaN, 0.8f, 1.2f, SteerLoss.Mapping.LINEAR, 1f, null), "dualClip");
+        expect(() -> new SteerLoss(0.2f, 3f, 1.1f, 1.2f, SteerLoss.Mapping.EXPONENTIAL, 1f, null), "minWeight");
         try (Tensor logits = Tensor.of(new float[4], 2, 2); Tensor targets = Tensor.ofInts(new int[] {0, 1}, 2);
              Tensor o = Tensor.of(new float[2], 2); Tensor a = Tensor.of(new float[3], 3)) {
             expect(() -> SteerLoss.defaults().compute(logits, targets, o, a, new int[] {0, 2}, 1f), "advantages");

@@ -14,7 +14,9 @@ import dev.tokenkernels.runtime.Tensor;
  * with {@code l} the clipped surrogate per token and {@code alpha} the control token's weight
  * (Thinkless: {@code 1/1000}). One {@link PolicyLoss} call with
  * {@link PolicyLoss.Aggregation#DEGRPO}; the sequence offsets must start each sequence at its
- * control token (the first counted token of the response).
+ * control token: the control token is the first position of each sequence, as Thinkless' mask of
+ * the first response token, so a sequence whose first token is ignored has no control token (its
+ * later counted tokens stay in the second part).
  *
  * <p>Defaults: {@code alpha = 0.001} as in Thinkless; the rest is plain GRPO: a symmetric clip
  * {@code eps = 0.2}, no reference KL, temperature 1.

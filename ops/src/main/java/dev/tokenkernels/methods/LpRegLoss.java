@@ -21,8 +21,9 @@ import java.util.Arrays;
  *   <li>among counted tokens with {@code A < 0}, the {@code k = floor(rho * N_neg)} with the
  *       lowest {@code logp} under the current policy (only if {@code k > 1}), and of those the
  *       ones with {@code logp < lp_proxy} (so the proxy keeps the token), are regularized;</li>
- *   <li>a regularized token's loss is {@code -A r + beta k3(clamp(lp_proxy - logp, -10, 10))}
- *       with the unclipped ratio; every other token has the clipped surrogate
+ *   <li>a regularized token's loss is {@code -A r + beta min(k3(lp_proxy - logp), 10)} with the
+ *       unclipped ratio, {@code k3(e) = exp(e) - e - 1} (the KL value is capped at 10, with no
+ *       gradient where it is); every other token has the clipped surrogate
  *       ({@link PolicyLoss.Options#withLpReg}).</li>
  * </ul>
  * Three passes: {@link TargetLogProb} (current {@code logp}), {@link ProxyDistribution} on the old
@@ -57,6 +58,8 @@ public final class LpRegLoss {
         Checks.require(rho > 0f && rho <= 1f, "rho", "a fraction in (0, 1]", rho);
         Checks.require(kappa > 0f && kappa <= 1f, "kappa", "a value in (0, 1]", kappa);
         Checks.require(Float.isFinite(beta) && beta >= 0f, "beta", "a finite value >= 0", beta);
+        Checks.require(Float.isFinite(epsLow) && epsLow >= 0f, "epsLow", "a finite value >= 0", epsLow);
+        Checks.require(Float.isFinite(epsHigh) && epsHigh >= 0f, "epsHigh", "a finite value >= 0", epsHigh);
         Checks.positiveFinite("temperature", temperature);
         this.rho = rho;
         this.kappa = kappa;

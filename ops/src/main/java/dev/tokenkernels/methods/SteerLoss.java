@@ -8,19 +8,24 @@ import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
 
 /**
- * STEER's token-reweighted policy loss (Wang et al., 2025, "STEER"): each token's dual-clip PPO
- * loss is weighted by how strongly its update moves the policy's entropy,
+ * STEER's token-reweighted policy loss (Hao et al., 2025, arXiv:2510.10150): each token's
+ * dual-clip PPO loss is weighted down the more its update moves the policy's entropy,
  * <pre>
  *   x_t     = clamp(pi_theta(y_t), 1e-8, 1 - 1e-8)
  *   f_t     = x_t (1 - x_t) (log x_t + H_t)                 H_t the policy's entropy at token t
- *   Omega_t = | A_t / pi_old(y_t) * f_t |
- *   w_t     = w_min + (w_max - w_min) u_t,   u_t = (Omega_t - min Omega) / (max Omega - min Omega)   (LINEAR)
- *   w_t     = w_min (w_max / w_min)^u_t                                                       (EXPONENTIAL)
+ *   Omega_t = | A_t / max(pi_old(y_t), 1e-8) * f_t |,   0 where that is not finite
+ *   w_t     = w_max - (Omega_t - Omega_min) s,   s = (w_max - w_min) / (Omega_max - Omega_min)   (LINEAR)
+ *   w_t     = clamp(exp(-k Omega_t), w_min, 1),   k = -ln(w_min) / max(Omega_max, 0.02)        (EXPONENTIAL)
  * </pre>
- * min and max over the batch's counted tokens; when every Omega is equal {@code u = 1/2} (the
- * midpoint of the linear map, the geometric midpoint of the exponential one). The weights go to
- * {@link PolicyLoss.Options#withTokenWeights}, which scales the clipped and dual-clipped policy
- * term (not a KL term).
+ * Omega_min and Omega_max over the batch's counted tokens. The linear map runs downward: the token
+ * that moves entropy most gets {@code w_min}, the least {@code w_max}; when every Omega is equal
+ * (no range), every token is at Omega_min and gets {@code w_max} (s is taken as 0). The
+ * exponential map starts at 1 for Omega = 0 and reaches {@code w_min} at Omega_max (or at 0.02
+ * when Omega_max is smaller); it does not use {@code w_max}. As in the paper's reference, the old
+ * probability is floored at 1e-8 and a non-finite Omega (NaN logits, a NaN advantage) becomes 0
+ * rather than an error; {@link PolicyLoss} then refuses non-finite old log-probabilities and
+ * advantages and gives NaN on NaN rows. The weights go to {@link PolicyLoss.Options#withTokenWeights},
+ * which scales the clipped and dual-clipped policy term (not a KL term).
  *
  * <p>Two passes over the logits: {@link LogitStats} gives {@code pi_theta(y)} and {@code H} of the
  * current policy, the weights are computed on the host over N floats, then {@link PolicyLoss}
@@ -30,10 +35,12 @@ import dev.tokenkernels.runtime.Tensor;
  */
 public final class SteerLoss {
 
-    /** How Omega's position in the batch becomes a weight in {@code [w_min, w_max]}. */
+    /** How Omega becomes a weight: linear in {@code [w_min, w_max]}, or exponential in {@code [w_min, 1]}. */
     public enum Mapping { LINEAR, EXPONENTIAL }
 
     static final double PROBABILITY_FLOOR = 1e-8;
+    /** The exponential map's floor of Omega_max in its rate {@code k}. */
+    static final double EXPONENTIAL_OMEGA_FLOOR = 0.02;
 
     private final float eps;
     private final float dualClip;
@@ -46,8 +53,8 @@ public final class SteerLoss {
     /**
      * @param eps the clip range on both sides
      * @param dualClip {@code c > 1}, or 0 for none
-     * @param minWeight {@code w_min >= 0} ({@code > 0} for the exponential map)
-     * @param maxWeight {@code w_max >= w_min}
+     * @param minWeight {@code w_min >= 0} for the linear map; in {@code (0, 1]} for the exponential one
+     * @param maxWeight {@code w_max >= w_min}, the linear map's top (the exponential map's is 1)
      * @param mapping linear or exponential
      * @param temperature of the policy's softmax
      * @param backend where to run, or null for the default backend
@@ -55,9 +62,13 @@ public final class SteerLoss {
     public SteerLoss(float eps, float dualClip, float minWeight, float maxWeight, Mapping mapping, float temperature,
                      Backend backend) {
         Checks.require(Float.isFinite(eps) && eps >= 0f, "eps", "a finite value >= 0", eps);
+        Checks.require(dualClip == 0f || (Float.isFinite(dualClip) && dualClip > 1f), "dualClip",
+                "0 (none) or a finite c > 1", dualClip);
         Checks.require(mapping != null, "mapping", "LINEAR or EXPONENTIAL", "null");
-        Checks.require(Float.isFinite(minWeight) && (mapping == Mapping.LINEAR ? minWeight >= 0f : minWeight > 0f),
-                "minWeight", mapping == Mapping.LINEAR ? "a finite value >= 0" : "a finite value > 0", minWeight);
+        Checks.require(mapping == Mapping.LINEAR ? Float.isFinite(minWeight) && minWeight >= 0f
+                        : minWeight > 0f && minWeight <= 1f, "minWeight",
+                mapping == Mapping.LINEAR ? "a finite value >= 0" : "a value in (0, 1] (the exponential map's floor)",
+                minWeight);
         Checks.require(Float.isFinite(maxWeight) && maxWeight >= minWeight, "maxWeight",
                 "a finite value >= minWeight " + minWeight, maxWeight);
         Checks.positiveFinite("temperature", temperature);
@@ -102,18 +113,19 @@ public final class SteerLoss {
                 }
                 double x = Math.min(1 - PROBABILITY_FLOOR, Math.max(PROBABILITY_FLOOR, Math.exp(stats.logprob().getFloat(t))));
                 double f = x * (1 - x) * (Math.log(x) + stats.entropy().getFloat(t));
-                omega[t] = Math.abs(advantages.getFloat(t) * Math.exp(-oldLogProb.getFloat(t)) * f);
-                Checks.require(Double.isFinite(omega[t]), "logits row " + t,
-                        "a finite STEER weight (finite logits and old log-probability)", omega[t]);
+                double old = Math.max(PROBABILITY_FLOOR, Math.exp(oldLogProb.getFloat(t)));
+                double o = Math.abs(advantages.getFloat(t) / old * f);
+                omega[t] = Double.isFinite(o) ? o : 0; // as the reference: no error, no weight from NaN
                 low = Math.min(low, omega[t]);
                 high = Math.max(high, omega[t]);
             }
             float[] w = new float[rows];
+            double scale = high > low ? (maxWeight - (double) minWeight) / (high - low) : 0;
+            double rate = -Math.log(minWeight) / Math.max(high, EXPONENTIAL_OMEGA_FLOOR);
             for (int t = 0; t < rows; t++) {
                 if (counted[t]) {
-                    double u = high > low ? (omega[t] - low) / (high - low) : 0.5;
-                    w[t] = (float) (mapping == Mapping.LINEAR ? minWeight + (maxWeight - minWeight) * u
-                            : minWeight * Math.pow((double) maxWeight / minWeight, u));
+                    w[t] = (float) (mapping == Mapping.LINEAR ? maxWeight - (omega[t] - low) * scale
+                            : Math.min(1, Math.max(minWeight, Math.exp(-rate * omega[t]))));
                 }
             }
             return Tensor.of(w, rows);

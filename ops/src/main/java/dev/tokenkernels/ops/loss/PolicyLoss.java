@@ -24,16 +24,16 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *   p_t  = -a_t r'_t         for the tokens Lp-Reg regularizes (no clip, no dual clip)
  *   l_t  = w_t p_t                                                             (token weights, 1 by default)
  *        + beta (exp(d_t) - d_t - 1),  d_t = ref_t - logp_t                    (k3 reference KL, beta = 0 by default)
- *        + beta_lp (exp(e_t) - e_t - 1),  e_t = clamp(lp_t - logp_t, -10, 10)  (regularized tokens only)
+ *        + beta_lp min(exp(e_t) - e_t - 1, 10),  e_t = lp_t - logp_t         (regularized tokens only)
  * </pre>
  * {@code eps_low}, {@code eps_high} are scalars or per-token tensors. The gradient follows the
  * branch each {@code min}/{@code clip}/zone takes (0 where the log-ratio clamp, the cap, a clip, the
- * dual clip or Lp-Reg's clamp is active; the zone's choice of advantage is a constant), as automatic
+ * dual clip or Lp-Reg's cap of its KL at 10 is active; the zone's choice of advantage is a constant), as automatic
  * differentiation of these formulas does.
  *
  * <p>Decisions on the extensions:
  * <ul>
- *   <li>Token weights ({@link Options#withTokenWeights}; STEER, Wang et al., 2025, weights the
+ *   <li>Token weights ({@link Options#withTokenWeights}; STEER, Hao et al., 2025, arXiv:2510.10150, weights the
  *       dual-clip token loss) multiply the policy term {@code p_t} and its gradient only: the k3
  *       reference KL and Lp-Reg's KL are regularizers towards other distributions, not credit
  *       assignment, so a token's weight does not scale them.</li>
@@ -43,11 +43,14 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *       is then the token's advantage everywhere: in the clip, the dual clip and the statistics.</li>
  *   <li>Lp-Reg ({@link Options#withLpReg}; Huang et al., 2025, "Low-probability Tokens Sustain
  *       Exploration in RLVR") keeps the ratio cap (a safety bound, off by default) but no clip
- *       range and no dual clip for regularized tokens; their KL's derivative is 0 where
- *       {@code |lp_t - logp_t| > 10}. Lp-Reg regularizes only tokens with {@code logp < lp}, so a
- *       regularized token with {@code lp_t = -inf} (dropped by the proxy) is refused; the proxy
- *       is not read for other tokens ({@link ProxyDistribution}'s output can be passed as is).
- *       Regularized tokens are never counted as clipped.</li>
+ *       range and no dual clip for regularized tokens. As in Lp-Reg, the k3 value (not the
+ *       log-ratio) is capped at 10, with derivative 0 where {@code k3 > 10}; {@code e_t} is first
+ *       clamped to {@code [-20, 20]}, where k3 is above 10 on both sides, so the value is unchanged
+ *       and a regularized token with {@code logp_t = -inf} (its target logit {@code -inf}) gets the
+ *       capped KL {@code 10 beta_lp} and slope 0, not {@code inf - inf}. Lp-Reg regularizes only
+ *       tokens with {@code logp < lp}, so a regularized token with {@code lp_t = -inf} (dropped by
+ *       the proxy) is refused; the proxy is not read for other tokens ({@link ProxyDistribution}'s
+ *       output can be passed as is). Regularized tokens are never counted as clipped.</li>
  *   <li>They compose as the formulas read: the zone picks {@code a_t} (for Lp-Reg's tokens too),
  *       the policy term (clipped, or Lp-Reg's) is weighted by {@code w_t}, the KL terms are added
  *       unweighted. The defaults (no weights, zones or Lp-Reg) leave every formula as plain PPO,
@@ -181,9 +184,13 @@ public final class PolicyLoss {
         }
 
         /**
-         * HAPO's differential advantages: the call's advantages apply inside the neutral zone
-         * {@code 1 - eps_low_t/2 < r'_t < 1 + eps_high_t/2}, {@code outside[t]} (F32 [N], finite;
-         * null for none) outside it.
+         * HAPO's differential advantages, per token: the call's {@code advantages} apply inside the
+         * neutral zone {@code 1 - eps_low_t/2 < r'_t < 1 + eps_high_t/2}, {@code outside[t]} (F32
+         * [N], finite; null for none) outside it. Which of {@code A} and {@code A_ent} is inside
+         * depends on the token (HAPO: {@code A_ent} inside for {@code h_hat <= 0}, outside for
+         * {@code h_hat > 0}), so pass both per-token tensors as {@code TokenTerms.adaptiveClipping}
+         * gives them: {@code advantageInside} as the call's {@code advantages},
+         * {@code advantageOutside} here, and its ranges to {@link #withClipPerToken}.
          */
         public Options withZoneAdvantages(Tensor outside) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
@@ -193,7 +200,7 @@ public final class PolicyLoss {
 
         /**
          * Lp-Reg on the tokens {@code regularized} marks (U8, I8, I32, I64 or F32 [N] of 0 and 1):
-         * the unclipped policy term plus {@code beta k3(clamp(proxyLogProb - logp, -10, 10))};
+         * the unclipped policy term plus {@code beta min(k3(proxyLogProb - logp), 10)};
          * {@code proxyLogProb} (F32 [N]) must be finite on those tokens and is not read elsewhere.
          * Null tensors turn it off.
          */
@@ -337,8 +344,11 @@ public final class PolicyLoss {
             throw new IllegalArgumentException("options: expected Options (e.g. Options.defaults()), got null");
         }
         Checks.rank("logits", logits, 2, "[N, V]");
+        Checks.dtype("logits", logits, DType.F32, DType.F16, DType.BF16);
         long n = logits.dim(0);
+        long vocab = logits.dim(1);
         Checks.require(n <= Integer.MAX_VALUE, "logits", "N < 2^31 rows", n);
+        Checks.require(vocab >= 1 && vocab <= Integer.MAX_VALUE, "logits", "1 <= V < 2^31 columns", vocab);
         int rows = (int) n;
         float[] old = perToken("oldLogProb", oldLogProb, rows);
         float[] advantage = perToken("advantages", advantages, rows);
@@ -353,6 +363,7 @@ public final class PolicyLoss {
         Checks.require(o.ratioCap() > 0f && !Float.isNaN(o.ratioCap()), "ratioCap", "a value > 0 (+inf for none)",
                 o.ratioCap());
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
+        Checks.positiveFinite("temperature", o.temperature());
         float[] epsLow = clipRange("epsLow", o.epsLow(), o.epsLowPerToken(), rows);
         float[] epsHigh = clipRange("epsHigh", o.epsHigh(), o.epsHighPerToken(), rows);
         float[] tokenWeight = tokenWeights(o.tokenWeights(), rows);
@@ -362,9 +373,14 @@ public final class PolicyLoss {
         int[] sequence = sequenceOf(starts, rows);
         if (withGradient && gradientOut != null) {
             Checks.require(gradientOut != logits, "gradient", "a buffer other than logits", "logits");
+            // the backends write N * V floats with stride V: anything else overruns or misplaces rows
+            Checks.rank("gradient", gradientOut, 2, "[N, V]");
+            Checks.dtype("gradient", gradientOut, DType.F32);
+            Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of logits");
+            Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of logits");
         }
 
-        float[] weights = Divergence.rowWeights(null, targets, o.ignoreIndex(), rows, logits.dim(1));
+        float[] weights = Divergence.rowWeights(null, targets, o.ignoreIndex(), rows, vocab);
         boolean[] counted = new boolean[rows];
         int[] target = new int[rows];
         for (int t = 0; t < rows; t++) {
@@ -380,7 +396,7 @@ public final class PolicyLoss {
         }
         logits.segment(); // closed tensors fail here, before any work
         Tensor gradient = withGradient ? (gradientOut != null ? gradientOut : Tensor.allocate(DType.F32, rows,
-                logits.dim(1))) : null;
+                vocab)) : null;
         boolean owns = withGradient && gradientOut == null;
         try {
             PolicyRows job = new PolicyRows(logits, target, invT, old, advantage, outside, reference, epsLow, epsHigh,
@@ -409,11 +425,9 @@ public final class PolicyLoss {
                 loss += weight[t] * job.tokenLoss()[t];
                 tokens++;
                 double r = job.ratio()[t];
-                if (job.regularized()[t] == 0) { // Lp-Reg's tokens are not clipped
-                    double a = zoneAdvantage(r, advantage[t], outside[t], epsLow[t], epsHigh[t]);
-                    low += a < 0 && r < 1 - (double) epsLow[t] ? 1 : 0;
-                    high += a > 0 && r > 1 + (double) epsHigh[t] ? 1 : 0;
-                }
+                int side = job.clipSide(t, r);
+                low += side < 0 ? 1 : 0;
+                high += side > 0 ? 1 : 0;
                 ratioSum += r;
                 entropySum += job.entropy()[t];
             }
@@ -458,14 +472,42 @@ public final class PolicyLoss {
                     dualClip, ratioCap, klBeta, reference == null ? 0f : reference[t], tokenWeights[t],
                     regularized[t] != 0, lpProxy[t], lpBeta);
         }
+
+        /** {@link PolicyLoss#clipSide} of row {@code t} at the capped ratio {@code r} a backend returned. */
+        int clipSide(int t, double r) {
+            return PolicyLoss.clipSide(r, advantages[t], outsideAdvantages[t], epsLow[t], epsHigh[t],
+                    regularized[t] != 0);
+        }
     }
 
-    /** One token's loss, {@code dl/dlogp}, ratio and which clip is active. */
-    record Token(double loss, double slope, double ratio, boolean clippedLow, boolean clippedHigh) {
+    /** One token's loss, {@code dl/dlogp} and capped ratio {@code r'}. */
+    record Token(double loss, double slope, double ratio) {
     }
 
-    /** Lp-Reg's log-ratio clamp of {@code lp_proxy - logp}. */
-    public static final float LP_REG_CLAMP = 10f;
+    /** Lp-Reg's cap of its k3 value: {@code min(k3(lp_proxy - logp), LP_REG_KL_CAP)}. */
+    public static final float LP_REG_KL_CAP = 10f;
+
+    /**
+     * Lp-Reg's log-ratio is clamped to this magnitude before exp, only so that {@code logp = -inf}
+     * gives no {@code inf - inf}: k3 exceeds {@link #LP_REG_KL_CAP} at both ends, so the capped
+     * value and its zero slope are those of the unclamped log-ratio.
+     */
+    static final double LP_REG_LOG_RATIO_LIMIT = 20;
+
+    /**
+     * The clip statistics' side of a counted token at capped ratio {@code r}: -1 for clipped low
+     * ({@code a < 0}, {@code r < 1 - eps_low}), +1 for clipped high ({@code a > 0},
+     * {@code r > 1 + eps_high}), else 0; {@code a} is the zone's advantage and Lp-Reg's tokens are
+     * never clipped.
+     */
+    static int clipSide(double r, float advantage, float outsideAdvantage, float epsLow, float epsHigh,
+                        boolean regularized) {
+        if (regularized) {
+            return 0;
+        }
+        double a = zoneAdvantage(r, advantage, outsideAdvantage, epsLow, epsHigh);
+        return a < 0 && r < 1 - (double) epsLow ? -1 : a > 0 && r > 1 + (double) epsHigh ? 1 : 0;
+    }
 
     /** HAPO's choice: {@code inside} in the neutral zone {@code 1 - eps_low/2 < r < 1 + eps_high/2}, else outside. */
     static double zoneAdvantage(double r, float inside, float outside, float epsLow, float epsHigh) {
@@ -512,20 +554,21 @@ public final class PolicyLoss {
         loss *= weight;
         slope *= weight;
         if (regularized) {
-            double e = (double) proxy - logp;
-            boolean active = Math.abs(e) > LP_REG_CLAMP;
-            e = Math.max(-LP_REG_CLAMP, Math.min(LP_REG_CLAMP, e));
-            loss += lpBeta * (Math.exp(e) - e - 1);
-            slope += active ? 0 : lpBeta * (1 - Math.exp(e)); // d/dlogp of k3(lp - logp)
+            double e = Math.max(-LP_REG_LOG_RATIO_LIMIT, Math.min(LP_REG_LOG_RATIO_LIMIT, (double) proxy - logp));
+            double k3 = Math.exp(e) - e - 1;
+            if (k3 > LP_REG_KL_CAP) { // capped: constant
+                loss += lpBeta * (double) LP_REG_KL_CAP;
+            } else {
+                loss += lpBeta * k3;
+                slope += lpBeta * (1 - Math.exp(e)); // d/dlogp of k3(lp - logp)
+            }
         }
         if (beta != 0) {
             double d = (double) reference - logp;
             loss += beta * (Math.exp(d) - d - 1);
             slope += beta * (1 - Math.exp(d)); // d/dlogp of k3
         }
-        boolean low = !regularized && a < 0 && r < lowBound;
-        boolean high = !regularized && a > 0 && r > highBound;
-        return new Token(loss, slope, r, low, high);
+        return new Token(loss, slope, r);
     }
 
     /** Per counted token the factor that turns its loss into its share of the aggregated loss. */
