@@ -118,6 +118,11 @@ class LpRegLossTest {
         // negatives 1..4 (N_neg 4); rho 0.5 -> k 2: rows 4 (dropped) and 1
         assertArrayEquals(new boolean[] {false, true, false, false, false, false},
                 LpRegLoss.regularized(logp, proxy, a, firstIgnored, 0.5f));
+        // a NaN logp (no distribution) counts in N_neg but is never selected, as if sorted last:
+        // negatives 0..4 (N_neg 5, row 4 NaN); rho 0.8 -> k 4: rows 0, 1, 2, 3 by (logp, index)
+        float[] withNaN = {-5f, -5f, -5f, -1f, Float.NaN, -9f};
+        assertArrayEquals(new boolean[] {true, true, true, true, false, false},
+                LpRegLoss.regularized(withNaN, proxy, a, counted, 0.8f));
         try (Tensor z = Tensor.of(new float[6], 2, 3); Tensor zOld = Tensor.of(new float[4], 2, 2);
              Tensor y = Tensor.ofInts(new int[] {0, 1}, 2); Tensor o = Tensor.of(new float[2], 2)) {
             expect(() -> LpRegLoss.defaults().compute(z, zOld, y, o, o, new int[] {0, 2}, 1f), "oldLogits");

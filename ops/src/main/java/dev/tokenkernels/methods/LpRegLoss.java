@@ -4,12 +4,13 @@ import dev.tokenkernels.ops.loss.LogitStats;
 import dev.tokenkernels.ops.loss.PolicyLoss;
 import dev.tokenkernels.ops.loss.ProxyDistribution;
 import dev.tokenkernels.ops.loss.TargetLogProb;
+import dev.tokenkernels.ops.select.TokenSelection;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.Checks;
 import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
+import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.util.Arrays;
 
 /**
  * Lp-Reg (Huang et al., 2025, "Low-probability Tokens Sustain Exploration in Reinforcement
@@ -27,10 +28,9 @@ import java.util.Arrays;
  *       ({@link PolicyLoss.Options#withLpReg}).</li>
  * </ul>
  * Three passes: {@link TargetLogProb} (current {@code logp}), {@link ProxyDistribution} on the old
- * logits ({@code lp_proxy}), then {@link PolicyLoss}. The bottom-k selection is exact and runs on
- * the host over N floats: sorted by {@code logp}, ties broken by the lower token index. (A shared
- * selection op is being written; it can replace {@link #regularized}'s sort.) The selection is a
- * constant of the step: no gradient through it.
+ * logits ({@code lp_proxy}), then {@link PolicyLoss}. The bottom-k selection is exact
+ * ({@link TokenSelection}'s radix select: ties to the lower token index, the same tokens on every
+ * backend). The selection is a constant of the step: no gradient through it.
  *
  * <p>Defaults: {@code rho = 1%} and {@code kappa = 0.02} from the paper; {@code beta = 1} and
  * clip-higher {@code eps_low = 0.2}, {@code eps_high = 0.28}, token mean, are ours.
@@ -81,27 +81,40 @@ public final class LpRegLoss {
      * that count is above 1, whose {@code logp < proxy} ({@code -inf} or NaN proxies never).
      */
     public static boolean[] regularized(float[] logp, float[] proxy, float[] advantages, boolean[] counted, float rho) {
+        try (Tensor scores = Tensor.of(logp, logp.length)) {
+            return regularized(scores, logp, proxy, advantages, counted, rho, null);
+        }
+    }
+
+    /**
+     * The selection with {@link TokenSelection#keep} on {@code backend}: exact, the same tokens on
+     * every backend. A NaN {@code logp} (a row without a distribution) counts in {@code N_neg} but
+     * is never selected, as if it sorted last.
+     */
+    private static boolean[] regularized(Tensor scores, float[] logp, float[] proxy, float[] advantages,
+                                         boolean[] counted, float rho, Backend backend) {
         int rows = logp.length;
-        Integer[] negative = new Integer[rows];
-        int n = 0;
-        for (int t = 0; t < rows; t++) {
-            if (counted[t] && advantages[t] < 0) {
-                negative[n++] = t;
-            }
-        }
         boolean[] selected = new boolean[rows];
-        int k = (int) ((double) rho * n);
-        if (k <= 1) {
-            return selected;
-        }
-        Integer[] order = Arrays.copyOf(negative, n);
-        Arrays.sort(order, (a, b) -> {
-            int byLogp = Float.compare(logp[a], logp[b]);
-            return byLogp != 0 ? byLogp : Integer.compare(a, b);
-        });
-        for (int i = 0; i < k; i++) {
-            int t = order[i];
-            selected[t] = logp[t] < proxy[t];
+        int negative = 0;
+        try (Tensor candidates = Tensor.allocate(DType.U8, rows)) {
+            MemorySegment m = candidates.segment();
+            for (int t = 0; t < rows; t++) {
+                if (counted[t] && advantages[t] < 0) {
+                    negative++;
+                    m.set(ValueLayout.JAVA_BYTE, t, (byte) (Float.isNaN(logp[t]) ? 0 : 1));
+                }
+            }
+            int k = (int) ((double) rho * negative);
+            if (k <= 1) {
+                return selected;
+            }
+            try (Tensor lowest = TokenSelection.keep(scores, candidates, k, TokenSelection.Order.SMALLEST,
+                    TokenSelection.Options.defaults().on(backend))) {
+                MemorySegment kept = lowest.segment();
+                for (int t = 0; t < rows; t++) {
+                    selected[t] = kept.get(ValueLayout.JAVA_BYTE, t) != 0 && logp[t] < proxy[t];
+                }
+            }
         }
         return selected;
     }
@@ -140,8 +153,8 @@ public final class LpRegLoss {
             for (int t = 0; t < rows; t++) {
                 counted[t] = targets.getLong(t) != LogitStats.DEFAULT_IGNORE_INDEX;
             }
-            boolean[] selected = regularized(current.logProb().toFloatArray(), proxy.logProb().toFloatArray(),
-                    advantages.toFloatArray(), counted, rho);
+            boolean[] selected = regularized(current.logProb(), current.logProb().toFloatArray(),
+                    proxy.logProb().toFloatArray(), advantages.toFloatArray(), counted, rho, backend);
             try (Tensor mask = Tensor.allocate(DType.U8, rows)) {
                 for (int t = 0; t < rows; t++) {
                     mask.segment().set(ValueLayout.JAVA_BYTE, t, (byte) (selected[t] ? 1 : 0));
