@@ -1,59 +1,13 @@
 package dev.tokenkernels.bench;
 
-import dev.tokenkernels.runtime.CpuBackend;
-import java.util.concurrent.TimeUnit;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
-import org.openjdk.jmh.annotations.Fork;
-import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
-import org.openjdk.jmh.annotations.OutputTimeUnit;
-import org.openjdk.jmh.annotations.Param;
-import org.openjdk.jmh.annotations.Scope;
-import org.openjdk.jmh.annotations.Setup;
-import org.openjdk.jmh.annotations.State;
-import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 
-/**
- * {@link TokenSelectionWorkload} on the CPU backend over per-token vectors of N tokens:
- * {@code ./tokenkernels jmh TokenSelectionBenchmark -p tokens=1048576}. Token vectors, not logits, so
- * this does not extend {@link WorkloadBenchmark}.
- */
-@State(Scope.Benchmark)
-@BenchmarkMode(Mode.AverageTime)
-@OutputTimeUnit(TimeUnit.MILLISECONDS)
-@Warmup(iterations = 3, time = 2)
-@Measurement(iterations = 5, time = 2)
-@Fork(value = 1, jvmArgsAppend = {"--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
-public class TokenSelectionBenchmark {
+/** Exact top-k token selection and its sort-based baseline: {@code ./tokenkernels jmh TokenSelectionBenchmark}. */
+public class TokenSelectionBenchmark extends TokenVectorBenchmark {
 
-    /** 2^20 tokens (256 responses of 4096), the report's size, and a small batch. */
-    @Param({"1048576", "65536"})
-    public int tokens;
-
-    @Param({"1", "2"})
-    public int threads;
-
-    private TokenSelectionWorkload workload;
-    private CpuBackend cpu;
-
-    @Setup(Level.Trial)
-    public void setUp() {
-        workload = new TokenSelectionWorkload(tokens);
-        cpu = CpuBackend.withThreads(threads);
-    }
-
-    @TearDown(Level.Trial)
-    public void tearDown() {
-        workload.close();
-        cpu.close();
-    }
-
-    @Benchmark
-    public void op() {
-        workload.run(cpu);
+    @Override
+    Workload workload(int tokens) {
+        return new TokenSelectionWorkload(tokens);
     }
 
     /** Sort-based plain Java, single thread (the threads parameter does not apply). */
