@@ -1,0 +1,136 @@
+package dev.tokenkernels.ops.loss;
+
+import dev.tokenkernels.ops.cpu.HalfFloats;
+import dev.tokenkernels.ops.cpu.Philox;
+import dev.tokenkernels.ops.cpu.VectorMath;
+import dev.tokenkernels.runtime.CpuBackend;
+import dev.tokenkernels.runtime.DType;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorMask;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+/**
+ * Vector API implementation of {@link TokenSampler}: per row {@code x = z * (1/T)} into a scratch
+ * row padded with {@code -inf}, its log-sum-exp, then per group of four samples one sweep that
+ * draws 16 Philox counters at a time (AVX-512) and keeps, per lane and sample, the best score and
+ * its index; lanes combine by (score, lowest index) at the end, which is the order-free argmax the
+ * kernel computes too.
+ */
+final class TokenSamplerCpu {
+    private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
+    private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
+    private static final int ELEMENTS_PER_TASK = 1 << 16;
+    private static final IntVector IOTA = IntVector.zero(I).addIndex(1);
+
+    private TokenSamplerCpu() {
+    }
+
+    static void run(CpuBackend cpu, TokenSampler.Draw draw) {
+        int vocab = draw.vocab();
+        int k = draw.samples();
+        cpu.parallelFor(draw.rows(), Math.max(1, ELEMENTS_PER_TASK / vocab), (from, to) -> {
+            Scratch s = new Scratch(vocab);
+            for (int row = from; row < to; row++) {
+                if (!draw.drawn(row)) {
+                    Arrays.fill(draw.sample(), row * k, row * k + k, -1);
+                    Arrays.fill(draw.logProb(), row * k, row * k + k, 0f);
+                    continue;
+                }
+                float lse = s.load(draw.logits(), row, draw.invT());
+                sampleRow(s, vocab, lse, draw, row);
+            }
+        });
+    }
+
+    /** Per-thread buffers: the scaled row and the argmax state of one group of samples. */
+    static final class Scratch {
+        final float[] x;
+        final int[] bits = new int[4 * Philox.LANES];
+        final float[] bestScore = new float[4 * Philox.LANES];
+        final int[] bestIndex = new int[4 * Philox.LANES];
+        final int[] winner = new int[4];
+
+        Scratch(int vocab) {
+            int padded = (vocab + F.length() - 1) / F.length() * F.length();
+            x = new float[padded];
+            Arrays.fill(x, vocab, padded, Float.NEGATIVE_INFINITY);
+        }
+
+        /** Decodes row {@code row} of {@code logits} into {@code x}, scales it and returns its log-sum-exp. */
+        float load(dev.tokenkernels.runtime.Tensor logits, int row, float invT) {
+            int vocab = (int) logits.dim(1);
+            DType dtype = logits.dtype();
+            long rowOffset = (long) row * vocab;
+            MemorySegment z = logits.segment();
+            if (dtype == DType.F32) {
+                MemorySegment.copy(z, ValueLayout.JAVA_FLOAT, 4 * rowOffset, x, 0, vocab);
+            } else {
+                HalfFloats.decode(z, rowOffset * dtype.byteSize(), dtype, MemorySegment.ofArray(x), vocab);
+            }
+            return TargetLogProbCpu.scaleAndLogSumExp(x, invT);
+        }
+    }
+
+    /**
+     * Draws the row's samples from the scaled row in {@code s.x} into {@code draw.sample()} and
+     * their log-probabilities into {@code draw.logProb()}: -1 and NaN when {@code lse} is not finite.
+     */
+    static void sampleRow(Scratch s, int vocab, float lse, TokenSampler.Draw draw, int row) {
+        int k = draw.samples();
+        int at = row * k;
+        if (!Float.isFinite(lse)) { // NaN, +inf or all -inf: no distribution
+            Arrays.fill(draw.sample(), at, at + k, -1);
+            Arrays.fill(draw.logProb(), at, at + k, Float.NaN);
+            return;
+        }
+        long position = draw.firstPosition() + row;
+        for (int group = 0; group * 4 < k; group++) {
+            int count = Math.min(4, k - group * 4);
+            argmaxGroup(s, vocab, group, count, (int) position, (int) (position >>> 32), draw.key0(), draw.key1());
+            for (int w = 0; w < count; w++) {
+                int a = s.winner[w];
+                draw.sample()[at + group * 4 + w] = a;
+                draw.logProb()[at + group * 4 + w] = s.x[a] - lse;
+            }
+        }
+    }
+
+    /** The winners of samples {@code 4 group .. 4 group + count - 1}, into {@code s.winner[0 .. count - 1]}. */
+    private static void argmaxGroup(Scratch s, int vocab, int group, int count, int positionLow, int positionHigh,
+                                    int key0, int key1) {
+        int lanes = Philox.LANES;
+        Arrays.fill(s.bestScore, Float.NEGATIVE_INFINITY);
+        Arrays.fill(s.bestIndex, Integer.MAX_VALUE);
+        float[] x = s.x;
+        for (int v = 0; v < vocab; v += lanes) {
+            FloatVector xv = FloatVector.fromArray(F, x, v);
+            Philox.blocks(v, group, positionLow, positionHigh, key0, key1, s.bits);
+            IntVector index = IOTA.add(v);
+            for (int w = 0; w < count; w++) {
+                IntVector m = IntVector.fromArray(I, s.bits, w * lanes).lanewise(VectorOperators.LSHR, 9)
+                        .lanewise(VectorOperators.LSHL, 1).or(1);
+                FloatVector u = ((FloatVector) m.convert(VectorOperators.I2F, 0)).mul(0x1p-24f); // exact
+                FloatVector logE = VectorMath.log(VectorMath.log(u).neg()); // log of the exponential -log u
+                FloatVector score = xv.sub(logE);
+                FloatVector best = FloatVector.fromArray(F, s.bestScore, w * lanes);
+                VectorMask<Float> better = score.compare(VectorOperators.GT, best); // strict: a lane keeps its first
+                best.blend(score, better).intoArray(s.bestScore, w * lanes);
+                IntVector.fromArray(I, s.bestIndex, w * lanes).blend(index, better.cast(I))
+                        .intoArray(s.bestIndex, w * lanes);
+            }
+        }
+        for (int w = 0; w < count; w++) {
+            FloatVector best = FloatVector.fromArray(F, s.bestScore, w * lanes);
+            float max = best.reduceLanes(VectorOperators.MAX);
+            int index = IntVector.fromArray(I, s.bestIndex, w * lanes)
+                    .blend(Integer.MAX_VALUE, best.compare(VectorOperators.NE, max).cast(I))
+                    .reduceLanes(VectorOperators.MIN);
+            s.winner[w] = index;
+        }
+    }
+}
