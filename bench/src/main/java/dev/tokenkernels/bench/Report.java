@@ -133,6 +133,9 @@ public final class Report {
         for (DType dtype : config.dtypes()) {
             list.add(() -> new PolicyLossWorkload(first[0], first[1], dtype));
         }
+        for (DType dtype : config.dtypes()) {
+            list.add(() -> new OneTokenRolloutWorkload(first[0], first[1], dtype));
+        }
         // DAC-KL's band costs a bucketing pass and the ordering of the band's edges: read against divergence/fkl.
         list.add(() -> new ClippedKlWorkload(first[0], first[1], DType.F32, 0f));
         list.add(() -> new ClippedKlWorkload(first[0], first[1], DType.F32, 0.01f));
