@@ -16,15 +16,17 @@ import jdk.incubator.vector.VectorSpecies;
 
 /**
  * Vector API implementation of {@link TokenSampler}: per row {@code x = z * (1/T)} into a scratch
- * row padded with {@code -inf}, its log-sum-exp, then per group of four samples one sweep that
- * draws 16 Philox counters at a time (AVX-512) and keeps, per lane and sample, the best score and
- * its index; lanes combine by (score, lowest index) at the end, which is the order-free argmax the
- * kernel computes too.
+ * row padded with {@code -inf}, its log-sum-exp, then per group of four samples one sweep over
+ * blocks of 256 entries: Philox for the block (one lane per counter), the noise of the block, and
+ * per sample and lane the best score and its index. Lanes combine by (score, lowest index) at the
+ * end, the order-free argmax the kernel computes too.
  */
 final class TokenSamplerCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
     private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
     private static final int ELEMENTS_PER_TASK = 1 << 16;
+    /** Vocabulary entries whose noise is drawn at once: Philox and the logs run in tight loops of their own. */
+    private static final int BLOCK = 256;
     private static final IntVector IOTA = IntVector.zero(I).addIndex(1);
 
     private TokenSamplerCpu() {
@@ -50,7 +52,8 @@ final class TokenSamplerCpu {
     /** Per-thread buffers: the scaled row and the argmax state of one group of samples. */
     static final class Scratch {
         final float[] x;
-        final int[] bits = new int[4 * Philox.LANES];
+        final int[] bits = new int[4 * BLOCK];
+        final float[] noise = new float[4 * BLOCK];
         final float[] bestScore = new float[4 * Philox.LANES];
         final int[] bestIndex = new int[4 * Philox.LANES];
         final int[] winner = new int[4];
@@ -107,30 +110,56 @@ final class TokenSamplerCpu {
         Arrays.fill(s.bestScore, Float.NEGATIVE_INFINITY);
         Arrays.fill(s.bestIndex, Integer.MAX_VALUE);
         float[] x = s.x;
-        for (int v = 0; v < vocab; v += lanes) {
-            FloatVector xv = FloatVector.fromArray(F, x, v);
-            Philox.blocks(v, group, positionLow, positionHigh, key0, key1, s.bits);
-            IntVector index = IOTA.add(v);
+        for (int from = 0; from < vocab; from += BLOCK) {
+            int n = Math.min(BLOCK, x.length - from); // x.length is a multiple of the lanes
+            Philox.blocks(from, n, group, positionLow, positionHigh, key0, key1, s.bits);
+            logExponentials(s.bits, s.noise, count * n);
             for (int w = 0; w < count; w++) {
-                IntVector m = IntVector.fromArray(I, s.bits, w * lanes).lanewise(VectorOperators.LSHR, 9)
-                        .lanewise(VectorOperators.LSHL, 1).or(1);
-                FloatVector u = ((FloatVector) m.convert(VectorOperators.I2F, 0)).mul(0x1p-24f); // exact
-                FloatVector logE = VectorMath.log(VectorMath.log(u).neg()); // log of the exponential -log u
-                FloatVector score = xv.sub(logE);
                 FloatVector best = FloatVector.fromArray(F, s.bestScore, w * lanes);
-                VectorMask<Float> better = score.compare(VectorOperators.GT, best); // strict: a lane keeps its first
-                best.blend(score, better).intoArray(s.bestScore, w * lanes);
-                IntVector.fromArray(I, s.bestIndex, w * lanes).blend(index, better.cast(I))
-                        .intoArray(s.bestIndex, w * lanes);
+                IntVector bestIndex = IntVector.fromArray(I, s.bestIndex, w * lanes);
+                for (int j = 0; j < n; j += lanes) {
+                    FloatVector score = FloatVector.fromArray(F, x, from + j).sub(FloatVector.fromArray(F, s.noise, w * n + j));
+                    VectorMask<Float> better = score.compare(VectorOperators.GT, best); // strict: a lane keeps its first
+                    best = best.blend(score, better);
+                    bestIndex = bestIndex.blend(IOTA.add(from + j), better.cast(I));
+                }
+                best.intoArray(s.bestScore, w * lanes);
+                bestIndex.intoArray(s.bestIndex, w * lanes);
             }
         }
         for (int w = 0; w < count; w++) {
             FloatVector best = FloatVector.fromArray(F, s.bestScore, w * lanes);
             float max = best.reduceLanes(VectorOperators.MAX);
-            int index = IntVector.fromArray(I, s.bestIndex, w * lanes)
+            s.winner[w] = IntVector.fromArray(I, s.bestIndex, w * lanes)
                     .blend(Integer.MAX_VALUE, best.compare(VectorOperators.NE, max).cast(I))
                     .reduceLanes(VectorOperators.MIN);
-            s.winner[w] = index;
+        }
+    }
+
+    /**
+     * {@code noise[i] = log(-log u_i)} with {@code u_i = (2 m + 1) 2^-24}, {@code m = bits[i] >>> 9}:
+     * the Gumbel noise, negated. Two loops in methods of their own, one log each, so that the JIT
+     * inlines every log (with two in one loop it gives up on the second and boxes the vectors).
+     */
+    private static void logExponentials(int[] bits, float[] noise, int n) {
+        exponentials(bits, noise, n);
+        logs(noise, n);
+    }
+
+    /** {@code e[i] = -log u_i}. */
+    private static void exponentials(int[] bits, float[] e, int n) {
+        for (int i = 0; i < n; i += F.length()) {
+            IntVector m = IntVector.fromArray(I, bits, i).lanewise(VectorOperators.LSHR, 9)
+                    .lanewise(VectorOperators.LSHL, 1).or(1);
+            FloatVector u = ((FloatVector) m.convert(VectorOperators.I2F, 0)).mul(0x1p-24f); // exact
+            VectorMath.log(u).neg().intoArray(e, i);
+        }
+    }
+
+    /** {@code a[i] = log a[i]}. */
+    private static void logs(float[] a, int n) {
+        for (int i = 0; i < n; i += F.length()) {
+            VectorMath.log(FloatVector.fromArray(F, a, i)).intoArray(a, i);
         }
     }
 }
