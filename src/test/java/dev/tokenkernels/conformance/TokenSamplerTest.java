@@ -47,6 +47,14 @@ class TokenSamplerTest {
                     }
                     z[o + random.nextInt(vocab)] = 12f;
                 }
+                case 6 -> { // shaped like a trained model's row: most entries far below a few top ones
+                    for (int v = 0; v < vocab; v++) {
+                        z[o + v] = (float) (3 * random.nextGaussian());
+                    }
+                    for (int top = 0; top < 3; top++) {
+                        z[o + random.nextInt(vocab)] = 22f + top;
+                    }
+                }
                 case 5 -> { // large magnitudes
                     for (int v = 0; v < vocab; v++) {
                         z[o + v] = (float) (1e4 * random.nextGaussian());

@@ -73,12 +73,22 @@ public final class Philox {
      */
     public static void blocks(int first, int n, int c1, int c2, int c3, int k0, int k1, int[] out) {
         for (int j = 0; j < n; j += LANES) {
-            lanes(first + j, c1, c2, c3, k0, k1, out, j, n);
+            lanes(IOTA.add(first + j), c1, c2, c3, k0, k1, out, j, n);
         }
     }
 
-    private static void lanes(int first, int c1, int c2, int c3, int k0, int k1, int[] out, int at, int stride) {
-        IntVector a0 = IOTA.add(first);
+    /**
+     * {@code n} blocks ({@code n} a multiple of {@link #LANES}) at the first counter words
+     * {@code c0[from .. from + n)}: word {@code w} of counter {@code (c0[from + j], c1, c2, c3)} into
+     * {@code out[w * n + j]}.
+     */
+    public static void blocks(int[] c0, int from, int n, int c1, int c2, int c3, int k0, int k1, int[] out) {
+        for (int j = 0; j < n; j += LANES) {
+            lanes(IntVector.fromArray(I, c0, from + j), c1, c2, c3, k0, k1, out, j, n);
+        }
+    }
+
+    private static void lanes(IntVector a0, int c1, int c2, int c3, int k0, int k1, int[] out, int at, int stride) {
         IntVector a1 = IntVector.broadcast(I, c1);
         IntVector a2 = IntVector.broadcast(I, c2);
         IntVector a3 = IntVector.broadcast(I, c3);

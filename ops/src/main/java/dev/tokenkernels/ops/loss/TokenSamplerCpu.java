@@ -27,7 +27,6 @@ final class TokenSamplerCpu {
     private static final int ELEMENTS_PER_TASK = 1 << 16;
     /** Vocabulary entries whose noise is drawn at once: Philox and the logs run in tight loops of their own. */
     private static final int BLOCK = 256;
-    private static final IntVector IOTA = IntVector.zero(I).addIndex(1);
 
     private TokenSamplerCpu() {
     }
@@ -57,11 +56,15 @@ final class TokenSamplerCpu {
         final float[] bestScore = new float[4 * Philox.LANES];
         final int[] bestIndex = new int[4 * Philox.LANES];
         final int[] winner = new int[4];
+        final int[] candidate;
+        final float[] candidateX;
 
         Scratch(int vocab) {
             int padded = (vocab + F.length() - 1) / F.length() * F.length();
             x = new float[padded];
             Arrays.fill(x, vocab, padded, Float.NEGATIVE_INFINITY);
+            candidate = new int[padded];
+            candidateX = new float[padded];
         }
 
         /** Decodes row {@code row} of {@code logits} into {@code x}, scales it and returns its log-sum-exp. */
@@ -92,9 +95,11 @@ final class TokenSamplerCpu {
             return;
         }
         long position = draw.firstPosition() + row;
+        int top = top(s.x);
         for (int group = 0; group * 4 < k; group++) {
             int count = Math.min(4, k - group * 4);
-            argmaxGroup(s, vocab, group, count, (int) position, (int) (position >>> 32), draw.key0(), draw.key1());
+            argmaxGroup(s, top, group, count, (int) position, (int) (position >>> 32), draw.key0(),
+                    draw.key1());
             for (int w = 0; w < count; w++) {
                 int a = s.winner[w];
                 draw.sample()[at + group * 4 + w] = a;
@@ -103,25 +108,42 @@ final class TokenSamplerCpu {
         }
     }
 
-    /** The winners of samples {@code 4 group .. 4 group + count - 1}, into {@code s.winner[0 .. count - 1]}. */
-    private static void argmaxGroup(Scratch s, int vocab, int group, int count, int positionLow, int positionHigh,
-                                    int key0, int key1) {
+    /**
+     * The winners of samples {@code 4 group .. 4 group + count - 1}, into {@code s.winner[0 .. count - 1]}.
+     *
+     * <p>Only candidates get noise: the noise {@code -log E} never exceeds 16.64 (the uniforms stop at
+     * {@code 1 - 2^-24}), so an entry with {@code x + 18 < T}, where {@code T} is the lowest score of
+     * the row's first largest entry over the group's samples, scores below every sample's winner and
+     * cannot win or tie. Skipping it changes no draw; on peaked rows (most entries far below the
+     * top, as in trained language models) it skips most of the Philox calls and logs.
+     */
+    private static void argmaxGroup(Scratch s, int top, int group, int count, int positionLow,
+                                    int positionHigh, int key0, int key1) {
         int lanes = Philox.LANES;
+        float[] x = s.x;
+        // The top entry's scores, by the same vector code as every other entry's.
+        Philox.blocks(top, lanes, group, positionLow, positionHigh, key0, key1, s.bits);
+        logExponentials(s.bits, s.noise, count * lanes);
+        float threshold = Float.POSITIVE_INFINITY;
+        for (int w = 0; w < count; w++) {
+            threshold = Math.min(threshold, x[top] - s.noise[w * lanes]);
+        }
+        int n = candidates(s, threshold);
         Arrays.fill(s.bestScore, Float.NEGATIVE_INFINITY);
         Arrays.fill(s.bestIndex, Integer.MAX_VALUE);
-        float[] x = s.x;
-        for (int from = 0; from < vocab; from += BLOCK) {
-            int n = Math.min(BLOCK, x.length - from); // x.length is a multiple of the lanes
-            Philox.blocks(from, n, group, positionLow, positionHigh, key0, key1, s.bits);
-            logExponentials(s.bits, s.noise, count * n);
+        for (int from = 0; from < n; from += BLOCK) {
+            int size = Math.min(BLOCK, n - from); // n is a multiple of the lanes
+            Philox.blocks(s.candidate, from, size, group, positionLow, positionHigh, key0, key1, s.bits);
+            logExponentials(s.bits, s.noise, count * size);
             for (int w = 0; w < count; w++) {
                 FloatVector best = FloatVector.fromArray(F, s.bestScore, w * lanes);
                 IntVector bestIndex = IntVector.fromArray(I, s.bestIndex, w * lanes);
-                for (int j = 0; j < n; j += lanes) {
-                    FloatVector score = FloatVector.fromArray(F, x, from + j).sub(FloatVector.fromArray(F, s.noise, w * n + j));
+                for (int j = 0; j < size; j += lanes) {
+                    FloatVector score = FloatVector.fromArray(F, s.candidateX, from + j)
+                            .sub(FloatVector.fromArray(F, s.noise, w * size + j));
                     VectorMask<Float> better = score.compare(VectorOperators.GT, best); // strict: a lane keeps its first
                     best = best.blend(score, better);
-                    bestIndex = bestIndex.blend(IOTA.add(from + j), better.cast(I));
+                    bestIndex = bestIndex.blend(IntVector.fromArray(I, s.candidate, from + j), better.cast(I));
                 }
                 best.intoArray(s.bestScore, w * lanes);
                 bestIndex.intoArray(s.bestIndex, w * lanes);
@@ -134,6 +156,47 @@ final class TokenSamplerCpu {
                     .blend(Integer.MAX_VALUE, best.compare(VectorOperators.NE, max).cast(I))
                     .reduceLanes(VectorOperators.MIN);
         }
+    }
+
+    /** Above this, the noise {@code -log E} cannot be (its largest value is 16.64). */
+    private static final float NOISE_BOUND = 18f;
+
+    /**
+     * The entries with {@code x + NOISE_BOUND >= threshold}, in increasing order, into
+     * {@code s.candidate} and their {@code x} into {@code s.candidateX}, padded to whole vectors
+     * with {@code -inf} (which never wins); returns the padded count.
+     */
+    private static int candidates(Scratch s, float threshold) {
+        float[] x = s.x;
+        int n = 0;
+        for (int i = 0; i < x.length; i += F.length()) {
+            long mask = FloatVector.fromArray(F, x, i).add(NOISE_BOUND).compare(VectorOperators.GE, threshold).toLong();
+            while (mask != 0) {
+                int lane = Long.numberOfTrailingZeros(mask);
+                s.candidate[n] = i + lane;
+                s.candidateX[n++] = x[i + lane];
+                mask &= mask - 1;
+            }
+        }
+        while (n % F.length() != 0) {
+            s.candidate[n] = 0;
+            s.candidateX[n++] = Float.NEGATIVE_INFINITY;
+        }
+        return n;
+    }
+
+    /** The first index of the largest {@code x} (the row has a finite one). */
+    private static int top(float[] x) {
+        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        for (int i = 0; i < x.length; i += F.length()) {
+            m = m.max(FloatVector.fromArray(F, x, i));
+        }
+        float max = m.reduceLanes(VectorOperators.MAX);
+        int i = 0;
+        while (x[i] != max) {
+            i++;
+        }
+        return i;
     }
 
     /**
