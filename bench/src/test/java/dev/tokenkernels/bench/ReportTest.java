@@ -27,18 +27,19 @@ class ReportTest {
 
         int backends = Runtime.getRuntime().availableProcessors() > 1 ? 2 : 1;
         // logit_stats, forward KL, the min-p proxy, target_log_prob, policy_loss and one_token_rollout for each
-        // dtype, then AlignDistil,
+        // dtype, then AlignDistil, one_token_rollout/peaked,
         // the hard and soft clipped KL, reverse KL, JSD and total variation in F32, then the relation
         // graph loss for each dtype.
-        assertEquals(20 * backends, rows.size());
+        assertEquals(21 * backends, rows.size());
         for (Report.Row row : rows) {
             assertTrue(List.of("logit_stats", "divergence/fkl", "divergence/rkl", "divergence/jsd", "divergence/tvd",
                     "proxy_distribution", "align_distil", "target_log_prob", "clipped_kl/hard", "clipped_kl/soft",
-                    "relation_graph_kl", "policy_loss", "one_token_rollout").contains(row.op()), row.op());
+                    "relation_graph_kl", "policy_loss", "one_token_rollout", "one_token_rollout/peaked").contains(row.op()),
+                    row.op());
             assertEquals(row.op().equals("relation_graph_kl") ? "2x6x5x3" : "8x100", row.shape());
             assertTrue(row.millis() > 0 && row.gbPerSecond() > 0, row.toString());
             boolean hasScalar = List.of("logit_stats", "divergence/fkl", "proxy_distribution", "target_log_prob",
-                    "policy_loss", "one_token_rollout").contains(row.op());
+                    "policy_loss", "one_token_rollout", "one_token_rollout/peaked").contains(row.op());
             assertTrue(hasScalar ? row.speedupOverScalar() > 0 : Double.isNaN(row.speedupOverScalar()), row.toString());
         }
         List<String> csv = Files.readAllLines(dir.resolve("report.csv"));
