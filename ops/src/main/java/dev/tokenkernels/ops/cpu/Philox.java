@@ -1,6 +1,7 @@
 package dev.tokenkernels.ops.cpu;
 
 import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.LongVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -14,9 +15,9 @@ import jdk.incubator.vector.VectorSpecies;
  * ({@code examples/kat_vectors}).
  *
  * <p>{@link #blocks} runs one lane of the preferred int species per counter (8 on AVX2, 16 on
- * AVX-512). The 32x32-to-64-bit products are assembled from four products of 16-bit halves, since
- * 64-bit lane multiplication has no fast form on AVX2 (the JIT falls back to scalar code, 10x
- * slower).
+ * AVX-512): the words of two counters share a 64-bit lane, and the low and high halves are
+ * multiplied separately as zero-extended 32-bit values, which the JIT turns into {@code vpmuludq}
+ * (twice as fast as assembling the products from 16-bit halves in int lanes, measured on AVX2).
  */
 public final class Philox {
     /** Multipliers and Weyl increments of Philox4x32 (Salmon et al., 2011, table 2). */
@@ -27,10 +28,12 @@ public final class Philox {
     public static final int ROUNDS = 10;
 
     private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
+    private static final VectorSpecies<Long> L = LongVector.SPECIES_PREFERRED;
     /** Counters per {@link #blocks} call: the lanes of the preferred int species. */
     public static final int LANES = I.length();
     private static final IntVector IOTA = IntVector.zero(I).addIndex(1);
     private static final long LOW = 0xffffffffL;
+    private static final long HIGH = 0xffffffff00000000L;
 
     private Philox() {
     }
@@ -73,7 +76,7 @@ public final class Philox {
      */
     public static void blocks(int first, int n, int c1, int c2, int c3, int k0, int k1, int[] out) {
         for (int j = 0; j < n; j += LANES) {
-            lanes(IOTA.add(first + j), c1, c2, c3, k0, k1, out, j, n);
+            lanes(null, first + j, c1, c2, c3, k0, k1, out, j, n);
         }
     }
 
@@ -84,49 +87,49 @@ public final class Philox {
      */
     public static void blocks(int[] c0, int from, int n, int c1, int c2, int c3, int k0, int k1, int[] out) {
         for (int j = 0; j < n; j += LANES) {
-            lanes(IntVector.fromArray(I, c0, from + j), c1, c2, c3, k0, k1, out, j, n);
+            lanes(c0, from + j, c1, c2, c3, k0, k1, out, j, n);
         }
     }
 
-    private static void lanes(IntVector a0, int c1, int c2, int c3, int k0, int k1, int[] out, int at, int stride) {
-        IntVector a1 = IntVector.broadcast(I, c1);
-        IntVector a2 = IntVector.broadcast(I, c2);
-        IntVector a3 = IntVector.broadcast(I, c3);
+    /** One vector of counters: first words {@code c0[first ..]}, or {@code first + lane} when {@code c0} is null. */
+    private static void lanes(int[] c0, int first, int c1, int c2, int c3, int k0, int k1, int[] out, int at,
+                              int stride) {
+        // Two counters per 64-bit lane: the one of the even int lane in the low half, the odd one in the high half.
+        IntVector words = c0 == null ? IOTA.add(first) : IntVector.fromArray(I, c0, first);
+        LongVector a0 = words.reinterpretAsLongs();
+        LongVector a1 = LongVector.broadcast(L, pair(c1));
+        LongVector a2 = LongVector.broadcast(L, pair(c2));
+        LongVector a3 = LongVector.broadcast(L, pair(c3));
         for (int round = 0; round < ROUNDS; round++) {
             if (round > 0) {
                 k0 += W0;
                 k1 += W1;
             }
-            // hi and lo of a0 * M0 and a2 * M1 from 16-bit halves: 32-bit lane products only.
-            IntVector l0 = a0.and(0xffff);
-            IntVector h0 = a0.lanewise(VectorOperators.LSHR, 16);
-            IntVector ll0 = l0.mul(M0 & 0xffff);
-            IntVector lh0 = l0.mul(M0 >>> 16);
-            IntVector hl0 = h0.mul(M0 & 0xffff);
-            IntVector mid0 = ll0.lanewise(VectorOperators.LSHR, 16).add(lh0.and(0xffff)).add(hl0.and(0xffff));
-            IntVector hi0 = h0.mul(M0 >>> 16).add(lh0.lanewise(VectorOperators.LSHR, 16))
-                    .add(hl0.lanewise(VectorOperators.LSHR, 16)).add(mid0.lanewise(VectorOperators.LSHR, 16));
-            IntVector lo0 = mid0.lanewise(VectorOperators.LSHL, 16).or(ll0.and(0xffff));
-            IntVector l2 = a2.and(0xffff);
-            IntVector h2 = a2.lanewise(VectorOperators.LSHR, 16);
-            IntVector ll2 = l2.mul(M1 & 0xffff);
-            IntVector lh2 = l2.mul(M1 >>> 16);
-            IntVector hl2 = h2.mul(M1 & 0xffff);
-            IntVector mid2 = ll2.lanewise(VectorOperators.LSHR, 16).add(lh2.and(0xffff)).add(hl2.and(0xffff));
-            IntVector hi2 = h2.mul(M1 >>> 16).add(lh2.lanewise(VectorOperators.LSHR, 16))
-                    .add(hl2.lanewise(VectorOperators.LSHR, 16)).add(mid2.lanewise(VectorOperators.LSHR, 16));
-            IntVector lo2 = mid2.lanewise(VectorOperators.LSHL, 16).or(ll2.and(0xffff));
-            IntVector n0 = hi2.lanewise(VectorOperators.XOR, a1).lanewise(VectorOperators.XOR, k0);
-            IntVector n2 = hi0.lanewise(VectorOperators.XOR, a3).lanewise(VectorOperators.XOR, k1);
+            // 32x32-bit products of the low and the high halves separately (the JIT emits vpmuludq).
+            LongVector even0 = a0.and(LOW).mul(M0 & LOW);
+            LongVector odd0 = a0.lanewise(VectorOperators.LSHR, 32).mul(M0 & LOW);
+            LongVector even2 = a2.and(LOW).mul(M1 & LOW);
+            LongVector odd2 = a2.lanewise(VectorOperators.LSHR, 32).mul(M1 & LOW);
+            LongVector hi0 = even0.lanewise(VectorOperators.LSHR, 32).or(odd0.and(HIGH));
+            LongVector lo0 = even0.and(LOW).or(odd0.lanewise(VectorOperators.LSHL, 32));
+            LongVector hi2 = even2.lanewise(VectorOperators.LSHR, 32).or(odd2.and(HIGH));
+            LongVector lo2 = even2.and(LOW).or(odd2.lanewise(VectorOperators.LSHL, 32));
+            LongVector n0 = hi2.lanewise(VectorOperators.XOR, a1).lanewise(VectorOperators.XOR, pair(k0));
+            LongVector n2 = hi0.lanewise(VectorOperators.XOR, a3).lanewise(VectorOperators.XOR, pair(k1));
             a0 = n0;
             a1 = lo2;
             a2 = n2;
             a3 = lo0;
         }
-        a0.intoArray(out, at);
-        a1.intoArray(out, at + stride);
-        a2.intoArray(out, at + 2 * stride);
-        a3.intoArray(out, at + 3 * stride);
+        a0.reinterpretAsInts().intoArray(out, at);
+        a1.reinterpretAsInts().intoArray(out, at + stride);
+        a2.reinterpretAsInts().intoArray(out, at + 2 * stride);
+        a3.reinterpretAsInts().intoArray(out, at + 3 * stride);
+    }
+
+    /** {@code x} in both halves of a 64-bit lane. */
+    private static long pair(int x) {
+        return (x & LOW) | ((long) x << 32);
     }
 
     /**
