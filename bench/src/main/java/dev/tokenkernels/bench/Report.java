@@ -139,7 +139,13 @@ public final class Report {
         }
         for (DType dtype : config.dtypes()) {
             list.add(() -> new ContrastiveTargetProbWorkload(first[0], first[1], dtype));
+            list.add(() -> new PreferenceLossWorkload(first[0], first[1], dtype));
         }
+        for (DType dtype : config.dtypes()) {
+            list.add(() -> new OneTokenRolloutWorkload(first[0], first[1], dtype));
+        }
+        // The CPU sampler skips entries that cannot win a draw: on peaked rows most of them.
+        list.add(() -> new OneTokenRolloutWorkload(first[0], first[1], DType.F32, true));
         // DAC-KL's band costs a bucketing pass and the ordering of the band's edges: read against divergence/fkl.
         list.add(() -> new ClippedKlWorkload(first[0], first[1], DType.F32, 0f));
         list.add(() -> new ClippedKlWorkload(first[0], first[1], DType.F32, 0.01f));

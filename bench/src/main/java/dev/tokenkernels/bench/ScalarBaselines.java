@@ -173,6 +173,51 @@ public final class ScalarBaselines {
         }
     }
 
+    /**
+     * One-token rollout (temperature 1, token mean) as a plain loop would do it: per row the
+     * log-sum-exp, {@code k} draws by inverse CDF with {@link java.util.SplittableRandom} (a linear
+     * scan each), the rewards (1 for the target, {@code -beta} otherwise), then the gradient
+     * {@code (1 / (k N)) ((sum r) p - sum of the rewards at the draws)} into {@code grad}.
+     */
+    public static float oneTokenRollout(MemorySegment z, DType dtype, int rows, int vocab, long[] targets, int k,
+                                        float beta, long seed, MemorySegment grad) {
+        java.util.SplittableRandom random = new java.util.SplittableRandom(seed);
+        int[] draws = new int[k];
+        double loss = 0;
+        for (int r = 0; r < rows; r++) {
+            long base = (long) r * vocab;
+            float lse = logSumExp(z, dtype, base, vocab, 1f);
+            float rewardSum = 0;
+            for (int s = 0; s < k; s++) {
+                double u = random.nextDouble();
+                double cumulative = 0;
+                int a = vocab - 1;
+                for (int j = 0; j < vocab; j++) {
+                    cumulative += Math.exp(load(z, dtype, base + j) - lse);
+                    if (u < cumulative) {
+                        a = j;
+                        break;
+                    }
+                }
+                draws[s] = a;
+                float reward = a == targets[r] ? 1f : -beta;
+                rewardSum += reward;
+                loss -= reward * (load(z, dtype, base + a) - lse) / ((double) k * rows);
+            }
+            float c = 1f / ((float) k * rows);
+            for (int j = 0; j < vocab; j++) {
+                float p = (float) Math.exp(load(z, dtype, base + j) - lse);
+                grad.setAtIndex(ValueLayout.JAVA_FLOAT, base + j, c * rewardSum * p);
+            }
+            for (int s = 0; s < k; s++) {
+                long at = base + draws[s];
+                float reward = draws[s] == targets[r] ? 1f : -beta;
+                grad.setAtIndex(ValueLayout.JAVA_FLOAT, at, grad.getAtIndex(ValueLayout.JAVA_FLOAT, at) - c * reward);
+            }
+        }
+        return (float) loss;
+    }
+
     private static float logSumExp(MemorySegment z, DType dtype, long base, int vocab, float temperature) {
         float m = Float.NEGATIVE_INFINITY;
         for (int j = 0; j < vocab; j++) {

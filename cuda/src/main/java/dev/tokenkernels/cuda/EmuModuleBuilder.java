@@ -28,8 +28,13 @@ final class EmuModuleBuilder {
      * answer for CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, the limit the backend checks.
      */
     static final int MAX_DYNAMIC_SHARED = 227 * 1024;
-    /** Flags shared by every emulator build; part of the cache keys, so the limit above is too. */
-    private static final List<String> FLAGS = List.of("-std=c++17", "-O2", "-fPIC", "-shared",
+    /**
+     * Flags shared by every emulator build; part of the cache keys, so the limit above is too.
+     * {@code -ffp-contract=off}: the intrinsics {@code __fadd_rn}/{@code __fmul_rn} must stay separately
+     * rounded after inlining (on hosts with fma in the base instruction set, e.g. aarch64, the
+     * compiler would otherwise fuse them), or bit-exact twins such as {@code tk::twin_log} would differ.
+     */
+    private static final List<String> FLAGS = List.of("-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
             "-fvisibility=hidden", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas",
             "-DTK_EMU_MAX_DYNAMIC_SHARED=" + MAX_DYNAMIC_SHARED);
     private static final Pattern ENTRY = Pattern.compile(
