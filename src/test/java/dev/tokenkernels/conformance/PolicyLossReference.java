@@ -132,6 +132,23 @@ final class PolicyLossReference {
     }
 
     /** The loss of the batch and dL/dz into {@code gradient} (0 for tokens that do not count). */
+    /**
+     * Per row the gradient's coefficient {@code c_t = w_t slope_t / T} ({@code dL/dz = c (onehot - p)};
+     * 0 for rows that do not count): the op forms the target's entry as {@code c - c p} in float32,
+     * so near {@code p = 1} its error is about an ulp of {@code c}, not of the entry.
+     */
+    static double[] coefficients(double[][] z, Tokens k, int[] starts, Settings s) {
+        double[] weight = aggregationWeights(k.counted(), starts, s);
+        double[] c = new double[z.length];
+        for (int t = 0; t < z.length; t++) {
+            if (k.counted()[t]) {
+                double[] logSoftmax = DivergenceReference.logSoftmax(z[t], s.temperature());
+                c[t] = weight[t] * token(logSoftmax[k.y()[t]], t, k, s).slope() / s.temperature();
+            }
+        }
+        return c;
+    }
+
     static double lossAndGradient(double[][] z, Tokens k, int[] starts, Settings s, double[][] gradient) {
         double[] weight = aggregationWeights(k.counted(), starts, s);
         double loss = 0;
