@@ -24,7 +24,7 @@ final class PolicyLossCpu {
         MemorySegment g = job.gradient() == null ? null : job.gradient().segment();
         float invT = job.invT();
         cpu.parallelFor(job.rows(), Math.max(1, ELEMENTS_PER_TASK / vocab), (from, to) -> {
-            SoftmaxRowCpu softmax = new SoftmaxRowCpu(vocab, dtype);
+            SoftmaxRowCpu softmax = new SoftmaxRowCpu(vocab, dtype, true);
             for (int row = from; row < to; row++) {
                 int target = job.targets()[row];
                 long gradOffset = 4L * row * vocab;
@@ -54,8 +54,9 @@ final class PolicyLossCpu {
                     continue;
                 }
                 float c = (float) (job.coefficientScale()[row] * token.slope());
-                job.entropy()[row] = (float) -softmax.gradient(invT, lse, c, g, gradOffset, false);
+                job.entropy()[row] = (float) -softmax.sumPLogP(lse);
                 if (g != null) {
+                    softmax.gradient(lse, c, g, gradOffset, false);
                     long at = gradOffset + 4L * target;
                     g.set(ValueLayout.JAVA_FLOAT_UNALIGNED, at, g.get(ValueLayout.JAVA_FLOAT_UNALIGNED, at) + c);
                 }

@@ -19,12 +19,14 @@ import jdk.incubator.vector.VectorSpecies;
  * for the fused token losses that need {@code log softmax(x)[y]}, the gradient
  * {@code c (onehot(y) - softmax(x))} and the entropy of the row.
  *
- * <p>{@link #logSumExp} reads the row from memory once, in blocks small enough for L1: a block's
- * max, then {@code e = exp(x - m_b)} into scratch with {@code m_b} the running max so far, the
- * running sum rescaled in float64 when the max grows. {@link #gradient} reads the row again (from
- * cache) and the scratch, with {@code p = e exp(m_b - lse)}, and writes the gradient straight into
- * the caller's buffer. BF16 rows are widened in registers; F16 rows are decoded to scratch first.
- * One instance per thread: it holds the scratch.
+ * <p>{@link #logSumExp} reads the row from memory once, in blocks of 2048 whose logits and
+ * exponentials stay in L1: a block's max, then {@code e = exp(x - m_b)} into a row of scratch
+ * with {@code m_b} the running max so far, the running sum rescaled in float64 when the max grows,
+ * and per block {@code sum e} and (for the entropy) {@code sum e (x - m_b)}. {@link #gradient}
+ * reads only the scratch ({@code p = e exp(m_b - lse)}; from L2 while {@code 4V} bytes fit) and
+ * writes the gradient straight into the caller's buffer; {@link #sumPLogP} is a sum over blocks.
+ * BF16 rows are widened in registers; F16 rows are decoded to scratch first. One instance per
+ * thread: it holds the scratch.
  */
 final class SoftmaxRowCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
@@ -36,18 +38,26 @@ final class SoftmaxRowCpu {
     private static final int BLOCK = 2048;
 
     private final int vocab;
+    private final boolean entropy;
     private final float[] exps;
     private final float[] blockMax;
+    private final double[] blockExpSum;
+    private final double[] blockExpLog;
     private final MemorySegment decoded;
 
     private MemorySegment row;
     private long rowOffset;
     private boolean bf16;
 
-    SoftmaxRowCpu(int vocab, DType dtype) {
+    /** With {@code entropy}, {@link #logSumExp} also keeps what {@link #sumPLogP} needs. */
+    SoftmaxRowCpu(int vocab, DType dtype, boolean entropy) {
         this.vocab = vocab;
+        this.entropy = entropy;
         this.exps = new float[(vocab + F.length() - 1) / F.length() * F.length()];
-        this.blockMax = new float[(vocab + BLOCK - 1) / BLOCK];
+        int blocks = (vocab + BLOCK - 1) / BLOCK;
+        this.blockMax = new float[blocks];
+        this.blockExpSum = new double[blocks];
+        this.blockExpLog = new double[blocks];
         this.decoded = dtype == DType.F16 ? MemorySegment.ofArray(new float[vocab]) : null;
     }
 
@@ -98,62 +108,71 @@ final class SoftmaxRowCpu {
             blockMax[b] = running;
             if (running == Float.NEGATIVE_INFINITY) { // nothing but -inf so far: all weights 0
                 java.util.Arrays.fill(exps, start, end, 0f);
+                blockExpSum[b] = 0;
+                blockExpLog[b] = 0;
                 continue;
             }
             FloatVector s = FloatVector.zero(F);
+            FloatVector ed = FloatVector.zero(F);
             for (int i = start; i < end; i += F.length()) {
-                FloatVector e = VectorMath.expNonPositive(load(i, end, invT).sub(running));
+                FloatVector d = load(i, end, invT).sub(running);
+                FloatVector e = VectorMath.expNonPositive(d);
                 s = s.add(e);
+                if (entropy) { // e (x - m_b); where e is 0 (d below -87), the clamp keeps 0 * -inf out
+                    ed = e.fma(d.max(-128f), ed);
+                }
                 e.intoArray(exps, i); // lanes past the row are exp(-inf) = 0, into the padding
             }
-            sum += s.reduceLanes(VectorOperators.ADD);
+            blockExpSum[b] = s.reduceLanes(VectorOperators.ADD);
+            blockExpLog[b] = entropy ? ed.reduceLanes(VectorOperators.ADD) : 0;
+            sum += blockExpSum[b];
         }
         return running == Float.NEGATIVE_INFINITY ? running : (float) (running + Math.log(sum));
     }
 
     /**
-     * Writes {@code -c p} of the current row into {@code gradient} at byte offset {@code gradOffset}
-     * (added to what is there when {@code accumulate}) and returns {@code sum p log p}; needs the
-     * finite {@code lse} of the last {@link #logSumExp}. The caller adds {@code c} at the target.
+     * {@code sum p log p} of the current row, from the block sums of the last {@link #logSumExp}
+     * (made with {@code entropy}) and its finite {@code lse}: per block
+     * {@code exp(m_b - lse) (sum e (x - m_b) + (m_b - lse) sum e)}.
      */
-    double gradient(float invT, float lse, float c, MemorySegment gradient, long gradOffset, boolean accumulate) {
+    double sumPLogP(float lse) {
+        double total = 0;
+        for (int b = 0; b < blockMax.length; b++) {
+            if (blockExpSum[b] != 0) {
+                double shift = (double) blockMax[b] - lse;
+                total += Math.exp(shift) * (blockExpLog[b] + shift * blockExpSum[b]);
+            }
+        }
+        return total;
+    }
+
+    /**
+     * Writes {@code -c p} of the current row into {@code gradient} at byte offset {@code gradOffset}
+     * (added to what is there when {@code accumulate}); needs the finite {@code lse} of the last
+     * {@link #logSumExp}. Reads only the scratch, not the row. The caller adds {@code c} at the target.
+     */
+    void gradient(float lse, float c, MemorySegment gradient, long gradOffset, boolean accumulate) {
         FloatVector minusC = FloatVector.broadcast(F, -c);
-        double plogp = 0;
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
             int end = Math.min(vocab, start + BLOCK);
             FloatVector scale = FloatVector.broadcast(F, (float) Math.exp((double) blockMax[b] - lse));
-            FloatVector s = FloatVector.zero(F);
             int fullEnd = start + (end - start) / F.length() * F.length();
             for (int i = start; i < fullEnd; i += F.length()) {
+                long at = gradOffset + 4L * i;
                 FloatVector p = FloatVector.fromArray(F, exps, i).mul(scale);
-                s = s.add(plogp(p, load(i, end, invT), lse));
-                if (gradient != null) {
-                    long at = gradOffset + 4L * i;
-                    FloatVector base = accumulate ? FloatVector.fromMemorySegment(F, gradient, at, ORDER)
-                            : FloatVector.zero(F);
-                    p.fma(minusC, base).intoMemorySegment(gradient, at, ORDER);
-                }
+                FloatVector base = accumulate ? FloatVector.fromMemorySegment(F, gradient, at, ORDER)
+                        : FloatVector.zero(F);
+                p.fma(minusC, base).intoMemorySegment(gradient, at, ORDER);
             }
             if (fullEnd < end) { // the row's last, partial vector
                 VectorMask<Float> inRange = F.indexInRange(fullEnd, end);
+                long at = gradOffset + 4L * fullEnd;
                 FloatVector p = FloatVector.fromArray(F, exps, fullEnd).mul(scale);
-                s = s.add(plogp(p, load(fullEnd, end, invT), lse));
-                if (gradient != null) {
-                    long at = gradOffset + 4L * fullEnd;
-                    FloatVector base = accumulate ? FloatVector.fromMemorySegment(F, gradient, at, ORDER, inRange)
-                            : FloatVector.zero(F);
-                    p.fma(minusC, base).intoMemorySegment(gradient, at, ORDER, inRange);
-                }
+                FloatVector base = accumulate ? FloatVector.fromMemorySegment(F, gradient, at, ORDER, inRange)
+                        : FloatVector.zero(F);
+                p.fma(minusC, base).intoMemorySegment(gradient, at, ORDER, inRange);
             }
-            plogp += s.reduceLanes(VectorOperators.ADD);
         }
-        return plogp;
-    }
-
-    /** {@code p log p} with {@code log p = x - lse}, 0 where {@code p = 0} (masked classes, the row's padding). */
-    private static FloatVector plogp(FloatVector p, FloatVector x, float lse) {
-        // x - lse <= 0 up to rounding; 0 * -inf would be NaN
-        return p.mul(x.sub(lse).min(0f)).blend(0f, p.eq(0f));
     }
 
     /** {@code z[i, i + lanes) * invT} of the current row; lanes at or past {@code end} are {@code -inf}. */

@@ -24,7 +24,7 @@ final class TargetLogProbCpu {
         MemorySegment g = job.gradient() == null ? null : job.gradient().segment();
         float invT = job.invT();
         cpu.parallelFor(job.rows(), Math.max(1, ELEMENTS_PER_TASK / vocab), (from, to) -> {
-            SoftmaxRowCpu softmax = new SoftmaxRowCpu(vocab, dtype);
+            SoftmaxRowCpu softmax = new SoftmaxRowCpu(vocab, dtype, false);
             for (int row = from; row < to; row++) {
                 int target = job.targets()[row];
                 long gradOffset = 4L * row * vocab;
@@ -55,7 +55,7 @@ final class TargetLogProbCpu {
                     }
                     continue;
                 }
-                softmax.gradient(invT, lse, c, g, gradOffset, job.accumulate());
+                softmax.gradient(lse, c, g, gradOffset, job.accumulate());
                 long at = gradOffset + 4L * target;
                 g.set(ValueLayout.JAVA_FLOAT_UNALIGNED, at, g.get(ValueLayout.JAVA_FLOAT_UNALIGNED, at) + c);
             }
