@@ -10,14 +10,21 @@
 
 namespace {
 
-// x = fma(lambda, zp - zn, zp) * inv_t, rounded as the CPU rounds it; a class masked (-inf) in
-// either model is masked: the contrast with an impossible class has no finite meaning.
+// x = fma(lambda, zp - zn, zp) * inv_t, rounded as the CPU rounds it (zp * inv_t at lambda 0, where
+// z_neg plays no part). A class masked (-inf) in z_pos is masked, and so is one masked in z_neg when
+// lambda > 0: the contrast with an impossible class has no finite meaning. NaN or +inf in either
+// input gives NaN, which makes the row NaN.
 __device__ __forceinline__ float contrastive_logit(const void* positive, int positive_dtype, const void* negative,
                                                   int negative_dtype, long long i, float lambda, float inv_t) {
     float zp = tk::load_float(positive, positive_dtype, i);
     float zn = tk::load_float(negative, negative_dtype, i);
-    bool masked = zp == tk::negative_infinity() || zn == tk::negative_infinity();
-    return masked ? tk::negative_infinity() : __fmul_rn(fmaf(lambda, zp - zn, zp), inv_t);
+    if (tk::is_nan(zp) || tk::is_nan(zn) || zp == tk::positive_infinity() || zn == tk::positive_infinity()) {
+        return tk::quiet_nan();
+    }
+    const bool contrast = lambda > 0.0f;
+    bool masked = zp == tk::negative_infinity() || (contrast && zn == tk::negative_infinity());
+    if (masked) return tk::negative_infinity();
+    return contrast ? __fmul_rn(fmaf(lambda, zp - zn, zp), inv_t) : __fmul_rn(zp, inv_t);
 }
 
 }  // namespace

@@ -4,26 +4,33 @@
 // entropy_stats: a grid-stride sweep; per block the sum of (e - pivot)^2 and the max and min of
 // e - pivot over the masked tokens, written to partials[3 * block] for the host to combine in
 // float64 (a fixed order, so the result does not depend on scheduling). entropy_normalize: one
-// thread per token writes h_hat. Every e, the pivot's included, comes from the same logf, so a
-// token whose entropy equals the pivot's gets exactly 0.
+// thread per token writes h_hat. A token whose floored entropy equals the pivot's gets e - pivot = 0
+// by a compare, not by subtracting two logs (exact on every backend whatever its logf).
 #include "block_reduce.cuh"
 #include "tk_numeric.cuh"
 
 namespace {
 
-__device__ __forceinline__ float log_entropy(float h) { return logf(fmaxf(h, 1e-8f)); }
+__device__ __forceinline__ float floored(float h) { return fmaxf(h, 1e-8f); }
+
+// e_i - pivot, exactly 0 for a tie with the pivot's floored entropy.
+__device__ __forceinline__ float centered(float h, float pivot_entropy, float pivot) {
+    const float f = floored(h);
+    return f == pivot_entropy ? 0.0f : __fadd_rn(logf(f), -pivot);
+}
 
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(256)
     entropy_stats(const float* entropy, const unsigned char* mask, int has_mask, long long n, long long pivot_index,
                   float* partials) {
-    const float pivot = log_entropy(entropy[pivot_index]);
+    const float pivot_entropy = floored(entropy[pivot_index]);
+    const float pivot = logf(pivot_entropy);
     float sum = 0.0f, hi = tk::negative_infinity(), lo = tk::positive_infinity();
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         if (has_mask && !mask[i]) continue;
-        const float d = __fadd_rn(log_entropy(entropy[i]), -pivot);
+        const float d = centered(entropy[i], pivot_entropy, pivot);
         sum = __fadd_rn(sum, __fmul_rn(d, d));
         hi = fmaxf(hi, d);
         lo = fminf(lo, d);
@@ -43,12 +50,13 @@ extern "C" __global__ void __launch_bounds__(256)
 extern "C" __global__ void __launch_bounds__(256)
     entropy_normalize(const float* entropy, const unsigned char* mask, int has_mask, long long n,
                       long long pivot_index, float s, float p, float negative_scale, float* out) {
-    const float pivot = log_entropy(entropy[pivot_index]);
+    const float pivot_entropy = floored(entropy[pivot_index]);
+    const float pivot = logf(pivot_entropy);
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         float value = 0.0f;
         if (!has_mask || mask[i]) {
-            const float h = __fadd_rn(log_entropy(entropy[i]), -pivot) / s;
+            const float h = centered(entropy[i], pivot_entropy, pivot) / s;
             value = h > 0.0f ? h / p : h / negative_scale;
         }
         out[i] = value;

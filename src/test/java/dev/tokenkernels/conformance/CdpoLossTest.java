@@ -101,14 +101,20 @@ class CdpoLossTest {
     void badInputsAreClearErrors() {
         try (Tensor z = Tensor.of(new float[4], 2, 2); Tensor y = Tensor.ofInts(new int[] {0, 1}, 2);
              Tensor ref = Tensor.of(new float[2], 2); Tensor oneRow = Tensor.of(new float[2], 1, 2);
-             Tensor nanRow = Tensor.of(new float[] {Float.NaN, 0f, 0f, 0f}, 2, 2)) {
+             Tensor nanRow = Tensor.of(new float[] {Float.NaN, 0f, 0f, 0f}, 2, 2);
+             Tensor ints = Tensor.ofInts(new int[4], 2, 2)) {
             Responses r = Responses.of(z, y, new int[] {0, 2}, ref);
             CdpoLoss loss = CdpoLoss.defaults();
             expect(() -> new CdpoLoss(0f, 1f, null), "beta");
             expect(() -> new CdpoLoss(0.1f, -1f, null), "lambda");
-            expect(() -> loss.compute(r, r, oneRow, z, 1f), "negative");
-            expect(() -> loss.compute(r, r, z, null, 1f), "negative");
-            expect(() -> loss.compute(r, r, nanRow, z, 1f), "rejected.weights[0]");
+            expect(() -> loss.compute(r, r, oneRow, z, 1f), "rejectedPositive: expected dimension 0 = 2");
+            expect(() -> loss.compute(r, r, z, oneRow, 1f), "rejectedNegative: expected dimension 0 = 2");
+            expect(() -> loss.compute(r, r, z, null, 1f), "rejectedNegative");
+            expect(() -> loss.compute(r, r, ints, z, 1f), "rejectedPositive: expected dtype");
+            expect(() -> loss.compute(r, r, nanRow, z, 1f), "rejectedPositive/rejectedNegative row 0: expected finite logits");
+            expect(() -> loss.compute(r, r, z, nanRow, 1f), "rejectedPositive/rejectedNegative row 0");
+            expect(() -> loss.computeWeightingChosen(r, r, z, oneRow, z, z, 1f), "chosenNegative: expected dimension 0 = 2");
+            expect(() -> loss.computeWeightingChosen(r, r, z, nanRow, z, z, 1f), "chosenPositive/chosenNegative row 0");
             expect(() -> loss.computeWeightingChosen(r, r, null, z, z, z, 1f), "chosenPositive");
             expect(() -> loss.compute(null, r, z, z, 1f), "responses");
         }

@@ -16,19 +16,35 @@ import net.jqwik.api.constraints.IntRange;
 class ContrastiveTargetProbProperties {
 
     /**
-     * The combined logits of one row as the op rounds them, fp32 {@code fma(lambda, zp - zn, zp) * (1/T)}
-     * ({@code -inf} where either model masks the class); the softmax is then taken in float64.
+     * The combined logits of one row in float64, {@code ((1 + lambda) zp - lambda zn) / T}: {@code -inf}
+     * where z_pos masks the class, or z_neg does and lambda > 0; NaN where either input is NaN or +inf.
      */
     static double[] combined(float[] zp, float[] zn, int offset, int vocab, float lambda, float temperature) {
-        float invT = 1f / temperature;
         double[] x = new double[vocab];
         for (int j = 0; j < vocab; j++) {
-            float p = zp[offset + j];
-            float n = zn[offset + j];
-            boolean masked = p == Float.NEGATIVE_INFINITY || n == Float.NEGATIVE_INFINITY;
-            x[j] = masked ? Double.NEGATIVE_INFINITY : Math.fma(lambda, p - n, p) * invT;
+            double p = zp[offset + j];
+            double n = zn[offset + j];
+            if (Double.isNaN(p) || Double.isNaN(n) || p == Double.POSITIVE_INFINITY || n == Double.POSITIVE_INFINITY) {
+                x[j] = Double.NaN;
+            } else if (p == Double.NEGATIVE_INFINITY || lambda > 0 && n == Double.NEGATIVE_INFINITY) {
+                x[j] = Double.NEGATIVE_INFINITY;
+            } else {
+                x[j] = lambda > 0 ? ((1.0 + lambda) * p - (double) lambda * n) / temperature : p / temperature;
+            }
         }
         return x;
+    }
+
+    /**
+     * A bound on the op's fp32 rounding of one combined logit: {@code zp - zn}, the fma and the
+     * product with the rounded {@code 1/T}, each half an ulp of its result.
+     */
+    static double logitError(float zp, float zn, float lambda, float temperature, double x) {
+        if (!Double.isFinite(x)) {
+            return 0;
+        }
+        double difference = lambda > 0 ? lambda * Math.abs((double) zp - zn) / temperature : 0;
+        return 0x1p-23 * (difference + 2 * Math.abs(x));
     }
 
     /** Float64 {@code log softmax(x)[y]}: NaN for NaN or +inf in x, -inf when every class is masked. */
@@ -90,11 +106,15 @@ class ContrastiveTargetProbProperties {
                         }
                         double[] x = combined(p, n, i * vocab, vocab, lambda, temperature);
                         double maxAbs = 0;
-                        for (double v : x) {
-                            maxAbs = Double.isFinite(v) ? Math.max(maxAbs, Math.abs(v)) : maxAbs;
+                        double maxLogitError = 0;
+                        for (int j = 0; j < vocab; j++) {
+                            maxAbs = Double.isFinite(x[j]) ? Math.max(maxAbs, Math.abs(x[j])) : maxAbs;
+                            maxLogitError = Math.max(maxLogitError,
+                                    logitError(p[i * vocab + j], n[i * vocab + j], lambda, temperature, x[j]));
                         }
                         double expected = logProb(x, targets[i]);
-                        double xError = 0x1p-21 * maxAbs; // the rounding of x - lse in fp32
+                        // the fp32 logits (the target's and, through lse, the others') and x - lse in fp32
+                        double xError = 2 * maxLogitError + 0x1p-21 * maxAbs;
                         double tolerance = 1e-5 * (1 + Math.abs(expected)) + xError;
                         Approx.assertClose(at + " logp", expected, r.logProb().getFloat(i), tolerance);
                         double prob = Math.exp(expected);

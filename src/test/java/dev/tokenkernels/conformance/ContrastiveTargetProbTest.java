@@ -36,7 +36,10 @@ class ContrastiveTargetProbTest {
         }
     }
 
-    /** lambda 0 is the positive model's own softmax: the same log-probabilities as TargetLogProb. */
+    /**
+     * lambda 0 is the positive model's own softmax: the same log-probabilities as TargetLogProb, whatever
+     * classes the negative model masks.
+     */
     @Test
     void lambdaZeroIsThePositiveModel() {
         SplittableRandom random = new SplittableRandom(3);
@@ -44,8 +47,8 @@ class ContrastiveTargetProbTest {
         int vocab = 300;
         float[] zp = LogitStatsProperties.randomLogits(random, rows, vocab, 3f);
         float[] zn = LogitStatsProperties.randomLogits(random, rows, vocab, 3f);
-        for (int k = 0; k < zn.length; k++) {
-            zn[k] = Float.isFinite(zn[k]) ? zn[k] : 0f; // the negative model masks nothing here
+        for (int k = 0; k < zn.length; k += 7) {
+            zn[k] = Float.NEGATIVE_INFINITY; // the targets 0, 17 and 100 among them: masked in z_neg only
         }
         int[] targets = {0, 17, 299, 5, 100};
         for (Backend backend : ConformanceBackends.all()) {
@@ -64,24 +67,38 @@ class ContrastiveTargetProbTest {
     }
 
     /**
-     * A class masked in the negative model is masked in the contrast (not +inf); NaN gives NaN; a row
-     * with every class masked has logp -inf and p 0; an ignored row is 0 in both outputs.
+     * A class masked in the negative model is masked in the contrast (not +inf) when lambda > 0 and
+     * plays no part at lambda 0; NaN or +inf in either input gives NaN (+inf masked in the other model
+     * included); a row with every class masked has logp -inf and p 0; an ignored row is 0 in both outputs.
      */
     @Test
     void specialRows() {
         float inf = Float.NEGATIVE_INFINITY;
-        float[] p = {0f, 0f, 0f, 1f, 2f, 3f, inf, inf, inf, 5f, 5f, 5f, 0f, 0f, 0f};
-        float[] n = {0f, inf, 0f, 1f, Float.NaN, 3f, 0f, 0f, 0f, 0f, 0f, 0f, 0f, inf, 0f};
+        float pinf = Float.POSITIVE_INFINITY;
+        float[] p = {0f, 0f, 0f, 1f, 2f, 3f, inf, inf, inf, 5f, 5f, 5f, 0f, 0f, 0f, 0f, pinf, 0f, 0f, 0f, 0f};
+        float[] n = {0f, inf, 0f, 1f, Float.NaN, 3f, 0f, 0f, 0f, 0f, 0f, 0f, 0f, inf, 0f, 0f, inf, 0f, 0f, pinf, 0f};
+        int[] targets = {0, 0, 1, -100, 1, 0, 0};
         for (Backend backend : ConformanceBackends.all()) {
-            try (Tensor zp = Tensor.of(p, 5, 3); Tensor zn = Tensor.of(n, 5, 3);
-                 Tensor y = Tensor.ofInts(new int[] {0, 0, 1, -100, 1}, 5);
-                 ContrastiveTargetProb.Result r = ContrastiveTargetProb.compute(zp, zn, y, Options.defaults().on(backend))) {
+            try (Tensor zp = Tensor.of(p, 7, 3); Tensor zn = Tensor.of(n, 7, 3);
+                 Tensor y = Tensor.ofInts(targets, 7);
+                 ContrastiveTargetProb.Result r = ContrastiveTargetProb.compute(zp, zn, y, Options.defaults().on(backend));
+                 ContrastiveTargetProb.Result zero = ContrastiveTargetProb.compute(zp, zn, y,
+                         Options.defaults().withLambda(0f).on(backend))) {
                 assertEquals(0.5f, r.prob().getFloat(0), 1e-6, backend + " masked in the negative model");
-                assertTrue(Float.isNaN(r.logProb().getFloat(1)) && Float.isNaN(r.prob().getFloat(1)), backend + " NaN");
-                assertEquals(Float.NEGATIVE_INFINITY, r.logProb().getFloat(2), backend + " all masked");
-                assertEquals(0f, r.prob().getFloat(2), backend + " all masked p");
-                assertEquals(0f, r.logProb().getFloat(3), backend + " ignored");
-                assertEquals(0f, r.prob().getFloat(3), backend + " ignored p");
+                assertEquals(1 / 3f, zero.prob().getFloat(0), 1e-6, backend + " z_neg's mask plays no part at lambda 0");
+                assertEquals(1 / 3f, zero.prob().getFloat(4), 1e-6, backend + " a masked target in z_neg, lambda 0");
+                for (ContrastiveTargetProb.Result any : new ContrastiveTargetProb.Result[] {r, zero}) {
+                    String at = backend + (any == r ? " lambda 1" : " lambda 0");
+                    assertTrue(Float.isNaN(any.logProb().getFloat(1)) && Float.isNaN(any.prob().getFloat(1)), at + " NaN");
+                    assertEquals(Float.NEGATIVE_INFINITY, any.logProb().getFloat(2), at + " all masked");
+                    assertEquals(0f, any.prob().getFloat(2), at + " all masked p");
+                    assertEquals(0f, any.logProb().getFloat(3), at + " ignored");
+                    assertEquals(0f, any.prob().getFloat(3), at + " ignored p");
+                    assertTrue(Float.isNaN(any.logProb().getFloat(5)) && Float.isNaN(any.prob().getFloat(5)),
+                            at + " +inf in z_pos where z_neg masks: NaN, got " + any.logProb().getFloat(5));
+                    assertTrue(Float.isNaN(any.logProb().getFloat(6)) && Float.isNaN(any.prob().getFloat(6)),
+                            at + " +inf in z_neg: NaN, got " + any.logProb().getFloat(6));
+                }
                 assertEquals(Float.NEGATIVE_INFINITY, r.logProb().getFloat(4), backend + " a masked target");
             }
         }

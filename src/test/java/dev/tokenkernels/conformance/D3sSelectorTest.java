@@ -142,6 +142,17 @@ class D3sSelectorTest {
             expect(() -> d3s.select(seq, new int[] {0, 2, 4}, new int[] {0, 1}, a, a, null, 0), "groupStarts");
             expect(() -> d3s.select(seq, new int[] {0, 2, 4}, new int[] {0, 2}, a, h, null, 0), "entropy[2]");
             expect(() -> d3s.select(null, new int[] {0, 2, 4}, new int[] {0, 2}, a, a, null, 0), "sequenceAdvantages");
+            // every offset is checked up front, not only those of the kept responses
+            expect(() -> d3s.select(seq, new int[] {0, 10, 4}, new int[] {0, 2}, a, a, null, 0),
+                    "sequenceStarts: expected non-decreasing offsets");
+            expect(() -> d3s.select(new float[] {1f, 0f, 2f}, new int[] {0, 3, 1, 4}, new int[] {0, 3}, a, a, null, 0),
+                    "sequenceStarts: expected non-decreasing offsets");
+            expect(() -> d3s.select(new float[] {1f, 0f, 2f}, new int[] {0, 1, 2, 4}, new int[] {0, 2, 1, 3}, a, a, null, 0),
+                    "groupStarts: expected non-decreasing offsets");
+            expect(() -> d3s.select(new float[] {1f, Float.NaN, 2f}, new int[] {0, 1, 2, 4}, new int[] {0, 3}, a, a, null, 0),
+                    "sequenceAdvantages[1]: expected a finite advantage");
+            expect(() -> d3s.select(new float[] {1f, 0f, Float.POSITIVE_INFINITY}, new int[] {0, 1, 2, 4}, new int[] {0, 3},
+                    a, a, null, 0), "sequenceAdvantages[2]");
         }
         expect(() -> new D3sSelector(null, null), "schedule");
     }

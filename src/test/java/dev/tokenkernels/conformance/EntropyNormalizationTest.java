@@ -9,6 +9,7 @@ import dev.tokenkernels.ops.select.EntropyNormalization.Options;
 import dev.tokenkernels.ops.select.TokenSelection;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.Tensor;
+import java.util.List;
 import java.util.SplittableRandom;
 import net.jqwik.api.Arbitraries;
 import net.jqwik.api.Arbitrary;
@@ -92,6 +93,47 @@ class EntropyNormalizationTest {
                 assertEquals(1f, r.normalized().getFloat(2), 1e-6f, backend + " the largest is 1");
                 assertEquals(-1f, r.normalized().getFloat(0), 1e-6f, backend + " the smallest is -1");
                 assertEquals(3, r.count());
+            }
+        }
+    }
+
+    /**
+     * Many tokens tied with the pivot, over enough calls that the token loop is JIT-compiled while the
+     * pivot's own log (taken once per call) is not: every tie must still get exactly 0 (a compiled
+     * vector LOG and the interpreter's differ on a few percent of inputs), on every call and backend.
+     */
+    @Test
+    void tiesWithThePivotAreExactlyZero() {
+        SplittableRandom random = new SplittableRandom(7);
+        int n = 20000;
+        for (int round = 0; round < 40; round++) {
+            float[] values = new float[64];
+            for (int k = 0; k < values.length; k++) {
+                values[k] = (float) Math.exp(random.nextGaussian() * 2);
+            }
+            float[] h = new float[n];
+            for (int i = 0; i < n; i++) {
+                h[i] = values[random.nextInt(values.length)];
+            }
+            for (Backend backend : round < 36 ? List.of(ConformanceBackends.all().getFirst())
+                    : ConformanceBackends.all()) {
+                for (boolean released : new boolean[] {false, true}) {
+                    try (Tensor entropy = Tensor.of(h, n);
+                         EntropyNormalization.Result r = EntropyNormalization.compute(entropy, null,
+                                 Options.defaults().withReleasedCodeSigns(released).on(backend))) {
+                        float pivot = h[(int) r.pivotIndex()];
+                        int ties = 0;
+                        for (int i = 0; i < n; i++) {
+                            if (h[i] == pivot) {
+                                ties++;
+                                float v = r.normalized().getFloat(i);
+                                assertTrue(v == 0f, backend + " round " + round + " token " + i + " tied with the pivot "
+                                        + pivot + ": h_hat " + v);
+                            }
+                        }
+                        assertTrue(ties > 1, "the test needs ties with the pivot");
+                    }
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 package dev.tokenkernels.conformance;
 
 import static dev.tokenkernels.conformance.BadInput.expect;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import dev.tokenkernels.conformance.PolicyLossReference.Settings;
@@ -8,6 +9,7 @@ import dev.tokenkernels.conformance.PolicyLossReference.Tokens;
 import dev.tokenkernels.methods.HapoLoss;
 import dev.tokenkernels.ops.loss.PolicyLoss;
 import dev.tokenkernels.ops.loss.PolicyLoss.Aggregation;
+import dev.tokenkernels.ops.select.TokenSelection;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.Tensor;
 import java.util.Arrays;
@@ -71,12 +73,21 @@ class HapoLossTest {
         float[] entropy = {0.1f, 2f, 0.5f, 3f, 1f};
         int[] y = {1, 2, IGNORE, 0, 4};
         Composition c = compose(entropy, y, new float[] {1f}, new int[] {0, 5}, new int[] {0, 1}, 0.2, 0.2, 1, 1);
+        Composition everyToken = compose(entropy, new int[] {1, 2, 3, 0, 4}, new float[] {1f}, new int[] {0, 5},
+                new int[] {0, 1}, 0.2, 0.2, 1, 1);
         for (Backend backend : ConformanceBackends.all()) {
             HapoLoss hapo = new HapoLoss(0.2f, 0.2f, 1f, 1f, 10f, false, backend);
+            // at rollout time there are no targets: a U8 mask of the positions that count (here the
+            // bridge from targets, which must give the same mask), or null for all
             try (Tensor h = Tensor.of(entropy, 5); Tensor targets = Tensor.ofInts(y, 5);
-                 Tensor t = hapo.samplingTemperatures(h, targets, 1f, 0.05f)) {
+                 Tensor counted = TokenSelection.countedMask(targets, IGNORE);
+                 Tensor mask = TokenSelectionTest.maskOf(new boolean[] {true, true, false, true, true});
+                 Tensor t = hapo.samplingTemperatures(h, mask, 1f, 0.05f);
+                 Tensor all = hapo.samplingTemperatures(h, null, 1f, 0.05f)) {
+                assertArrayEquals(TokenSelectionTest.read(mask), TokenSelectionTest.read(counted), "countedMask");
                 for (int i = 0; i < 5; i++) {
                     assertEquals(1 + 0.05 * c.hHat()[i], t.getFloat(i), 1e-6, backend + " token " + i);
+                    assertEquals(1 + 0.05 * everyToken.hHat()[i], all.getFloat(i), 1e-6, backend + " no mask, token " + i);
                 }
             }
         }
@@ -99,6 +110,13 @@ class HapoLossTest {
             expect(() -> hapo.compute(logits, y, o, h, new float[] {1f}, starts, groups, 1f), "sequenceStarts");
             expect(() -> hapo.compute(logits, y, o, h, rewards, starts, new int[] {0, 1}, 1f), "groupStarts");
             expect(() -> hapo.compute(null, y, o, h, rewards, starts, groups, 1f), "logits");
+            expect(() -> hapo.compute(logits, o, o, h, rewards, starts, groups, 1f), "targets: expected dtype");
+            expect(() -> hapo.compute(logits, null, o, h, rewards, starts, groups, 1f), "targets");
+            expect(() -> hapo.samplingTemperatures(h, y, 1f, 0.05f), "mask: expected dtype");
+            expect(() -> hapo.samplingTemperatures(nanH, null, 1f, 0.05f), "entropy[1]");
+            expect(() -> hapo.samplingTemperatures(null, null, 1f, 0.05f), "entropy");
+            expect(() -> TokenSelection.countedMask(o, IGNORE), "targets: expected dtype");
+            expect(() -> TokenSelection.countedMask(null, IGNORE), "targets");
         }
     }
 

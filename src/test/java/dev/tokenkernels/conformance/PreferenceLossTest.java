@@ -239,6 +239,34 @@ class PreferenceLossTest {
         }
     }
 
+    /**
+     * Finite but huge weights (or beta, or IPO's h) whose gradient coefficient overflows fp32: refused
+     * naming the weights, before the caller's gradient buffers are touched.
+     */
+    @Test
+    void overflowingCoefficientsNameTheWeights() {
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Pair p = Pair.byHand(); Tensor huge = Tensor.of(new float[] {-3e38f}, 1);
+                 Tensor large = Tensor.of(new float[] {1e38f}, 1);
+                 Tensor gw = Tensor.of(new float[] {7f, 7f}, 1, 2); Tensor gl = Tensor.of(new float[] {7f, 7f}, 1, 2)) {
+                Responses w = p.chosen();
+                Responses l = p.rejected();
+                // m = beta (-3e38 rho_w - rho_l) -> -inf side: dl/dm = -1, c = -beta * w = 3e39
+                expect(() -> PreferenceLoss.computeWithGradient(w.withWeights(huge), l, Options.dpo(10f).on(backend), 1f),
+                        "chosen.weights[0], beta 10.0");
+                expect(() -> PreferenceLoss.computeWithGradient(w.withWeights(huge), l,
+                        Options.dpo(10f).accumulating().on(backend), 1f, gw, gl), "chosen.weights[0]");
+                for (int k = 0; k < 2; k++) {
+                    assertEquals(7f, gw.getFloat(k), backend + " chosen gradient untouched");
+                    assertEquals(7f, gl.getFloat(k), backend + " rejected gradient untouched");
+                }
+                // IPO: h = 1e38 rho_w - rho_l, dl/dh = 2 (h - 1/(2 tau)), c = 2 h w
+                expect(() -> PreferenceLoss.computeWithGradient(w.withWeights(large), l, Options.ipo(1f).on(backend), 1f),
+                        "the IPO margin");
+            }
+        }
+    }
+
     /** The hand-worked pair: one token per response, V = 2. */
     private record Pair(Tensor zw, Tensor zl, Tensor yw, Tensor yl, Tensor refW, Tensor refL) implements AutoCloseable {
         static Pair byHand() {

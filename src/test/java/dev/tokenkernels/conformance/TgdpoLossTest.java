@@ -20,8 +20,65 @@ class TgdpoLossTest {
         int vocab = 37;
         var w = PreferenceLossProperties.randomSide(random, 3, vocab, true, false, false, 2f);
         var l = PreferenceLossProperties.randomSide(random, 3, vocab, true, false, false, 2f);
-        float[] rmW = rewardModel(random, w.targets().length);
-        float[] rmL = rewardModel(random, l.targets().length);
+        checkAgainstTheFormula(w, l, rewardModel(random, w.targets().length), rewardModel(random, l.targets().length),
+                vocab);
+    }
+
+    /**
+     * Token rewards up to 19.5 nats in the harmful direction (1/(alpha beta) = 20 at the defaults): weights
+     * down to 0.025 and up to 1.975, still the paper's formula.
+     */
+    @Test
+    void largeTokenRewardsBelowTheLimit() {
+        SplittableRandom random = new SplittableRandom(22);
+        int vocab = 29;
+        var w = PreferenceLossProperties.randomSide(random, 3, vocab, true, false, false, 2f);
+        var l = PreferenceLossProperties.randomSide(random, 3, vocab, true, false, false, 2f);
+        float[] rmW = new float[w.ref().length];
+        float[] rmL = new float[l.ref().length];
+        for (int t = 0; t < rmW.length; t++) {
+            rmW[t] = w.ref()[t] + (float) (t % 2 == 0 ? -19.5 : 19.5 * random.nextDouble());
+        }
+        for (int t = 0; t < rmL.length; t++) {
+            rmL[t] = l.ref()[t] + (float) (t % 2 == 0 ? 19.5 : -19.5 * random.nextDouble());
+        }
+        checkAgainstTheFormula(w, l, rmW, rmL, vocab);
+    }
+
+    /** At |r| >= 1/(alpha beta) in the harmful direction the weight would be <= 0 and flip the token: refused. */
+    @Test
+    void nonPositiveWeightsAreRefused() {
+        SplittableRandom random = new SplittableRandom(23);
+        int vocab = 11;
+        // token 0 is counted on both sides (the first token of a response with counted = true)
+        var w = PreferenceLossProperties.randomSide(random, 2, vocab, true, false, true, 2f);
+        var l = PreferenceLossProperties.randomSide(random, 2, vocab, true, false, true, 2f);
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor zw = Tensor.of(w.logits(), w.targets().length, vocab);
+                 Tensor zl = Tensor.of(l.logits(), l.targets().length, vocab);
+                 Tensor yw = Tensor.ofInts(w.targets(), w.targets().length);
+                 Tensor yl = Tensor.ofInts(l.targets(), l.targets().length);
+                 Tensor refW = Tensor.of(w.ref(), w.ref().length); Tensor refL = Tensor.of(l.ref(), l.ref().length)) {
+                Responses chosen = Responses.of(zw, yw, w.starts(), refW);
+                Responses rejected = Responses.of(zl, yl, l.starts(), refL);
+                TgdpoLoss loss = new TgdpoLoss(0.1f, 0.5f, backend);
+                float[] rmW = w.ref().clone();
+                float[] rmL = l.ref().clone();
+                rmW[0] -= 20.5f; // weight 1 + 0.05 * (-20.5) = -0.025
+                try (Tensor rw = Tensor.of(rmW, rmW.length); Tensor rl = Tensor.of(rmL, rmL.length)) {
+                    expect(() -> loss.compute(chosen, rejected, rw, rl, 1f), "chosenRewardModelLogProb[0]: expected");
+                }
+                rmW[0] = w.ref()[0];
+                rmL[0] += 20.5f; // weight 1 - 0.05 * 20.5 = -0.025
+                try (Tensor rw = Tensor.of(rmW, rmW.length); Tensor rl = Tensor.of(rmL, rmL.length)) {
+                    expect(() -> loss.compute(chosen, rejected, rw, rl, 1f), "rejectedRewardModelLogProb[0]: expected");
+                }
+            }
+        }
+    }
+
+    private static void checkAgainstTheFormula(PreferenceLossProperties.RandomSide w, PreferenceLossProperties.RandomSide l,
+                                               float[] rmW, float[] rmL, int vocab) {
         double beta = 0.1;
         double alpha = 0.5;
         for (Backend backend : ConformanceBackends.all()) {
@@ -81,6 +138,8 @@ class TgdpoLossTest {
              Tensor shortT = Tensor.of(new float[1], 1)) {
             Responses r = Responses.of(z, y, new int[] {0, 2}, ref);
             Responses noRef = Responses.of(z, y, new int[] {0, 2}, null);
+            Responses floatTargets = Responses.of(z, ref, new int[] {0, 2}, ref);
+            Responses nanRef = Responses.of(z, y, new int[] {0, 2}, nan);
             TgdpoLoss loss = TgdpoLoss.defaults();
             expect(() -> new TgdpoLoss(0f, 0.5f, null), "beta");
             expect(() -> new TgdpoLoss(0.1f, -1f, null), "alpha");
@@ -89,6 +148,8 @@ class TgdpoLossTest {
             expect(() -> loss.compute(r, r, null, ref, 1f), "chosenRewardModelLogProb");
             expect(() -> loss.compute(r, noRef, ref, ref, 1f), "rejected.referenceLogProb");
             expect(() -> loss.compute(null, r, ref, ref, 1f), "responses");
+            expect(() -> loss.compute(floatTargets, r, ref, ref, 1f), "chosen.targets: expected dtype");
+            expect(() -> loss.compute(r, nanRef, ref, ref, 1f), "rejected.referenceLogProb[1]");
         }
     }
 

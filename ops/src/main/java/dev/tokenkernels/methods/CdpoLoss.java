@@ -5,6 +5,7 @@ import dev.tokenkernels.ops.loss.PreferenceLoss;
 import dev.tokenkernels.ops.loss.PreferenceLoss.Responses;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
 
 /**
@@ -97,20 +98,14 @@ public final class CdpoLoss {
         Tensor weightW = null;
         Tensor weightL = null;
         try {
-            try (ContrastiveTargetProb.Result p = ContrastiveTargetProb.compute(rejectedPositive, rejectedNegative,
-                    rejected.targets(), contrast)) {
-                int rows = (int) p.prob().dim(0);
-                float[] w = new float[rows];
-                for (int t = 0; t < rows; t++) {
-                    w[t] = 1f - p.prob().getFloat(t); // ignored tokens: p = 0, weight unused
-                }
-                weightL = Tensor.of(w, rows);
+            float[] rejectedWeight = contrastiveProb("rejected", rejected, rejectedPositive, rejectedNegative, contrast);
+            for (int t = 0; t < rejectedWeight.length; t++) {
+                rejectedWeight[t] = 1f - rejectedWeight[t]; // ignored tokens: p = 0, weight unused
             }
+            weightL = Tensor.of(rejectedWeight, rejectedWeight.length);
             if (chosenPositive != null) {
-                try (ContrastiveTargetProb.Result p = ContrastiveTargetProb.compute(chosenPositive, chosenNegative,
-                        chosen.targets(), contrast)) {
-                    weightW = Tensor.of(p.prob().toFloatArray(), p.prob().dim(0));
-                }
+                float[] p = contrastiveProb("chosen", chosen, chosenPositive, chosenNegative, contrast);
+                weightW = Tensor.of(p, p.length);
             }
             Responses w = weightW == null ? chosen.withWeights(null) : chosen.withWeights(weightW);
             PreferenceLoss.Result loss = PreferenceLoss.computeWithGradient(w, rejected.withWeights(weightL),
@@ -124,6 +119,40 @@ public final class CdpoLoss {
                 weightL.close();
             }
             throw e;
+        }
+    }
+
+    /**
+     * {@code p_ce} of one side's tokens; shapes checked here under the caller's names ({@code
+     * rejectedPositive}, ...), and a NaN {@code p_ce} (NaN or {@code +inf} in a model's row) refused
+     * naming both models' logits, rather than surfacing later as a bad weight of PreferenceLoss.
+     */
+    private static float[] contrastiveProb(String side, Responses r, Tensor positive, Tensor negative,
+                                           ContrastiveTargetProb.Options contrast) {
+        String positiveName = side + "Positive";
+        String negativeName = side + "Negative";
+        Tensor targets = Checks.notNull(side + ".targets", r.targets());
+        Checks.notNull(positiveName, positive);
+        Checks.notNull(negativeName, negative);
+        Checks.rank(side + ".targets", targets, 1, "[N]");
+        Checks.rank(positiveName, positive, 2, "[N, V]");
+        Checks.rank(negativeName, negative, 2, "[N, V] like " + positiveName);
+        long rows = targets.dim(0);
+        Checks.dim(positiveName, positive, 0, rows, "N, the tokens of " + side + ".targets");
+        Checks.dim(negativeName, negative, 0, rows, "N, the tokens of " + side + ".targets");
+        Checks.dim(negativeName, negative, 1, positive.dim(1), "V, the columns of " + positiveName);
+        Checks.dtype(positiveName, positive, DType.F32, DType.F16, DType.BF16);
+        Checks.dtype(negativeName, negative, DType.F32, DType.F16, DType.BF16);
+        try (ContrastiveTargetProb.Result p = ContrastiveTargetProb.compute(positive, negative, targets, contrast)) {
+            float[] prob = p.prob().toFloatArray();
+            for (int t = 0; t < prob.length; t++) {
+                if (Float.isNaN(prob[t])) {
+                    throw new IllegalArgumentException(positiveName + "/" + negativeName + " row " + t
+                            + ": expected finite logits (no NaN or +inf; -inf masks a class), got a NaN"
+                            + " contrastive probability p_ce");
+                }
+            }
+            return prob;
         }
     }
 }

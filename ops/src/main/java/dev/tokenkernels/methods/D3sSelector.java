@@ -112,9 +112,9 @@ public final class D3sSelector {
     /**
      * Both levels at training progress {@code progress}.
      *
-     * @param sequenceAdvantages the advantage of each response [B] (the sample level's A_i)
-     * @param sequenceStarts token offsets of the responses [B + 1]
-     * @param groupStarts response offsets of the groups [G + 1]
+     * @param sequenceAdvantages the advantage of each response [B] (the sample level's A_i), finite
+     * @param sequenceStarts token offsets of the responses [B + 1], non-decreasing from 0 to N
+     * @param groupStarts response offsets of the groups [G + 1], non-decreasing from 0 to B
      * @param tokenAdvantages F32 [N], the per-token advantages (finite at every token)
      * @param entropy F32 [N], the per-token policy entropies (finite and >= 0 at every token, padding included)
      * @param mask U8 [N] of the tokens that count, or null for all
@@ -127,34 +127,36 @@ public final class D3sSelector {
             throw new IllegalArgumentException("sequenceAdvantages: expected one advantage per response, got null");
         }
         int b = sequenceAdvantages.length;
+        for (int i = 0; i < b; i++) {
+            // a NaN would make the variance search keep an arbitrary set
+            Checks.require(Float.isFinite(sequenceAdvantages[i]), "sequenceAdvantages[" + i + "]",
+                    "a finite advantage", sequenceAdvantages[i]);
+        }
         Checks.require(sequenceStarts != null && sequenceStarts.length == b + 1, "sequenceStarts",
                 (b + 1) + " offsets (one more than the responses)", sequenceStarts == null ? "null" : sequenceStarts.length);
         Checks.require(groupStarts != null && groupStarts.length >= 1 && groupStarts[0] == 0
                 && groupStarts[groupStarts.length - 1] == b, "groupStarts", "offsets from 0 to " + b,
                 Arrays.toString(groupStarts));
+        nonDecreasing("groupStarts", groupStarts);
         Checks.notNull("tokenAdvantages", tokenAdvantages);
         Checks.rank("tokenAdvantages", tokenAdvantages, 1, "[N]");
         long n = tokenAdvantages.dim(0);
         Checks.require(sequenceStarts[0] == 0 && sequenceStarts[b] == n, "sequenceStarts", "offsets from 0 to N = " + n,
                 Arrays.toString(sequenceStarts));
+        nonDecreasing("sequenceStarts", sequenceStarts); // with 0 and N at the ends: all within [0, N]
         if (mask != null) {
             Checks.rank("mask", mask, 1, "[N]");
             Checks.dtype("mask", mask, DType.U8);
             Checks.dim("mask", mask, 0, n, "N, the entries of tokenAdvantages");
         }
-        int[] kept = IntStream.range(0, groupStarts.length - 1).flatMap(g -> {
-            Checks.require(groupStarts[g] <= groupStarts[g + 1], "groupStarts", "non-decreasing offsets",
-                    groupStarts[g] + " > " + groupStarts[g + 1]);
-            return Arrays.stream(maxVarianceSubset(sequenceAdvantages, groupStarts[g], groupStarts[g + 1], m));
-        }).toArray();
+        int[] kept = IntStream.range(0, groupStarts.length - 1).flatMap(g ->
+                Arrays.stream(maxVarianceSubset(sequenceAdvantages, groupStarts[g], groupStarts[g + 1], m))).toArray();
         try (Tensor candidates = Tensor.allocate(DType.U8, n);
              Tensor scores = TokenTerms.advantageEntropyScore(tokenAdvantages, entropy,
                      TokenTerms.Options.defaults().on(backend))) {
             MemorySegment c = candidates.segment();
             long count = 0;
             for (int i : kept) {
-                Checks.require(sequenceStarts[i] <= sequenceStarts[i + 1], "sequenceStarts", "non-decreasing offsets",
-                        sequenceStarts[i] + " > " + sequenceStarts[i + 1]);
                 long from = sequenceStarts[i];
                 long length = sequenceStarts[i + 1] - from;
                 if (mask == null) {
@@ -170,6 +172,12 @@ public final class D3sSelector {
             long k = (long) Math.ceil(fraction * count);
             Tensor tokenMask = TokenSelection.topK(scores, candidates, k, TokenSelection.Options.defaults().on(backend));
             return new Selection(kept, tokenMask, Math.min(k, count), m, fraction);
+        }
+    }
+
+    private static void nonDecreasing(String name, int[] starts) {
+        for (int k = 0; k + 1 < starts.length; k++) {
+            Checks.require(starts[k] <= starts[k + 1], name, "non-decreasing offsets", starts[k] + " > " + starts[k + 1]);
         }
     }
 

@@ -3,7 +3,9 @@ package dev.tokenkernels.methods;
 import dev.tokenkernels.ops.select.TokenSelection;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
+import java.lang.foreign.ValueLayout;
 
 /**
  * Entropy-quantile token selection: train only on the tokens whose entropy is at or above the
@@ -38,8 +40,26 @@ public final class EntropyQuantileSelector {
         return new EntropyQuantileSelector(0.2, null);
     }
 
-    /** U8 {@code [N]}: 1 for the kept tokens of {@code entropy [N]} among {@code mask} (null: all). */
+    /**
+     * U8 {@code [N]}: 1 for the kept tokens of {@code entropy} (F32 {@code [N]}, no NaN where the
+     * mask counts) among {@code mask} (U8 {@code [N]}, null: all); nothing kept without masked tokens.
+     */
     public Tensor keep(Tensor entropy, Tensor mask) {
+        // checked here so that errors name entropy, not the selection op's "scores"
+        Checks.notNull("entropy", entropy);
+        Checks.rank("entropy", entropy, 1, "[N]");
+        Checks.dtype("entropy", entropy, DType.F32);
+        long n = entropy.dim(0);
+        if (mask != null) {
+            Checks.rank("mask", mask, 1, "[N]");
+            Checks.dtype("mask", mask, DType.U8);
+            Checks.dim("mask", mask, 0, n, "N, the entries of entropy");
+        }
+        for (long t = 0; t < n; t++) {
+            boolean counted = mask == null || mask.segment().get(ValueLayout.JAVA_BYTE, t) != 0;
+            Checks.require(!counted || !Float.isNaN(entropy.getFloat(t)), "entropy[" + t + "]",
+                    "a number at a counted token (NaN has no rank)", "NaN");
+        }
         return TokenSelection.atLeastQuantile(entropy, mask, 1 - rho, rank,
                 TokenSelection.Options.defaults().on(backend));
     }

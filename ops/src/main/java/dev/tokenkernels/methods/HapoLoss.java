@@ -4,13 +4,11 @@ import dev.tokenkernels.ops.loss.LogitStats;
 import dev.tokenkernels.ops.loss.PolicyLoss;
 import dev.tokenkernels.ops.select.EntropyNormalization;
 import dev.tokenkernels.ops.select.TokenGroupAdvantage;
+import dev.tokenkernels.ops.select.TokenSelection;
 import dev.tokenkernels.ops.select.TokenTerms;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.Checks;
-import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
-import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 
 /**
  * HAPO's policy loss (Liu et al., 2025, "From Uniform to Heterogeneous: Tailoring Policy
@@ -93,7 +91,10 @@ public final class HapoLoss {
                                      int[] sequenceStarts, int[] groupStarts, float gradScale) {
         Checks.notNull("logits", logits);
         Checks.rank("logits", logits, 2, "[N, V]");
-        try (Tensor mask = countedMask(targets, logits.dim(0));
+        Checks.notNull("targets", targets);
+        Checks.rank("targets", targets, 1, "[N]");
+        Checks.dim("targets", targets, 0, logits.dim(0), "N, the rows of logits");
+        try (Tensor mask = TokenSelection.countedMask(targets, LogitStats.DEFAULT_IGNORE_INDEX);
              EntropyNormalization.Result h = EntropyNormalization.compute(entropy, mask, normalization());
              TokenGroupAdvantage.Result a = TokenGroupAdvantage.compute(rewards, sequenceStarts, groupStarts, mask);
              TokenTerms.Clipping c = TokenTerms.adaptiveClipping(h.normalized(), a.tokenAdvantages(), epsLow, epsHigh,
@@ -108,33 +109,21 @@ public final class HapoLoss {
 
     /**
      * Adaptive Temperature Sampling: {@code t0 (1 + tau clamp(h_hat, -1, 1))} per token (F32 [N]),
-     * h_hat from {@code entropy} over the counted tokens of {@code targets} (HAPO: t0 = 1, tau = 0.05).
+     * h_hat from {@code entropy} over the tokens of {@code mask} (HAPO: t0 = 1, tau = 0.05). It runs
+     * at rollout time, before there are targets: the mask says which positions count (e.g. not
+     * padding); {@link TokenSelection#countedMask} makes one from targets where they exist.
+     *
+     * @param entropy the sampling policy's entropies, F32 [N] (finite where the mask counts)
+     * @param mask U8 [N] of the positions that count, or null for all
      */
-    public Tensor samplingTemperatures(Tensor entropy, Tensor targets, float t0, float tau) {
-        Checks.notNull("entropy", entropy);
-        Checks.rank("entropy", entropy, 1, "[N]");
-        try (Tensor mask = countedMask(targets, entropy.dim(0));
-             EntropyNormalization.Result h = EntropyNormalization.compute(entropy, mask, normalization())) {
+    public Tensor samplingTemperatures(Tensor entropy, Tensor mask, float t0, float tau) {
+        try (EntropyNormalization.Result h = EntropyNormalization.compute(entropy, mask, normalization())) {
             return TokenTerms.adaptiveTemperature(h.normalized(), t0, tau, TokenTerms.Options.defaults().on(backend));
         }
     }
 
     private EntropyNormalization.Options normalization() {
         return EntropyNormalization.Options.defaults().withReleasedCodeSigns(releasedCodeSigns).on(backend);
-    }
-
-    /** 1 where the target is not the ignore index, as a U8 [N] mask. */
-    private static Tensor countedMask(Tensor targets, long n) {
-        Checks.notNull("targets", targets);
-        Checks.rank("targets", targets, 1, "[N]");
-        Checks.dtype("targets", targets, DType.I32, DType.I64);
-        Checks.dim("targets", targets, 0, n, "N, the rows of logits");
-        Tensor mask = Tensor.allocate(DType.U8, n);
-        MemorySegment m = mask.segment();
-        for (long t = 0; t < n; t++) {
-            m.set(ValueLayout.JAVA_BYTE, t, (byte) (targets.getLong(t) != LogitStats.DEFAULT_IGNORE_INDEX ? 1 : 0));
-        }
-        return mask;
     }
 
     private static void nonNegative(String name, float value) {

@@ -21,12 +21,14 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *   x_i  = ((1 + lambda) z_pos,i - lambda z_neg,i) / T     (computed as fma(lambda, z_pos - z_neg, z_pos) * (1/T))
  *   logp_i = log softmax(x_i)[y_i],   p_i = exp(logp_i)
  * </pre>
- * A class masked ({@code -inf}) in either model is masked in {@code x}: contrasting with an
- * impossible class has no finite meaning ({@code z_neg = -inf} would otherwise give {@code +inf}).
+ * A class masked ({@code -inf}) in {@code z_pos} is masked in {@code x}; for {@code lambda > 0} so is
+ * a class masked in {@code z_neg}: contrasting with an impossible class has no finite meaning
+ * ({@code z_neg = -inf} would otherwise give {@code +inf}). At {@code lambda = 0} {@code z_neg} plays
+ * no part ({@code x = z_pos / T}, its masks included) except that it must be a valid row.
  * {@code logp} is clamped to {@code <= 0} so that {@code 1 - p} is never negative by rounding.
- * Rows whose target is the ignore index are not read and give 0 in both outputs. Special rows as
- * in {@link LogitStats}: NaN or {@code +inf} in {@code x} give NaN; all classes masked gives
- * {@code logp = -inf}, {@code p = 0}. No gradient: the score is a constant weight for the loss
+ * Rows whose target is the ignore index are not read and give 0 in both outputs. Special rows:
+ * NaN or {@code +inf} anywhere in either input row, or NaN or {@code +inf} in {@code x} (overflow),
+ * give NaN in both outputs; all classes masked gives {@code logp = -inf}, {@code p = 0}. No gradient: the score is a constant weight for the loss
  * that uses it.
  *
  * <p>One read of each logits tensor: the combined logits are formed as the two rows are read and

@@ -57,8 +57,9 @@ final class ContrastiveTargetProbCpu {
     }
 
     /**
-     * Writes the combined row into {@code x} and returns its log-sum-exp: NaN if an element is NaN
-     * or the max is {@code +inf}, {@code -inf} if every class is masked.
+     * Writes the combined row into {@code x} and returns its log-sum-exp: NaN if an input element is
+     * NaN or {@code +inf}, an element of {@code x} is NaN or the max is {@code +inf}; {@code -inf}
+     * if every class is masked.
      */
     private static float combineAndLogSumExp(Row positive, Row negative, int n, float lambda, float invT, float[] x) {
         MemorySegment ps = positive.segment;
@@ -67,13 +68,18 @@ final class ContrastiveTargetProbCpu {
         long no = negative.offset;
         FloatVector a = FloatVector.broadcast(F, lambda);
         FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        // at lambda 0 z_neg only decides whether the row is NaN: x is z_pos / T (z_neg read as z_pos)
+        boolean contrast = lambda > 0f;
         boolean nan = false;
         int i = 0;
         for (int upper = F.loopBound(n); i < upper; i += F.length()) {
             FloatVector p = FloatVector.fromMemorySegment(F, ps, po + 4L * i, NATIVE);
             FloatVector q = FloatVector.fromMemorySegment(F, ns, no + 4L * i, NATIVE);
-            VectorMask<Float> masked = p.eq(Float.NEGATIVE_INFINITY).or(q.eq(Float.NEGATIVE_INFINITY));
-            FloatVector v = p.sub(q).fma(a, p).mul(invT).blend(Float.NEGATIVE_INFINITY, masked);
+            nan |= p.test(VectorOperators.IS_NAN).or(p.eq(Float.POSITIVE_INFINITY))
+                    .or(q.test(VectorOperators.IS_NAN)).or(q.eq(Float.POSITIVE_INFINITY)).anyTrue();
+            VectorMask<Float> masked = contrast ? p.eq(Float.NEGATIVE_INFINITY).or(q.eq(Float.NEGATIVE_INFINITY))
+                    : p.eq(Float.NEGATIVE_INFINITY);
+            FloatVector v = p.sub(contrast ? q : p).fma(a, p).mul(invT).blend(Float.NEGATIVE_INFINITY, masked);
             v.intoArray(x, i);
             nan |= v.test(VectorOperators.IS_NAN).anyTrue();
             m = m.max(v);
@@ -82,8 +88,9 @@ final class ContrastiveTargetProbCpu {
         for (; i < n; i++) {
             float p = ps.get(ValueLayout.JAVA_FLOAT_UNALIGNED, po + 4L * i);
             float q = ns.get(ValueLayout.JAVA_FLOAT_UNALIGNED, no + 4L * i);
-            boolean masked = p == Float.NEGATIVE_INFINITY || q == Float.NEGATIVE_INFINITY;
-            x[i] = masked ? Float.NEGATIVE_INFINITY : Math.fma(lambda, p - q, p) * invT;
+            nan |= Float.isNaN(p) || Float.isNaN(q) || p == Float.POSITIVE_INFINITY || q == Float.POSITIVE_INFINITY;
+            boolean masked = p == Float.NEGATIVE_INFINITY || contrast && q == Float.NEGATIVE_INFINITY;
+            x[i] = masked ? Float.NEGATIVE_INFINITY : Math.fma(lambda, p - (contrast ? q : p), p) * invT;
             nan |= Float.isNaN(x[i]);
             max = Math.max(max, x[i]);
         }

@@ -37,9 +37,13 @@ import dev.tokenkernels.runtime.Tensor;
  * <p>Two passes over each logits tensor, both {@link TargetLogProb}: the log-probabilities, then on
  * the host each pair's {@code dl/dh}, then the gradient {@code (gradScale / B) dl/dlogp_t (onehot -
  * softmax) / T} written into (or added to) the gradient buffers. No other {@code [N, V]} buffer.
- * A pair whose {@code dl/dh} is not finite (NaN logits or reference, or IPO with an infinite
- * {@code h}) gets a NaN gradient on every row of both its responses. A masked target ({@code logp
- * = -inf}) gives DPO an infinite loss with a finite gradient.
+ * A pair whose {@code dl/dh} is not finite gets a NaN gradient on every row of both its responses:
+ * NaN logits, a masked target ({@code logp = -inf}) on both sides (then {@code h = -inf - (-inf) =
+ * NaN}), or IPO with an infinite {@code h}. A masked target on one side only gives DPO an infinite
+ * loss with a finite gradient. A reference log-probability or weight that is not finite at a counted
+ * token is refused ({@link IllegalArgumentException}), not turned into a NaN gradient, and so are
+ * finite weights, beta or gradScale so large (or an IPO {@code h} so large) that a gradient
+ * coefficient overflows fp32.
  */
 public final class PreferenceLoss {
 
@@ -344,17 +348,24 @@ public final class PreferenceLoss {
         Tensor gradL = null;
         boolean owns = withGradient && chosenOut == null;
         if (withGradient) {
-            gradW = chosenOut != null ? chosenOut : Tensor.allocate(DType.F32, w.rows(), vocab);
-            gradL = rejectedOut != null ? rejectedOut : Tensor.allocate(DType.F32, l.rows(), vocab);
+            double perPair = gradScale / (double) pairs;
+            // both sides' coefficients before any write: an overflow leaves the caller's buffers untouched
+            float[] cW = coefficients(w, o, slope, perPair, 1);
+            float[] cL = coefficients(l, o, slope, perPair, -1);
             try {
-                double perPair = gradScale / (double) pairs;
+                gradW = chosenOut != null ? chosenOut : Tensor.allocate(DType.F32, w.rows(), vocab);
+                gradL = rejectedOut != null ? rejectedOut : Tensor.allocate(DType.F32, l.rows(), vocab);
                 TargetLogProb.Options second = o.accumulate() ? pass.accumulating() : pass;
-                gradientPass(w, o, slope, perPair, 1, second, gradW);
-                gradientPass(l, o, slope, perPair, -1, second, gradL);
+                gradientPass(w, cW, slope, second, gradW);
+                gradientPass(l, cL, slope, second, gradL);
             } catch (RuntimeException | Error e) {
                 if (owns) {
-                    gradW.close();
-                    gradL.close();
+                    if (gradW != null) {
+                        gradW.close();
+                    }
+                    if (gradL != null) {
+                        gradL.close();
+                    }
                 }
                 throw e;
             }
@@ -381,14 +392,14 @@ public final class PreferenceLoss {
     }
 
     /**
-     * Pass 2 for one side: {@code c_t = perPair * sign * dl/dh * dh/dlogp_t} through {@link
-     * TargetLogProb}; then NaN over the rows of pairs whose {@code dl/dh} is not finite.
+     * {@code c_t = perPair * sign * dl/dh * dh/dlogp_t} for one side (0 for pairs whose {@code dl/dh}
+     * is not finite: their rows become NaN after the pass). A coefficient that overflows fp32 (huge
+     * weights or beta, or IPO with a huge {@code h}) is refused here naming what the caller passed,
+     * not left for TargetLogProb to report as a tensor the caller never saw.
      */
-    private static void gradientPass(Side s, Options o, double[] slope, double perPair, int sign,
-                                     TargetLogProb.Options pass, Tensor gradient) {
+    private static float[] coefficients(Side s, Options o, double[] slope, double perPair, int sign) {
         float[] c = new float[s.rows()];
-        int pairs = slope.length;
-        for (int b = 0; b < pairs; b++) {
+        for (int b = 0; b < slope.length; b++) {
             if (!Double.isFinite(slope[b])) {
                 continue;
             }
@@ -399,8 +410,21 @@ public final class PreferenceLoss {
             };
             for (int t = s.starts()[b]; t < s.starts()[b + 1]; t++) {
                 c[t] = s.counted()[t] ? (float) (perPair * sign * slope[b] * scale * s.weight()[t]) : 0f;
+                if (!Float.isFinite(c[t])) {
+                    throw new IllegalArgumentException(s.name() + ".weights[" + t + "], beta " + o.beta()
+                            + (o.kind() == Kind.IPO ? ", the IPO margin h - 1/(2 tau) = " + slope[b] / 2 : "")
+                            + ", gradScale: expected a gradient coefficient gradScale/B * dl/dh * scale * w_t within"
+                            + " fp32, got " + perPair * sign * slope[b] * scale * s.weight()[t] + " (weight "
+                            + s.weight()[t] + ")");
+                }
             }
         }
+        return c;
+    }
+
+    /** Pass 2 for one side through {@link TargetLogProb}; then NaN over the rows of pairs whose {@code dl/dh} is not finite. */
+    private static void gradientPass(Side s, float[] c, double[] slope, TargetLogProb.Options pass, Tensor gradient) {
+        int pairs = slope.length;
         try (Tensor coefficients = Tensor.of(c, s.rows())) {
             // pass 1 kept the log-probabilities: only the gradient is wanted here
             TargetLogProb.computeWithGradient(s.r().logits(), s.r().targets(), coefficients, pass, gradient).close();

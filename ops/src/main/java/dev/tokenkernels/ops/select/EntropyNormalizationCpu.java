@@ -13,9 +13,10 @@ import jdk.incubator.vector.VectorSpecies;
 /**
  * Vector API implementation of {@link EntropyNormalization}: chunks of tokens in parallel, each
  * giving its sum of squares and extremes of {@code e - pivot} (and leaving {@code e - pivot} in the
- * output), combined in float64 in chunk order; then one pass turning the output into {@code h_hat}. The tail of the vector is a masked vector too, so every
- * {@code e} comes from the same vector {@code log} (the pivot's as well: equal entropies give
- * exactly equal {@code e}).
+ * output), combined in float64 in chunk order; then one pass turning the output into {@code h_hat}.
+ * A token whose floored entropy equals the pivot's bitwise gets {@code e - pivot = 0} by a compare,
+ * not by subtracting two logs: the pivot's log is taken in a separate call, and a JIT-compiled
+ * vector {@code LOG} need not round like the interpreter's (it differs on a few percent of inputs).
  */
 final class EntropyNormalizationCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED.length() >= 8
@@ -45,12 +46,20 @@ final class EntropyNormalizationCpu {
         return logEntropy(FloatVector.broadcast(F, job.entropy().getFloat(job.pivotIndex()))).lane(0);
     }
 
+    /** {@code e - pivot} for the lanes of {@code h}, exactly 0 where the floored entropy is the pivot's. */
+    static FloatVector centered(FloatVector h, float pivotEntropy, float pivot) {
+        FloatVector floored = h.max(EntropyNormalization.ENTROPY_FLOOR);
+        return floored.lanewise(VectorOperators.LOG).sub(pivot)
+                .blend(0f, floored.compare(VectorOperators.EQ, pivotEntropy));
+    }
+
     static EntropyNormalization.Stats stats(CpuBackend cpu, EntropyNormalization.Job job) {
         int n = job.n();
         MemorySegment h = job.entropy().segment();
         MemorySegment mask = job.mask() == null ? null : job.mask().segment();
         MemorySegment out = job.out().segment();
         float pivot = pivot(job);
+        float pivotEntropy = Math.max(job.entropy().getFloat(job.pivotIndex()), EntropyNormalization.ENTROPY_FLOOR);
         int chunks = (n + CHUNK - 1) / CHUNK;
         double[] sums = new double[chunks];
         float[] max = new float[chunks];
@@ -63,7 +72,7 @@ final class EntropyNormalizationCpu {
                 int end = Math.min(n, (c + 1) * CHUNK);
                 for (int i = c * CHUNK; i < end; i += F.length()) {
                     VectorMask<Float> m = counted(mask, i, end);
-                    FloatVector d = logEntropy(FloatVector.fromMemorySegment(F, h, 4L * i, NATIVE, m)).sub(pivot);
+                    FloatVector d = centered(FloatVector.fromMemorySegment(F, h, 4L * i, NATIVE, m), pivotEntropy, pivot);
                     // kept for the second pass, so each token's log is taken once (0 outside the mask)
                     FloatVector.zero(F).blend(d, m).intoMemorySegment(out, 4L * i, NATIVE, F.indexInRange(i, end));
                     sum = sum.add(d.mul(d), m);

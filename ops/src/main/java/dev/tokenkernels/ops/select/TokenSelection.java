@@ -225,6 +225,24 @@ public final class TokenSelection {
         return out;
     }
 
+    /**
+     * A U8 {@code [N]} mask, 1 where {@code targets} (I32 or I64 {@code [N]}) is not {@code ignoreIndex}:
+     * the inverse bridge of {@link #ignoreUnselected}, from a loss's targets to the masks the
+     * selection and normalization ops take. The caller closes the result.
+     */
+    public static Tensor countedMask(Tensor targets, long ignoreIndex) {
+        Checks.notNull("targets", targets);
+        Checks.rank("targets", targets, 1, "[N]");
+        Checks.dtype("targets", targets, DType.I32, DType.I64);
+        long n = targets.dim(0);
+        Tensor mask = Tensor.allocate(DType.U8, n);
+        java.lang.foreign.MemorySegment m = mask.segment();
+        for (long i = 0; i < n; i++) {
+            m.set(java.lang.foreign.ValueLayout.JAVA_BYTE, i, (byte) (targets.getLong(i) != ignoreIndex ? 1 : 0));
+        }
+        return mask;
+    }
+
     /** The masked count, after checking shapes, dtypes and that no masked score is NaN. */
     static int validate(Tensor scores, Tensor mask, Options options) {
         Checks.notNull("scores", scores);

@@ -30,8 +30,12 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *     its ratio is in the neutral zone, which the authors' released code takes as the open
  *     interval {@code (1 - eps_low' / 2, 1 + eps_high' / 2)} of the adapted ranges, "outside"
  *     elsewhere; {@code PolicyLoss.Options.withClipPerToken(eps_low', eps_high')} takes the ranges.
- *     {@code h_hat} is not clamped here ({@link EntropyNormalization} gives it in [-1, 1]); with
- *     {@code alpha >= 0} both ranges stay {@code >= 0} for any {@code h_hat} in [-1/alpha, +inf).</li>
+ *     {@code h_hat} is not clamped here ({@link EntropyNormalization} gives it in [-1, 1]). With
+ *     {@code alpha >= 0} both ranges stay {@code >= eps} for any {@code h_hat}; the hazard is the
+ *     advantage: {@code A_ent = A (1 + beta h_hat)} changes sign when {@code h_hat < -1/beta}, so a
+ *     low-entropy token would be pushed against its advantage. With {@code h_hat in [-1, 1]} that
+ *     needs {@code beta > 1} ({@code beta = 1}, the paper's, gives {@code A_ent = 0} at {@code h_hat = -1});
+ *     the op computes the formula as given and does not guard it.</li>
  * <li>{@link #advantageEntropyScore}: D^3S's token score {@code |A_t| H_t} (Wang et al., 2025,
  *     arXiv:2509.22115), ranked by {@link TokenSelection#topK}.</li>
  * </ul>
@@ -103,8 +107,17 @@ public final class TokenTerms {
         TokenVectors.finite("advantages", advantages, null, "a finite advantage");
         long n = hHat.dim(0);
         Tensor[] out = new Tensor[4];
-        for (int k = 0; k < 4; k++) {
-            out[k] = Tensor.allocate(DType.F32, n);
+        try {
+            for (int k = 0; k < 4; k++) {
+                out[k] = Tensor.allocate(DType.F32, n);
+            }
+        } catch (RuntimeException | Error e) { // close what was allocated before the failure
+            for (Tensor t : out) {
+                if (t != null) {
+                    t.close();
+                }
+            }
+            throw e;
         }
         run(new Job(Kind.CLIPPING, hHat, advantages, new float[] {epsLow, epsHigh, alpha, beta}, out), options);
         return new Clipping(out[0], out[1], out[2], out[3]);
