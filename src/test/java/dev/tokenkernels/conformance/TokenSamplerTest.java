@@ -258,6 +258,8 @@ class TokenSamplerTest {
             expect(() -> TokenSampler.sample(z, o.withSamples(TokenSampler.MAX_SAMPLES + 1)), "samples");
             expect(() -> TokenSampler.sample(z, o.withTemperature(0f)), "temperature");
             expect(() -> TokenSampler.sample(z, o.withTemperature(Float.NaN)), "temperature");
+            expect(() -> TokenSampler.sample(z, o.withTemperature(Float.MIN_VALUE)), "reciprocal 1/T is finite");
+            expect(() -> TokenSampler.sample(z, o.withTemperature(0x1p-128f)), "reciprocal 1/T is finite");
         }
     }
 }
