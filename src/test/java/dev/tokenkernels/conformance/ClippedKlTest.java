@@ -110,7 +110,7 @@ class ClippedKlTest {
 
     /**
      * A flat teacher puts every class in one bucket, and a soft band's edge crosses it: all
-     * 3000 classes need their exact order, past the kernel's shared-memory ranking (its rescan
+     * 3000 classes need their exact order, past the kernel's shared-memory ranking (its sort
      * path). Every backend must still match the reference.
      */
     @Test
