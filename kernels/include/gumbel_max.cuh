@@ -75,35 +75,70 @@ __device__ __forceinline__ int block_argmax(float score, int index) {
     return index;
 }
 
+// The noise -log E never exceeds 16.64 (the uniforms stop at 1 - 2^-24): an entry with
+// x + kNoiseBound < threshold, where threshold is a score some entry reaches, scores below it by
+// monotone rounding and can neither win nor tie (TokenSamplerCpu skips the same entries).
+constexpr float kNoiseBound = 18.0f;
+
 // One row, by the whole block: the log-sum-exp of x = z * inv_t (returned to every thread; NaN
 // for a NaN or +inf in x, -inf for all -inf) and its k samples, written by thread 0 to `samples`
-// (shared or global; -1 when the lse is not finite), visible to the block on return. The first
-// group of four samples is drawn in the same sweep as the lse; each further group sweeps the row
-// again (from L1/L2).
+// (shared or global; -1 when the lse is not finite), visible to the block on return. A first
+// sweep takes the lse and the row's first largest entry; each group of four samples then sweeps
+// the row again (from L1/L2), drawing noise only for the entries within kNoiseBound of the lowest
+// score the largest entry reaches over the group (on peaked rows, most of the vocabulary costs
+// one comparison). Skipping changes no draw, so the samples stay bit-identical to the CPU's.
 __device__ __forceinline__ float block_sample_row(const void* z, int dtype, long long base, long long n, float inv_t,
                                                   int k, unsigned long long position, unsigned key0, unsigned key1,
                                                   int* samples) {
     __shared__ float lse_shared;
+    __shared__ int top_shared;
     const unsigned pos_lo = (unsigned)position, pos_hi = (unsigned)(position >> 32);
     SoftmaxState state = SoftmaxState::empty();
     bool nan = false;
+    float top_x = negative_infinity();
+    int top_i = kNoIndex;
+    for (long long j = threadIdx.x; j < n; j += blockDim.x) {
+        const float x = __fmul_rn(load_float(z, dtype, base + j), inv_t);
+        nan |= is_nan(x);
+        state.add(x);
+        if (x > top_x) {  // strict: a thread keeps its first index of its largest x
+            top_x = x;
+            top_i = (int)j;
+        }
+    }
+    const int any_nan = __syncthreads_or(nan);
+    state = block_merge(state);                 // complete in thread 0
+    const int top = block_argmax(top_x, top_i);  // the first index of the largest x, in thread 0
+    if (threadIdx.x == 0) {
+        lse_shared = any_nan || state.max == positive_infinity() ? quiet_nan() : state.max + logf(state.sum);
+        top_shared = top;
+    }
+    __syncthreads();
+    const float lse = lse_shared;
+    if (!isfinite(lse)) {  // no distribution: nothing to draw
+        if (threadIdx.x == 0)
+            for (int s = 0; s < k; s++) samples[s] = -1;
+        __syncthreads();
+        return lse;
+    }
+    const int top_index = top_shared;
+    const float x_top = __fmul_rn(load_float(z, dtype, base + top_index), inv_t);
     for (int group = 0; group * 4 < k; group++) {
         const int count = k - group * 4 < 4 ? k - group * 4 : 4;
+        // The lowest score of the largest entry over the group's samples: every winner reaches it.
+        const Philox4 r = philox4x32_10((unsigned)top_index, (unsigned)group, pos_lo, pos_hi, key0, key1);
+        float threshold = positive_infinity();
+#pragma unroll
+        for (int w = 0; w < 4; w++) {
+            if (w < count)
+                threshold = fminf(threshold, __fsub_rn(x_top, twin_log(-twin_log(philox_uniform(r.v[w])))));
+        }
         float best[4] = {negative_infinity(), negative_infinity(), negative_infinity(), negative_infinity()};
         int best_i[4] = {kNoIndex, kNoIndex, kNoIndex, kNoIndex};
         for (long long j = threadIdx.x; j < n; j += blockDim.x) {
             const float x = __fmul_rn(load_float(z, dtype, base + j), inv_t);
-            if (group == 0) {
-                nan |= is_nan(x);
-                state.add(x);
-            }
+            if (__fadd_rn(x, kNoiseBound) < threshold) continue;  // cannot win or tie (also skips -inf)
             gumbel_update(x, j, group, count, pos_lo, pos_hi, key0, key1, best, best_i);
-        }
-        if (group == 0) {
-            const int any_nan = __syncthreads_or(nan);
-            state = block_merge(state);  // complete in thread 0
-            if (threadIdx.x == 0)
-                lse_shared = any_nan || state.max == positive_infinity() ? quiet_nan() : state.max + logf(state.sum);
         }
 #pragma unroll
         for (int w = 0; w < 4; w++) {
@@ -113,10 +148,6 @@ __device__ __forceinline__ float block_sample_row(const void* z, int dtype, long
             }
         }
     }
-    __syncthreads();
-    const float lse = lse_shared;
-    if (!isfinite(lse) && threadIdx.x == 0)
-        for (int s = 0; s < k; s++) samples[s] = -1;
     __syncthreads();
     return lse;
 }

@@ -158,15 +158,19 @@ struct Band {
 // Two blocks per SM as the floor: left alone, ptxas for sm_80 spends 244 registers (one block per
 // SM) on a kernel that waits on memory; at 126 it does not spill.
 // pass 0: block i is row i; a row with more than kRanked ordered classes sets overflow_rows[row]
-// and writes nothing else. pass 1: block i is row row_list[i], with sort_stride keys and
-// 3 * sort_stride gate floats of scratch (sort_stride a power of two >= vocab).
+// to their count and writes nothing else. pass 1: block i is row row_list[i], with the keys
+// sort_keys[sort_offsets[i] ..] and the gate floats sort_gates[3 sort_offsets[i] ..] as scratch,
+// room for sort_offsets[i + 1] - sort_offsets[i] classes (the sort needs the count rounded up to a
+// power of two; the host gives that of pass 0's count). The count may differ by a class in pass 1 (the fp64 bucket sums are atomic,
+// so their rounding depends on the order): a row that no longer fits sets overflow_rows[row] to
+// its count again, writes nothing else, and the host runs it once more with more room.
 extern "C" __global__ void __launch_bounds__(kThreads, 2)
     clipped_kl(const void* student, int student_dtype, const void* teacher, int teacher_dtype, float* grad,
                float* row_loss, float* kept_mass, float* lower_grad, float* upper_grad, const float* weights,
                const float* grad_coef, const float* bound_coef, const float* lower, const float* upper,
                const int* targets, long long vocab, float inv_t, float gamma, int reverse, int has_grad, int pass,
                int* overflow_rows, const int* row_list, unsigned long long* sort_keys, float* sort_gates,
-               long long sort_stride) {
+               const long long* sort_offsets) {
     __shared__ double start[kBuckets];            // mass per bucket, then each bucket's start
     __shared__ Gate bucket_gate[kBuckets];        // g < 0: the bucket's classes are ordered one by one
     __shared__ int ranked_j[kRanked];
@@ -182,8 +186,10 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
     const long long base = row * vocab;
     float* g_row = has_grad ? grad + base : nullptr;
     const int tid = threadIdx.x, lane = tid & 31;
-    unsigned long long* keys = pass == 0 ? nullptr : sort_keys + blockIdx.x * sort_stride;
-    float* sorted_gates = pass == 0 ? nullptr : sort_gates + 3 * sort_stride * blockIdx.x;
+    const long long scratch_at = pass == 0 ? 0 : sort_offsets[blockIdx.x];
+    const long long room = pass == 0 ? 0 : sort_offsets[blockIdx.x + 1] - scratch_at;
+    unsigned long long* keys = pass == 0 ? nullptr : sort_keys + scratch_at;
+    float* sorted_gates = pass == 0 ? nullptr : sort_gates + 3 * scratch_at;
 
     if (weights[row] == 0.0f) {
         if (g_row)
@@ -280,7 +286,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
         if (bucket_gate[bucket_of(t_max, xt)].g < 0.0f) {
             int slot = atomicAdd(&ranked_count, 1);
             if (keys) {
-                keys[slot] = order_key(xt, static_cast<int>(j));
+                if (slot < room) keys[slot] = order_key(xt, static_cast<int>(j));
             } else if (slot < kRanked) {
                 ranked_j[slot] = static_cast<int>(j);
                 ranked_x[slot] = xt;
@@ -290,8 +296,11 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
     }
     __syncthreads();
     const int count = ranked_count;
-    if (!keys && count > kRanked) {  // the host runs this row again with scratch for the sort
-        if (tid == 0) overflow_rows[row] = 1;
+    long long padded = 1;  // the sort's length: a power of two
+    while (padded < count) padded <<= 1;
+    // The host runs the row again with scratch for the sort (or, in pass 1, with more of it).
+    if ((!keys && count > kRanked) || (keys && padded > room)) {
+        if (tid == 0) overflow_rows[row] = count;
         return;
     }
     if (!keys) {
@@ -313,8 +322,6 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
         }
     } else {
         // Bitonic sort of the keys, padded to a power of two with keys that sort last.
-        long long padded = 1;
-        while (padded < count) padded <<= 1;
         for (long long e = count + tid; e < padded; e += kThreads) keys[e] = ~0ull;
         __syncthreads();
         for (long long size = 2; size <= padded; size <<= 1) {

@@ -3,7 +3,7 @@
 // backend), their log-probabilities, and the gradient c ((sum_k r_k) softmax(x) - sum_{k: a_k = v} r_k)
 // with r_k = 1 for a draw of the ground truth, -beta otherwise, and c = gradScale w / (T K).
 //
-// One block of 256 threads per row: the log-sum-exp and the first four draws in one sweep
+// One block of 256 threads per row: the log-sum-exp and a sweep per group of four draws
 // (gumbel_max.cuh), then one sweep writes the dense part of the gradient and thread 0 takes the
 // draws' rewards off at their columns (in draw order, as the CPU does).
 #include "gumbel_max.cuh"

@@ -11,6 +11,7 @@ import dev.tokenkernels.ops.loss.Divergence;
 import dev.tokenkernels.ops.loss.Reduction;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.KernelBackend;
 import dev.tokenkernels.runtime.Tensor;
 import java.util.SplittableRandom;
 import net.jqwik.api.ForAll;
@@ -110,7 +111,7 @@ class ClippedKlTest {
 
     /**
      * A flat teacher puts every class in one bucket, and a soft band's edge crosses it: all
-     * 3000 classes need their exact order, past the kernel's shared-memory ranking (its rescan
+     * 3000 classes need their exact order, past the kernel's shared-memory ranking (its sort
      * path). Every backend must still match the reference.
      */
     @Test
@@ -137,6 +138,76 @@ class ClippedKlTest {
                     assertEquals(ref.gradient()[j], r.gradient().getFloat(j), 1e-7, backend + " gradient[" + j + "]");
                 }
             }
+        }
+    }
+
+    /**
+     * Rows that need the sort in more launches than one: three flat-teacher rows (3000 ordered
+     * classes: 4096 * 20 bytes = 80 KiB of scratch; one with half its classes masked: 1500, 40 KiB)
+     * among rows that need no sort, with the per-launch scratch capped
+     * ({@code tokenkernels.clippedKl.scratchBytes}) at 100 000 bytes (one row per launch: three
+     * launches) and 200 000 (two, then one). Each cap gives exactly what the default
+     * cap (one launch) gives (to the rounding of the kernel's fp64 atomic sums), and the losses match
+     * the reference.
+     */
+    @Test
+    void sortingRowsInSeveralLaunchesChangesNothing() {
+        int vocab = 3000;
+        int rows = 5;
+        float[] zs = new float[rows * vocab];
+        float[] zt = new float[rows * vocab];
+        SplittableRandom random = new SplittableRandom(8);
+        for (int i = 0; i < rows * vocab; i++) {
+            zs[i] = (float) random.nextGaussian();
+            zt[i] = i / vocab % 2 == 0 ? 0f : (float) (25 * random.nextGaussian()); // even rows flat: all ordered
+        }
+        for (int j = 1; j < vocab; j += 2) {
+            zt[2 * vocab + j] = Float.NEGATIVE_INFINITY; // row 2: 1500 classes to order, a smaller scratch (2048)
+        }
+        float[] lower = {0.25f, 0.1f, 0.3f, 0.2f, 0.15f};
+        float[] upper = {0.6f, 0.9f, 0.7f, 0.8f, 0.65f};
+        String property = "tokenkernels.clippedKl.scratchBytes";
+        for (Backend backend : ConformanceBackends.all()) {
+            if (!(backend instanceof KernelBackend)) { // the cap is the kernel's
+                continue;
+            }
+            Options o = Options.forwardKl(0.02f).withReduction(Reduction.NONE).on(backend);
+            try (Tensor s = Tensor.of(zs, rows, vocab); Tensor t = Tensor.of(zt, rows, vocab);
+                 Tensor l = Tensor.of(lower, rows); Tensor u = Tensor.of(upper, rows);
+                 ClippedKl.Result one = ClippedKl.computeWithGradient(s, t, l, u, o, 1f)) {
+                for (int row = 0; row < rows; row++) {
+                    var ref = ClippedKlReference.row(zs, zt, row * vocab, vocab, 1f, false, 0.02, lower[row], upper[row], -1);
+                    assertEquals(ref.loss(), one.loss().getFloat(row), 1e-5 * (1 + ref.loss()), backend + " loss " + row);
+                    assertEquals(ref.keptMass(), one.keptMass().getFloat(row), 1e-5, backend + " kept mass " + row);
+                }
+                for (long cap : new long[] {100_000, 200_000}) {
+                    String before = System.setProperty(property, Long.toString(cap));
+                    try (ClippedKl.Result several = ClippedKl.computeWithGradient(s, t, l, u, o, 1f)) {
+                        String at = backend + " cap " + cap;
+                        // The same up to the rounding of fp64 atomic sums, whose order a GPU does not fix.
+                        assertSame(one.loss(), several.loss(), at + " loss");
+                        assertSame(one.keptMass(), several.keptMass(), at + " kept mass");
+                        assertSame(one.gradient(), several.gradient(), at + " gradient");
+                        assertSame(one.lowerGradient(), several.lowerGradient(), at + " dL/dl");
+                        assertSame(one.upperGradient(), several.upperGradient(), at + " dL/du");
+                    } finally {
+                        if (before == null) {
+                            System.clearProperty(property);
+                        } else {
+                            System.setProperty(property, before);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private static void assertSame(Tensor expected, Tensor actual, String what) {
+        float[] e = expected.toFloatArray();
+        float[] a = actual.toFloatArray();
+        assertEquals(e.length, a.length, what + " length");
+        for (int i = 0; i < e.length; i++) {
+            assertEquals(e[i], a[i], 1e-6 * (1 + Math.abs(e[i])), what + "[" + i + "]");
         }
     }
 

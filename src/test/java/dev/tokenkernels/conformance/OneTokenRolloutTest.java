@@ -220,6 +220,7 @@ class OneTokenRolloutTest {
             expect(() -> OneTokenRollout.compute(z, y, o.withSamples(65)), "samples");
             expect(() -> OneTokenRollout.compute(z, y, o.withBeta(Float.NaN)), "beta");
             expect(() -> OneTokenRollout.compute(z, y, o.withTemperature(-1f)), "temperature");
+            expect(() -> OneTokenRollout.compute(z, y, o.withTemperature(0x1p-130f)), "reciprocal 1/T is finite");
             expect(() -> OneTokenRollout.compute(z, y, o.withNormalizer(-2)), "normalizer");
             expect(() -> OneTokenRollout.computeWithGradient(z, y, o, Float.POSITIVE_INFINITY), "gradScale");
             expect(() -> OneTokenRollout.computeWithGradient(z, y, o, 1f, null), "gradient");

@@ -188,6 +188,107 @@ class TokenSamplerTest {
         assertTrue(wrongTemperature > 10 * threshold, "the test must be able to fail: " + wrongTemperature);
     }
 
+    /**
+     * Within-row independence: the samples of one row must be independent draws, not only right
+     * in their marginals. A 2-D chi-square of sample {@code a} against sample {@code b} of 60000
+     * rows of the same 6 logits, against {@code p x p} (35 degrees of freedom; false-failure
+     * probability 1e-6 per pair, Wilson-Hilferty), for samples 0 and 1 (words of one Philox call)
+     * and 3 and 4 (different calls). Can fail: pairing each sample with itself (what a sampler that
+     * reused its noise across samples would give) exceeds the threshold by far.
+     */
+    @Test
+    void samplesOfOneRowAreIndependentByChiSquare() {
+        float[] row = {0.5f, -0.2f, 0.3f, 1.0f, -0.6f, 0.1f};
+        int vocab = row.length;
+        int rows = 60000;
+        int k = 5;
+        float[] z = new float[rows * vocab];
+        for (int i = 0; i < rows; i++) {
+            System.arraycopy(row, 0, z, i * vocab, vocab);
+        }
+        double[] p = softmax(row, 1f);
+        double[] joint = new double[vocab * vocab];
+        for (int a = 0; a < vocab; a++) {
+            for (int b = 0; b < vocab; b++) {
+                joint[a * vocab + b] = p[a] * p[b];
+            }
+        }
+        double threshold = chiSquareQuantile(vocab * vocab - 1, 4.753424);
+        try (CpuBackend cpu = CpuBackend.withThreads(2); Tensor logits = Tensor.of(z, rows, vocab);
+             TokenSampler.Result r = TokenSampler.sample(logits, Options.defaults().withSamples(k).withSeed(77).on(cpu))) {
+            int[] s = ints(r.samples());
+            for (int[] pair : new int[][] {{0, 1}, {3, 4}}) {
+                long[] counts = new long[vocab * vocab];
+                long[] same = new long[vocab * vocab];
+                for (int i = 0; i < rows; i++) {
+                    counts[s[i * k + pair[0]] * vocab + s[i * k + pair[1]]]++;
+                    same[s[i * k + pair[0]] * vocab + s[i * k + pair[0]]]++;
+                }
+                double statistic = chiSquare(counts, joint);
+                assertTrue(statistic < threshold, "samples " + pair[0] + " and " + pair[1] + ": chi-square "
+                        + statistic + " >= " + threshold + ": " + Arrays.toString(counts));
+                assertTrue(chiSquare(same, joint) > 10 * threshold, "the test must be able to fail");
+            }
+        }
+    }
+
+    /**
+     * A peaked row, where the CPU skips the noise of most entries (those more than 18 below the top
+     * entry's score): the draws still follow the softmax. Classes 0..5 at 0, -2, .., -10, 300
+     * entries at -12 (counted as one bucket: the skip rule's edge) and 200 at -30 (always skipped,
+     * never drawn: 19.45 below the top is out of the noise's range). Chi-square over the 7 cells of
+     * 160000 draws (2500 rows, K = 64), false-failure probability 1e-6; a sampler that skipped
+     * entries 12 below the top (a wrong bound) would leave the bucket empty and fail. Every backend
+     * draws the CPU's samples on these rows.
+     */
+    @Test
+    void peakedRowsWhereTheSkipRuleFiresFollowTheSoftmax() {
+        int vocab = 506;
+        float[] row = new float[vocab];
+        for (int c = 0; c < 6; c++) {
+            row[c] = -2f * c;
+        }
+        Arrays.fill(row, 6, 306, -12f);
+        Arrays.fill(row, 306, vocab, -30f);
+        int rows = 2500;
+        int k = TokenSampler.MAX_SAMPLES;
+        float[] z = new float[rows * vocab];
+        for (int i = 0; i < rows; i++) {
+            System.arraycopy(row, 0, z, i * vocab, vocab);
+        }
+        double[] p = softmax(row, 1f);
+        double[] cellP = new double[7];
+        for (int v = 0; v < vocab; v++) {
+            cellP[Math.min(v, 6)] += v < 306 ? p[v] : 0;
+        }
+        long[] counts = new long[7];
+        try (CpuBackend cpu = CpuBackend.withThreads(2); Tensor logits = Tensor.of(z, rows, vocab);
+             TokenSampler.Result r = TokenSampler.sample(logits, Options.defaults().withSamples(k).withSeed(31).on(cpu))) {
+            int[] drawn = ints(r.samples());
+            for (int a : drawn) {
+                assertTrue(a < 306, "an entry 30 below the top was drawn: " + a);
+                counts[Math.min(a, 6)]++;
+            }
+            // Where the skip rule fires on every backend, the draws stay identical (first 100 rows).
+            int some = 100;
+            try (Tensor head = Tensor.of(Arrays.copyOf(z, some * vocab), some, vocab)) {
+                for (Backend backend : ConformanceBackends.all()) {
+                    try (TokenSampler.Result b = TokenSampler.sample(head, Options.defaults().withSamples(k).withSeed(31)
+                            .on(backend))) {
+                        assertArrayEquals(Arrays.copyOf(drawn, some * k), ints(b.samples()), backend + " peaked rows");
+                    }
+                }
+            }
+        }
+        double threshold = chiSquareQuantile(cellP.length - 1, 4.753424);
+        double statistic = chiSquare(counts, cellP);
+        assertTrue(statistic < threshold, "chi-square " + statistic + " >= " + threshold + ": " + Arrays.toString(counts));
+        long[] withoutBucket = Arrays.copyOf(counts, 7);
+        withoutBucket[0] += withoutBucket[6];
+        withoutBucket[6] = 0;
+        assertTrue(chiSquare(withoutBucket, cellP) > 5 * threshold, "the test must be able to fail");
+    }
+
     static double[] softmax(float[] z, float temperature) {
         double[] x = new double[z.length];
         for (int v = 0; v < z.length; v++) {
@@ -258,6 +359,8 @@ class TokenSamplerTest {
             expect(() -> TokenSampler.sample(z, o.withSamples(TokenSampler.MAX_SAMPLES + 1)), "samples");
             expect(() -> TokenSampler.sample(z, o.withTemperature(0f)), "temperature");
             expect(() -> TokenSampler.sample(z, o.withTemperature(Float.NaN)), "temperature");
+            expect(() -> TokenSampler.sample(z, o.withTemperature(Float.MIN_VALUE)), "reciprocal 1/T is finite");
+            expect(() -> TokenSampler.sample(z, o.withTemperature(0x1p-128f)), "reciprocal 1/T is finite");
         }
     }
 }

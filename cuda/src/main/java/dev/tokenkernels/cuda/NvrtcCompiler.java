@@ -34,12 +34,18 @@ final class NvrtcCompiler {
     }
 
     /**
-     * The options every kernel is compiled with for {@code arch} ({@code sm_90} gives a CUBIN,
-     * {@code compute_90} PTX only). No fast-math: the kernels' tolerances assume IEEE division,
-     * square roots and denormals.
+     * The options every kernel is compiled with for {@code arch} ({@code sm_90} gives a CUDA
+     * binary, {@code compute_90} PTX only). No fast-math, stated explicitly rather than left to
+     * NVRTC's defaults: IEEE denormals ({@code --ftz=false}), correctly rounded division and square
+     * root ({@code --prec-div=true}, {@code --prec-sqrt=true}), which the kernels' tolerances
+     * assume. {@code --fmad=true} lets NVRTC contract {@code a * b + c} in ordinary code; the code
+     * that must match the CPU bit for bit (the samplers' {@code tk::twin_log}) writes every
+     * operation as an {@code __*_rn} intrinsic, which is never contracted, so it does not depend on
+     * this flag.
      */
     static List<String> options(String arch) {
-        List<String> options = new ArrayList<>(List.of("--gpu-architecture=" + arch, "--std=c++17"));
+        List<String> options = new ArrayList<>(List.of("--gpu-architecture=" + arch, "--std=c++17", "--ftz=false",
+                "--prec-div=true", "--prec-sqrt=true", "--fmad=true"));
         if (arch.startsWith("sm_")) {
             options.add("--ptxas-options=-v");
         }

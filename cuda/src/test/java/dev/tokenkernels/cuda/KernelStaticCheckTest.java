@@ -38,6 +38,7 @@ class KernelStaticCheckTest {
         NvrtcCompiler.Compiled compiled = new NvrtcCompiler(NvrtcLocator.find().nvrtc())
                 .compile(source, arch, KernelReport.toolkitIncludes(source));
         assertTrue(compiled.warnings().isEmpty(), "warnings: " + compiled.log());
+        NvrtcOptionsTest.assertNoFastMath(compiled.options());
         List<String> entries = EmuModuleBuilder.entryPoints(source.text());
         assertFalse(entries.isEmpty(), "no entry points found in " + path);
         Map<String, int[]> ptx = PtxEntries.parse(compiled.ptx());

@@ -20,7 +20,7 @@ import org.junit.jupiter.api.Test;
  * {@code kernels/include/philox.cuh} against the Random123 known answers of Philox4x32-10
  * (Salmon et al., SC 2011; {@code examples/kat_vectors}), and {@code twin_log} of
  * {@code vector_math.cuh} against {@code Math.log}, on cuda-emu. (That twin_log equals the Java
- * VectorMath.log bit for bit is shown by the samplers' cross-backend tests in the conformance suite.)
+ * VectorMath.log bit for bit on every input the samplers give it is the conformance suite's TwinLogTest.)
  */
 class PhiloxTwinTest {
     private static final String SOURCE = "test/philox_twin.cu";

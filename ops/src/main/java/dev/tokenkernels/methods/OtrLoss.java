@@ -22,7 +22,7 @@ public final class OtrLoss {
 
     /**
      * @param options K, beta, T, the base seed, backend ({@code firstPosition}, the ignore index and
-     *     the normalizer are set here per call)
+     *     the normalizer are set per call by {@link #compute})
      * @param sftWeight lambda, finite and {@code >= 0}
      */
     public OtrLoss(OneTokenRollout.Options options, float sftWeight) {
@@ -57,9 +57,19 @@ public final class OtrLoss {
      * sequence predicts nothing), learning only tokens at or after {@code promptLengths[b]} (a token
      * -1, e.g. padding, is not learned either).
      *
+     * <p><b>Fresh noise for every row of a step.</b> Row {@code i}'s draws are keyed by the step's
+     * seed and the position {@code firstPosition + i} ({@link dev.tokenkernels.ops.loss.TokenSampler}),
+     * so rows that share both draw the same uniforms. With gradient accumulation, give each
+     * micro-batch of a step its own range of positions, e.g. {@code firstPosition = microBatch * B * L}
+     * (0 when a step has one batch). With data-parallel ranks, either give every rank a disjoint range
+     * too ({@code (rank * microBatches + microBatch) * B * L}) or mix the rank into the base seed
+     * ({@code options.withSeed(OtrLoss.stepSeed(baseSeed, rank))}), so that no two ranks draw alike.
+     *
      * @param step the training step: the draws' seed is the base seed mixed with it
+     * @param firstPosition the position of row 0 among all rows drawn in this step, {@code >= 0}
      */
-    public Result compute(Tensor logits, Tensor tokens, int[] promptLengths, long step, float gradScale) {
+    public Result compute(Tensor logits, Tensor tokens, int[] promptLengths, long step, long firstPosition,
+                          float gradScale) {
         Checks.notNull("logits", logits);
         Checks.notNull("tokens", tokens);
         Checks.rank("tokens", tokens, 2, "[B, L]");
@@ -70,6 +80,8 @@ public final class OtrLoss {
         Checks.dim("logits", logits, 0, (long) sequences * length, "B * L, the token positions");
         Checks.require(promptLengths != null && promptLengths.length == sequences, "promptLengths",
                 "one prompt length per sequence (" + sequences + ")", promptLengths == null ? "null" : promptLengths.length);
+        Checks.require(firstPosition >= 0, "firstPosition", "a position >= 0", firstPosition);
+        long vocab = logits.dim(1);
         long ignore = -1;
         int[] targets = new int[sequences * length];
         for (int b = 0; b < sequences; b++) {
@@ -77,10 +89,19 @@ public final class OtrLoss {
                     "a length in [0, " + length + "]", promptLengths[b]);
             for (int t = 0; t < length; t++) {
                 boolean learned = t + 1 < length && t + 1 >= promptLengths[b];
-                targets[b * length + t] = learned ? (int) tokens.getLong((long) b * length + t + 1) : (int) ignore;
+                if (!learned) {
+                    targets[b * length + t] = (int) ignore;
+                    continue;
+                }
+                long y = tokens.getLong((long) b * length + t + 1); // checked as a long: no narrowing before validation
+                if (y != ignore && (y < 0 || y >= vocab)) {
+                    throw new IllegalArgumentException("tokens[" + b + ", " + (t + 1) + "]: expected a token in [0, "
+                            + vocab + ") or -1 (not learned), got " + y);
+                }
+                targets[b * length + t] = (int) y;
             }
         }
-        OneTokenRollout.Options o = options.withSeed(stepSeed(options.seed(), step)).withFirstPosition(0)
+        OneTokenRollout.Options o = options.withSeed(stepSeed(options.seed(), step)).withFirstPosition(firstPosition)
                 .withIgnoreIndex(ignore).withNormalizer(0);
         Tensor gradient = Tensor.allocate(DType.F32, logits.dim(0), logits.dim(1));
         try (Tensor y = Tensor.ofInts(targets, targets.length);

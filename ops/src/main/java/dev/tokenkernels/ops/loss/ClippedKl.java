@@ -60,7 +60,9 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * kernel a ranking in shared memory, {@code O(w^2 / 256)} per thread, when
  * {@code w <= }{@value #KERNEL_RANKED_CLASSES}, and otherwise a second launch for such rows that
  * reads the row again and bitonic-sorts the {@code w} classes in global scratch,
- * {@code O(w log^2 w / 256)} per thread (20 bytes of scratch per class). {@code w} is small for a
+ * {@code O(w log^2 w / 256)} per thread (20 bytes of scratch per class, {@code w} rounded up to a
+ * power of two; the rows share launches of at most 256 MiB of scratch, or one row's when it needs
+ * more, a cap set by the system property {@code tokenkernels.clippedKl.scratchBytes}). {@code w} is small for a
  * peaked teacher and a narrow band, up to {@code V} for a flat teacher or a wide soft band.
  *
  * <p>Weights, targets, reductions, temperature and the gradient buffer options are those of

@@ -39,8 +39,8 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * every step to draw fresh samples.
  *
  * <p>One fused pass per row ({@code kernels/loss/one_token_rollout.cu}, {@code OneTokenRolloutCpu}):
- * the log-sum-exp and the first four draws in the same sweep (each further group of four draws
- * sweeps the row again from cache), then the gradient
+ * a sweep for the log-sum-exp and the largest entry, one sweep from cache per group of four draws
+ * (noise only for the entries that can win, as in {@link TokenSampler}), then the gradient
  * {@code (gradScale w_t / (T K)) ((sum_k r_k) pi - sum_{k: a_k = v} r_k)} from cache (L2 on a GPU).
  * The row is read from memory once and the gradient written once.
  */

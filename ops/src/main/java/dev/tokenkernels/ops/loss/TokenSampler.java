@@ -43,11 +43,11 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * Philox call gives the uniforms of four samples, so {@code K = 4} costs one Philox and eight logs
  * per vocabulary entry, computed a vector of lanes at a time (8 on AVX2, 16 on AVX-512), about ten
  * times the arithmetic of a log-sum-exp. Two things keep it down: the noise is bounded (below), so
- * the CPU draws noise only for entries within 18 of the score the row's largest entry already
- * reaches (on rows shaped like a trained model's, most of the vocabulary is further down and costs
- * one comparison; on flat rows nothing is saved), and the row is read from memory once (the kernel
- * draws the first four samples in the same sweep as the log-sum-exp; each further group of four
- * samples sweeps the row again from cache).
+ * every backend draws noise only for entries within 18 of the score the row's largest entry
+ * already reaches (on rows shaped like a trained model's, most of the vocabulary is further down
+ * and costs one comparison; on flat rows nothing is saved; a skipped entry could neither win nor
+ * tie, so no draw changes), and the row is read from memory once (a first sweep takes its
+ * log-sum-exp and largest entry; each group of four samples sweeps it again from cache).
  *
  * <p><b>Precision.</b> The uniforms take 2^23 values in {@code [2^-24, 1 - 2^-24]}, so the Gumbel
  * noise lies in about {@code [-2.81, 16.64]}: an entry more than 19.45 below the row's largest
@@ -184,6 +184,9 @@ public final class TokenSampler {
     static void checkSampling(int samples, float temperature) {
         Checks.require(samples >= 1 && samples <= MAX_SAMPLES, "samples", "K in [1, " + MAX_SAMPLES + "]", samples);
         Checks.positiveFinite("temperature", temperature);
+        // A subnormal T passes the check above but 1/T overflows to +inf, which would make every x NaN or inf.
+        Checks.require(Float.isFinite(1f / temperature), "temperature", "a T whose reciprocal 1/T is finite (T > about 2.9e-39)",
+                temperature);
     }
 
     static Draw draw(Tensor logits, int samples, float temperature, long seed, long firstPosition,
