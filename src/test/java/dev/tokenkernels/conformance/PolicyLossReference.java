@@ -131,7 +131,6 @@ final class PolicyLossReference {
         return weight;
     }
 
-    /** The loss of the batch and dL/dz into {@code gradient} (0 for tokens that do not count). */
     /**
      * Per row the gradient's coefficient {@code c_t = w_t slope_t / T} ({@code dL/dz = c (onehot - p)};
      * 0 for rows that do not count): the op forms the target's entry as {@code c - c p} in float32,
@@ -149,6 +148,7 @@ final class PolicyLossReference {
         return c;
     }
 
+    /** The loss of the batch and dL/dz into {@code gradient} (0 for tokens that do not count). */
     static double lossAndGradient(double[][] z, Tokens k, int[] starts, Settings s, double[][] gradient) {
         double[] weight = aggregationWeights(k.counted(), starts, s);
         double loss = 0;
