@@ -1,9 +1,11 @@
-// Gumbel-max sampling with Philox noise, identical on every backend (ops: TokenSampler, whose
-// javadoc argues the method; CPU twin: TokenSamplerCpu). Sample k of a row at position p is
-//   argmax_v ( x_v - log(-log u) ),  u from word k % 4 of Philox4x32-10(counter (v, k / 4, p_lo, p_hi), key seed),
-// ties to the lowest index. x_v = z_v * inv_t and the noise are computed by the same correctly
-// rounded operations as the Java code (twin_log), and (score, index) pairs combine in a total order,
-// so neither the thread split nor the warp order can change a sample.
+// Sampling by an exponential race with Philox noise (equivalent in distribution to Gumbel-max),
+// identical on every backend (ops: TokenSampler, whose javadoc argues the method; CPU twin:
+// TokenSamplerCpu). Sample k of a row at position p, with m the row's largest x, is
+//   argmin_v ( E * r_v ),  E = -log u,  r_v = 1 / e^(x_v - m),
+// u from word k % 4 of Philox4x32-10(counter (v, k / 4, p_lo, p_hi), key seed), ties to the lowest
+// index. x_v = z_v * inv_t, E and r_v are computed by the same correctly rounded operations as the
+// Java code (twin_log, twin_exp_nonpositive), and (score, index) pairs combine in a total order, so
+// neither the thread split nor the warp order can change a sample.
 #pragma once
 #include "online_softmax.cuh"
 #include "philox.cuh"
@@ -19,19 +21,17 @@ __device__ __forceinline__ bool gumbel_better(float s, int i, float best, int be
     return s > best || (s == best && i < best_i);
 }
 
-// The four samples of `group` (only the first `count`) at entry j with scaled logit x: each
-// thread visits its entries in increasing j, so a strict > keeps a thread's lowest index.
-__device__ __forceinline__ void gumbel_update(float x, long long j, int group, int count, unsigned pos_lo,
-                                              unsigned pos_hi, unsigned key0, unsigned key1, float best[4],
-                                              int best_i[4]) {
-    if (x == negative_infinity()) return;  // never drawn (its score would be -inf)
-    const Philox4 r = philox4x32_10((unsigned)j, (unsigned)group, pos_lo, pos_hi, key0, key1);
+// The four samples of `group` (only the first `count`) at entry j with r = 1 / e^(x - m): each
+// thread visits its entries in increasing j, so a strict < keeps a thread's lowest index.
+__device__ __forceinline__ void race_update(float r, long long j, int group, int count, unsigned pos_lo,
+                                            unsigned pos_hi, unsigned key0, unsigned key1, float best[4],
+                                            int best_i[4]) {
+    const Philox4 r4 = philox4x32_10((unsigned)j, (unsigned)group, pos_lo, pos_hi, key0, key1);
 #pragma unroll
     for (int w = 0; w < 4; w++) {
         if (w < count) {
-            const float log_e = twin_log(-twin_log(philox_uniform(r.v[w])));  // log of the exponential -log u
-            const float score = __fsub_rn(x, log_e);
-            if (score > best[w]) {
+            const float score = __fmul_rn(-twin_log(philox_uniform(r4.v[w])), r);  // E * r
+            if (score < best[w]) {
                 best[w] = score;
                 best_i[w] = (int)j;
             }
@@ -75,18 +75,21 @@ __device__ __forceinline__ int block_argmax(float score, int index) {
     return index;
 }
 
-// The noise -log E never exceeds 16.64 (the uniforms stop at 1 - 2^-24): an entry with
-// x + kNoiseBound < threshold, where threshold is a score some entry reaches, scores below it by
-// monotone rounding and can neither win nor tie (TokenSamplerCpu skips the same entries).
-constexpr float kNoiseBound = 18.0f;
+// No exponential -log u is below kMinExponential (about 5.96e-8 at u = 1 - 2^-24; TwinLogTest
+// checks all 2^23). An entry with d = x - m < -(log(T / kMinExponential) + kRaceMargin), where T
+// is a score the top entry reaches in every sample of the group, has kMinExponential * r > T (the
+// margin covers the rounding of e^d, 1 / w and the product many times over), so by monotone
+// rounding it scores above every winner and can neither win nor tie (TokenSamplerCpu skips the
+// same entries; the cut need not be bit-identical, only safe).
+constexpr float kMinExponential = 5.9e-8f;
+constexpr float kRaceMargin = 0.01f;
 
 // One row, by the whole block: the log-sum-exp of x = z * inv_t (returned to every thread; NaN
 // for a NaN or +inf in x, -inf for all -inf) and its k samples, written by thread 0 to `samples`
 // (shared or global; -1 when the lse is not finite), visible to the block on return. A first
 // sweep takes the lse and the row's first largest entry; each group of four samples then sweeps
-// the row again (from L1/L2), drawing noise only for the entries within kNoiseBound of the lowest
-// score the largest entry reaches over the group (on peaked rows, most of the vocabulary costs
-// one comparison). Skipping changes no draw, so the samples stay bit-identical to the CPU's.
+// the row again (from L1/L2), drawing noise only for the entries that pass the skip rule above
+// (on peaked rows, most of the vocabulary costs one comparison). Skipping changes no draw, so the samples stay bit-identical to the CPU's.
 __device__ __forceinline__ float block_sample_row(const void* z, int dtype, long long base, long long n, float inv_t,
                                                   int k, unsigned long long position, unsigned key0, unsigned key1,
                                                   int* samples) {
@@ -125,25 +128,28 @@ __device__ __forceinline__ float block_sample_row(const void* z, int dtype, long
     const float x_top = __fmul_rn(load_float(z, dtype, base + top_index), inv_t);
     for (int group = 0; group * 4 < k; group++) {
         const int count = k - group * 4 < 4 ? k - group * 4 : 4;
-        // The lowest score of the largest entry over the group's samples: every winner reaches it.
-        const Philox4 r = philox4x32_10((unsigned)top_index, (unsigned)group, pos_lo, pos_hi, key0, key1);
-        float threshold = positive_infinity();
+        // The largest score of the top entry over the group's samples: every winner scores at most this.
+        const Philox4 r4 = philox4x32_10((unsigned)top_index, (unsigned)group, pos_lo, pos_hi, key0, key1);
+        const float r_top = __fdiv_rn(1.0f, twin_exp_nonpositive(0.0f));
+        float threshold = 0.0f;
 #pragma unroll
         for (int w = 0; w < 4; w++) {
-            if (w < count)
-                threshold = fminf(threshold, __fsub_rn(x_top, twin_log(-twin_log(philox_uniform(r.v[w])))));
+            if (w < count) threshold = fmaxf(threshold, __fmul_rn(-twin_log(philox_uniform(r4.v[w])), r_top));
         }
-        float best[4] = {negative_infinity(), negative_infinity(), negative_infinity(), negative_infinity()};
+        const float cut = -(logf(threshold) - logf(kMinExponential) + kRaceMargin);
+        float best[4] = {positive_infinity(), positive_infinity(), positive_infinity(), positive_infinity()};
         int best_i[4] = {kNoIndex, kNoIndex, kNoIndex, kNoIndex};
         for (long long j = threadIdx.x; j < n; j += blockDim.x) {
-            const float x = __fmul_rn(load_float(z, dtype, base + j), inv_t);
-            if (__fadd_rn(x, kNoiseBound) < threshold) continue;  // cannot win or tie (also skips -inf)
-            gumbel_update(x, j, group, count, pos_lo, pos_hi, key0, key1, best, best_i);
+            const float d = __fsub_rn(__fmul_rn(load_float(z, dtype, base + j), inv_t), x_top);
+            if (!(d >= cut)) continue;  // cannot win or tie (also skips -inf)
+            race_update(__fdiv_rn(1.0f, twin_exp_nonpositive(d)), j, group, count, pos_lo, pos_hi, key0, key1, best,
+                        best_i);
         }
 #pragma unroll
         for (int w = 0; w < 4; w++) {
             if (w < count) {
-                const int winner = block_argmax(best[w], best_i[w]);
+                // -score is exact: the argmax of (-score, lowest index) is the argmin of (score, lowest index).
+                const int winner = block_argmax(-best[w], best_i[w]);
                 if (threadIdx.x == 0) samples[group * 4 + w] = winner;
             }
         }

@@ -1,5 +1,5 @@
 // Bit-exact twins of dev.tokenkernels.ops.cpu.VectorMath, for results that must be identical on
-// every backend (e.g. the Gumbel noise of tk::gumbel_max). Every float operation is an explicit
+// every backend (e.g. the exponential race of gumbel_max.cuh). Every float operation is an explicit
 // round-to-nearest intrinsic, in the order the Java code performs them, so NVRTC's default
 // contraction of a * b + c into an fma (or a fast division) cannot change a bit; Java's lane-wise
 // fma is the exactly rounded fused operation, as __fmaf_rn is.
@@ -31,6 +31,27 @@ __device__ __forceinline__ float twin_log(float x) {
     if (x == 0.0f) result = negative_infinity();
     if (x == positive_infinity() || is_nan(x)) result = x;
     return result;
+}
+
+// VectorMath.expNonPositive: e^x for x <= 0 (within about 1 ulp for x >= -86), 0 below -86, NaN for
+// NaN: n = round(x log2 e) by the 1.5 * 2^23 trick, r = x - n ln 2 (Cody-Waite), e^r by Horner,
+// then n added to the exponent bits. Positive x are outside the contract, as in Java.
+__device__ __forceinline__ float twin_exp_nonpositive(float x) {
+    const float round = 12582912.0f;                             // 1.5 * 2^23
+    const float shifted = __fmaf_rn(x, 0x1.715476p+0f, round);   // log2 e
+    const float n = __fsub_rn(shifted, round);
+    float r = __fmaf_rn(n, -0x1.63p-1f, x);                      // -LN2_HIGH
+    r = __fmaf_rn(n, 0x1.bd0106p-13f, r);                        // -LN2_LOW
+    float p = __fmaf_rn(r, 0x1.a01a02p-13f, 0x1.6c16c2p-10f);    // 1/5040, 1/720 as Java rounds 1f / 5040 ...
+    p = __fmaf_rn(p, r, 0x1.111112p-7f);                         // 1/120
+    p = __fmaf_rn(p, r, 0x1.555556p-5f);                         // 1/24
+    p = __fmaf_rn(p, r, 0x1.555556p-3f);                         // 1/6
+    p = __fmaf_rn(p, r, 0.5f);
+    p = __fmaf_rn(p, r, 1.0f);
+    p = __fmaf_rn(p, r, 1.0f);
+    // shifted's low bits hold n: shifted << 23 is n << 23, which added to p's bits scales p by 2^n.
+    const float scaled = __uint_as_float(__float_as_uint(p) + (__float_as_uint(shifted) << 23));
+    return x < -86.0f ? 0.0f : scaled;
 }
 
 }  // namespace tk

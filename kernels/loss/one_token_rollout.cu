@@ -1,5 +1,5 @@
 // One-token rollout (ops: dev.tokenkernels.ops.loss.OneTokenRollout; CPU twin: OneTokenRolloutCpu):
-// per counted row K Gumbel-max draws from softmax(z / T) (bit-identical to TokenSampler's on every
+// per counted row K exponential-race draws from softmax(z / T) (bit-identical to TokenSampler's on every
 // backend), their log-probabilities, and the gradient c ((sum_k r_k) softmax(x) - sum_{k: a_k = v} r_k)
 // with r_k = 1 for a draw of the ground truth, -beta otherwise, and c = gradScale w / (T K).
 //

@@ -1,4 +1,4 @@
-// K samples per row from softmax(z / T) by Gumbel-max with Philox noise, and their
+// K samples per row from softmax(z / T) by an exponential race with Philox noise, and their
 // log-probabilities (ops: dev.tokenkernels.ops.loss.TokenSampler; CPU twin: TokenSamplerCpu).
 // One block of 256 threads per row; the samples are bit-identical to the CPU's (gumbel_max.cuh).
 #include "gumbel_max.cuh"

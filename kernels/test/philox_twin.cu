@@ -1,5 +1,5 @@
 // The reusable blocks behind bit-identical sampling (PhiloxTwinTest): Philox4x32-10 of given
-// counters and keys, and twin_log, the CUDA twin of VectorMath.log.
+// counters and keys, and twin_log / twin_exp_nonpositive, the CUDA twins of VectorMath.log / expNonPositive.
 #include "philox.cuh"
 #include "vector_math.cuh"
 
@@ -16,4 +16,10 @@ extern "C" __global__ void twin_logs(const float* in, float* out, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     out[i] = tk::twin_log(in[i]);
+}
+
+extern "C" __global__ void twin_exps(const float* in, float* out, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    out[i] = tk::twin_exp_nonpositive(in[i]);
 }

@@ -3,10 +3,11 @@ package dev.tokenkernels.conformance;
 import dev.tokenkernels.ops.cpu.Philox;
 
 /**
- * A plain scalar Gumbel-max sampler written from TokenSampler's javadoc: scalar Philox, a scalar
- * copy of VectorMath.log's operations (Math.fma is the same exactly rounded fma) and a plain
- * argmax. It shares no code with the op's vector path, so agreeing with it bit for bit checks
- * the lanes, the masks and the reductions as well as the cross-backend identity.
+ * A plain scalar exponential-race sampler written from TokenSampler's javadoc: scalar Philox,
+ * scalar copies of VectorMath.log's and VectorMath.expNonPositive's operations (Math.fma is the
+ * same exactly rounded fma) and a plain argmin over every entry (no skip rule). It shares no code
+ * with the op's vector path, so agreeing with it bit for bit checks the lanes, the masks, the skip
+ * rule and the reductions as well as the cross-backend identity.
  */
 final class TokenSamplerReference {
     private TokenSamplerReference() {
@@ -44,6 +45,24 @@ final class TokenSamplerReference {
         return x == Float.POSITIVE_INFINITY || Float.isNaN(x) ? x : result;
     }
 
+    /** VectorMath.expNonPositive, one lane at a time, for {@code x <= 0}. */
+    static float expNonPositive(float x) {
+        float round = 12582912f;
+        float shifted = Math.fma(x, 1.44269504088896341f, round);
+        float n = shifted - round;
+        float r = Math.fma(n, -0.693359375f, x);
+        r = Math.fma(n, 2.12194440e-4f, r);
+        float p = Math.fma(r, 1f / 5040, 1f / 720);
+        p = Math.fma(p, r, 1f / 120);
+        p = Math.fma(p, r, 1f / 24);
+        p = Math.fma(p, r, 1f / 6);
+        p = Math.fma(p, r, 0.5f);
+        p = Math.fma(p, r, 1f);
+        p = Math.fma(p, r, 1f);
+        float scaled = Float.intBitsToFloat(Float.floatToRawIntBits(p) + (Float.floatToRawIntBits(shifted) << 23));
+        return x < -86f ? 0f : scaled;
+    }
+
     /** The {@code k} samples of one row of fp32 logits {@code z} (special rows give -1). */
     static int[] sample(float[] z, int offset, int vocab, float temperature, int k, long seed, long position) {
         float invT = 1f / temperature;
@@ -57,6 +76,10 @@ final class TokenSamplerReference {
             }
             special &= x[v] == Float.NEGATIVE_INFINITY;
         }
+        float max = Float.NEGATIVE_INFINITY;
+        for (float xv : x) {
+            max = Math.max(max, xv);
+        }
         int[] out = new int[k];
         int[] words = new int[4];
         for (int s = 0; s < k; s++) {
@@ -64,13 +87,14 @@ final class TokenSamplerReference {
                 out[s] = -1;
                 continue;
             }
-            float best = Float.NEGATIVE_INFINITY;
+            float best = Float.POSITIVE_INFINITY;
             int bestIndex = -1;
             for (int v = 0; v < vocab; v++) {
                 Philox.block(v, s / 4, (int) position, (int) (position >>> 32), (int) seed, (int) (seed >>> 32), words);
                 float u = Philox.uniform(words[s % 4]);
-                float score = x[v] - log(-log(u));
-                if (score > best) {
+                float r = 1f / expNonPositive(x[v] - max); // +inf for x = -inf: never wins
+                float score = -log(u) * r;
+                if (score < best) {
                     best = score;
                     bestIndex = v;
                 }

@@ -14,10 +14,19 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * every backend</em>, with their log-probabilities: the on-policy sampling of token-level RL losses
  * such as one-token rollout ({@link OneTokenRollout}).
  *
- * <p><b>Method: Gumbel-max with counter-based noise.</b> Sample {@code k} of row {@code i} is
- * <pre>  a_{i,k} = argmax_v ( x_v - log(-log u_{i,k,v}) ),   x = z * (1/T)</pre>
- * (Gumbel, 1954; the Gumbel-max trick as in Maddison, Tarlow and Minka, "A* sampling", 2014),
- * ties broken by the lowest index. The uniforms come from Philox4x32-10 (Salmon et al., SC 2011;
+ * <p><b>Method: an exponential race with counter-based noise.</b> With {@code m} the row's largest
+ * {@code x = z * (1/T)}, sample {@code k} of row {@code i} is
+ * <pre>  a_{i,k} = argmin_v ( E_{i,k,v} * r_v ),   E = -log u_{i,k,v},   r_v = 1 / e^(x_v - m)</pre>
+ * ties broken by the lowest index: the first arrival among independent exponential clocks of rates
+ * {@code e^(x_v - m)}, which is class {@code v} with probability {@code softmax(x)_v}. It is the
+ * Gumbel-max trick ({@code argmax_v x_v - log E_v}; Gumbel, 1954; Maddison, Tarlow and Minka,
+ * "A* sampling", 2014) with the decreasing map {@code exp(m - .)} applied to the scores, so in exact
+ * arithmetic it picks the same entry from the same uniforms, but it needs one log per draw instead
+ * of two, and one exponential and one division per vocabulary entry, shared by the group's
+ * samples. (This is a change of the sampler's definition: until it, the sampler took the fp32
+ * argmax of {@code x_v - log E_v}. The two roundings differ, so where two entries' scores are
+ * within fp32 rounding of each other a seed may now draw the other one; elsewhere the draws are
+ * unchanged, and the distribution is the same.) The uniforms come from Philox4x32-10 (Salmon et al., SC 2011;
  * {@link dev.tokenkernels.ops.cpu.Philox}) keyed by the 64-bit {@code seed}, with the counter
  * {@code (v, k / 4, p mod 2^32, p / 2^32)} for position {@code p = firstPosition + i}; word
  * {@code k mod 4} of the output gives {@code u_{i,k,v} = (2 m + 1) 2^-24} with {@code m} its top 23
@@ -27,35 +36,39 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *
  * <p><b>Why not inverse-CDF sampling.</b> It compares {@code u} with prefix sums of the
  * probabilities, whose last bits depend on the summation order (SIMD lanes on the CPU, a block
- * scan on a GPU); a draw near a boundary would then differ between backends. Gumbel-max needs no
- * sum: every backend computes {@code x_v} (one fp32 product), the noise and the score
- * {@code x_v - log E} by the same sequence of correctly rounded IEEE operations (the polynomial
- * {@code VectorMath.log} in Java, its twin {@code tk::twin_log} in {@code kernels/include/vector_math.cuh},
- * written with explicit {@code __fmaf_rn}/{@code __fmul_rn}/{@code __fdiv_rn} so that NVRTC's fma
- * contraction cannot change a bit; Java's lane-wise fma is exactly rounded too), and the argmax with
- * lowest-index ties is a total order, so the order in which lanes, threads or warps combine does not
- * matter. The samples are therefore bit-identical on {@code cpu} (any thread count), {@code cuda-emu}
- * and {@code cuda}; the log-probabilities (which use the library {@code exp} of each backend) agree to
- * fp32 rounding only. Exponential races in integer arithmetic would also be exact, but need a
- * fixed-point exponent of the logits; the float route keeps the logits as they are.
+ * scan on a GPU); a draw near a boundary would then differ between backends. The race needs no
+ * sum: every backend computes {@code x_v} (one fp32 product), {@code d = x_v - m}, the weight
+ * {@code e^d} (the polynomial {@code VectorMath.expNonPositive} in Java, its twin
+ * {@code tk::twin_exp_nonpositive}), {@code r = 1 / e^d}, {@code E = -log u} ({@code VectorMath.log},
+ * twin {@code tk::twin_log}) and the score {@code E * r} by the same sequence of correctly rounded
+ * IEEE operations (the twins in {@code kernels/include/vector_math.cuh} are written with explicit
+ * {@code __fmaf_rn}/{@code __fmul_rn}/{@code __fdiv_rn} so that NVRTC's fma contraction cannot change
+ * a bit; Java's lane-wise fma is exactly rounded too), and the argmin with lowest-index ties is a
+ * total order, so the order in which lanes, threads or warps combine does not matter. The samples
+ * are therefore bit-identical on {@code cpu} (any thread count), {@code cuda-emu} and {@code cuda};
+ * the log-probabilities (which use the library {@code exp} of each backend) agree to fp32 rounding
+ * only. Exponential races in integer arithmetic would also be exact, but need a fixed-point
+ * exponent of the logits; the float route keeps the logits as they are.
  *
- * <p><b>Cost.</b> Up to {@code V * ceil(K / 4)} Philox calls and {@code 2 K V} logs per row: one
- * Philox call gives the uniforms of four samples, so {@code K = 4} costs one Philox and eight logs
- * per vocabulary entry, computed a vector of lanes at a time (8 on AVX2, 16 on AVX-512), about ten
- * times the arithmetic of a log-sum-exp. Two things keep it down: the noise is bounded (below), so
- * every backend draws noise only for entries within 18 of the score the row's largest entry
- * already reaches (on rows shaped like a trained model's, most of the vocabulary is further down
- * and costs one comparison; on flat rows nothing is saved; a skipped entry could neither win nor
- * tie, so no draw changes), and the row is read from memory once (a first sweep takes its
+ * <p><b>Cost.</b> Up to {@code V * ceil(K / 4)} Philox calls, {@code K V} logs and
+ * {@code V * ceil(K / 4)} exponentials and divisions per row: one Philox call gives the uniforms of
+ * four samples, computed a vector of lanes at a time (8 on AVX2, 16 on AVX-512). Two things keep it
+ * down: every exponential is at least 5.9e-8, so an entry whose {@code 5.9e-8 * r_v} exceeds the
+ * largest score the row's largest entry reaches over a group of four samples cannot win or tie; every
+ * backend draws noise only for the other entries (a cut on {@code x_v - m} near
+ * {@code -log(T / 5.9e-8)}, with a margin that covers the roundings: on rows shaped like a trained
+ * model's, most of the vocabulary is further down and costs one comparison; on flat rows nothing is
+ * saved; no draw changes), and the row is read from memory once (a first sweep takes its
  * log-sum-exp and largest entry; each group of four samples sweeps it again from cache).
  *
- * <p><b>Precision.</b> The uniforms take 2^23 values in {@code [2^-24, 1 - 2^-24]}, so the Gumbel
- * noise lies in about {@code [-2.81, 16.64]}: an entry more than 19.45 below the row's largest
- * {@code x} is never drawn (its probability is below {@code e^-19.45 = 3.6e-9}; all such entries
- * together below {@code V e^-19.45}, 4.6e-4 at V = 128256 in the worst case), and within that range
- * the noise is quantized at 23 bits. This is the precision of the usual fp32 samplers that draw
- * {@code -log u} from a 24-bit uniform.
-
+ * <p><b>Precision.</b> The uniforms take 2^23 values in {@code [2^-24, 1 - 2^-24]}, so {@code E}
+ * lies in about {@code [5.96e-8, 16.64]}: an entry more than {@code log(16.64 / 5.96e-8) = 19.45}
+ * below the row's largest {@code x} is never drawn (its probability is below
+ * {@code e^-19.45 = 3.6e-9}; all such entries together below {@code V e^-19.45}, 4.6e-4 at
+ * V = 128256 in the worst case), the same limit as the earlier Gumbel-max scores had, and within
+ * that range the noise is quantized at 23 bits. This is the precision of the usual fp32 samplers
+ * that draw {@code -log u} from a 24-bit uniform. {@code e^d} never underflows for an entry that can
+ * win ({@code d >= -19.5 > -86}), and no score overflows ({@code E * r < 16.7 e^19.5}).
  *
  * <p>Special rows (a NaN or {@code +inf} in {@code x}, or all {@code -inf}) have no distribution:
  * their samples are -1 and their log-probabilities NaN. An entry with {@code x = -inf} is never

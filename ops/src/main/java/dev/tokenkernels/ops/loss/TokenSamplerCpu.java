@@ -16,10 +16,11 @@ import jdk.incubator.vector.VectorSpecies;
 
 /**
  * Vector API implementation of {@link TokenSampler}: per row {@code x = z * (1/T)} into a scratch
- * row padded with {@code -inf}, its log-sum-exp, then per group of four samples one sweep over
- * blocks of 256 entries: Philox for the block (one lane per counter), the noise of the block, and
- * per sample and lane the best score and its index. Lanes combine by (score, lowest index) at the
- * end, the order-free argmax the kernel computes too.
+ * row padded with {@code -inf}, its log-sum-exp, then per group of four samples the candidates
+ * (with their {@code r = 1 / e^(x - max)}) and one sweep over them in blocks of 256: Philox for the
+ * block (one lane per counter), the exponentials of the block, and per sample and lane the least
+ * race score {@code E * r} and its index. Lanes combine by (score, lowest index) at the end, the
+ * order-free argmin the kernel computes too.
  */
 final class TokenSamplerCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
@@ -57,14 +58,14 @@ final class TokenSamplerCpu {
         final int[] bestIndex = new int[4 * Philox.LANES];
         final int[] winner = new int[4];
         final int[] candidate;
-        final float[] candidateX;
+        final float[] candidateR;
 
         Scratch(int vocab) {
             int padded = (vocab + F.length() - 1) / F.length() * F.length();
             x = new float[padded];
             Arrays.fill(x, vocab, padded, Float.NEGATIVE_INFINITY);
             candidate = new int[padded];
-            candidateX = new float[padded];
+            candidateR = new float[padded];
         }
 
         /** Decodes row {@code row} of {@code logits} into {@code x}, scales it and returns its log-sum-exp. */
@@ -85,7 +86,7 @@ final class TokenSamplerCpu {
     /**
      * Scales the row (padded with {@code -inf} to whole vectors) by {@code invT} in place and
      * returns its log-sum-exp: NaN if any element is NaN or the max is {@code +inf}, {@code -inf}
-     * if all are {@code -inf}. The sampler keeps the scaled row: its Gumbel scores read it, and the
+     * if all are {@code -inf}. The sampler keeps the scaled row: its race scores read it, and the
      * kernel forms {@code z * invT} the same way, bit for bit.
      */
     private static float scaleAndLogSumExp(float[] x, float invT) {
@@ -127,7 +128,7 @@ final class TokenSamplerCpu {
         int top = top(s.x);
         for (int group = 0; group * 4 < k; group++) {
             int count = Math.min(4, k - group * 4);
-            argmaxGroup(s, top, group, count, (int) position, (int) (position >>> 32), draw.key0(),
+            argminGroup(s, top, group, count, (int) position, (int) (position >>> 32), draw.key0(),
                     draw.key1());
             for (int w = 0; w < count; w++) {
                 int a = s.winner[w];
@@ -138,39 +139,46 @@ final class TokenSamplerCpu {
     }
 
     /**
-     * The winners of samples {@code 4 group .. 4 group + count - 1}, into {@code s.winner[0 .. count - 1]}.
+     * The winners of samples {@code 4 group .. 4 group + count - 1}, into {@code s.winner[0 .. count - 1]}:
+     * per sample the lowest index of the least race score {@code E_v * r_v} (see {@link TokenSampler}).
      *
-     * <p>Only candidates get noise: the noise {@code -log E} never exceeds 16.64 (the uniforms stop at
-     * {@code 1 - 2^-24}), so an entry with {@code x + 18 < T}, where {@code T} is the lowest score of
-     * the row's first largest entry over the group's samples, scores below every sample's winner and
-     * cannot win or tie. Skipping it changes no draw; on peaked rows (most entries far below the
-     * top, as in trained language models) it skips most of the Philox calls and logs.
+     * <p>Only candidates get noise. Every exponential is at least {@link #MIN_EXPONENTIAL}, so an
+     * entry whose {@code MIN_EXPONENTIAL * r_v} exceeds {@code T}, the largest score of the row's
+     * first largest entry over the group's samples, scores above every sample's winner (products
+     * round monotonically) and can neither win nor tie. In terms of {@code d = x_v - m} that holds
+     * for {@code d < -(log(T / MIN_EXPONENTIAL) + RACE_MARGIN)}: the margin covers the rounding of
+     * {@code e^d}, {@code 1 / w} and the product many times over. Skipping such entries changes no
+     * draw; on peaked rows (most entries far below the top, as in trained language models) it
+     * skips most of the Philox calls and logs.
      */
-    private static void argmaxGroup(Scratch s, int top, int group, int count, int positionLow,
+    private static void argminGroup(Scratch s, int top, int group, int count, int positionLow,
                                     int positionHigh, int key0, int key1) {
         int lanes = Philox.LANES;
         float[] x = s.x;
-        // The top entry's scores, by the same vector code as every other entry's.
+        float max = x[top];
+        // The top entry's scores, by the same vector code as every other entry's (its r is 1 / e^0).
         Philox.blocks(top, lanes, group, positionLow, positionHigh, key0, key1, s.bits);
-        logExponentials(s.bits, s.noise, count * lanes);
-        float threshold = Float.POSITIVE_INFINITY;
+        exponentials(s.bits, s.noise, count * lanes);
+        float rTop = 1f / VectorMath.expNonPositive(FloatVector.zero(F)).lane(0);
+        float threshold = 0f;
         for (int w = 0; w < count; w++) {
-            threshold = Math.min(threshold, x[top] - s.noise[w * lanes]);
+            threshold = Math.max(threshold, s.noise[w * lanes] * rTop);
         }
-        int n = candidates(s, threshold);
-        Arrays.fill(s.bestScore, Float.NEGATIVE_INFINITY);
+        float cut = (float) -(Math.log(threshold / (double) MIN_EXPONENTIAL) + RACE_MARGIN);
+        int n = candidates(s, max, cut);
+        Arrays.fill(s.bestScore, Float.POSITIVE_INFINITY);
         Arrays.fill(s.bestIndex, Integer.MAX_VALUE);
         for (int from = 0; from < n; from += BLOCK) {
             int size = Math.min(BLOCK, n - from); // n is a multiple of the lanes
             Philox.blocks(s.candidate, from, size, group, positionLow, positionHigh, key0, key1, s.bits);
-            logExponentials(s.bits, s.noise, count * size);
+            exponentials(s.bits, s.noise, count * size);
             for (int w = 0; w < count; w++) {
                 FloatVector best = FloatVector.fromArray(F, s.bestScore, w * lanes);
                 IntVector bestIndex = IntVector.fromArray(I, s.bestIndex, w * lanes);
                 for (int j = 0; j < size; j += lanes) {
-                    FloatVector score = FloatVector.fromArray(F, s.candidateX, from + j)
-                            .sub(FloatVector.fromArray(F, s.noise, w * size + j));
-                    VectorMask<Float> better = score.compare(VectorOperators.GT, best); // strict: a lane keeps its first
+                    FloatVector score = FloatVector.fromArray(F, s.noise, w * size + j)
+                            .mul(FloatVector.fromArray(F, s.candidateR, from + j));
+                    VectorMask<Float> better = score.compare(VectorOperators.LT, best); // strict: a lane keeps its first
                     best = best.blend(score, better);
                     bestIndex = bestIndex.blend(IntVector.fromArray(I, s.candidate, from + j), better.cast(I));
                 }
@@ -180,36 +188,46 @@ final class TokenSamplerCpu {
         }
         for (int w = 0; w < count; w++) {
             FloatVector best = FloatVector.fromArray(F, s.bestScore, w * lanes);
-            float max = best.reduceLanes(VectorOperators.MAX);
+            float least = best.reduceLanes(VectorOperators.MIN);
             s.winner[w] = IntVector.fromArray(I, s.bestIndex, w * lanes)
-                    .blend(Integer.MAX_VALUE, best.compare(VectorOperators.NE, max).cast(I))
+                    .blend(Integer.MAX_VALUE, best.compare(VectorOperators.NE, least).cast(I))
                     .reduceLanes(VectorOperators.MIN);
         }
     }
 
-    /** Above this, the noise {@code -log E} cannot be (its largest value is 16.64). */
-    private static final float NOISE_BOUND = 18f;
+    /**
+     * No exponential {@code -log u} is below this: the least, at {@code u = 1 - 2^-24}, is about
+     * 5.96e-8 (TwinLogTest checks all 2^23; {@code kMinExponential} in gumbel_max.cuh is the same).
+     */
+    private static final float MIN_EXPONENTIAL = 5.9e-8f;
+    /** Slack of the skip rule's cut, in {@code log} units (the roundings it covers are below 1e-5). */
+    private static final double RACE_MARGIN = 0.01;
 
     /**
-     * The entries with {@code x + NOISE_BOUND >= threshold}, in increasing order, into
-     * {@code s.candidate} and their {@code x} into {@code s.candidateX}, padded to whole vectors
-     * with {@code -inf} (which never wins); returns the padded count.
+     * The entries with {@code x - max >= cut}, in increasing order, into {@code s.candidate} and
+     * their {@code r = 1 / e^(x - max)} into {@code s.candidateR}, padded to whole vectors with
+     * {@code r = +inf} (whose score never wins); returns the padded count.
      */
-    private static int candidates(Scratch s, float threshold) {
+    private static int candidates(Scratch s, float max, float cut) {
         float[] x = s.x;
         int n = 0;
         for (int i = 0; i < x.length; i += F.length()) {
-            long mask = FloatVector.fromArray(F, x, i).add(NOISE_BOUND).compare(VectorOperators.GE, threshold).toLong();
+            long mask = FloatVector.fromArray(F, x, i).sub(max).compare(VectorOperators.GE, cut).toLong();
             while (mask != 0) {
                 int lane = Long.numberOfTrailingZeros(mask);
                 s.candidate[n] = i + lane;
-                s.candidateX[n++] = x[i + lane];
+                s.candidateR[n++] = x[i + lane];
                 mask &= mask - 1;
             }
         }
         while (n % F.length() != 0) {
             s.candidate[n] = 0;
-            s.candidateX[n++] = Float.NEGATIVE_INFINITY;
+            s.candidateR[n++] = Float.NEGATIVE_INFINITY;
+        }
+        // The same operations as the kernel's: d = x - max, w = e^d (0 for -inf), r = 1 / w.
+        for (int i = 0; i < n; i += F.length()) {
+            FloatVector w = VectorMath.expNonPositive(FloatVector.fromArray(F, s.candidateR, i).sub(max));
+            FloatVector.broadcast(F, 1f).div(w).intoArray(s.candidateR, i);
         }
         return n;
     }
@@ -228,30 +246,13 @@ final class TokenSamplerCpu {
         return i;
     }
 
-    /**
-     * {@code noise[i] = log(-log u_i)} with {@code u_i = (2 m + 1) 2^-24}, {@code m = bits[i] >>> 9}:
-     * the Gumbel noise, negated. Two loops in methods of their own, one log each, so that the JIT
-     * inlines every log (with two in one loop it gives up on the second and boxes the vectors).
-     */
-    private static void logExponentials(int[] bits, float[] noise, int n) {
-        exponentials(bits, noise, n);
-        logs(noise, n);
-    }
-
-    /** {@code e[i] = -log u_i}. */
+    /** {@code e[i] = -log u_i} with {@code u_i = (2 m + 1) 2^-24}, {@code m = bits[i] >>> 9}: the exponentials of the race. */
     private static void exponentials(int[] bits, float[] e, int n) {
         for (int i = 0; i < n; i += F.length()) {
             IntVector m = IntVector.fromArray(I, bits, i).lanewise(VectorOperators.LSHR, 9)
                     .lanewise(VectorOperators.LSHL, 1).or(1);
             FloatVector u = ((FloatVector) m.convert(VectorOperators.I2F, 0)).mul(0x1p-24f); // exact
             VectorMath.log(u).neg().intoArray(e, i);
-        }
-    }
-
-    /** {@code a[i] = log a[i]}. */
-    private static void logs(float[] a, int n) {
-        for (int i = 0; i < n; i += F.length()) {
-            VectorMath.log(FloatVector.fromArray(F, a, i)).intoArray(a, i);
         }
     }
 }
