@@ -233,8 +233,9 @@ class TokenSamplerTest {
     }
 
     /**
-     * A peaked row, where the CPU skips the noise of most entries (those more than 18 below the top
-     * entry's score): the draws still follow the softmax. Classes 0..5 at 0, -2, .., -10, 300
+     * A peaked row, where the CPU skips the noise of most entries (those more than
+     * {@code log(T / 5.9e-8)} below the top, T the top entry's largest race score over four samples:
+     * about 16 to 18 for typical T): the draws still follow the softmax. Classes 0..5 at 0, -2, .., -10, 300
      * entries at -12 (counted as one bucket: the skip rule's edge) and 200 at -30 (always skipped,
      * never drawn: 19.45 below the top is out of the noise's range). Chi-square over the 7 cells of
      * 160000 draws (2500 rows, K = 64), false-failure probability 1e-6; a sampler that skipped
