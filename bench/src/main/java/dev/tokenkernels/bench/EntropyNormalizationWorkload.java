@@ -14,14 +14,13 @@ import java.util.SplittableRandom;
  * ranges and zone advantages. Bytes: entropies, mask and advantages read once, five F32 outputs
  * written once. No scalar baseline: its selection's is token_selection's.
  */
-final class EntropyNormalizationWorkload implements Workload {
-    private final int tokens;
+final class EntropyNormalizationWorkload extends TokenVectorWorkload {
     private final Tensor entropy;
     private final Tensor mask;
     private final Tensor advantages;
 
     EntropyNormalizationWorkload(int tokens) {
-        this.tokens = tokens;
+        super(tokens);
         SplittableRandom random = new SplittableRandom(59);
         float[] h = new float[tokens];
         float[] a = new float[tokens];
@@ -40,16 +39,6 @@ final class EntropyNormalizationWorkload implements Workload {
     @Override
     public String op() {
         return "entropy_normalization";
-    }
-
-    @Override
-    public String shape() {
-        return String.valueOf(tokens);
-    }
-
-    @Override
-    public String dtype() {
-        return "F32";
     }
 
     @Override

@@ -14,14 +14,13 @@ import java.util.SplittableRandom;
  * times (see TokenSelection's cost), so this is below the probe by design. The scalar baseline is
  * what a JVM user would write: sort the masked (score, index) pairs, take the k-th, mark the first k.
  */
-final class TokenSelectionWorkload implements Workload {
-    private final int tokens;
+final class TokenSelectionWorkload extends TokenVectorWorkload {
     private final Tensor scores;
     private final Tensor mask;
     private final long k;
 
     TokenSelectionWorkload(int tokens) {
-        this.tokens = tokens;
+        super(tokens);
         SplittableRandom random = new SplittableRandom(53);
         float[] s = new float[tokens];
         for (int i = 0; i < tokens; i++) {
@@ -41,16 +40,6 @@ final class TokenSelectionWorkload implements Workload {
     @Override
     public String op() {
         return "token_selection";
-    }
-
-    @Override
-    public String shape() {
-        return String.valueOf(tokens);
-    }
-
-    @Override
-    public String dtype() {
-        return "F32";
     }
 
     @Override

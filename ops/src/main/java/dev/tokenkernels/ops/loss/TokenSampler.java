@@ -111,23 +111,7 @@ public final class TokenSampler {
     }
 
     /** The samples (I32 {@code [N, K]}) and their log-probabilities under {@code softmax(z / T)} (F32 {@code [N, K]}). */
-    public static final class Result implements AutoCloseable {
-        private final Tensor samples;
-        private final Tensor logProb;
-
-        Result(Tensor samples, Tensor logProb) {
-            this.samples = samples;
-            this.logProb = logProb;
-        }
-
-        public Tensor samples() {
-            return samples;
-        }
-
-        public Tensor logProb() {
-            return logProb;
-        }
-
+    public record Result(Tensor samples, Tensor logProb) implements AutoCloseable {
         @Override
         public void close() {
             samples.close();
