@@ -4,10 +4,10 @@ import dev.tokenkernels.ops.cpu.HalfFloats;
 import dev.tokenkernels.ops.cpu.VectorMath;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
-import java.lang.foreign.Arena;
+import dev.tokenkernels.runtime.Tensor;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
+import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
@@ -17,533 +17,549 @@ import jdk.incubator.vector.VectorSpecies;
  * Vector API implementation of {@link Divergence}, row by row, with one exponential per element
  * and side:
  * <ol>
- *   <li>the max of the student row and of the teacher row ({@code x = z / T});</li>
- *   <li>{@code e = exp(x - max)} of both into two scratch rows, and their sums, which give the
- *       log-sum-exps; then {@code p = e_s / sum_s} and {@code q = e_t / sum_t} cost a multiply;</li>
- *   <li>the loss, fused with the gradient where it needs nothing else (forward KL:
- *       {@code (p - q) coef}); the other kinds also sum what their gradient needs
- *       ({@code sum_v p_v dL/dp_v});</li>
- *   <li>(reverse KL, JSD, total variation) the gradient {@code coef p (dL/dp - sum p dL/dp)}.</li>
+ *   <li>one sweep over the row pair in blocks of {@link #BLOCK} columns: a block of each row is
+ *       copied (decoded, extrapolated) into an fp32 array in L1, then its max
+ *       ({@code x = z / T}) and {@code e = exp(x - m_b)} into a scratch row per side,
+ *       {@code m_b} being the running max so far; the running sums are rescaled in fp64 when the
+ *       max grows, and {@code p = e_s exp(m_b - lse_s)} costs a multiply by the block's scale. For
+ *       the KLs the same sweep sums the cross term ({@code sum e_t (x_t - x_s)} for forward KL),
+ *       which with the log-sum-exps is the loss: {@code KL(q||p) = sum q (x_t - x_s) + lse_s - lse_t};</li>
+ *   <li>JSD and total variation: a sweep for the loss, from the scratch rows (and, for JSD, the
+ *       blocks copied again);</li>
+ *   <li>the gradient, block by block into an array that is then copied to the gradient row:
+ *       forward KL {@code (p - q) coef} and total variation from the scratch rows alone, reverse
+ *       KL from them and the {@code x_s - x_t} that sweep 1 kept, JSD from the blocks copied again.</li>
  * </ol>
- * Every sweep reads an element before it writes the same element, so the gradient may be the
- * student itself. The rows and scratch rows of one row pair stay in L2 (and L3) between sweeps.
- * Sums are accumulated per lane in fp32 over blocks of {@link #BLOCK} columns and in fp64 across
- * blocks. F16/BF16 rows are decoded to fp32 scratch rows first.
+ * A block is copied whole before any of its gradient is written, so the gradient may be the
+ * student itself. Sums are accumulated per lane in fp32 over a block and in fp64 across blocks.
  *
- * <p>Hot loops hold at most one inlined exponential or logarithm each: a loop with two exceeds
- * C2's inlining budget for vector code, and then every vector is boxed. For the same reason there
- * are no masked tail loops: the last {@code V % lanes} columns go through the same sweeps in a
- * one-vector scratch row padded with {@code -inf} in both student and teacher, i.e. classes of
- * probability 0, which add nothing and get a zero gradient.
+ * <p>Why arrays: in a loop, a Vector API load or store on a {@code MemorySegment} costs several
+ * times one on a Java array (the segment's checks stay in the loop); one bulk copy per block
+ * and array loops are faster. The last block is padded to whole vectors with {@code -inf} in
+ * both rows, classes of probability 0 that add nothing and get a zero gradient, so there are no
+ * masked loops. Hot loops hold at most one inlined exponential or logarithm each: a loop with two
+ * exceeds C2's inlining budget for vector code, and then every vector is boxed.
  */
 final class DivergenceCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
-    private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
-    /** Columns per block of a sweep (fp32 partial sums per block, fp64 across). */
-    private static final int BLOCK = 2048;
+    /** Columns per block: the block arrays and the scratch rows' blocks stay in L1. */
+    private static final int BLOCK = 1024;
     private static final int ELEMENTS_PER_TASK = 1 << 16;
 
     private DivergenceCpu() {
     }
 
     static void run(CpuBackend cpu, DivergenceRows job) {
-        int vocab = job.vocab();
-        int grain = Math.max(1, ELEMENTS_PER_TASK / vocab);
+        int grain = Math.max(1, ELEMENTS_PER_TASK / job.vocab());
         cpu.parallelFor(job.rows(), grain, (from, to) -> {
-            try (Arena arena = Arena.ofConfined()) {
-                RowView student = new RowView(job.student().segment(), job.student().dtype(), vocab, vocab, arena);
-                RowView teacher = new RowView(job.teacher().segment(), job.teacher().dtype(), job.teacherStride(), vocab,
-                        arena);
-                if (job.reference() != null) {
-                    teacher.extrapolateFrom(new RowView(job.reference().segment(), job.reference().dtype(),
-                            job.teacherStride(), vocab, arena), job.alpha(), arena);
-                }
-                MemorySegment g = job.gradient() == null ? null : job.gradient().segment();
-                boolean filter = job.filter() != null;
-                Sweep whole = new Sweep(arena, F.loopBound(vocab), filter);
-                Sweep tail = new Sweep(arena, F.length(), filter);
-                for (int row = from; row < to; row++) {
-                    long go = 4L * row * vocab;
-                    if (job.weights()[row] == 0f) {
-                        job.rowLoss()[row] = 0f;
-                        if (g != null) {
-                            g.asSlice(go, 4L * vocab).fill((byte) 0);
-                        }
-                        continue;
-                    }
-                    student.load(row);
-                    teacher.load(row);
-                    float coef = job.gradCoef() == null ? 0f : job.gradCoef()[row];
-                    job.rowLoss()[row] = row(job, student, teacher, g, go, coef, whole, tail);
-                }
+            RowWork work = new RowWork(job);
+            for (int row = from; row < to; row++) {
+                job.rowLoss()[row] = work.row(row);
             }
         });
     }
 
-    /**
-     * One row: the sweeps of the class doc over the whole vectors of the row ({@code whole}) and
-     * over its padded last vector ({@code tail}).
-     */
-    private static float row(DivergenceRows job, RowView s, RowView t, MemorySegment g, long go, float coef,
-                             Sweep whole, Sweep tail) {
-        int n = job.vocab();
-        int full = F.loopBound(n);
-        boolean padded = full < n;
-        whole.bind(s.segment, s.offset, t.segment, t.offset, g, go, full);
-        if (padded) {
-            tail.padFrom(s, t, full, n - full, g != null);
-        }
-        float invT = job.invT();
-        float maxS = Math.max(whole.max(true), padded ? tail.max(true) : Float.NEGATIVE_INFINITY) * invT;
-        float maxT = Math.max(whole.max(false), padded ? tail.max(false) : Float.NEGATIVE_INFINITY) * invT;
-        if (!Float.isFinite(maxS) || !Float.isFinite(maxT)) {
-            return noDistribution(g, go, n); // NaN, +inf, or all -inf on one side
-        }
-        if (job.filter() != null) {
-            // The teacher becomes its Lp-Reg proxy: dropped classes read as -inf from here on.
-            float ref = maxT;
-            if (job.filter() == ProxyDistribution.Mode.FIXED) {
-                // ProxyDistribution's own log-sum-exp (x rounded as a product, no fma), so both ops
-                // keep exactly the same classes.
-                ref = ProxyDistributionCpu.fixedReference(t.segment, t.offset, n, invT, maxT);
-            }
-            whole.filterTeacher(invT, maxT, ref, job.filterLogThreshold());
-            if (padded) {
-                tail.filterTeacher(invT, maxT, ref, job.filterLogThreshold());
-            }
-        }
-        double sumS = whole.exponentials(true, invT, maxS) + (padded ? tail.exponentials(true, invT, maxS) : 0);
-        double sumT = whole.exponentials(false, invT, maxT) + (padded ? tail.exponentials(false, invT, maxT) : 0);
-        Sums sums = new Sums(job, invT, (float) (maxS + Math.log(sumS)), (float) (maxT + Math.log(sumT)),
-                (float) (1 / sumS), (float) (1 / sumT), coef);
-        whole.lossSweep(sums);
-        if (padded) {
-            tail.lossSweep(sums);
-        }
-        if (g != null && job.kind() != Divergence.Kind.FORWARD_KL) {
-            sums.finish();
-            whole.gradientSweep(sums);
-            if (padded) {
-                tail.gradientSweep(sums);
-            }
-        }
-        if (padded && g != null) {
-            tail.storeGradient(g, go + 4L * full, n - full);
-        }
-        return sums.loss();
-    }
+    /** The sweeps of the class doc for one thread, with its scratch, reused row after row. */
+    private static final class RowWork {
+        private final DivergenceRows job;
+        private final Divergence.Kind kind;
+        private final float beta;
+        private final float invT;
+        private final int vocab;
+        /** The vocabulary rounded up to whole vectors. */
+        private final int padded;
+        private final MemorySegment gradient;
 
-    private static float noDistribution(MemorySegment g, long go, int n) {
-        if (g != null) {
-            for (int i = 0; i < n; i++) {
-                g.set(ValueLayout.JAVA_FLOAT, go + 4L * i, Float.NaN);
-            }
-        }
-        return Float.NaN;
-    }
+        private final float[] s = new float[BLOCK];
+        private final float[] t = new float[BLOCK];
+        /** F16/BF16 bits of a block, before decoding. */
+        private final short[] bits = new short[BLOCK];
+        private final float[] reference;
+        private final float[] g = new float[BLOCK];
+        private final float[] logMixture;
+        private final float[] expS;
+        private final float[] expT;
+        /** {@code x_s - x_t} of the row, for reverse KL's gradient. */
+        private final float[] difference;
+        /** The whole teacher row, made once per row when the Lp-Reg filter needs its max first. */
+        private final float[] teacherRow;
+        /** Which side's cross term sweep 1 sums: the KL's weighting side. */
+        private final boolean crossStudent;
+        private final boolean crossTeacher;
 
-    /** The per-row constants of the sweeps and the sums they accumulate. */
-    private static final class Sums {
-        final Divergence.Kind kind;
-        final float beta;
-        final float invT;
-        final float lseS;
-        final float lseT;
-        /** p = e_s * scaleS, q = e_t * scaleT. */
-        final float scaleS;
-        final float scaleT;
-        final float coef;
-        double first;
-        double second;
+        /** The running max of each side when block b was exponentiated ({@code m_b}). */
+        private final float[] blockMaxS;
+        private final float[] blockMaxT;
+        /** Per block: {@code sum e}, and the cross term {@code sum e (x - x_other)} of the KLs. */
+        private final double[] blockSumS;
+        private final double[] blockSumT;
+        private final double[] blockCross;
+        /** p = e_s * scaleS[b], q = e_t * scaleT[b] in block b. */
+        private final float[] scaleS;
+        private final float[] scaleT;
+
+        private float runningS;
+        private float runningT;
+        private double sumS;
+        private double sumT;
+        private float lseS;
+        private float lseT;
+        private float coef;
+        private double first;
+        private double second;
         /** sum_v p_v dL/dp_v, which the gradient subtracts. */
-        float pg;
+        private float pg;
 
-        Sums(DivergenceRows job, float invT, float lseS, float lseT, float scaleS, float scaleT, float coef) {
+        RowWork(DivergenceRows job) {
+            this.job = job;
             this.kind = job.kind();
             this.beta = job.beta();
-            this.invT = invT;
-            this.lseS = lseS;
-            this.lseT = lseT;
-            this.scaleS = scaleS;
-            this.scaleT = scaleT;
-            this.coef = coef;
+            this.invT = job.invT();
+            this.vocab = job.vocab();
+            this.padded = (vocab + F.length() - 1) / F.length() * F.length();
+            this.gradient = job.gradient() == null ? null : job.gradient().segment();
+            this.reference = job.reference() == null ? null : new float[BLOCK];
+            this.logMixture = kind == Divergence.Kind.JSD ? new float[BLOCK] : null;
+            this.expS = new float[padded];
+            this.expT = new float[padded];
+            this.crossStudent = kind == Divergence.Kind.REVERSE_KL;
+            this.crossTeacher = kind == Divergence.Kind.FORWARD_KL;
+            this.difference = crossStudent && gradient != null ? new float[padded] : null;
+            this.teacherRow = job.filter() == null ? null : new float[padded];
+            int blocks = (padded + BLOCK - 1) / BLOCK;
+            this.blockMaxS = new float[blocks];
+            this.blockMaxT = new float[blocks];
+            this.blockSumS = new double[blocks];
+            this.blockSumT = new double[blocks];
+            this.blockCross = new double[blocks];
+            this.scaleS = new float[blocks];
+            this.scaleT = new float[blocks];
         }
 
-        void finish() {
-            pg = (float) switch (kind) {
-                case REVERSE_KL -> first;
-                case JSD -> (1 - beta) * second;
-                default -> second;
-            };
-        }
-
-        float loss() {
+        float row(int row) {
+            long go = 4L * row * vocab;
+            if (job.weights()[row] == 0f) {
+                if (gradient != null) {
+                    gradient.asSlice(go, 4L * vocab).fill((byte) 0);
+                }
+                return 0f;
+            }
+            coef = job.gradCoef() == null ? 0f : job.gradCoef()[row];
+            if (teacherRow != null && !filterTeacher(row)) {
+                return noDistribution(go);
+            }
+            if (!firstSweep(row) || !finishSoftmaxes()) {
+                return noDistribution(go); // NaN, +inf, or all -inf on one side
+            }
+            if (kind == Divergence.Kind.JSD || kind == Divergence.Kind.TOTAL_VARIATION) {
+                for (int start = 0, b = 0; start < padded; start += BLOCK, b++) {
+                    int len = Math.min(BLOCK, padded - start);
+                    if (kind == Divergence.Kind.JSD) {
+                        stage(row, start, len);
+                        mixtureLogs(b, start, len);
+                        jsdSums(b, start, len);
+                    } else {
+                        tvdSums(b, start, len);
+                    }
+                }
+            }
+            if (gradient != null) {
+                pg = (float) switch (kind) {
+                    case REVERSE_KL -> first;
+                    case JSD -> (1 - beta) * second;
+                    default -> second;
+                };
+                for (int start = 0, b = 0; start < padded; start += BLOCK, b++) {
+                    int len = Math.min(BLOCK, padded - start);
+                    switch (kind) {
+                        case FORWARD_KL -> forwardKlGradient(b, start, len);
+                        case REVERSE_KL -> reverseKlGradient(b, start, len);
+                        case JSD -> {
+                            stage(row, start, len);
+                            mixtureLogs(b, start, len);
+                            jsdGradient(b, start, len);
+                        }
+                        case TOTAL_VARIATION -> tvdGradient(b, start, len);
+                    }
+                    MemorySegment.copy(g, 0, gradient, ValueLayout.JAVA_FLOAT, go + 4L * start,
+                            Math.min(len, vocab - start));
+                }
+            }
             return (float) switch (kind) {
                 case FORWARD_KL, REVERSE_KL -> first;
                 case JSD -> beta * first + (1 - beta) * second;
                 case TOTAL_VARIATION -> 0.5 * first;
             };
         }
-    }
 
-    /**
-     * The sweeps over a run of {@code length} columns (a multiple of the vector length): the whole
-     * vectors of a row, bound to the row's memory, or the padded last vector in its own memory.
-     */
-    private static final class Sweep {
-        private final MemorySegment expS;
-        private final MemorySegment expT;
-        private final MemorySegment logMixture;
-        private final MemorySegment padS;
-        private final MemorySegment padT;
-        private final MemorySegment padG;
-        /** The filtered teacher row (Lp-Reg proxy), or null without a filter. */
-        private final MemorySegment filtered;
-        private MemorySegment s;
-        private long so;
-        private MemorySegment t;
-        private long to;
-        private MemorySegment g;
-        private long go;
-        private int length;
-
-        Sweep(Arena arena, int capacity, boolean filter) {
-            filtered = filter ? arena.allocate(4L * Math.max(capacity, 1), 64) : null;
-            expS = arena.allocate(4L * Math.max(capacity, 1), 64);
-            expT = arena.allocate(4L * Math.max(capacity, 1), 64);
-            logMixture = arena.allocate(4L * BLOCK, 64);
-            padS = arena.allocate(4L * F.length(), 64);
-            padT = arena.allocate(4L * F.length(), 64);
-            padG = arena.allocate(4L * F.length(), 64);
-        }
-
-        void bind(MemorySegment s, long so, MemorySegment t, long to, MemorySegment g, long go, int length) {
-            this.s = s;
-            this.so = so;
-            this.t = t;
-            this.to = to;
-            this.g = g;
-            this.go = go;
-            this.length = length;
-        }
-
-        /** Binds the padded copy of the last {@code count} columns, from column {@code from}. */
-        void padFrom(RowView sv, RowView tv, int from, int count, boolean withGradient) {
-            for (int i = 0; i < F.length(); i++) {
-                padS.set(ValueLayout.JAVA_FLOAT, 4L * i, Float.NEGATIVE_INFINITY);
-                padT.set(ValueLayout.JAVA_FLOAT, 4L * i, Float.NEGATIVE_INFINITY);
-            }
-            MemorySegment.copy(sv.segment, sv.offset + 4L * from, padS, 0, 4L * count);
-            MemorySegment.copy(tv.segment, tv.offset + 4L * from, padT, 0, 4L * count);
-            bind(padS, 0, padT, 0, withGradient ? padG : null, 0, F.length());
-        }
-
-        /** Rebinds the teacher to a copy with the classes the proxy drops set to -inf. */
-        void filterTeacher(float invT, float max, float ref, float cut) {
-            DivergenceCpu.filterTeacher(t, to, length, invT, max, ref, cut, filtered);
-            t = filtered;
-            to = 0;
-        }
-
-        void storeGradient(MemorySegment target, long offset, int count) {
-            MemorySegment.copy(padG, 0, target, offset, 4L * count);
-        }
-
-        float max(boolean student) {
-            return student ? DivergenceCpu.max(s, so, length) : DivergenceCpu.max(t, to, length);
-        }
-
-        /** Fills e = exp(x invT - max) for one side and returns its sum. */
-        double exponentials(boolean student, float invT, float max) {
-            double sum = 0;
-            for (int start = 0; start < length; start += BLOCK) {
-                int len = Math.min(BLOCK, length - start);
-                sum += student ? DivergenceCpu.exponentials(s, so + 4L * start, len, invT, max, expS, 4L * start)
-                        : DivergenceCpu.exponentials(t, to + 4L * start, len, invT, max, expT, 4L * start);
-            }
-            return sum;
-        }
-
-        void lossSweep(Sums k) {
-            for (int start = 0; start < length; start += BLOCK) {
-                int len = Math.min(BLOCK, length - start);
-                long b = 4L * start;
-                switch (k.kind) {
-                    case FORWARD_KL -> k.first += forwardKl(this, b, len, k);
-                    case REVERSE_KL -> k.first += reverseKl(this, b, len, k);
-                    case JSD -> {
-                        mixtureLogs(this, b, len, k);
-                        jsdSums(this, b, len, k);
-                    }
-                    case TOTAL_VARIATION -> tvdSums(this, b, len, k);
+        private float noDistribution(long go) {
+            if (gradient != null) {
+                for (int i = 0; i < vocab; i++) {
+                    gradient.set(ValueLayout.JAVA_FLOAT, go + 4L * i, Float.NaN);
                 }
             }
+            return Float.NaN;
         }
 
-        void gradientSweep(Sums k) {
-            for (int start = 0; start < length; start += BLOCK) {
-                int len = Math.min(BLOCK, length - start);
-                long b = 4L * start;
-                switch (k.kind) {
-                    case REVERSE_KL -> reverseKlGradient(this, b, len, k);
-                    case JSD -> {
-                        mixtureLogs(this, b, len, k);
-                        jsdGradient(this, b, len, k);
-                    }
-                    default -> tvdGradient(this, b, len, k);
+        // ---- staging: a block of both rows as fp32 in s and t ----
+
+        /** Columns {@code [start, start + len)} of both rows into {@code s} and {@code t}, {@code -inf} past the row. */
+        private void stage(int row, int start, int len) {
+            stageRow(job.student(), (long) row * vocab, start, len, s);
+            if (teacherRow != null) {
+                System.arraycopy(teacherRow, start, t, 0, len);
+            } else {
+                stageTeacher(row, start, len, t);
+            }
+        }
+
+        /** The teacher's block, extrapolated from the reference when there is one. */
+        private void stageTeacher(int row, int start, int len, float[] out) {
+            long rowStart = (long) row * job.teacherStride();
+            stageRow(job.teacher(), rowStart, start, len, out);
+            if (reference != null) {
+                stageRow(job.reference(), rowStart, start, len, reference);
+                extrapolate(out, reference, len, job.alpha()[row]);
+            }
+        }
+
+        private void stageRow(Tensor tensor, long rowStart, int start, int len, float[] out) {
+            int count = Math.min(len, vocab - start);
+            long element = rowStart + start;
+            DType dtype = tensor.dtype();
+            if (dtype == DType.F32) {
+                MemorySegment.copy(tensor.segment(), ValueLayout.JAVA_FLOAT, 4L * element, out, 0, count);
+            } else {
+                HalfFloats.decode(tensor.segment(), element * dtype.byteSize(), dtype, bits, out, count);
+            }
+            Arrays.fill(out, count, len, Float.NEGATIVE_INFINITY);
+        }
+
+        /**
+         * Makes the Lp-Reg proxy of the teacher row in {@link #teacherRow}: the classes the proxy
+         * drops read as {@code -inf} from here on. False if the teacher row has no distribution.
+         */
+        private boolean filterTeacher(int row) {
+            for (int start = 0; start < padded; start += BLOCK) {
+                int len = Math.min(BLOCK, padded - start);
+                stageTeacher(row, start, len, t);
+                System.arraycopy(t, 0, teacherRow, start, len);
+            }
+            float max = max(teacherRow, padded) * invT;
+            if (!Float.isFinite(max)) {
+                return false; // NaN, +inf, or all -inf
+            }
+            float ref = max;
+            if (job.filter() == ProxyDistribution.Mode.FIXED) {
+                // ProxyDistribution's own log-sum-exp (x rounded as a product, no fma), so both ops
+                // keep exactly the same classes.
+                ref = ProxyDistributionCpu.fixedReference(MemorySegment.ofArray(teacherRow), 0, vocab, invT, max);
+            }
+            keepProxyClasses(teacherRow, padded, invT, max, ref, job.filterLogThreshold());
+            return true;
+        }
+
+        // ---- sweep 1: maxes, exponentials, cross terms ----
+
+        /** Sweep 1 over the row's blocks. False on a NaN or {@code +inf} logit (the row has no distribution). */
+        private boolean firstSweep(int row) {
+            runningS = Float.NEGATIVE_INFINITY;
+            runningT = Float.NEGATIVE_INFINITY;
+            sumS = 0;
+            sumT = 0;
+            first = 0;
+            second = 0;
+            for (int start = 0, b = 0; start < padded; start += BLOCK, b++) {
+                int len = Math.min(BLOCK, padded - start);
+                stage(row, start, len);
+                float zMaxS = max(s, len);
+                float zMaxT = max(t, len);
+                // NaN compares false: this also catches a NaN max
+                if (!(zMaxS < Float.POSITIVE_INFINITY && zMaxT < Float.POSITIVE_INFINITY)) {
+                    return false;
                 }
+                if (zMaxS * invT > runningS) {
+                    sumS *= Math.exp((double) runningS - zMaxS * invT); // 0 while running is -inf
+                    runningS = zMaxS * invT;
+                }
+                if (zMaxT * invT > runningT) {
+                    sumT *= Math.exp((double) runningT - zMaxT * invT);
+                    runningT = zMaxT * invT;
+                }
+                blockMaxS[b] = runningS;
+                blockMaxT[b] = runningT;
+                blockCross[b] = 0;
+                blockSumS[b] = 0;
+                blockSumT[b] = 0;
+                if (runningS != Float.NEGATIVE_INFINITY) { // else every weight so far is 0
+                    blockSumS[b] = exponentials(s, t, len, invT, runningS, expS, start, crossStudent, blockCross, b,
+                            difference);
+                } else {
+                    Arrays.fill(expS, start, start + len, 0f);
+                }
+                if (runningT != Float.NEGATIVE_INFINITY) {
+                    blockSumT[b] = exponentials(t, s, len, invT, runningT, expT, start, crossTeacher, blockCross, b,
+                            null);
+                } else {
+                    Arrays.fill(expT, start, start + len, 0f);
+                }
+                sumS += blockSumS[b];
+                sumT += blockSumT[b];
+            }
+            return true;
+        }
+
+        /**
+         * The log-sum-exps and block scales, and the KLs' loss from the cross terms; false if a
+         * side has no class of positive probability.
+         */
+        private boolean finishSoftmaxes() {
+            if (runningS == Float.NEGATIVE_INFINITY || runningT == Float.NEGATIVE_INFINITY) {
+                return false;
+            }
+            lseS = (float) (runningS + Math.log(sumS));
+            lseT = (float) (runningT + Math.log(sumT));
+            double massS = 0;
+            double massT = 0;
+            double cross = 0;
+            for (int b = 0; b < scaleS.length; b++) {
+                scaleS[b] = (float) Math.exp((double) blockMaxS[b] - lseS);
+                scaleT[b] = (float) Math.exp((double) blockMaxT[b] - lseT);
+                massS += (double) scaleS[b] * blockSumS[b];
+                massT += (double) scaleT[b] * blockSumT[b];
+                // As the other sweeps see it: q = e * (float scale); a block whose scale is 0 adds 0, not 0 * inf.
+                double weight = crossStudent ? scaleS[b] : scaleT[b];
+                if (weight != 0 && blockCross[b] != 0) {
+                    cross += weight * blockCross[b];
+                }
+            }
+            // sum q (x_t - x_s) + (lse_s - lse_t) sum q, sum q being 1 up to rounding (and p alike).
+            if (crossTeacher) {
+                first = cross + ((double) lseS - lseT) * massT;
+            } else if (crossStudent) {
+                first = cross + ((double) lseT - lseS) * massS;
+            }
+            return true;
+        }
+
+        // ---- forward KL: sum q (log q - log p) from sweep 1; gradient (p - q) coef ----
+
+        private void forwardKlGradient(int b, int start, int len) {
+            float[] es = expS;
+            float[] et = expT;
+            float[] out = g;
+            FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
+            FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
+            FloatVector c = FloatVector.broadcast(F, coef);
+            for (int i = 0; i < len; i += F.length()) {
+                FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
+                FloatVector q = FloatVector.fromArray(F, et, start + i).mul(sT);
+                p.sub(q).mul(c).intoArray(out, i);
+            }
+        }
+
+        // ---- reverse KL: sum p (log p - log q) from sweep 1; gradient p (f - KL) coef, f = log p - log q ----
+
+        private void reverseKlGradient(int b, int start, int len) {
+            float[] es = expS;
+            float[] d = difference;
+            float[] out = g;
+            FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
+            // f - KL = (x_s - x_t) - lse_s + lse_t - KL
+            FloatVector shift = FloatVector.broadcast(F, (float) ((double) lseT - lseS - pg));
+            FloatVector c = FloatVector.broadcast(F, coef);
+            for (int i = 0; i < len; i += F.length()) {
+                FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
+                FloatVector f = FloatVector.fromArray(F, d, start + i).add(shift);
+                times(p, f).mul(c).intoArray(out, i);
+            }
+        }
+
+        // ---- JSD: beta KL(q||m) + (1-beta) KL(p||m); d/dp = (1-beta) log(p/m) ----
+
+        /**
+         * {@code log(beta q + (1 - beta) p)} of the staged block into {@link #logMixture} (a loop
+         * of its own: the inlined log is as large as an exponential). Where the mixture underflows
+         * to 0 although one side is not 0 (tiny beta or 1 - beta), the larger of
+         * {@code log beta + log q} and {@code log(1 - beta) + log p} stands in for it.
+         */
+        private void mixtureLogs(int b, int start, int len) {
+            float[] zs = s;
+            float[] zt = t;
+            float[] es = expS;
+            float[] et = expT;
+            float[] out = logMixture;
+            FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
+            FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
+            FloatVector a = FloatVector.broadcast(F, invT);
+            FloatVector minusLseS = FloatVector.broadcast(F, -lseS);
+            FloatVector minusLseT = FloatVector.broadcast(F, -lseT);
+            FloatVector betaV = FloatVector.broadcast(F, beta);
+            FloatVector oneMinusBeta = FloatVector.broadcast(F, 1f - beta);
+            FloatVector logBeta = FloatVector.broadcast(F, (float) Math.log(beta));
+            FloatVector logOneMinusBeta = FloatVector.broadcast(F, (float) Math.log1p(-beta));
+            for (int i = 0; i < len; i += F.length()) {
+                FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
+                FloatVector q = FloatVector.fromArray(F, et, start + i).mul(sT);
+                FloatVector m = q.fma(betaV, p.mul(oneMinusBeta));
+                FloatVector ls = FloatVector.fromArray(F, zs, i).fma(a, minusLseS);
+                FloatVector lt = FloatVector.fromArray(F, zt, i).fma(a, minusLseT);
+                FloatVector dominant = lt.add(logBeta).max(ls.add(logOneMinusBeta));
+                VectorMath.log(m).blend(dominant, m.eq(0f)).intoArray(out, i);
+            }
+        }
+
+        private void jsdSums(int b, int start, int len) {
+            float[] zs = s;
+            float[] zt = t;
+            float[] es = expS;
+            float[] et = expT;
+            float[] logM = logMixture;
+            FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
+            FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
+            FloatVector a = FloatVector.broadcast(F, invT);
+            FloatVector minusLseS = FloatVector.broadcast(F, -lseS);
+            FloatVector minusLseT = FloatVector.broadcast(F, -lseT);
+            FloatVector teacherTerms = FloatVector.zero(F);
+            FloatVector studentTerms = FloatVector.zero(F);
+            for (int i = 0; i < len; i += F.length()) {
+                FloatVector ls = FloatVector.fromArray(F, zs, i).fma(a, minusLseS);
+                FloatVector lt = FloatVector.fromArray(F, zt, i).fma(a, minusLseT);
+                FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
+                FloatVector q = FloatVector.fromArray(F, et, start + i).mul(sT);
+                FloatVector m = FloatVector.fromArray(F, logM, i);
+                teacherTerms = teacherTerms.add(times(q, lt.sub(m)));
+                studentTerms = studentTerms.add(times(p, ls.sub(m)));
+            }
+            first += teacherTerms.reduceLanes(VectorOperators.ADD);
+            second += studentTerms.reduceLanes(VectorOperators.ADD);
+        }
+
+        private void jsdGradient(int b, int start, int len) {
+            float[] zs = s;
+            float[] es = expS;
+            float[] logM = logMixture;
+            float[] out = g;
+            FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
+            FloatVector a = FloatVector.broadcast(F, invT);
+            FloatVector minusLseS = FloatVector.broadcast(F, -lseS);
+            FloatVector oneMinusBeta = FloatVector.broadcast(F, 1f - beta);
+            FloatVector c = FloatVector.broadcast(F, coef);
+            FloatVector minusPg = FloatVector.broadcast(F, -pg);
+            for (int i = 0; i < len; i += F.length()) {
+                FloatVector ls = FloatVector.fromArray(F, zs, i).fma(a, minusLseS);
+                FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
+                FloatVector m = FloatVector.fromArray(F, logM, i);
+                times(p, ls.sub(m).fma(oneMinusBeta, minusPg)).mul(c).intoArray(out, i);
+            }
+        }
+
+        // ---- total variation: 0.5 sum |p - q|; d/dp = 0.5 sign(p - q) ----
+
+        private void tvdSums(int b, int start, int len) {
+            float[] es = expS;
+            float[] et = expT;
+            FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
+            FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
+            FloatVector distance = FloatVector.zero(F);
+            FloatVector pgSum = FloatVector.zero(F);
+            for (int i = 0; i < len; i += F.length()) {
+                FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
+                FloatVector d = p.sub(FloatVector.fromArray(F, et, start + i).mul(sT));
+                distance = distance.add(d.abs());
+                pgSum = pgSum.add(p.mul(halfSign(d)));
+            }
+            first += distance.reduceLanes(VectorOperators.ADD);
+            second += pgSum.reduceLanes(VectorOperators.ADD);
+        }
+
+        private void tvdGradient(int b, int start, int len) {
+            float[] es = expS;
+            float[] et = expT;
+            float[] out = g;
+            FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
+            FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
+            FloatVector c = FloatVector.broadcast(F, coef);
+            FloatVector pgV = FloatVector.broadcast(F, pg);
+            for (int i = 0; i < len; i += F.length()) {
+                FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
+                FloatVector d = p.sub(FloatVector.fromArray(F, et, start + i).mul(sT));
+                p.mul(halfSign(d).sub(pgV)).mul(c).intoArray(out, i);
             }
         }
     }
 
-    // ---- sweeps 1 and 2: max, exponentials ----
+    // ---- loops over fp32 arrays ----
 
-    private static float max(MemorySegment x, long xo, int len) {
+    /** The max of {@code x[0, len)}; NaN if an element is NaN. */
+    private static float max(float[] x, int len) {
         FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
         for (int i = 0; i < len; i += F.length()) {
-            m = m.max(FloatVector.fromMemorySegment(F, x, xo + 4L * i, NATIVE));
+            m = m.max(FloatVector.fromArray(F, x, i)); // Math.max semantics: a NaN lane stays NaN
         }
         return m.reduceLanes(VectorOperators.MAX);
     }
 
-    private static float exponentials(MemorySegment x, long xo, int len, float invT, float max, MemorySegment e,
-                                      long eo) {
+    /**
+     * Fills {@code e[start + i] = exp(x_i - max)} ({@code x = z invT}) and returns its sum; with
+     * {@code cross}, sets {@code crossSums[b]} to {@code sum e (x - x_other)} (0 where {@code e} is 0,
+     * so that a class impossible on both sides adds nothing; {@code +inf} where only the other side
+     * is impossible); with {@code difference}, keeps {@code x - x_other} there.
+     */
+    private static double exponentials(float[] z, float[] other, int len, float invT, float max, float[] e, int start,
+                                       boolean cross, double[] crossSums, int b, float[] difference) {
         FloatVector a = FloatVector.broadcast(F, invT);
         FloatVector minusMax = FloatVector.broadcast(F, -max);
         FloatVector sum = FloatVector.zero(F);
+        FloatVector crossSum = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
-            FloatVector v = VectorMath.expNonPositive(FloatVector.fromMemorySegment(F, x, xo + 4L * i, NATIVE).fma(a, minusMax));
-            v.intoMemorySegment(e, eo + 4L * i, NATIVE);
+            FloatVector x = FloatVector.fromArray(F, z, i);
+            FloatVector v = VectorMath.expNonPositive(x.fma(a, minusMax));
+            v.intoArray(e, start + i);
             sum = sum.add(v);
+            if (cross) {
+                FloatVector d = x.mul(a).sub(FloatVector.fromArray(F, other, i).mul(a));
+                crossSum = crossSum.add(times(v, d));
+                if (difference != null) {
+                    d.intoArray(difference, start + i);
+                }
+            }
+        }
+        if (cross) {
+            crossSums[b] = crossSum.reduceLanes(VectorOperators.ADD);
         }
         return sum.reduceLanes(VectorOperators.ADD);
     }
 
     /**
-     * {@code out = z} where the proxy keeps the class ({@code x - ref >= cut} or {@code x >= max},
-     * {@code x = z * invT}: {@link ProxyDistribution}'s rule), else {@code -inf}.
+     * {@code z} where the proxy keeps the class ({@code x - ref >= cut} or {@code x >= max},
+     * {@code x = z * invT}: {@link ProxyDistribution}'s rule), else {@code -inf}; in place.
      */
-    private static void filterTeacher(MemorySegment z, long zo, int len, float invT, float max, float ref, float cut,
-                                      MemorySegment out) {
+    private static void keepProxyClasses(float[] z, int len, float invT, float max, float ref, float cut) {
         FloatVector a = FloatVector.broadcast(F, invT);
         FloatVector minusMax = FloatVector.broadcast(F, -max);
         FloatVector minusRef = FloatVector.broadcast(F, -ref);
         for (int i = 0; i < len; i += F.length()) {
-            FloatVector v = FloatVector.fromMemorySegment(F, z, zo + 4L * i, NATIVE);
+            FloatVector v = FloatVector.fromArray(F, z, i);
             FloatVector x = v.mul(a);
             var keep = x.add(minusRef).compare(VectorOperators.GE, cut).or(x.add(minusMax).compare(VectorOperators.GE, 0f));
-            v.blend(Float.NEGATIVE_INFINITY, keep.not()).intoMemorySegment(out, 4L * i, NATIVE);
+            v.blend(Float.NEGATIVE_INFINITY, keep.not()).intoArray(z, i);
         }
     }
-
-    // ---- forward KL: sum q (log q - log p); gradient (p - q) coef, in the same sweep ----
-
-    private static float forwardKl(Sweep w, long b, int len, Sums k) {
-        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
-        MemorySegment s = w.s;
-        long so = w.so;
-        MemorySegment t = w.t;
-        long to = w.to;
-        MemorySegment g = w.g;
-        long go = w.go;
-        MemorySegment expS = w.expS;
-        MemorySegment expT = w.expT;
-        float scaleS = k.scaleS;
-        float scaleT = k.scaleT;
-        FloatVector a = FloatVector.broadcast(F, k.invT);
-        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
-        FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
-        FloatVector c = FloatVector.broadcast(F, k.coef);
-        FloatVector acc = FloatVector.zero(F);
-        for (int i = 0; i < len; i += F.length()) {
-            long at = b + 4L * i;
-            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + at, NATIVE).fma(a, minusLseT);
-            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
-            FloatVector q = FloatVector.fromMemorySegment(F, expT, at, NATIVE).mul(scaleT);
-            acc = acc.add(times(q, lt.sub(ls)));
-            if (g != null) {
-                p.sub(q).mul(c).intoMemorySegment(g, go + at, NATIVE);
-            }
-        }
-        return acc.reduceLanes(VectorOperators.ADD);
-    }
-
-    // ---- reverse KL: sum p (log p - log q); gradient p (f - KL) coef, f = log p - log q ----
-
-    private static float reverseKl(Sweep w, long b, int len, Sums k) {
-        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
-        MemorySegment s = w.s;
-        long so = w.so;
-        MemorySegment t = w.t;
-        long to = w.to;
-        MemorySegment expS = w.expS;
-        float scaleS = k.scaleS;
-        FloatVector a = FloatVector.broadcast(F, k.invT);
-        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
-        FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
-        FloatVector acc = FloatVector.zero(F);
-        for (int i = 0; i < len; i += F.length()) {
-            long at = b + 4L * i;
-            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + at, NATIVE).fma(a, minusLseT);
-            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
-            acc = acc.add(times(p, ls.sub(lt)));
-        }
-        return acc.reduceLanes(VectorOperators.ADD);
-    }
-
-    private static void reverseKlGradient(Sweep w, long b, int len, Sums k) {
-        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
-        MemorySegment s = w.s;
-        long so = w.so;
-        MemorySegment t = w.t;
-        long to = w.to;
-        MemorySegment g = w.g;
-        long go = w.go;
-        MemorySegment expS = w.expS;
-        float scaleS = k.scaleS;
-        FloatVector a = FloatVector.broadcast(F, k.invT);
-        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
-        FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
-        FloatVector c = FloatVector.broadcast(F, k.coef);
-        FloatVector kl = FloatVector.broadcast(F, k.pg);
-        for (int i = 0; i < len; i += F.length()) {
-            long at = b + 4L * i;
-            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + at, NATIVE).fma(a, minusLseT);
-            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
-            times(p, ls.sub(lt).sub(kl)).mul(c).intoMemorySegment(g, go + at, NATIVE);
-        }
-    }
-
-    // ---- JSD: beta KL(q||m) + (1-beta) KL(p||m); d/dp = (1-beta) log(p/m) ----
 
     /**
-     * {@code log(beta q + (1 - beta) p)} of a block into the sweep's scratch (a loop of its own:
-     * the inlined log is as large as an exponential). Where the mixture underflows to 0 although
-     * one side is not 0 (tiny beta or 1 - beta), the larger of {@code log beta + log q} and
-     * {@code log(1 - beta) + log p} stands in for it.
+     * {@code z = fma(alpha, z - ref, z)} over a block, in place: AlignDistil's extrapolated teacher
+     * logits. A class masked in the teacher or the reference ({@code -inf}) is masked:
+     * extrapolating from or towards an impossible class has no finite meaning (and
+     * {@code alpha = 0} would give NaN).
      */
-    private static void mixtureLogs(Sweep w, long b, int len, Sums k) {
-        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
-        MemorySegment s = w.s;
-        long so = w.so;
-        MemorySegment t = w.t;
-        long to = w.to;
-        MemorySegment expS = w.expS;
-        MemorySegment expT = w.expT;
-        MemorySegment logMixture = w.logMixture;
-        float scaleS = k.scaleS;
-        float scaleT = k.scaleT;
-        FloatVector a = FloatVector.broadcast(F, k.invT);
-        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
-        FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
-        FloatVector beta = FloatVector.broadcast(F, k.beta);
-        FloatVector oneMinusBeta = FloatVector.broadcast(F, 1f - k.beta);
-        FloatVector logBeta = FloatVector.broadcast(F, (float) Math.log(k.beta));
-        FloatVector logOneMinusBeta = FloatVector.broadcast(F, (float) Math.log1p(-k.beta));
+    private static void extrapolate(float[] z, float[] ref, int len, float alpha) {
+        FloatVector a = FloatVector.broadcast(F, alpha);
         for (int i = 0; i < len; i += F.length()) {
-            long at = b + 4L * i;
-            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
-            FloatVector q = FloatVector.fromMemorySegment(F, expT, at, NATIVE).mul(scaleT);
-            FloatVector m = q.fma(beta, p.mul(oneMinusBeta));
-            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + at, NATIVE).fma(a, minusLseT);
-            FloatVector dominant = lt.add(logBeta).max(ls.add(logOneMinusBeta));
-            VectorMath.log(m).blend(dominant, m.eq(0f)).intoMemorySegment(logMixture, 4L * i, NATIVE);
-        }
-    }
-
-    private static void jsdSums(Sweep w, long b, int len, Sums k) {
-        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
-        MemorySegment s = w.s;
-        long so = w.so;
-        MemorySegment t = w.t;
-        long to = w.to;
-        MemorySegment expS = w.expS;
-        MemorySegment expT = w.expT;
-        MemorySegment logMixture = w.logMixture;
-        float scaleS = k.scaleS;
-        float scaleT = k.scaleT;
-        FloatVector a = FloatVector.broadcast(F, k.invT);
-        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
-        FloatVector minusLseT = FloatVector.broadcast(F, -k.lseT);
-        FloatVector teacherTerms = FloatVector.zero(F);
-        FloatVector studentTerms = FloatVector.zero(F);
-        for (int i = 0; i < len; i += F.length()) {
-            long at = b + 4L * i;
-            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
-            FloatVector lt = FloatVector.fromMemorySegment(F, t, to + at, NATIVE).fma(a, minusLseT);
-            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
-            FloatVector q = FloatVector.fromMemorySegment(F, expT, at, NATIVE).mul(scaleT);
-            FloatVector logM = FloatVector.fromMemorySegment(F, logMixture, 4L * i, NATIVE);
-            teacherTerms = teacherTerms.add(times(q, lt.sub(logM)));
-            studentTerms = studentTerms.add(times(p, ls.sub(logM)));
-        }
-        k.first += teacherTerms.reduceLanes(VectorOperators.ADD);
-        k.second += studentTerms.reduceLanes(VectorOperators.ADD);
-    }
-
-    private static void jsdGradient(Sweep w, long b, int len, Sums k) {
-        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
-        MemorySegment s = w.s;
-        long so = w.so;
-        MemorySegment g = w.g;
-        long go = w.go;
-        MemorySegment expS = w.expS;
-        MemorySegment logMixture = w.logMixture;
-        float scaleS = k.scaleS;
-        FloatVector a = FloatVector.broadcast(F, k.invT);
-        FloatVector minusLseS = FloatVector.broadcast(F, -k.lseS);
-        FloatVector oneMinusBeta = FloatVector.broadcast(F, 1f - k.beta);
-        FloatVector c = FloatVector.broadcast(F, k.coef);
-        FloatVector minusPg = FloatVector.broadcast(F, -k.pg);
-        for (int i = 0; i < len; i += F.length()) {
-            long at = b + 4L * i;
-            FloatVector ls = FloatVector.fromMemorySegment(F, s, so + at, NATIVE).fma(a, minusLseS);
-            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
-            FloatVector logM = FloatVector.fromMemorySegment(F, logMixture, 4L * i, NATIVE);
-            times(p, ls.sub(logM).fma(oneMinusBeta, minusPg)).mul(c).intoMemorySegment(g, go + at, NATIVE);
-        }
-    }
-
-    // ---- total variation: 0.5 sum |p - q|; d/dp = 0.5 sign(p - q) ----
-
-    private static void tvdSums(Sweep w, long b, int len, Sums k) {
-        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
-        MemorySegment expS = w.expS;
-        MemorySegment expT = w.expT;
-        float scaleS = k.scaleS;
-        float scaleT = k.scaleT;
-        FloatVector distance = FloatVector.zero(F);
-        FloatVector pg = FloatVector.zero(F);
-        for (int i = 0; i < len; i += F.length()) {
-            long at = b + 4L * i;
-            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
-            FloatVector d = p.sub(FloatVector.fromMemorySegment(F, expT, at, NATIVE).mul(scaleT));
-            distance = distance.add(d.abs());
-            pg = pg.add(p.mul(halfSign(d)));
-        }
-        k.first += distance.reduceLanes(VectorOperators.ADD);
-        k.second += pg.reduceLanes(VectorOperators.ADD);
-    }
-
-    private static void tvdGradient(Sweep w, long b, int len, Sums k) {
-        // Locals, not fields, in the loop: the JIT then hoists the segments' checks out of it.
-        MemorySegment g = w.g;
-        long go = w.go;
-        MemorySegment expS = w.expS;
-        MemorySegment expT = w.expT;
-        float scaleS = k.scaleS;
-        float scaleT = k.scaleT;
-        FloatVector c = FloatVector.broadcast(F, k.coef);
-        FloatVector pg = FloatVector.broadcast(F, k.pg);
-        for (int i = 0; i < len; i += F.length()) {
-            long at = b + 4L * i;
-            FloatVector p = FloatVector.fromMemorySegment(F, expS, at, NATIVE).mul(scaleS);
-            FloatVector d = p.sub(FloatVector.fromMemorySegment(F, expT, at, NATIVE).mul(scaleT));
-            p.mul(halfSign(d).sub(pg)).mul(c).intoMemorySegment(g, go + at, NATIVE);
+            FloatVector t = FloatVector.fromArray(F, z, i);
+            FloatVector r = FloatVector.fromArray(F, ref, i);
+            VectorMask<Float> masked = t.eq(Float.NEGATIVE_INFINITY).or(r.eq(Float.NEGATIVE_INFINITY));
+            t.sub(r).fma(a, t).blend(Float.NEGATIVE_INFINITY, masked).intoArray(z, i);
         }
     }
 
@@ -555,77 +571,5 @@ final class DivergenceCpu {
     /** 0.5, -0.5 or 0 by the sign of {@code d}. */
     private static FloatVector halfSign(FloatVector d) {
         return FloatVector.zero(F).blend(0.5f, d.compare(VectorOperators.GT, 0f)).blend(-0.5f, d.lt(0f));
-    }
-
-    /**
-     * A row of a [N, stride] tensor as fp32: the tensor's own memory for F32, else decoded into
-     * scratch; or, for an extrapolated teacher, {@code fma(alpha_row, z - z_ref, z)} in scratch.
-     */
-    private static final class RowView {
-        private final MemorySegment source;
-        private final DType dtype;
-        private final int stride;
-        private final int length;
-        private final MemorySegment scratch;
-        private RowView reference;
-        private float[] alpha;
-        private MemorySegment extrapolated;
-        MemorySegment segment;
-        long offset;
-
-        RowView(MemorySegment source, DType dtype, int stride, int length, Arena arena) {
-            this.source = source;
-            this.dtype = dtype;
-            this.stride = stride;
-            this.length = length;
-            this.scratch = dtype == DType.F32 ? null : arena.allocate(4L * length, 64);
-        }
-
-        void extrapolateFrom(RowView reference, float[] alpha, Arena arena) {
-            this.reference = reference;
-            this.alpha = alpha;
-            this.extrapolated = arena.allocate(4L * length, 64);
-        }
-
-        void load(int row) {
-            long start = (long) row * stride * dtype.byteSize();
-            if (scratch == null) {
-                segment = source;
-                offset = start;
-            } else {
-                HalfFloats.decode(source, start, dtype, scratch, length);
-                segment = scratch;
-                offset = 0;
-            }
-            if (reference != null) {
-                reference.load(row);
-                extrapolate(segment, offset, reference.segment, reference.offset, length, alpha[row], extrapolated);
-                segment = extrapolated;
-                offset = 0;
-            }
-        }
-    }
-
-    /**
-     * {@code out = fma(alpha, z - ref, z)} over a row: AlignDistil's extrapolated teacher logits.
-     * A class masked in the teacher or the reference ({@code -inf}) is masked: extrapolating from
-     * or towards an impossible class has no finite meaning (and {@code alpha = 0} would give NaN).
-     */
-    private static void extrapolate(MemorySegment z, long zo, MemorySegment ref, long ro, int n, float alpha,
-                                    MemorySegment out) {
-        FloatVector a = FloatVector.broadcast(F, alpha);
-        int i = 0;
-        for (int upper = F.loopBound(n); i < upper; i += F.length()) {
-            FloatVector t = FloatVector.fromMemorySegment(F, z, zo + 4L * i, NATIVE);
-            FloatVector r = FloatVector.fromMemorySegment(F, ref, ro + 4L * i, NATIVE);
-            VectorMask<Float> masked = t.eq(Float.NEGATIVE_INFINITY).or(r.eq(Float.NEGATIVE_INFINITY));
-            t.sub(r).fma(a, t).blend(Float.NEGATIVE_INFINITY, masked).intoMemorySegment(out, 4L * i, NATIVE);
-        }
-        for (; i < n; i++) {
-            float t = z.get(ValueLayout.JAVA_FLOAT, zo + 4L * i);
-            float r = ref.get(ValueLayout.JAVA_FLOAT, ro + 4L * i);
-            boolean masked = t == Float.NEGATIVE_INFINITY || r == Float.NEGATIVE_INFINITY;
-            out.set(ValueLayout.JAVA_FLOAT, 4L * i, masked ? Float.NEGATIVE_INFINITY : Math.fma(alpha, t - r, t));
-        }
     }
 }

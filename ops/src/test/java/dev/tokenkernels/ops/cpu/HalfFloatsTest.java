@@ -21,17 +21,21 @@ class HalfFloatsTest {
                 src.set(ValueLayout.JAVA_SHORT_UNALIGNED, 2 + 2L * i, (short) i);
             }
             MemorySegment dst = arena.allocate(4L * n);
+            float[] array = new float[n];
+            short[] bits = new short[n];
             HalfFloats.decode(src, 2, DType.F16, dst, n);
+            HalfFloats.decode(src, 2, DType.F16, bits, array, n);
             for (int i = 0; i < n; i++) {
-                float expected = Float.float16ToFloat((short) i);
-                float actual = dst.getAtIndex(ValueLayout.JAVA_FLOAT, i);
-                assertEquals(Float.floatToIntBits(expected), Float.floatToIntBits(actual), "f16 bits " + i);
+                int expected = Float.floatToIntBits(Float.float16ToFloat((short) i));
+                assertEquals(expected, Float.floatToIntBits(dst.getAtIndex(ValueLayout.JAVA_FLOAT, i)), "f16 bits " + i);
+                assertEquals(expected, Float.floatToIntBits(array[i]), "f16 bits into an array " + i);
             }
             HalfFloats.decode(src, 2, DType.BF16, dst, n);
+            HalfFloats.decode(src, 2, DType.BF16, bits, array, n);
             for (int i = 0; i < n; i++) {
-                float expected = Float.intBitsToFloat(i << 16);
-                float actual = dst.getAtIndex(ValueLayout.JAVA_FLOAT, i);
-                assertEquals(Float.floatToIntBits(expected), Float.floatToIntBits(actual), "bf16 bits " + i);
+                int expected = Float.floatToIntBits(Float.intBitsToFloat(i << 16));
+                assertEquals(expected, Float.floatToIntBits(dst.getAtIndex(ValueLayout.JAVA_FLOAT, i)), "bf16 bits " + i);
+                assertEquals(expected, Float.floatToIntBits(array[i]), "bf16 bits into an array " + i);
             }
         }
     }
@@ -40,5 +44,7 @@ class HalfFloatsTest {
     void rejectsOtherTypes() {
         assertThrows(IllegalArgumentException.class,
                 () -> HalfFloats.decode(MemorySegment.NULL, 0, DType.F32, MemorySegment.NULL, 0));
+        assertThrows(IllegalArgumentException.class,
+                () -> HalfFloats.decode(MemorySegment.NULL, 0, DType.F32, new short[0], new float[0], 0));
     }
 }
