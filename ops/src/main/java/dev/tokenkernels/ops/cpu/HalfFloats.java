@@ -3,16 +3,26 @@ package dev.tokenkernels.ops.cpu;
 import dev.tokenkernels.runtime.DType;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.ShortVector;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShape;
+import jdk.incubator.vector.VectorSpecies;
 
 /**
  * Decoding of F16 and BF16 storage to fp32, one block at a time, so that every CPU op keeps a
  * single fp32 inner loop whatever the input dtype. Both decodings are exact.
  *
- * <p>These are plain loops on purpose: C2 vectorizes them itself (a widening shift for BF16,
- * {@code vcvtph2ps} for F16 on x86), and in measurements they were as fast as Vector API
- * versions, whose shape-changing conversions the JIT does not always intrinsify.
+ * <p>Into a Java array (bulk copy of the bits, then a loop over arrays): C2 vectorizes the plain
+ * F16 loop itself ({@code vcvtph2ps} on x86) but not the BF16 one (about 0.8 ns/element on an
+ * AVX2 machine), which is a Vector API loop (0.12 ns/element). Into a segment: plain loops.
  */
 public final class HalfFloats {
+    private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
+    /** Shorts of half the preferred width: widened, one int vector. */
+    private static final VectorSpecies<Short> S = VectorSpecies.of(short.class,
+            VectorShape.forBitSize(I.vectorBitSize() / 2));
+
     private HalfFloats() {
     }
 
@@ -36,17 +46,28 @@ public final class HalfFloats {
     public static void decode(MemorySegment src, long srcOffset, DType dtype, short[] bits, float[] dst, int count) {
         MemorySegment.copy(src, ValueLayout.JAVA_SHORT_UNALIGNED, srcOffset, bits, 0, count);
         switch (dtype) {
-            case BF16 -> {
-                for (int i = 0; i < count; i++) {
-                    dst[i] = Float.intBitsToFloat(bits[i] << 16);
-                }
-            }
+            case BF16 -> widenBf16(bits, dst, count);
             case F16 -> {
                 for (int i = 0; i < count; i++) {
                     dst[i] = Float.float16ToFloat(bits[i]);
                 }
             }
             default -> throw new IllegalArgumentException("dtype: expected F16 or BF16, got " + dtype);
+        }
+    }
+
+    /**
+     * bf16 is the high half of a float32: widen and shift into place, a vector at a time (C2 does
+     * not vectorize the plain loop; this one measured about 5x faster), the rest one by one.
+     */
+    private static void widenBf16(short[] bits, float[] dst, int count) {
+        int i = 0;
+        for (int upper = S.loopBound(count); i < upper; i += S.length()) {
+            ((IntVector) ShortVector.fromArray(S, bits, i).convertShape(VectorOperators.S2I, I, 0))
+                    .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(dst, i);
+        }
+        for (; i < count; i++) {
+            dst[i] = Float.intBitsToFloat(bits[i] << 16);
         }
     }
 
