@@ -107,6 +107,35 @@ class AlignDistilLossTest {
         }
     }
 
+    /** The gradient written into a caller's buffer (holding NaN before) equals the one in a new tensor. */
+    @Test
+    void gradientIntoABufferEqualsANewGradient() {
+        int rows = 4;
+        int vocab = 37;
+        java.util.SplittableRandom random = new java.util.SplittableRandom(17);
+        float[] policy = new float[rows * vocab];
+        float[] dpo = new float[rows * vocab];
+        float[] rev = new float[rows * vocab];
+        for (int i = 0; i < policy.length; i++) {
+            policy[i] = (float) random.nextGaussian();
+            dpo[i] = (float) random.nextGaussian();
+            rev[i] = dpo[i] + (float) random.nextGaussian() * 0.3f;
+        }
+        float[] garbage = new float[rows * vocab];
+        java.util.Arrays.fill(garbage, Float.NaN);
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor p = Tensor.of(policy, rows, vocab); Tensor d = Tensor.of(dpo, rows, vocab);
+                 Tensor r = Tensor.of(rev, rows, vocab); Tensor y = Tensor.ofInts(new int[] {0, 5, -100, 36}, rows);
+                 Tensor buffer = Tensor.of(garbage, rows, vocab);
+                 var fresh = AlignDistilLoss.adaptive(0.1f, 10f, 1f, backend).compute(p, d, r, y, new int[] {0, 2, 4}, 0.5f);
+                 var into = AlignDistilLoss.adaptive(0.1f, 10f, 1f, backend).compute(p, d, r, y, new int[] {0, 2, 4}, 0.5f, buffer)) {
+                org.junit.jupiter.api.Assertions.assertEquals(fresh.value(), into.value(), backend + " loss");
+                org.junit.jupiter.api.Assertions.assertArrayEquals(fresh.gradient().toFloatArray(), buffer.toFloatArray(),
+                        backend + " gradient");
+            }
+        }
+    }
+
     /** A labelled token whose reverse-DPO logits hold NaN has a NaN loss; the rest of the batch still runs. */
     @Test
     void aTeacherRowWithoutDistributionIsNaNNotAnError() {

@@ -7,8 +7,8 @@ import dev.tokenkernels.runtime.Tensor;
 import java.util.SplittableRandom;
 
 /**
- * AlignDistil's loss with its gradient: policy, DPO and reverse-DPO logits of one dtype, sequences
- * of 512 tokens, every token labelled. Bytes: the three logits tensors read once and the F32
+ * AlignDistil's loss with its gradient (into a reused F32 buffer, as the divergence workload): policy,
+ * DPO and reverse-DPO logits of one dtype, sequences of 512 tokens, every token labelled. Bytes: the three logits tensors read once and the F32
  * gradient written once (the TVD pass reads the two teachers a second time).
  */
 final class AlignDistilWorkload extends LogitsWorkload {
@@ -17,6 +17,7 @@ final class AlignDistilWorkload extends LogitsWorkload {
     private final Tensor dpo;
     private final Tensor reverse;
     private final Tensor labels;
+    private final Tensor gradient;
     private final int[] starts;
 
     AlignDistilWorkload(int rows, int vocab, DType dtype) {
@@ -36,6 +37,7 @@ final class AlignDistilWorkload extends LogitsWorkload {
             y[i] = random.nextInt(vocab);
         }
         this.labels = Tensor.ofInts(y, rows);
+        this.gradient = Tensor.allocate(DType.F32, rows, vocab);
         int sequences = (rows + SEQUENCE - 1) / SEQUENCE;
         this.starts = new int[sequences + 1];
         for (int b = 0; b <= sequences; b++) {
@@ -55,7 +57,8 @@ final class AlignDistilWorkload extends LogitsWorkload {
 
     @Override
     public void run(Backend backend) {
-        AlignDistilLoss.adaptive(0.1f, 10f, 1f, backend).compute(policy, dpo, reverse, labels, starts, 1f).close();
+        AlignDistilLoss.adaptive(0.1f, 10f, 1f, backend).compute(policy, dpo, reverse, labels, starts, 1f, gradient)
+                .close();
     }
 
     @Override
@@ -74,5 +77,6 @@ final class AlignDistilWorkload extends LogitsWorkload {
         dpo.close();
         reverse.close();
         labels.close();
+        gradient.close();
     }
 }

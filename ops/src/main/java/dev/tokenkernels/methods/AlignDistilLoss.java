@@ -74,6 +74,22 @@ public final class AlignDistilLoss {
      */
     public Divergence.Result compute(Tensor policy, Tensor dpo, Tensor reverse, Tensor labels, int[] sequenceStarts,
                                      float gradScale) {
+        return run(policy, dpo, reverse, labels, sequenceStarts, gradScale, null);
+    }
+
+    /**
+     * As {@link #compute(Tensor, Tensor, Tensor, Tensor, int[], float)}, with the gradient written
+     * into {@code gradient} (F32 {@code [N, V]}, e.g. reused from step to step: a new tensor is
+     * zeroed memory the op then overwrites), which may be {@code policy} itself for an in-place update.
+     */
+    public Divergence.Result compute(Tensor policy, Tensor dpo, Tensor reverse, Tensor labels, int[] sequenceStarts,
+                                     float gradScale, Tensor gradient) {
+        Checks.notNull("gradient", gradient);
+        return run(policy, dpo, reverse, labels, sequenceStarts, gradScale, gradient);
+    }
+
+    private Divergence.Result run(Tensor policy, Tensor dpo, Tensor reverse, Tensor labels, int[] sequenceStarts,
+                                  float gradScale, Tensor gradient) {
         Checks.notNull("policy", policy);
         Checks.notNull("dpo", dpo);
         Checks.notNull("reverse", reverse);
@@ -110,7 +126,8 @@ public final class AlignDistilLoss {
             if (dpo.dim(1) > policy.dim(1)) {
                 kl = kl.withSharedPrefix();
             }
-            return Divergence.computeWithGradient(policy, dpo, kl, gradScale);
+            return gradient == null ? Divergence.computeWithGradient(policy, dpo, kl, gradScale)
+                    : Divergence.computeWithGradient(policy, dpo, kl, gradScale, gradient);
         }
     }
 
