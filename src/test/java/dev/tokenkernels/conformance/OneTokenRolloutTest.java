@@ -223,6 +223,7 @@ class OneTokenRolloutTest {
             expect(() -> OneTokenRollout.compute(z, y, o.withTemperature(0x1p-130f)), "reciprocal 1/T is finite");
             expect(() -> OneTokenRollout.compute(z, y, o.withNormalizer(-2)), "normalizer");
             expect(() -> OneTokenRollout.computeWithGradient(z, y, o, Float.POSITIVE_INFINITY), "gradScale");
+            expect(() -> OneTokenRollout.computeWithGradient(z, y, o.withTemperature(0x1p-120f), 0x1p100f), "gradScale");
             expect(() -> OneTokenRollout.computeWithGradient(z, y, o, 1f, null), "gradient");
             expect(() -> OneTokenRollout.computeWithGradient(z, y, o, 1f, z), "gradient");
             expect(() -> OneTokenRollout.computeWithGradient(z, y, o, 1f, wrongGrad), "gradient");

@@ -232,8 +232,13 @@ public final class OneTokenRollout {
         int k = o.samples();
         double weight = 1.0 / (o.normalizer() > 0 ? o.normalizer() : Math.max(count, 1));
         float[] coefficient = new float[rows];
+        // d loss / d z carries 1/T: a tiny T with a large gradScale would overflow it to inf.
+        float perToken = (float) (gradScale * weight / (o.temperature() * (double) k));
+        Checks.require(!withGradient || Float.isFinite(perToken), "gradScale",
+                "a value for which gradScale / (T k n) is a finite float (T = " + o.temperature() + ", k = " + k + ")",
+                gradScale);
         for (int t = 0; t < rows; t++) {
-            coefficient[t] = counted[t] ? (float) (gradScale * weight / (o.temperature() * (double) k)) : 0f;
+            coefficient[t] = counted[t] ? perToken : 0f;
         }
         logits.segment(); // closed tensors fail here, before any work
         if (gradientOut != null) {
