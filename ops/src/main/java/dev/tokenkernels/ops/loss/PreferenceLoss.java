@@ -24,8 +24,10 @@ import dev.tokenkernels.runtime.Tensor;
  *   IPO:                                                        l = (h - 1 / (2 tau))^2
  *   SimPO: m = beta (sum_w w_t logp_t / n_w - sum_l w_t logp_t / n_l) - gamma,   l as DPO's
  * </pre>
- * {@code n} is the number of counted tokens of the response (SimPO needs no reference and every
- * response to have one). {@code eps} is the label smoothing (0 by default; it is what is often
+ * {@code n} is the number of counted tokens of the response, those whose target is not the
+ * ignore index, whatever their weight: a token of weight 0 still counts in {@code n}; to leave a
+ * token out of the length, give it the ignore index (SimPO needs no reference and every response
+ * to have a counted token). {@code eps} is the label smoothing (0 by default; it is what is often
  * called "conservative DPO", not the critical-token cDPO of {@code dev.tokenkernels.methods.CdpoLoss}).
  * The loss is the mean over the {@code B} pairs. Token weights make the token-weighted variants
  * (TGDPO, cDPO) and a length-normalized IPO ({@code w = 1 / n}); they are constants of the loss.
