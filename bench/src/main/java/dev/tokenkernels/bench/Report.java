@@ -162,6 +162,7 @@ public final class Report {
         int tokens = first[0] * 256;
         list.add(() -> new TokenSelectionWorkload(tokens));
         list.add(() -> new EntropyNormalizationWorkload(tokens));
+        list.add(() -> new TokenTermsWorkload(tokens));
         return list;
     }
 

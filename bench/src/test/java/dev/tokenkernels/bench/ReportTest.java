@@ -29,16 +29,16 @@ class ReportTest {
         // logit_stats, forward KL, the min-p proxy, target_log_prob, contrastive_target_prob,
         // preference_loss and one_token_rollout for each dtype, policy_loss for each policy shape and dtype,
         // then AlignDistil, one_token_rollout/peaked, the hard and soft clipped KL, reverse KL, JSD and total
-        // variation in F32, the relation graph loss for each dtype, then token selection and entropy
-        // normalization over 8 * 256 tokens.
-        assertEquals(27 * backends, rows.size());
+        // variation in F32, the relation graph loss for each dtype, then token selection, entropy
+        // normalization and the token terms over 8 * 256 tokens.
+        assertEquals(28 * backends, rows.size());
         for (Report.Row row : rows) {
             assertTrue(List.of("logit_stats", "divergence/fkl", "divergence/rkl", "divergence/jsd", "divergence/tvd",
                     "proxy_distribution", "align_distil", "target_log_prob", "clipped_kl/hard", "clipped_kl/soft",
                     "relation_graph_kl", "policy_loss", "preference_loss", "contrastive_target_prob",
-                    "one_token_rollout", "one_token_rollout/peaked", "token_selection", "entropy_normalization")
-                    .contains(row.op()), row.op());
-            boolean tokenVector = row.op().equals("token_selection") || row.op().equals("entropy_normalization");
+                    "one_token_rollout", "one_token_rollout/peaked", "token_selection", "entropy_normalization",
+                    "token_terms").contains(row.op()), row.op());
+            boolean tokenVector = List.of("token_selection", "entropy_normalization", "token_terms").contains(row.op());
             assertEquals(row.op().equals("relation_graph_kl") ? "2x6x5x3" : tokenVector ? "2048" : "8x100", row.shape());
             assertTrue(row.millis() > 0 && row.gbPerSecond() > 0, row.toString());
             boolean hasScalar = List.of("logit_stats", "divergence/fkl", "proxy_distribution", "target_log_prob",
