@@ -34,19 +34,19 @@ __device__ __forceinline__ float twin_log(float x) {
 }
 
 // VectorMath.expNonPositive: e^x for x <= 0 (within about 1 ulp for x >= -86), 0 below -86, NaN for
-// NaN: n = round(x log2 e) by the 1.5 * 2^23 trick, r = x - n ln 2 (Cody-Waite), e^r by Horner,
-// then n added to the exponent bits. Positive x are outside the contract, as in Java.
+// NaN: n = round(x log2 e) by the 1.5 * 2^23 trick, r = x - n ln 2 (Cody-Waite), e^r by Horner
+// (VectorMath's degree-6 fit, the same floats), then n added to the exponent bits. Positive x are
+// outside the contract, as in Java.
 __device__ __forceinline__ float twin_exp_nonpositive(float x) {
     const float round = 12582912.0f;                             // 1.5 * 2^23
     const float shifted = __fmaf_rn(x, 0x1.715476p+0f, round);   // log2 e
     const float n = __fsub_rn(shifted, round);
     float r = __fmaf_rn(n, -0x1.63p-1f, x);                      // -LN2_HIGH
     r = __fmaf_rn(n, 0x1.bd0106p-13f, r);                        // -LN2_LOW
-    float p = __fmaf_rn(r, 0x1.a01a02p-13f, 0x1.6c16c2p-10f);    // 1/5040, 1/720 as Java rounds 1f / 5040 ...
-    p = __fmaf_rn(p, r, 0x1.111112p-7f);                         // 1/120
-    p = __fmaf_rn(p, r, 0x1.555556p-5f);                         // 1/24
-    p = __fmaf_rn(p, r, 0x1.555556p-3f);                         // 1/6
-    p = __fmaf_rn(p, r, 0.5f);
+    float p = __fmaf_rn(r, 0x1.687c24p-10f, 0x1.123b94p-7f);
+    p = __fmaf_rn(p, r, 0x1.555b58p-5f);
+    p = __fmaf_rn(p, r, 0x1.55548ep-3f);
+    p = __fmaf_rn(p, r, 0x1.fffff8p-2f);
     p = __fmaf_rn(p, r, 1.0f);
     p = __fmaf_rn(p, r, 1.0f);
     // shifted's low bits hold n: shifted << 23 is n << 23, which added to p's bits scales p by 2^n.

@@ -52,11 +52,10 @@ final class TokenSamplerReference {
         float n = shifted - round;
         float r = Math.fma(n, -0.693359375f, x);
         r = Math.fma(n, 2.12194440e-4f, r);
-        float p = Math.fma(r, 1f / 5040, 1f / 720);
-        p = Math.fma(p, r, 1f / 120);
-        p = Math.fma(p, r, 1f / 24);
-        p = Math.fma(p, r, 1f / 6);
-        p = Math.fma(p, r, 0.5f);
+        float p = Math.fma(r, 0x1.687c24p-10f, 0x1.123b94p-7f);
+        p = Math.fma(p, r, 0x1.555b58p-5f);
+        p = Math.fma(p, r, 0x1.55548ep-3f);
+        p = Math.fma(p, r, 0x1.fffff8p-2f);
         p = Math.fma(p, r, 1f);
         p = Math.fma(p, r, 1f);
         float scaled = Float.intBitsToFloat(Float.floatToRawIntBits(p) + (Float.floatToRawIntBits(shifted) << 23));
