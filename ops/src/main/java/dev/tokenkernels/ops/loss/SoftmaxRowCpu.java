@@ -20,13 +20,21 @@ import jdk.incubator.vector.VectorSpecies;
  * {@code c (onehot(y) - softmax(x))} and the entropy of the row.
  *
  * <p>{@link #logSumExp} reads the row from memory once, in blocks of 2048 whose logits and
- * exponentials stay in L1: a block's max, then {@code e = exp(x - m_b)} into a row of scratch
- * with {@code m_b} the running max so far, the running sum rescaled in float64 when the max grows,
- * and per block {@code sum e} and (for the entropy) {@code sum e (x - m_b)}. {@link #gradient}
- * reads only the scratch ({@code p = e exp(m_b - lse)}; from L2 while {@code 4V} bytes fit) and
- * writes the gradient straight into the caller's buffer; {@link #sumPLogP} is a sum over blocks.
- * BF16 rows are widened in registers; F16 rows are decoded to scratch first. One instance per
- * thread: it holds the scratch.
+ * exponentials stay in L1: a block's {@code x = z / T} into a row of scratch (BF16 widened in
+ * registers on the way) and its max, then {@code e = exp(x - m_b)} in place with {@code m_b} the
+ * running max so far, the running sum rescaled in float64 when the max grows, and per block
+ * {@code sum e} and (for the entropy) {@code sum e (x - m_b)}. {@link #gradient} reads only the
+ * scratch ({@code p = e exp(m_b - lse)}; from L2 while {@code 4V} bytes fit) and writes the
+ * gradient straight into the caller's buffer; {@link #sumPLogP} is a sum over blocks. F16 rows
+ * are decoded to scratch first. One instance per thread: it holds the scratch.
+ *
+ * <p>Every hot loop is branch-free: one loop per dtype (and per accumulate), chosen outside it,
+ * and the partial last vector after it. With the F32 load inside the BF16 loop (one loop for both
+ * dtypes), C2 hoisted checks of the untaken branch out of the loop on its profile ("profiled loop
+ * predication"): in a JVM that had also run ops with confined scratch arenas (which mix the
+ * profile of the JDK's shared {@code MemorySessionImpl.checkValidStateRaw}), the BF16 loop hit a
+ * {@code profile_predicate} trap right after every recompilation, about 10x slower until C2's
+ * per-method trap limit.
  */
 final class SoftmaxRowCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
@@ -93,11 +101,9 @@ final class SoftmaxRowCpu {
         double sum = 0;
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
             int end = Math.min(vocab, start + BLOCK);
-            FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
-            for (int i = start; i < end; i += F.length()) {
-                m = m.max(load(i, end, invT)); // Math.max semantics: a NaN lane stays NaN
-            }
-            float blockMaximum = m.reduceLanes(VectorOperators.MAX);
+            // One loop per dtype, chosen outside it: see the class comment on why no loop may
+            // hold the other dtype's load.
+            float blockMaximum = bf16 ? scaleBf16(start, end, invT) : scaleF32(start, end, invT);
             if (Float.isNaN(blockMaximum) || blockMaximum == Float.POSITIVE_INFINITY) {
                 return Float.NaN;
             }
@@ -112,16 +118,18 @@ final class SoftmaxRowCpu {
                 blockExpLog[b] = 0;
                 continue;
             }
+            // x = z / T of the block is in the scratch (padding lanes -inf, whose e is 0): e replaces it
+            int vectorEnd = Math.min(exps.length, start + BLOCK);
             FloatVector s = FloatVector.zero(F);
             FloatVector ed = FloatVector.zero(F);
-            for (int i = start; i < end; i += F.length()) {
-                FloatVector d = load(i, end, invT).sub(running);
+            for (int i = start; i < vectorEnd; i += F.length()) {
+                FloatVector d = FloatVector.fromArray(F, exps, i).sub(running);
                 FloatVector e = VectorMath.expNonPositive(d);
                 s = s.add(e);
                 if (entropy) { // e (x - m_b); where e is 0 (d below -87), the clamp keeps 0 * -inf out
                     ed = e.fma(d.max(-128f), ed);
                 }
-                e.intoArray(exps, i); // lanes past the row are exp(-inf) = 0, into the padding
+                e.intoArray(exps, i);
             }
             blockExpSum[b] = s.reduceLanes(VectorOperators.ADD);
             blockExpLog[b] = entropy ? ed.reduceLanes(VectorOperators.ADD) : 0;
@@ -156,13 +164,20 @@ final class SoftmaxRowCpu {
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
             int end = Math.min(vocab, start + BLOCK);
             FloatVector scale = FloatVector.broadcast(F, (float) Math.exp((double) blockMax[b] - lse));
-            int fullEnd = start + (end - start) / F.length() * F.length();
-            for (int i = start; i < fullEnd; i += F.length()) {
-                long at = gradOffset + 4L * i;
-                FloatVector p = FloatVector.fromArray(F, exps, i).mul(scale);
-                FloatVector base = accumulate ? FloatVector.fromMemorySegment(F, gradient, at, ORDER)
-                        : FloatVector.zero(F);
-                p.fma(minusC, base).intoMemorySegment(gradient, at, ORDER);
+            int fullEnd = start + F.loopBound(end - start);
+            if (accumulate) { // two loops, not a test in one: see the class comment
+                for (int i = start; i < fullEnd; i += F.length()) {
+                    long at = gradOffset + 4L * i;
+                    FloatVector p = FloatVector.fromArray(F, exps, i).mul(scale);
+                    p.fma(minusC, FloatVector.fromMemorySegment(F, gradient, at, ORDER))
+                            .intoMemorySegment(gradient, at, ORDER);
+                }
+            } else {
+                FloatVector zero = FloatVector.zero(F); // fma onto +0, as the tail: a zero p gives +0, not -0
+                for (int i = start; i < fullEnd; i += F.length()) {
+                    FloatVector p = FloatVector.fromArray(F, exps, i).mul(scale);
+                    p.fma(minusC, zero).intoMemorySegment(gradient, gradOffset + 4L * i, ORDER);
+                }
             }
             if (fullEnd < end) { // the row's last, partial vector
                 VectorMask<Float> inRange = F.indexInRange(fullEnd, end);
@@ -175,23 +190,53 @@ final class SoftmaxRowCpu {
         }
     }
 
-    /** {@code z[i, i + lanes) * invT} of the current row; lanes at or past {@code end} are {@code -inf}. */
-    private FloatVector load(int i, int end, float invT) {
-        boolean full = i + F.length() <= end;
-        FloatVector z;
-        if (bf16) {
-            long at = rowOffset + 2L * i;
-            ShortVector h = full ? ShortVector.fromMemorySegment(S, row, at, ORDER)
-                    : ShortVector.fromMemorySegment(S, row, at, ORDER, S.indexInRange(i, end));
-            // bf16 is the high half of a float32: widen and shift into place
-            z = ((IntVector) h.convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16)
-                    .reinterpretAsFloats();
-        } else {
-            long at = rowOffset + 4L * i;
-            z = full ? FloatVector.fromMemorySegment(F, row, at, ORDER)
-                    : FloatVector.fromMemorySegment(F, row, at, ORDER, F.indexInRange(i, end));
+    /**
+     * Writes {@code x = z * invT} of the current BF16 row's {@code [start, end)} into the scratch,
+     * {@code -inf} in the lanes of the last vector past {@code end}, and returns their max.
+     */
+    private float scaleBf16(int start, int end, float invT) {
+        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        int fullEnd = start + F.loopBound(end - start);
+        for (int i = start; i < fullEnd; i += F.length()) {
+            FloatVector x = widen(ShortVector.fromMemorySegment(S, row, rowOffset + 2L * i, ORDER)).mul(invT);
+            m = m.max(x); // Math.max semantics: a NaN lane stays NaN
+            x.intoArray(exps, i);
         }
-        z = z.mul(invT);
-        return full ? z : z.blend(Float.NEGATIVE_INFINITY, F.indexInRange(i, end).not());
+        if (fullEnd < end) {
+            ShortVector h = ShortVector.fromMemorySegment(S, row, rowOffset + 2L * fullEnd, ORDER,
+                    S.indexInRange(fullEnd, end));
+            m = m.max(padded(widen(h).mul(invT), fullEnd, end));
+        }
+        return m.reduceLanes(VectorOperators.MAX);
+    }
+
+    /** {@link #scaleBf16} for an F32 row. */
+    private float scaleF32(int start, int end, float invT) {
+        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        int fullEnd = start + F.loopBound(end - start);
+        for (int i = start; i < fullEnd; i += F.length()) {
+            FloatVector x = FloatVector.fromMemorySegment(F, row, rowOffset + 4L * i, ORDER).mul(invT);
+            m = m.max(x);
+            x.intoArray(exps, i);
+        }
+        if (fullEnd < end) {
+            FloatVector z = FloatVector.fromMemorySegment(F, row, rowOffset + 4L * fullEnd, ORDER,
+                    F.indexInRange(fullEnd, end));
+            m = m.max(padded(z.mul(invT), fullEnd, end));
+        }
+        return m.reduceLanes(VectorOperators.MAX);
+    }
+
+    /** bf16 is the high half of a float32: widen and shift into place. */
+    private static FloatVector widen(ShortVector h) {
+        return ((IntVector) h.convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16)
+                .reinterpretAsFloats();
+    }
+
+    /** The row's last vector {@code x} (from {@code i}) with {@code -inf} past {@code end}, stored into the scratch. */
+    private FloatVector padded(FloatVector x, int i, int end) {
+        FloatVector p = x.blend(Float.NEGATIVE_INFINITY, F.indexInRange(i, end).not());
+        p.intoArray(exps, i);
+        return p;
     }
 }
