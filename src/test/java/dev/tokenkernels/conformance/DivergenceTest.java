@@ -82,6 +82,46 @@ class DivergenceTest {
         }
     }
 
+    /**
+     * The CPU sweeps go by blocks of 1024 columns with a running max: whole blocks impossible on
+     * both sides come first, then a max that rises by 100 in the last block (the first blocks'
+     * scale flushes to 0 in fp32), and a partial last vector. Every kind, both dtypes on the
+     * teacher side, against the float64 reference.
+     */
+    @Test
+    void impossibleLeadingBlocksAndALateMaxMatchTheReference() {
+        int vocab = 5003;
+        float[] zs = new float[2 * vocab];
+        float[] zt = new float[2 * vocab];
+        java.util.SplittableRandom random = new java.util.SplittableRandom(5);
+        for (int row = 0; row < 2; row++) {
+            for (int j = 0; j < vocab; j++) {
+                boolean masked = j < 2300 + row * 700;
+                float lift = j >= vocab - 50 ? 100f : 0f;
+                zs[row * vocab + j] = masked ? Float.NEGATIVE_INFINITY : (float) random.nextGaussian() * 2 + lift;
+                zt[row * vocab + j] = masked ? Float.NEGATIVE_INFINITY : (float) random.nextGaussian() * 2 + lift;
+            }
+        }
+        float[] weights = {1f, 1f};
+        for (DType teacherType : new DType[] {DType.F32, DType.BF16}) {
+            try (Tensor student = Tensor.of(zs, 2, vocab); Tensor teacher = Tensor.ofFloats(zt, teacherType, 2, vocab)) {
+                float[] t = teacher.toFloatArray();
+                for (Divergence.Kind kind : Divergence.Kind.values()) {
+                    Options options = (kind == Divergence.Kind.JSD ? Options.jsd(0.3f)
+                            : kind == Divergence.Kind.REVERSE_KL ? Options.reverseKl()
+                            : kind == Divergence.Kind.TOTAL_VARIATION ? Options.totalVariation() : Options.forwardKl())
+                            .withReduction(Reduction.SUM);
+                    for (Backend b : ConformanceBackends.all()) {
+                        try (Divergence.Result r = Divergence.computeWithGradient(student, teacher, options.on(b), 1f)) {
+                            DivergenceProperties.check(b + " " + kind + " " + teacherType, zs, t, 2, vocab, vocab, kind,
+                                    0.3f, 1f, weights, Reduction.SUM, 1f, r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void weightsTargetsAndSpecialRows() {
         float nan = Float.NaN;
