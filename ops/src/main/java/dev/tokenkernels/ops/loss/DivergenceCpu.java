@@ -323,8 +323,11 @@ final class DivergenceCpu {
             double massT = 0;
             double cross = 0;
             for (int b = 0; b < scaleS.length; b++) {
-                scaleS[b] = (float) Math.exp((double) blockMaxS[b] - lseS);
-                scaleT[b] = (float) Math.exp((double) blockMaxT[b] - lseT);
+                // The running max rarely changes from block to block: one exp per change.
+                scaleS[b] = b > 0 && blockMaxS[b] == blockMaxS[b - 1] ? scaleS[b - 1]
+                        : (float) Math.exp((double) blockMaxS[b] - lseS);
+                scaleT[b] = b > 0 && blockMaxT[b] == blockMaxT[b - 1] ? scaleT[b - 1]
+                        : (float) Math.exp((double) blockMaxT[b] - lseT);
                 massS += (double) scaleS[b] * blockSumS[b];
                 massT += (double) scaleT[b] * blockSumT[b];
                 // As the other sweeps see it: q = e * (float scale); a block whose scale is 0 adds 0, not 0 * inf.
