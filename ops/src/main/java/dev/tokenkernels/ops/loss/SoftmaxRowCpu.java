@@ -51,6 +51,7 @@ final class SoftmaxRowCpu {
     private final float[] blockMax;
     private final double[] blockExpSum;
     private final double[] blockExpLog;
+    private final double[] blockScale;
     private final MemorySegment decoded;
 
     private MemorySegment row;
@@ -66,6 +67,7 @@ final class SoftmaxRowCpu {
         this.blockMax = new float[blocks];
         this.blockExpSum = new double[blocks];
         this.blockExpLog = new double[blocks];
+        this.blockScale = new double[blocks];
         this.decoded = dtype == DType.F16 ? MemorySegment.ofArray(new float[vocab]) : null;
     }
 
@@ -144,14 +146,23 @@ final class SoftmaxRowCpu {
      * {@code exp(m_b - lse) (sum e (x - m_b) + (m_b - lse) sum e)}.
      */
     double sumPLogP(float lse) {
+        blockScales(lse);
         double total = 0;
         for (int b = 0; b < blockMax.length; b++) {
             if (blockExpSum[b] != 0) {
                 double shift = (double) blockMax[b] - lse;
-                total += Math.exp(shift) * (blockExpLog[b] + shift * blockExpSum[b]);
+                total += blockScale[b] * (blockExpLog[b] + shift * blockExpSum[b]);
             }
         }
         return total;
+    }
+
+    /** {@code exp(m_b - lse)} per block, one exp per change of the running max (a few a row). */
+    private void blockScales(float lse) {
+        for (int b = 0; b < blockMax.length; b++) {
+            blockScale[b] = b > 0 && blockMax[b] == blockMax[b - 1] ? blockScale[b - 1]
+                    : Math.exp((double) blockMax[b] - lse);
+        }
     }
 
     /**
@@ -161,9 +172,10 @@ final class SoftmaxRowCpu {
      */
     void gradient(float lse, float c, MemorySegment gradient, long gradOffset, boolean accumulate) {
         FloatVector minusC = FloatVector.broadcast(F, -c);
+        blockScales(lse);
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
             int end = Math.min(vocab, start + BLOCK);
-            FloatVector scale = FloatVector.broadcast(F, (float) Math.exp((double) blockMax[b] - lse));
+            FloatVector scale = FloatVector.broadcast(F, (float) blockScale[b]);
             int fullEnd = start + F.loopBound(end - start);
             if (accumulate) { // two loops, not a test in one: see the class comment
                 for (int i = start; i < fullEnd; i += F.length()) {
