@@ -67,11 +67,6 @@ final class AlignDistilWorkload extends LogitsWorkload {
     }
 
     @Override
-    public void runScalar() {
-        throw new UnsupportedOperationException("no scalar baseline for AlignDistil");
-    }
-
-    @Override
     public void close() {
         policy.close();
         dpo.close();

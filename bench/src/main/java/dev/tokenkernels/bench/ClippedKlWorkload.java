@@ -62,11 +62,6 @@ final class ClippedKlWorkload extends LogitsWorkload {
     }
 
     @Override
-    public void runScalar() {
-        throw new UnsupportedOperationException("clipped KL has no scalar baseline: compare it with divergence/fkl");
-    }
-
-    @Override
     public void close() {
         student.close();
         teacher.close();

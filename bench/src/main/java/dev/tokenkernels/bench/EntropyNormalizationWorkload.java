@@ -57,11 +57,6 @@ final class EntropyNormalizationWorkload extends TokenVectorWorkload {
     }
 
     @Override
-    public void runScalar() {
-        throw new UnsupportedOperationException("no scalar baseline for HAPO's statistics (see the class doc)");
-    }
-
-    @Override
     public void close() {
         entropy.close();
         mask.close();

@@ -73,11 +73,6 @@ final class PreferenceLossWorkload extends LogitsWorkload {
     }
 
     @Override
-    public void runScalar() {
-        throw new UnsupportedOperationException("no scalar baseline of its own: its passes are target_log_prob's");
-    }
-
-    @Override
     public void close() {
         for (Tensor t : owned) {
             t.close();

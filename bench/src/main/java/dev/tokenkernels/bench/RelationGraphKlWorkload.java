@@ -99,11 +99,6 @@ final class RelationGraphKlWorkload implements Workload {
     }
 
     @Override
-    public void runScalar() {
-        throw new UnsupportedOperationException("no scalar baseline for the relation graph loss (see the class doc)");
-    }
-
-    @Override
     public void close() {
         student.close();
         teacher.close();

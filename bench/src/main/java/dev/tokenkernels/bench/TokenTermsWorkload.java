@@ -61,11 +61,6 @@ final class TokenTermsWorkload extends TokenVectorWorkload {
     }
 
     @Override
-    public void runScalar() {
-        throw new UnsupportedOperationException("no scalar baseline for the token terms (see the class doc)");
-    }
-
-    @Override
     public void close() {
         normalized.close();
         entropy.close();

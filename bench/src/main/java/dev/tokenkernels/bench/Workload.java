@@ -26,7 +26,10 @@ interface Workload extends AutoCloseable {
         return true;
     }
 
-    void runScalar();
+    /** The scalar Java baseline; ops without one (see their class doc) say so in {@link #hasScalar()}. */
+    default void runScalar() {
+        throw new UnsupportedOperationException(op() + " has no scalar baseline");
+    }
 
     @Override
     void close();
