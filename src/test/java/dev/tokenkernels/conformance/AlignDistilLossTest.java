@@ -133,6 +133,17 @@ class AlignDistilLossTest {
                 org.junit.jupiter.api.Assertions.assertArrayEquals(fresh.gradient().toFloatArray(), buffer.toFloatArray(),
                         backend + " gradient");
             }
+            // The documented in-place update: the policy logits themselves as the buffer.
+            try (Tensor p = Tensor.of(policy, rows, vocab); Tensor d = Tensor.of(dpo, rows, vocab);
+                 Tensor r = Tensor.of(rev, rows, vocab); Tensor y = Tensor.ofInts(new int[] {0, 5, -100, 36}, rows);
+                 Tensor inPlace = Tensor.of(policy, rows, vocab);
+                 var fresh = AlignDistilLoss.adaptive(0.1f, 10f, 1f, backend).compute(p, d, r, y, new int[] {0, 2, 4}, 0.5f);
+                 var into = AlignDistilLoss.adaptive(0.1f, 10f, 1f, backend).compute(inPlace, d, r, y, new int[] {0, 2, 4},
+                         0.5f, inPlace)) {
+                org.junit.jupiter.api.Assertions.assertEquals(fresh.value(), into.value(), backend + " in place loss");
+                org.junit.jupiter.api.Assertions.assertArrayEquals(fresh.gradient().toFloatArray(), inPlace.toFloatArray(),
+                        backend + " in place gradient");
+            }
         }
     }
 

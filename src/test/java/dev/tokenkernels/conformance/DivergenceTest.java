@@ -11,6 +11,7 @@ import dev.tokenkernels.ops.loss.Divergence.Options;
 import dev.tokenkernels.ops.loss.ProxyDistribution;
 import dev.tokenkernels.ops.loss.Reduction;
 import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
 import org.junit.jupiter.api.Test;
@@ -115,6 +116,54 @@ class DivergenceTest {
                         try (Divergence.Result r = Divergence.computeWithGradient(student, teacher, options.on(b), 1f)) {
                             DivergenceProperties.check(b + " " + kind + " " + teacherType, zs, t, 2, vocab, vocab, kind,
                                     0.3f, 1f, weights, Reduction.SUM, 1f, r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /**
+     * A student whose logits are the teacher's plus a constant (and a little noise): a small KL
+     * between large logits. The CPU takes each side's logits relative to its own running max
+     * before they meet, so the constant never enters its fp32 sums and the error stays far below
+     * the KL; summing {@code e (x_t - x_s)} directly put about {@code 1e-7 c} of rounding into the
+     * loss. The kernel rounds {@code x - lse} at the logits' scale, which the general tolerance
+     * allows for: this checks the CPU alone.
+     */
+    @Test
+    void anOffsetBetweenStudentAndTeacherLogitsCostsTheCpuNoPrecision() {
+        int rows = 3;
+        int vocab = 20000;
+        for (float offset : new float[] {0f, 100f, 1000f}) {
+            java.util.SplittableRandom random = new java.util.SplittableRandom(11);
+            float[] zs = new float[rows * vocab];
+            float[] zt = new float[rows * vocab];
+            for (int i = 0; i < zs.length; i++) {
+                double base = random.nextGaussian() * 3;
+                zt[i] = (float) base;
+                zs[i] = (float) (base + offset + random.nextGaussian() * 0.01);
+            }
+            try (Tensor s = Tensor.of(zs, rows, vocab); Tensor t = Tensor.of(zt, rows, vocab)) {
+                for (Options o : new Options[] {Options.forwardKl(), Options.reverseKl()}) {
+                    for (Backend b : new Backend[] {CpuBackend.withThreads(1), CpuBackend.withThreads(2)}) {
+                        try (Divergence.Result r = Divergence.computeWithGradient(s, t,
+                                o.withReduction(Reduction.NONE).on(b), 1f)) {
+                            for (int i = 0; i < rows; i++) {
+                                double[] a = new double[vocab];
+                                double[] c = new double[vocab];
+                                for (int j = 0; j < vocab; j++) {
+                                    a[j] = zs[i * vocab + j];
+                                    c[j] = zt[i * vocab + j];
+                                }
+                                DivergenceReference.Row ref = DivergenceReference.row(a, c, o.kind(), 0, 1);
+                                String where = o.kind() + " offset " + offset + " row " + i;
+                                Approx.assertClose(where, ref.loss(), r.loss().getFloat(i), 1e-6 + 1e-4 * ref.loss());
+                                for (int j = 0; j < vocab; j++) {
+                                    Approx.assertClose(where + " gradient[" + j + "]", ref.gradient()[j],
+                                            r.gradient().getFloat((long) i * vocab + j), 2e-6 * ref.gradientScale()[j] + 1e-30);
+                                }
+                            }
                         }
                     }
                 }

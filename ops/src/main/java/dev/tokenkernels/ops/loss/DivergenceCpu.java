@@ -22,13 +22,16 @@ import jdk.incubator.vector.VectorSpecies;
  *       ({@code x = z / T}) and {@code e = exp(x - m_b)} into a scratch row per side,
  *       {@code m_b} being the running max so far; the running sums are rescaled in fp64 when the
  *       max grows, and {@code p = e_s exp(m_b - lse_s)} costs a multiply by the block's scale. For
- *       the KLs the same sweep sums the cross term ({@code sum e_t (x_t - x_s)} for forward KL),
- *       which with the log-sum-exps is the loss: {@code KL(q||p) = sum q (x_t - x_s) + lse_s - lse_t};</li>
+ *       the KLs the same sweep sums the cross term ({@code sum e_t d} for forward KL, with
+ *       {@code d = (x_t - m_b) - (x_s - o_b)}, {@code o_b} the student's running max: offsets
+ *       between the two rows' logits stay out of the fp32 sums), which with the log-sum-exps is the
+ *       loss: {@code KL(q||p) = sum_b exp(m_b - lse_t) (sum e_t d + ((m_b - lse_t) - (o_b - lse_s)) sum e_t)},
+ *       the bracket in fp64;</li>
  *   <li>JSD and total variation: a sweep for the loss, from the scratch rows (and, for JSD, the
  *       blocks copied again);</li>
  *   <li>the gradient, block by block into an array that is then copied to the gradient row:
  *       forward KL {@code (p - q) coef} and total variation from the scratch rows alone, reverse
- *       KL from them and the {@code x_s - x_t} that sweep 1 kept, JSD from the blocks copied again.</li>
+ *       KL from them and the {@code d} that sweep 1 kept, JSD from the blocks copied again.</li>
  * </ol>
  * A block is copied whole before any of its gradient is written, so the gradient may be the
  * student itself. Sums are accumulated per lane in fp32 over a block and in fp64 across blocks.
@@ -79,7 +82,7 @@ final class DivergenceCpu {
         private final float[] logMixture;
         private final float[] expS;
         private final float[] expT;
-        /** {@code x_s - x_t} of the row, for reverse KL's gradient. */
+        /** {@code d = (x_s - m_b) - (x_t - o_b)} of the row, for reverse KL's gradient. */
         private final float[] difference;
         /** The whole teacher row, made once per row when the Lp-Reg filter needs its max first. */
         private final float[] teacherRow;
@@ -94,6 +97,8 @@ final class DivergenceCpu {
         private final double[] blockSumS;
         private final double[] blockSumT;
         private final double[] blockCross;
+        /** Per block: {@code o_b}, the offset of the other side's logits in the cross term. */
+        private final double[] blockOffset;
         /** p = e_s * scaleS[b], q = e_t * scaleT[b] in block b. */
         private final float[] scaleS;
         private final float[] scaleT;
@@ -104,6 +109,9 @@ final class DivergenceCpu {
         private double sumT;
         private float lseS;
         private float lseT;
+        /** The log-sum-exps unrounded, for the KLs' bracket and reverse KL's gradient. */
+        private double logSumS;
+        private double logSumT;
         private float coef;
         private double first;
         private double second;
@@ -132,6 +140,7 @@ final class DivergenceCpu {
             this.blockSumS = new double[blocks];
             this.blockSumT = new double[blocks];
             this.blockCross = new double[blocks];
+            this.blockOffset = new double[blocks];
             this.scaleS = new float[blocks];
             this.scaleT = new float[blocks];
         }
@@ -288,18 +297,23 @@ final class DivergenceCpu {
                 }
                 blockMaxS[b] = runningS;
                 blockMaxT[b] = runningT;
+                // The cross term's other side is taken relative to its running max (0 while that is
+                // -inf: then its logits so far are all -inf and d is +inf or NaN-masked anyway).
+                float offsetS = runningS == Float.NEGATIVE_INFINITY ? 0f : runningS;
+                float offsetT = runningT == Float.NEGATIVE_INFINITY ? 0f : runningT;
+                blockOffset[b] = crossStudent ? offsetT : offsetS;
                 blockCross[b] = 0;
                 blockSumS[b] = 0;
                 blockSumT[b] = 0;
                 if (runningS != Float.NEGATIVE_INFINITY) { // else every weight so far is 0
-                    blockSumS[b] = exponentials(s, t, len, invT, runningS, expS, start, crossStudent, blockCross, b,
-                            difference);
+                    blockSumS[b] = exponentials(s, t, len, invT, runningS, offsetT, expS, start, crossStudent,
+                            blockCross, b, difference);
                 } else {
                     Arrays.fill(expS, start, start + len, 0f);
                 }
                 if (runningT != Float.NEGATIVE_INFINITY) {
-                    blockSumT[b] = exponentials(t, s, len, invT, runningT, expT, start, crossTeacher, blockCross, b,
-                            null);
+                    blockSumT[b] = exponentials(t, s, len, invT, runningT, offsetS, expT, start, crossTeacher,
+                            blockCross, b, null);
                 } else {
                     Arrays.fill(expT, start, start + len, 0f);
                 }
@@ -317,32 +331,34 @@ final class DivergenceCpu {
             if (runningS == Float.NEGATIVE_INFINITY || runningT == Float.NEGATIVE_INFINITY) {
                 return false;
             }
-            lseS = (float) (runningS + Math.log(sumS));
-            lseT = (float) (runningT + Math.log(sumT));
-            double massS = 0;
-            double massT = 0;
+            logSumS = runningS + Math.log(sumS);
+            logSumT = runningT + Math.log(sumT);
+            lseS = (float) logSumS;
+            lseT = (float) logSumT;
             double cross = 0;
             for (int b = 0; b < scaleS.length; b++) {
-                // The running max rarely changes from block to block: one exp per change.
+                // The running max rarely changes from block to block: one exp per change. From the
+                // unrounded lse: the fp32 one is off by up to half an ulp of |lse|, which would scale every p.
                 scaleS[b] = b > 0 && blockMaxS[b] == blockMaxS[b - 1] ? scaleS[b - 1]
-                        : (float) Math.exp((double) blockMaxS[b] - lseS);
+                        : (float) Math.exp(blockMaxS[b] - logSumS);
                 scaleT[b] = b > 0 && blockMaxT[b] == blockMaxT[b - 1] ? scaleT[b - 1]
-                        : (float) Math.exp((double) blockMaxT[b] - lseT);
-                massS += (double) scaleS[b] * blockSumS[b];
-                massT += (double) scaleT[b] * blockSumT[b];
+                        : (float) Math.exp(blockMaxT[b] - logSumT);
                 // As the other sweeps see it: q = e * (float scale); a block whose scale is 0 adds 0, not 0 * inf.
                 double weight = crossStudent ? scaleS[b] : scaleT[b];
-                if (weight != 0 && blockCross[b] != 0) {
-                    cross += weight * blockCross[b];
+                double mass = crossStudent ? blockSumS[b] : blockSumT[b];
+                if ((crossStudent || crossTeacher) && weight != 0 && mass != 0) {
+                    // log q - log p = d + (m_b - lse_t) - (o_b - lse_s) for forward KL, alike for reverse
+                    cross += weight * (blockCross[b] + bracket(b) * mass);
                 }
             }
-            // sum q (x_t - x_s) + (lse_s - lse_t) sum q, sum q being 1 up to rounding (and p alike).
-            if (crossTeacher) {
-                first = cross + ((double) lseS - lseT) * massT;
-            } else if (crossStudent) {
-                first = cross + ((double) lseT - lseS) * massS;
-            }
+            first = cross;
             return true;
+        }
+
+        /** {@code (m_b - lse) - (o_b - lse_other)} of the cross side, in fp64: close to 0 where the rows agree. */
+        private double bracket(int b) {
+            return crossStudent ? (blockMaxS[b] - logSumS) - (blockOffset[b] - logSumT)
+                    : (blockMaxT[b] - logSumT) - (blockOffset[b] - logSumS);
         }
 
         // ---- forward KL: sum q (log q - log p) from sweep 1; gradient (p - q) coef ----
@@ -368,8 +384,8 @@ final class DivergenceCpu {
             float[] d = difference;
             float[] out = g;
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
-            // f - KL = (x_s - x_t) - lse_s + lse_t - KL
-            FloatVector shift = FloatVector.broadcast(F, (float) ((double) lseT - lseS - pg));
+            // f - KL = d + (m_b - lse_s) - (o_b - lse_t) - KL
+            FloatVector shift = FloatVector.broadcast(F, (float) (bracket(b) - first));
             FloatVector c = FloatVector.broadcast(F, coef);
             for (int i = 0; i < len; i += F.length()) {
                 FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
@@ -505,23 +521,25 @@ final class DivergenceCpu {
 
     /**
      * Fills {@code e[start + i] = exp(x_i - max)} ({@code x = z invT}) and returns its sum; with
-     * {@code cross}, sets {@code crossSums[b]} to {@code sum e (x - x_other)} (0 where {@code e} is 0,
-     * so that a class impossible on both sides adds nothing; {@code +inf} where only the other side
-     * is impossible); with {@code difference}, keeps {@code x - x_other} there.
+     * {@code cross}, sets {@code crossSums[b]} to {@code sum e d}, {@code d = (x - max) - (x_other - otherMax)}
+     * (0 where {@code e} is 0, so that a class impossible on both sides adds nothing; {@code +inf}
+     * where only the other side is impossible); with {@code difference}, keeps {@code d} there.
      */
-    private static double exponentials(float[] z, float[] other, int len, float invT, float max, float[] e, int start,
-                                       boolean cross, double[] crossSums, int b, float[] difference) {
+    private static double exponentials(float[] z, float[] other, int len, float invT, float max, float otherMax,
+                                       float[] e, int start, boolean cross, double[] crossSums, int b,
+                                       float[] difference) {
         FloatVector a = FloatVector.broadcast(F, invT);
         FloatVector minusMax = FloatVector.broadcast(F, -max);
+        FloatVector minusOtherMax = FloatVector.broadcast(F, -otherMax);
         FloatVector sum = FloatVector.zero(F);
         FloatVector crossSum = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
-            FloatVector x = FloatVector.fromArray(F, z, i);
-            FloatVector v = VectorMath.expNonPositive(x.fma(a, minusMax));
+            FloatVector x = FloatVector.fromArray(F, z, i).fma(a, minusMax);
+            FloatVector v = VectorMath.expNonPositive(x);
             v.intoArray(e, start + i);
             sum = sum.add(v);
             if (cross) {
-                FloatVector d = x.mul(a).sub(FloatVector.fromArray(F, other, i).mul(a));
+                FloatVector d = x.sub(FloatVector.fromArray(F, other, i).fma(a, minusOtherMax));
                 crossSum = crossSum.add(times(v, d));
                 if (difference != null) {
                     d.intoArray(difference, start + i);
