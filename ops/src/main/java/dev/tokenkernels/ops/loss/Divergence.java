@@ -24,8 +24,9 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *       degenerates to 0 there);</li>
  *   <li>{@link Kind#TOTAL_VARIATION}: {@code 0.5 sum_v |P_t - P_s|}.</li>
  * </ul>
- * Terms with zero probability contribute 0 ({@code 0 log 0 = 0}); an infinite divergence (the
- * student gives 0 where the teacher does not) is {@code +inf} with a non-finite gradient. A row
+ * Terms with zero probability contribute 0 ({@code 0 log 0 = 0}); an infinite KL (one side gives
+ * 0 where the other does not) is {@code +inf}: forward KL's gradient {@code (p - q) / T} stays
+ * finite, reverse KL's is not finite. A row
  * whose student or teacher logits contain NaN or {@code +inf}, or are all {@code -inf}, has no
  * distribution: its loss and gradient are NaN (give it weight 0 to leave it out).
  *
@@ -300,6 +301,9 @@ public final class Divergence {
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of student");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of student");
             Checks.require(gradientOut != teacher, "gradient", "a buffer other than teacher", "teacher");
+            Checks.require(gradientOut != options.extrapolationReference(), "gradient",
+                    "a buffer other than the extrapolation reference (it would overwrite the caller's logits)",
+                    "the extrapolation reference");
         }
         float[] weights = rowWeights(options.weights(), options.targets(), options.ignoreIndex(), (int) rows, vocab);
         student.segment(); // closed tensors fail here, before any work
