@@ -52,6 +52,8 @@ final class SoftmaxRowCpu {
     private final double[] blockExpSum;
     private final double[] blockExpLog;
     private final double[] blockScale;
+    /** The last {@link #logSumExp} in fp64. */
+    private double lastLogSumExp = Double.NaN;
     private final MemorySegment decoded;
 
     private MemorySegment row;
@@ -99,6 +101,7 @@ final class SoftmaxRowCpu {
      * {@link #gradient} reads.
      */
     float logSumExp(float invT) {
+        lastLogSumExp = Double.NaN;
         float running = Float.NEGATIVE_INFINITY;
         double sum = 0;
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
@@ -137,7 +140,8 @@ final class SoftmaxRowCpu {
             blockExpLog[b] = entropy ? ed.reduceLanes(VectorOperators.ADD) : 0;
             sum += blockExpSum[b];
         }
-        return running == Float.NEGATIVE_INFINITY ? running : (float) (running + Math.log(sum));
+        lastLogSumExp = running + Math.log(sum);
+        return running == Float.NEGATIVE_INFINITY ? running : (float) lastLogSumExp;
     }
 
     /**
@@ -150,7 +154,7 @@ final class SoftmaxRowCpu {
         double total = 0;
         for (int b = 0; b < blockMax.length; b++) {
             if (blockExpSum[b] != 0) {
-                double shift = (double) blockMax[b] - lse;
+                double shift = blockMax[b] - exact(lse);
                 total += blockScale[b] * (blockExpLog[b] + shift * blockExpSum[b]);
             }
         }
@@ -158,10 +162,19 @@ final class SoftmaxRowCpu {
     }
 
     /** {@code exp(m_b - lse)} per block, one exp per change of the running max (a few a row). */
+    /**
+     * The unrounded lse where the caller passes the last one back: the fp32 one is off by up to
+     * half an ulp of |lse|, which would scale every p.
+     */
+    private double exact(float lse) {
+        return lse == (float) lastLogSumExp ? lastLogSumExp : lse;
+    }
+
     private void blockScales(float lse) {
+        double exact = exact(lse);
         for (int b = 0; b < blockMax.length; b++) {
             blockScale[b] = b > 0 && blockMax[b] == blockMax[b - 1] ? blockScale[b - 1]
-                    : Math.exp((double) blockMax[b] - lse);
+                    : Math.exp(blockMax[b] - exact);
         }
     }
 
