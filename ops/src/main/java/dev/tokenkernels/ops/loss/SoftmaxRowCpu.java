@@ -161,7 +161,6 @@ final class SoftmaxRowCpu {
         return total;
     }
 
-    /** {@code exp(m_b - lse)} per block, one exp per change of the running max (a few a row). */
     /**
      * The unrounded lse where the caller passes the last one back: the fp32 one is off by up to
      * half an ulp of |lse|, which would scale every p.
@@ -170,6 +169,7 @@ final class SoftmaxRowCpu {
         return lse == (float) lastLogSumExp ? lastLogSumExp : lse;
     }
 
+    /** {@code exp(m_b - lse)} per block, one exp per change of the running max (a few a row). */
     private void blockScales(float lse) {
         double exact = exact(lse);
         for (int b = 0; b < blockMax.length; b++) {
