@@ -31,10 +31,10 @@ import jdk.incubator.vector.VectorSpecies;
  *       blocks copied again);</li>
  *   <li>the gradient, block by block into an array that is then copied to the gradient row:
  *       forward KL {@code (p - q) coef} and total variation from the scratch rows alone, reverse
- *       KL from them and the {@code d} that sweep 1 kept, JSD from the blocks copied again.</li>
+ *       KL from them and the {@code d} that sweep 1 kept, JSD from the {@code log p - log m} its loss
+ *       sweep kept.</li>
  * </ol>
- * A block is copied whole before any of its gradient is written, so the gradient may be the
- * student itself. Sums are accumulated per lane in fp32 over a block and in fp64 across blocks.
+ * The gradient sweeps read no row, so the gradient may be the student itself. Sums are accumulated per lane in fp32 over a block and in fp64 across blocks.
  *
  * <p>Why arrays: in a loop, a Vector API load or store on a {@code MemorySegment} costs several
  * times one on a Java array (the segment's checks stay in the loop); one bulk copy per block
@@ -82,7 +82,10 @@ final class DivergenceCpu {
         private final float[] logMixture;
         private final float[] expS;
         private final float[] expT;
-        /** {@code d = (x_s - m_b) - (x_t - o_b)} of the row, for reverse KL's gradient. */
+        /**
+         * What the gradient needs besides {@code p}, kept by an earlier sweep: reverse KL's
+         * {@code d = (x_s - m_b) - (x_t - o_b)}, JSD's {@code log p - log m}.
+         */
         private final float[] difference;
         /** The whole teacher row, made once per row when the Lp-Reg filter needs its max first. */
         private final float[] teacherRow;
@@ -132,7 +135,8 @@ final class DivergenceCpu {
             this.expT = new float[padded];
             this.crossStudent = kind == Divergence.Kind.REVERSE_KL;
             this.crossTeacher = kind == Divergence.Kind.FORWARD_KL;
-            this.difference = crossStudent && gradient != null ? new float[padded] : null;
+            this.difference = (crossStudent || kind == Divergence.Kind.JSD) && gradient != null ? new float[padded]
+                    : null;
             this.teacherRow = job.filter() == null ? null : new float[padded];
             int blocks = (padded + BLOCK - 1) / BLOCK;
             this.blockMaxS = new float[blocks];
@@ -183,11 +187,7 @@ final class DivergenceCpu {
                     switch (kind) {
                         case FORWARD_KL -> forwardKlGradient(b, start, len);
                         case REVERSE_KL -> reverseKlGradient(b, start, len);
-                        case JSD -> {
-                            stage(row, start, len);
-                            mixtureLogs(b, start, len);
-                            jsdGradient(b, start, len);
-                        }
+                        case JSD -> jsdGradient(b, start, len);
                         case TOTAL_VARIATION -> tvdGradient(b, start, len);
                     }
                     MemorySegment.copy(g, 0, gradient, ValueLayout.JAVA_FLOAT, go + 4L * start,
@@ -434,6 +434,7 @@ final class DivergenceCpu {
             float[] es = expS;
             float[] et = expT;
             float[] logM = logMixture;
+            float[] kept = difference;
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
             FloatVector a = FloatVector.broadcast(F, invT);
@@ -447,29 +448,29 @@ final class DivergenceCpu {
                 FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
                 FloatVector q = FloatVector.fromArray(F, et, start + i).mul(sT);
                 FloatVector m = FloatVector.fromArray(F, logM, i);
+                FloatVector studentLog = ls.sub(m);
                 teacherTerms = teacherTerms.add(times(q, lt.sub(m)));
-                studentTerms = studentTerms.add(times(p, ls.sub(m)));
+                studentTerms = studentTerms.add(times(p, studentLog));
+                if (kept != null) { // for the gradient, which then needs neither the block nor the log again
+                    studentLog.intoArray(kept, start + i);
+                }
             }
             first += teacherTerms.reduceLanes(VectorOperators.ADD);
             second += studentTerms.reduceLanes(VectorOperators.ADD);
         }
 
         private void jsdGradient(int b, int start, int len) {
-            float[] zs = s;
             float[] es = expS;
-            float[] logM = logMixture;
+            float[] studentLog = difference;
             float[] out = g;
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
-            FloatVector a = FloatVector.broadcast(F, invT);
-            FloatVector minusLseS = FloatVector.broadcast(F, -lseS);
             FloatVector oneMinusBeta = FloatVector.broadcast(F, 1f - beta);
             FloatVector c = FloatVector.broadcast(F, coef);
             FloatVector minusPg = FloatVector.broadcast(F, -pg);
             for (int i = 0; i < len; i += F.length()) {
-                FloatVector ls = FloatVector.fromArray(F, zs, i).fma(a, minusLseS);
                 FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
-                FloatVector m = FloatVector.fromArray(F, logM, i);
-                times(p, ls.sub(m).fma(oneMinusBeta, minusPg)).mul(c).intoArray(out, i);
+                FloatVector f = FloatVector.fromArray(F, studentLog, start + i);
+                times(p, f.fma(oneMinusBeta, minusPg)).mul(c).intoArray(out, i);
             }
         }
 
