@@ -5,13 +5,8 @@ import dev.tokenkernels.ops.cpu.VectorMath;
 import dev.tokenkernels.runtime.DType;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.IntVector;
-import jdk.incubator.vector.ShortVector;
-import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
-import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -20,28 +15,22 @@ import jdk.incubator.vector.VectorSpecies;
  * {@code c (onehot(y) - softmax(x))} and the entropy of the row.
  *
  * <p>{@link #logSumExp} reads the row from memory once, in blocks of 2048 whose logits and
- * exponentials stay in L1: a block's {@code x = z / T} into a row of scratch (BF16 widened in
- * registers on the way) and its max, then {@code e = exp(x - m_b)} in place with {@code m_b} the
- * running max so far, the running sum rescaled in float64 when the max grows, and per block
- * {@code sum e} and (for the entropy) {@code sum e (x - m_b)}. {@link #gradient} reads only the
- * scratch ({@code p = e exp(m_b - lse)}; from L2 while {@code 4V} bytes fit) and writes the
- * gradient straight into the caller's buffer; {@link #sumPLogP} is a sum over blocks. F16 rows
- * are decoded to scratch first. One instance per thread: it holds the scratch.
+ * exponentials stay in L1: a block is copied (F32) or decoded (F16, BF16) into an fp32 array and
+ * its max taken ({@code max(z) / T} is {@code max(z / T)}: rounding is monotonic), then
+ * {@code e = exp(z / T - m_b)} (the argument one multiply-add) goes into a row of scratch, with
+ * {@code m_b} the running max so far, the running sum rescaled in float64 when the max grows, and
+ * per block {@code sum e} and (for the entropy) {@code sum e (x - m_b)}. {@link #gradient} reads
+ * only the scratch ({@code p = e exp(m_b - lse)}, from L2 while {@code 4V} bytes fit; one multiply-
+ * add per element) and writes the gradient a block at a time, by one bulk copy each;
+ * {@link #sumPLogP} is a sum over blocks. One instance per thread: it holds the scratch.
  *
- * <p>Every hot loop is branch-free: one loop per dtype (and per accumulate), chosen outside it,
- * and the partial last vector after it. With the F32 load inside the BF16 loop (one loop for both
- * dtypes), C2 hoisted checks of the untaken branch out of the loop on its profile ("profiled loop
- * predication"): in a JVM that had also run ops with confined scratch arenas (which mix the
- * profile of the JDK's shared {@code MemorySessionImpl.checkValidStateRaw}), the BF16 loop hit a
- * {@code profile_predicate} trap right after every recompilation, about 10x slower until C2's
- * per-method trap limit.
+ * <p>Every loop runs on Java arrays, one loop for all dtypes: a Vector API access to a memory
+ * segment costs several times one to an array, and a dtype branch inside a loop once made C2 trap
+ * and recompile it without end (its profiled loop predication, with the JDK's shared segment
+ * checks' profile mixed by other ops).
  */
 final class SoftmaxRowCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
-    private static final VectorSpecies<Short> S = VectorSpecies.of(short.class,
-            VectorShape.forBitSize(F.vectorBitSize() / 2));
-    private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
-    private static final ByteOrder ORDER = ByteOrder.nativeOrder();
     /** Elements per block: the block's logits and exponentials stay in a 32 KiB L1. */
     private static final int BLOCK = 2048;
 
@@ -52,16 +41,22 @@ final class SoftmaxRowCpu {
     private final double[] blockExpSum;
     private final double[] blockExpLog;
     private final double[] blockScale;
+    /**
+     * One block of the row on its way in and of the gradient on its way out: a Vector API load or
+     * store on a memory segment costs several times one on an array (its checks stay in the loop).
+     */
+    private final float[] staged = new float[BLOCK];
+    /** F16 and BF16 bits of one block, for their decoding. */
+    private final short[] bits = new short[BLOCK];
     /** The last {@link #logSumExp} in fp64. */
     private double lastLogSumExp = Double.NaN;
-    private final MemorySegment decoded;
 
     private MemorySegment row;
     private long rowOffset;
-    private boolean bf16;
+    private DType dtype;
 
     /** With {@code entropy}, {@link #logSumExp} also keeps what {@link #sumPLogP} needs. */
-    SoftmaxRowCpu(int vocab, DType dtype, boolean entropy) {
+    SoftmaxRowCpu(int vocab, boolean entropy) {
         this.vocab = vocab;
         this.entropy = entropy;
         this.exps = new float[(vocab + F.length() - 1) / F.length() * F.length()];
@@ -70,28 +65,23 @@ final class SoftmaxRowCpu {
         this.blockExpSum = new double[blocks];
         this.blockExpLog = new double[blocks];
         this.blockScale = new double[blocks];
-        this.decoded = dtype == DType.F16 ? MemorySegment.ofArray(new float[vocab]) : null;
     }
 
     /** Makes row {@code index} of {@code logits} ({@code [N, vocab]}, F32, BF16 or F16) the current row. */
     void select(MemorySegment logits, DType dtype, long index) {
-        long byteOffset = index * vocab * dtype.byteSize();
-        if (dtype == DType.F16) {
-            HalfFloats.decode(logits, byteOffset, dtype, decoded, vocab);
-            row = decoded;
-            rowOffset = 0;
-            bf16 = false;
-        } else {
-            row = logits;
-            rowOffset = byteOffset;
-            bf16 = dtype == DType.BF16;
-        }
+        row = logits;
+        rowOffset = index * vocab * dtype.byteSize();
+        this.dtype = dtype;
     }
 
     /** {@code z[i] * invT} of the current row. */
     float scaled(int i, float invT) {
-        float z = bf16 ? Float.intBitsToFloat(row.get(ValueLayout.JAVA_SHORT_UNALIGNED, rowOffset + 2L * i) << 16)
-                : row.get(ValueLayout.JAVA_FLOAT_UNALIGNED, rowOffset + 4L * i);
+        float z = switch (dtype) {
+            case F32 -> row.get(ValueLayout.JAVA_FLOAT_UNALIGNED, rowOffset + 4L * i);
+            case BF16 -> Float.intBitsToFloat(row.get(ValueLayout.JAVA_SHORT_UNALIGNED, rowOffset + 2L * i) << 16);
+            case F16 -> Float.float16ToFloat(row.get(ValueLayout.JAVA_SHORT_UNALIGNED, rowOffset + 2L * i));
+            default -> throw new IllegalStateException("dtype " + dtype);
+        };
         return z * invT;
     }
 
@@ -106,9 +96,7 @@ final class SoftmaxRowCpu {
         double sum = 0;
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
             int end = Math.min(vocab, start + BLOCK);
-            // One loop per dtype, chosen outside it: see the class comment on why no loop may
-            // hold the other dtype's load.
-            float blockMaximum = bf16 ? scaleBf16(start, end, invT) : scaleF32(start, end, invT);
+            float blockMaximum = loadBlock(start, end) * invT;
             if (Float.isNaN(blockMaximum) || blockMaximum == Float.POSITIVE_INFINITY) {
                 return Float.NaN;
             }
@@ -123,21 +111,7 @@ final class SoftmaxRowCpu {
                 blockExpLog[b] = 0;
                 continue;
             }
-            // x = z / T of the block is in the scratch (padding lanes -inf, whose e is 0): e replaces it
-            int vectorEnd = Math.min(exps.length, start + BLOCK);
-            FloatVector s = FloatVector.zero(F);
-            FloatVector ed = FloatVector.zero(F);
-            for (int i = start; i < vectorEnd; i += F.length()) {
-                FloatVector d = FloatVector.fromArray(F, exps, i).sub(running);
-                FloatVector e = VectorMath.expNonPositive(d);
-                s = s.add(e);
-                if (entropy) { // e (x - m_b); where e is 0 (d below -87), the clamp keeps 0 * -inf out
-                    ed = e.fma(d.max(-128f), ed);
-                }
-                e.intoArray(exps, i);
-            }
-            blockExpSum[b] = s.reduceLanes(VectorOperators.ADD);
-            blockExpLog[b] = entropy ? ed.reduceLanes(VectorOperators.ADD) : 0;
+            exponentiateBlock(b, start, end - start, invT, running);
             sum += blockExpSum[b];
         }
         lastLogSumExp = running + Math.log(sum);
@@ -184,84 +158,94 @@ final class SoftmaxRowCpu {
      * {@link #logSumExp}. Reads only the scratch, not the row. The caller adds {@code c} at the target.
      */
     void gradient(float lse, float c, MemorySegment gradient, long gradOffset, boolean accumulate) {
-        FloatVector minusC = FloatVector.broadcast(F, -c);
         blockScales(lse);
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
-            int end = Math.min(vocab, start + BLOCK);
-            FloatVector scale = FloatVector.broadcast(F, (float) blockScale[b]);
-            int fullEnd = start + F.loopBound(end - start);
+            int length = Math.min(vocab, start + BLOCK) - start;
+            long at = gradOffset + 4L * start;
+            // -c p = e (-c exp(m_b - lse)); the fma onto +0 keeps a zero p at +0, not -0
+            FloatVector minusCScale = FloatVector.broadcast(F, (float) (-c * blockScale[b]));
             if (accumulate) { // two loops, not a test in one: see the class comment
-                for (int i = start; i < fullEnd; i += F.length()) {
-                    long at = gradOffset + 4L * i;
-                    FloatVector p = FloatVector.fromArray(F, exps, i).mul(scale);
-                    p.fma(minusC, FloatVector.fromMemorySegment(F, gradient, at, ORDER))
-                            .intoMemorySegment(gradient, at, ORDER);
+                MemorySegment.copy(gradient, ValueLayout.JAVA_FLOAT_UNALIGNED, at, staged, 0, length);
+                for (int i = 0; i < length; i += F.length()) {
+                    FloatVector.fromArray(F, exps, start + i)
+                            .fma(minusCScale, FloatVector.fromArray(F, staged, i)).intoArray(staged, i);
                 }
             } else {
-                FloatVector zero = FloatVector.zero(F); // fma onto +0, as the tail: a zero p gives +0, not -0
-                for (int i = start; i < fullEnd; i += F.length()) {
-                    FloatVector p = FloatVector.fromArray(F, exps, i).mul(scale);
-                    p.fma(minusC, zero).intoMemorySegment(gradient, gradOffset + 4L * i, ORDER);
+                FloatVector zero = FloatVector.zero(F);
+                for (int i = 0; i < length; i += F.length()) {
+                    FloatVector.fromArray(F, exps, start + i).fma(minusCScale, zero).intoArray(staged, i);
                 }
             }
-            if (fullEnd < end) { // the row's last, partial vector
-                VectorMask<Float> inRange = F.indexInRange(fullEnd, end);
-                long at = gradOffset + 4L * fullEnd;
-                FloatVector p = FloatVector.fromArray(F, exps, fullEnd).mul(scale);
-                FloatVector base = accumulate ? FloatVector.fromMemorySegment(F, gradient, at, ORDER, inRange)
-                        : FloatVector.zero(F);
-                p.fma(minusC, base).intoMemorySegment(gradient, at, ORDER, inRange);
-            }
+            MemorySegment.copy(staged, 0, gradient, ValueLayout.JAVA_FLOAT_UNALIGNED, at, length);
         }
     }
 
     /**
-     * Writes {@code x = z * invT} of the current BF16 row's {@code [start, end)} into the scratch,
+     * Copies (F32) or decodes (F16, BF16) the current row's {@code [start, end)} into {@link #staged},
      * {@code -inf} in the lanes of the last vector past {@code end}, and returns their max.
      */
-    private float scaleBf16(int start, int end, float invT) {
-        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
-        int fullEnd = start + F.loopBound(end - start);
-        for (int i = start; i < fullEnd; i += F.length()) {
-            FloatVector x = widen(ShortVector.fromMemorySegment(S, row, rowOffset + 2L * i, ORDER)).mul(invT);
-            m = m.max(x); // Math.max semantics: a NaN lane stays NaN
-            x.intoArray(exps, i);
+    private float loadBlock(int start, int end) {
+        int length = end - start;
+        if (dtype == DType.F32) {
+            MemorySegment.copy(row, ValueLayout.JAVA_FLOAT_UNALIGNED, rowOffset + 4L * start, staged, 0, length);
+        } else {
+            HalfFloats.decode(row, rowOffset + 2L * start, dtype, bits, staged, length);
         }
-        if (fullEnd < end) {
-            ShortVector h = ShortVector.fromMemorySegment(S, row, rowOffset + 2L * fullEnd, ORDER,
-                    S.indexInRange(fullEnd, end));
-            m = m.max(padded(widen(h).mul(invT), fullEnd, end));
+        int vectorLength = F.loopBound(length + F.length() - 1);
+        java.util.Arrays.fill(staged, length, vectorLength, Float.NEGATIVE_INFINITY);
+        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        for (int i = 0; i < vectorLength; i += F.length()) {
+            m = m.max(FloatVector.fromArray(F, staged, i)); // Math.max semantics: a NaN lane stays NaN
         }
         return m.reduceLanes(VectorOperators.MAX);
     }
 
-    /** {@link #scaleBf16} for an F32 row. */
-    private float scaleF32(int start, int end, float invT) {
-        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
-        int fullEnd = start + F.loopBound(end - start);
-        for (int i = start; i < fullEnd; i += F.length()) {
-            FloatVector x = FloatVector.fromMemorySegment(F, row, rowOffset + 4L * i, ORDER).mul(invT);
-            m = m.max(x);
-            x.intoArray(exps, i);
+    /**
+     * {@code e = exp(z / T - m_b)} of the staged block {@code b} into the scratch at {@code start},
+     * its {@code sum e} and (with the entropy) {@code sum e (z / T - m_b)}. {@code z / T - m_b} is
+     * one multiply-add. Where {@code z = -inf} (a masked class, or a padding lane of the last
+     * vector), {@code e} is 0 and {@code 0 * -inf} is NaN: the last vector clamps, and a block
+     * whose sum came out NaN takes its entropy term again clamped (rare: not in the hot loop).
+     */
+    private void exponentiateBlock(int b, int start, int length, float invT, float running) {
+        FloatVector scale = FloatVector.broadcast(F, invT);
+        FloatVector minusRunning = FloatVector.broadcast(F, -running);
+        FloatVector s = FloatVector.zero(F);
+        FloatVector ed = FloatVector.zero(F);
+        int fullEnd = F.loopBound(length);
+        for (int i = 0; i < fullEnd; i += F.length()) {
+            FloatVector d = FloatVector.fromArray(F, staged, i).fma(scale, minusRunning);
+            FloatVector e = VectorMath.expNonPositive(d);
+            s = s.add(e);
+            if (entropy) {
+                ed = e.fma(d, ed);
+            }
+            e.intoArray(exps, start + i);
         }
-        if (fullEnd < end) {
-            FloatVector z = FloatVector.fromMemorySegment(F, row, rowOffset + 4L * fullEnd, ORDER,
-                    F.indexInRange(fullEnd, end));
-            m = m.max(padded(z.mul(invT), fullEnd, end));
+        if (fullEnd < length) {
+            FloatVector d = FloatVector.fromArray(F, staged, fullEnd).fma(scale, minusRunning);
+            FloatVector e = VectorMath.expNonPositive(d);
+            s = s.add(e);
+            ed = e.fma(d.max(-128f), ed);
+            e.intoArray(exps, start + fullEnd);
         }
-        return m.reduceLanes(VectorOperators.MAX);
+        blockExpSum[b] = s.reduceLanes(VectorOperators.ADD);
+        double expLog = entropy ? ed.reduceLanes(VectorOperators.ADD) : 0;
+        if (Double.isNaN(expLog)) {
+            expLog = clampedExpLog(length, invT, running);
+        }
+        blockExpLog[b] = expLog;
     }
 
-    /** bf16 is the high half of a float32: widen and shift into place. */
-    private static FloatVector widen(ShortVector h) {
-        return ((IntVector) h.convertShape(VectorOperators.S2I, I, 0)).lanewise(VectorOperators.LSHL, 16)
-                .reinterpretAsFloats();
-    }
-
-    /** The row's last vector {@code x} (from {@code i}) with {@code -inf} past {@code end}, stored into the scratch. */
-    private FloatVector padded(FloatVector x, int i, int end) {
-        FloatVector p = x.blend(Float.NEGATIVE_INFINITY, F.indexInRange(i, end).not());
-        p.intoArray(exps, i);
-        return p;
+    /** {@code sum e (z / T - m_b)} of the staged block with {@code z / T - m_b} clamped to -128 (e is 0 below). */
+    private double clampedExpLog(int length, float invT, float running) {
+        FloatVector scale = FloatVector.broadcast(F, invT);
+        FloatVector minusRunning = FloatVector.broadcast(F, -running);
+        FloatVector ed = FloatVector.zero(F);
+        for (int i = 0; i < length; i += F.length()) {
+            FloatVector d = FloatVector.fromArray(F, staged, i).fma(scale, minusRunning);
+            ed = VectorMath.expNonPositive(d).fma(d.max(-128f), ed);
+        }
+        return ed.reduceLanes(VectorOperators.ADD);
     }
 }

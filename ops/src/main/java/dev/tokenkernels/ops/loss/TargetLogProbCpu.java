@@ -24,7 +24,7 @@ final class TargetLogProbCpu {
         MemorySegment g = job.gradient() == null ? null : job.gradient().segment();
         float invT = job.invT();
         cpu.parallelFor(job.rows(), Math.max(1, ELEMENTS_PER_TASK / vocab), (from, to) -> {
-            SoftmaxRowCpu softmax = new SoftmaxRowCpu(vocab, dtype, false);
+            SoftmaxRowCpu softmax = new SoftmaxRowCpu(vocab, false);
             for (int row = from; row < to; row++) {
                 int target = job.targets()[row];
                 long gradOffset = 4L * row * vocab;

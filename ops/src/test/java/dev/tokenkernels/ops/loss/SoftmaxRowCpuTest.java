@@ -60,7 +60,7 @@ class SoftmaxRowCpuTest {
 
     private static float logSumExp(float[] z, DType dtype) {
         try (Tensor t = Tensor.ofFloats(z, dtype, 1, z.length)) {
-            SoftmaxRowCpu row = new SoftmaxRowCpu(z.length, dtype, false);
+            SoftmaxRowCpu row = new SoftmaxRowCpu(z.length, false);
             row.select(t.segment(), dtype, 0);
             return row.logSumExp(1f);
         }
@@ -84,7 +84,7 @@ class SoftmaxRowCpuTest {
                 sum += Math.exp(v - max);
             }
             double lse = max + Math.log(sum);
-            SoftmaxRowCpu row = new SoftmaxRowCpu(vocab, dtype, true);
+            SoftmaxRowCpu row = new SoftmaxRowCpu(vocab, true);
             row.select(t.segment(), dtype, 1);
             float got = row.logSumExp(invT);
             assertEquals(lse, got, 2e-6 * Math.max(1, Math.abs(lse)), at + " lse");
