@@ -476,12 +476,21 @@ final class DivergenceCpu {
 
         // ---- total variation: 0.5 sum |p - q|; d/dp = 0.5 sign(p - q) ----
 
+        /** {@code sum |p - q|} into {@link #first}; with a gradient also {@code sum p sign(p - q) / 2} into {@link #second}. */
         private void tvdSums(int b, int start, int len) {
             float[] es = expS;
             float[] et = expT;
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
             FloatVector distance = FloatVector.zero(F);
+            if (gradient == null) { // the loss alone (AlignDistil's TVD): half the loop
+                for (int i = 0; i < len; i += F.length()) {
+                    FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
+                    distance = distance.add(p.sub(FloatVector.fromArray(F, et, start + i).mul(sT)).abs());
+                }
+                first += distance.reduceLanes(VectorOperators.ADD);
+                return;
+            }
             FloatVector pgSum = FloatVector.zero(F);
             for (int i = 0; i < len; i += F.length()) {
                 FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
