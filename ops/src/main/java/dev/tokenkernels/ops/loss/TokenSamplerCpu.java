@@ -173,17 +173,7 @@ final class TokenSamplerCpu {
             Philox.blocks(s.candidate, from, size, group, positionLow, positionHigh, key0, key1, s.bits);
             exponentials(s.bits, s.noise, count * size);
             for (int w = 0; w < count; w++) {
-                FloatVector best = FloatVector.fromArray(F, s.bestScore, w * lanes);
-                IntVector bestIndex = IntVector.fromArray(I, s.bestIndex, w * lanes);
-                for (int j = 0; j < size; j += lanes) {
-                    FloatVector score = FloatVector.fromArray(F, s.noise, w * size + j)
-                            .mul(FloatVector.fromArray(F, s.candidateR, from + j));
-                    VectorMask<Float> better = score.compare(VectorOperators.LT, best); // strict: a lane keeps its first
-                    best = best.blend(score, better);
-                    bestIndex = bestIndex.blend(IntVector.fromArray(I, s.candidate, from + j), better.cast(I));
-                }
-                best.intoArray(s.bestScore, w * lanes);
-                bestIndex.intoArray(s.bestIndex, w * lanes);
+                keepBest(s, w, from, size);
             }
         }
         for (int w = 0; w < count; w++) {
@@ -193,6 +183,28 @@ final class TokenSamplerCpu {
                     .blend(Integer.MAX_VALUE, best.compare(VectorOperators.NE, least).cast(I))
                     .reduceLanes(VectorOperators.MIN);
         }
+    }
+
+    /**
+     * Sample {@code w}'s least scores so far per lane against candidates {@code [from, from + size)}.
+     * A method of its own, with arrays in and out: inlined into {@link #argminGroup}, whose Philox
+     * and logs fill C2's node budget, this loop ran through the Vector API's Java fallback in four
+     * of five JVMs that had run LogitStats first (JFR: {@code FloatVector.lanewiseTemplate} under
+     * it; the sampler twice as slow).
+     */
+    private static void keepBest(Scratch s, int w, int from, int size) {
+        int lanes = Philox.LANES;
+        FloatVector best = FloatVector.fromArray(F, s.bestScore, w * lanes);
+        IntVector bestIndex = IntVector.fromArray(I, s.bestIndex, w * lanes);
+        for (int j = 0; j < size; j += lanes) {
+            FloatVector score = FloatVector.fromArray(F, s.noise, w * size + j)
+                    .mul(FloatVector.fromArray(F, s.candidateR, from + j));
+            VectorMask<Float> better = score.compare(VectorOperators.LT, best); // strict: a lane keeps its first
+            best = best.blend(score, better);
+            bestIndex = bestIndex.blend(IntVector.fromArray(I, s.candidate, from + j), better.cast(I));
+        }
+        best.intoArray(s.bestScore, w * lanes);
+        bestIndex.intoArray(s.bestIndex, w * lanes);
     }
 
     /**
