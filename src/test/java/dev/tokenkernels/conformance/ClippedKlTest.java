@@ -547,6 +547,7 @@ class ClippedKlTest {
             expect(() -> ClippedKl.compute(s, t, l, u, Options.forwardKl(-1f)), "gamma");
             expect(() -> ClippedKl.compute(s, t, l, u, Options.forwardKl(Float.NaN)), "gamma");
             expect(() -> ClippedKl.compute(s, t, l, u, o.withTemperature(0f)), "temperature");
+            expect(() -> ClippedKl.compute(s, t, l, u, o.withTemperature(0x1p-130f)), "reciprocal 1/T is finite");
             expect(() -> ClippedKl.compute(s, t, l, u, o.withTargetAlwaysKept()), "targets");
             expect(() -> ClippedKl.compute(s, t, l, u, o.withWeights(w).withTargets(y)), "not both");
             expect(() -> ClippedKl.compute(s, t, l, u, null), "options");

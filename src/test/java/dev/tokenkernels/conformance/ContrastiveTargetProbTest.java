@@ -122,6 +122,7 @@ class ContrastiveTargetProbTest {
             expect(() -> ContrastiveTargetProb.compute(z, z, y, o.withLambda(-1f)), "lambda");
             expect(() -> ContrastiveTargetProb.compute(z, z, y, o.withLambda(Float.NaN)), "lambda");
             expect(() -> ContrastiveTargetProb.compute(z, z, y, o.withTemperature(0f)), "temperature");
+            expect(() -> ContrastiveTargetProb.compute(z, z, y, o.withTemperature(0x1p-130f)), "reciprocal 1/T is finite");
         }
     }
 }

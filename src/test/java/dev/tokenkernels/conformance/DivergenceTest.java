@@ -272,6 +272,7 @@ class DivergenceTest {
             expect(() -> Divergence.compute(s, wide, fkl), "withSharedPrefix");
             expect(() -> Divergence.compute(s, t, fkl.withTemperature(0f)), "temperature");
             expect(() -> Divergence.compute(s, t, fkl.withTemperature(Float.NaN)), "temperature");
+            expect(() -> Divergence.compute(s, t, fkl.withTemperature(0x1p-130f)), "reciprocal 1/T is finite");
             expect(() -> Divergence.compute(s, t, Options.jsd(1.5f)), "beta");
             expect(() -> Divergence.compute(s, t, Options.jsd(Float.NaN)), "beta");
             expect(() -> Divergence.compute(s, t, fkl.withWeights(w).withTargets(y)), "not both");

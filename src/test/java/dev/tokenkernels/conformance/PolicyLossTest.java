@@ -324,6 +324,7 @@ class PolicyLossTest {
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTemperature(0f)), "temperature");
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTemperature(Float.NaN)), "temperature");
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTemperature(-1f)), "temperature");
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTemperature(0x1p-130f)), "reciprocal 1/T is finite");
             try (Tensor intLogits = Tensor.ofInts(new int[6], 2, 3);
                  Tensor byteLogits = Tensor.allocate(dev.tokenkernels.runtime.DType.U8, 2, 3);
                  Tensor noColumns = Tensor.allocate(dev.tokenkernels.runtime.DType.F32, 2, 0);

@@ -228,6 +228,7 @@ class PreferenceLossTest {
             expect(() -> PreferenceLoss.compute(w, l, d.withLabelSmoothing(0.5f)), "labelSmoothing");
             expect(() -> PreferenceLoss.compute(w, l, Options.ipo(1f).withLabelSmoothing(0.1f)), "labelSmoothing");
             expect(() -> PreferenceLoss.compute(w, l, d.withTemperature(0f)), "temperature");
+            expect(() -> PreferenceLoss.compute(w, l, d.withTemperature(0x1p-130f)), "reciprocal 1/T is finite");
             expect(() -> PreferenceLoss.compute(w, l, d.accumulating()), "accumulate");
             expect(() -> PreferenceLoss.computeWithGradient(w, l, d, Float.NaN), "gradScale");
             expect(() -> PreferenceLoss.computeWithGradient(w, l, d.accumulating(), 1f), "chosenGradient");

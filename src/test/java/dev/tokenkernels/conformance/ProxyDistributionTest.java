@@ -82,6 +82,7 @@ class ProxyDistributionTest {
             expect(() -> ProxyDistribution.compute(z, y, Options.minP(Float.NaN)), "kappa");
             expect(() -> ProxyDistribution.compute(z, y, Options.fixed(-0.1f)), "tau");
             expect(() -> ProxyDistribution.compute(z, y, Options.minP(0.02f).withTemperature(0f)), "temperature");
+            expect(() -> ProxyDistribution.compute(z, y, Options.minP(0.02f).withTemperature(0x1p-130f)), "reciprocal 1/T is finite");
             expect(() -> ProxyDistribution.compute(flat, y, Options.minP(0.02f)), "logits: expected rank 2");
             expect(() -> ProxyDistribution.compute(ints, y, Options.minP(0.02f)), "logits: expected dtype");
             expect(() -> ProxyDistribution.compute(z, shortY, Options.minP(0.02f)), "targets");

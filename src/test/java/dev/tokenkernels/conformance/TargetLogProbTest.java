@@ -94,6 +94,7 @@ class TargetLogProbTest {
             expect(() -> TargetLogProb.compute(z, badY, o), "targets[1]");
             expect(() -> TargetLogProb.compute(z, null, o), "targets");
             expect(() -> TargetLogProb.compute(z, y, o.withTemperature(0f)), "temperature");
+            expect(() -> TargetLogProb.compute(z, y, o.withTemperature(0x1p-130f)), "reciprocal 1/T is finite");
             expect(() -> TargetLogProb.compute(z, y, null), "options");
             expect(() -> TargetLogProb.compute(z, y, o.accumulating()), "accumulate");
             expect(() -> TargetLogProb.computeWithGradient(z, y, nanC, o), "coefficients[1]");

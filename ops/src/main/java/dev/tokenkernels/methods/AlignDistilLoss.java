@@ -39,7 +39,7 @@ public final class AlignDistilLoss {
         Checks.require(Float.isFinite(beta) && beta > 0f, "beta", "a finite value > 0", beta);
         Checks.require(Float.isFinite(beta2) && beta2 >= 0f, "beta2", "a finite value >= 0", beta2);
         Checks.require(Float.isFinite(fixedWeight), "w", "a finite weight", fixedWeight);
-        Checks.positiveFinite("temperature", temperature);
+        Checks.temperature("temperature", temperature);
         this.beta = beta;
         this.beta2 = beta2;
         this.fixedWeight = fixedWeight;

@@ -40,7 +40,7 @@ public final class DacKlLoss {
     public DacKlLoss(float klWeight, float gamma, float temperature, boolean labelAlwaysKept, Backend backend) {
         Checks.require(Float.isFinite(klWeight) && klWeight >= 0f, "klWeight", "a finite value >= 0", klWeight);
         Checks.require(Float.isFinite(gamma) && gamma >= 0f, "gamma", "a finite value >= 0", gamma);
-        Checks.positiveFinite("temperature", temperature);
+        Checks.temperature("temperature", temperature);
         this.klWeight = klWeight;
         this.gamma = gamma;
         this.temperature = temperature;

@@ -33,7 +33,7 @@ public final class DapoLoss {
     public DapoLoss(float epsLow, float epsHigh, float temperature, Backend backend) {
         Checks.require(Float.isFinite(epsLow) && epsLow >= 0f, "epsLow", "a finite value >= 0", epsLow);
         Checks.require(Float.isFinite(epsHigh) && epsHigh >= 0f, "epsHigh", "a finite value >= 0", epsHigh);
-        Checks.positiveFinite("temperature", temperature);
+        Checks.temperature("temperature", temperature);
         this.epsLow = epsLow;
         this.epsHigh = epsHigh;
         this.temperature = temperature;

@@ -36,7 +36,7 @@ public final class DeGrpoLoss {
     public DeGrpoLoss(float alpha, float eps, float temperature, Backend backend) {
         Checks.require(Float.isFinite(alpha) && alpha >= 0f, "alpha", "a finite value >= 0", alpha);
         Checks.require(Float.isFinite(eps) && eps >= 0f, "eps", "a finite value >= 0", eps);
-        Checks.positiveFinite("temperature", temperature);
+        Checks.temperature("temperature", temperature);
         this.alpha = alpha;
         this.eps = eps;
         this.temperature = temperature;

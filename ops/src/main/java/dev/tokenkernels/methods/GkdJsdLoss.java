@@ -30,7 +30,7 @@ public final class GkdJsdLoss {
      */
     public GkdJsdLoss(float beta, float temperature, Backend backend) {
         Checks.require(beta >= 0f && beta <= 1f, "beta", "a value in [0, 1]", beta);
-        Checks.positiveFinite("temperature", temperature);
+        Checks.temperature("temperature", temperature);
         this.beta = beta;
         this.temperature = temperature;
         this.backend = backend;

@@ -60,7 +60,7 @@ public final class LpRegLoss {
         Checks.require(Float.isFinite(beta) && beta >= 0f, "beta", "a finite value >= 0", beta);
         Checks.require(Float.isFinite(epsLow) && epsLow >= 0f, "epsLow", "a finite value >= 0", epsLow);
         Checks.require(Float.isFinite(epsHigh) && epsHigh >= 0f, "epsHigh", "a finite value >= 0", epsHigh);
-        Checks.positiveFinite("temperature", temperature);
+        Checks.temperature("temperature", temperature);
         this.rho = rho;
         this.kappa = kappa;
         this.beta = beta;

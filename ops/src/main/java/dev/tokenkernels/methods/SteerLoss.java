@@ -71,7 +71,7 @@ public final class SteerLoss {
                 minWeight);
         Checks.require(Float.isFinite(maxWeight) && maxWeight >= minWeight, "maxWeight",
                 "a finite value >= minWeight " + minWeight, maxWeight);
-        Checks.positiveFinite("temperature", temperature);
+        Checks.temperature("temperature", temperature);
         this.eps = eps;
         this.dualClip = dualClip;
         this.minWeight = minWeight;

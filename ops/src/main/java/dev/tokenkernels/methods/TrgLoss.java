@@ -31,7 +31,7 @@ public final class TrgLoss {
      */
     public TrgLoss(float weight, float temperature, boolean selfLoops, Backend backend) {
         Checks.require(Float.isFinite(weight) && weight >= 0f, "weight", "a finite value >= 0", weight);
-        Checks.positiveFinite("temperature", temperature);
+        Checks.temperature("temperature", temperature);
         this.weight = weight;
         this.temperature = temperature;
         this.selfLoops = selfLoops;

@@ -48,6 +48,16 @@ public final class Checks {
     }
 
     /** A finite value greater than zero, such as a temperature. */
+    /**
+     * A temperature {@code T}: finite, positive, and with a finite reciprocal, since the ops scale
+     * logits by {@code 1/T} (a subnormal T would make every scaled logit infinite or NaN).
+     */
+    public static float temperature(String name, float value) {
+        require(value > 0 && Float.isFinite(value) && Float.isFinite(1f / value), name,
+                "a finite value > 0 whose reciprocal 1/T is finite (T > about 2.9e-39)", value);
+        return value;
+    }
+
     public static float positiveFinite(String name, float value) {
         require(value > 0 && Float.isFinite(value), name, "a finite value > 0", value);
         return value;

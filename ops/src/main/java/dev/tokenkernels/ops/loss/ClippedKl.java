@@ -276,7 +276,7 @@ public final class ClippedKl {
                 || options.direction() == Divergence.Kind.REVERSE_KL, "direction", "FORWARD_KL or REVERSE_KL",
                 options.direction());
         Checks.require(options.reduction() != null, "reduction", "a Reduction", "null");
-        Checks.positiveFinite("temperature", options.temperature());
+        Checks.temperature("temperature", options.temperature());
         Checks.require(options.gamma() >= 0f && Float.isFinite(options.gamma()), "gamma", "a finite value >= 0",
                 options.gamma());
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);

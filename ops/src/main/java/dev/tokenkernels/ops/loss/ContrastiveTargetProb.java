@@ -111,7 +111,7 @@ public final class ContrastiveTargetProb {
         Checks.dim("negative", negative, 1, vocab, "V, the columns of positive");
         Checks.require(Float.isFinite(options.lambda()) && options.lambda() >= 0f, "lambda", "a finite value >= 0",
                 options.lambda());
-        Checks.positiveFinite("temperature", options.temperature());
+        Checks.temperature("temperature", options.temperature());
         float[] counted = Divergence.rowWeights(null, targets, options.ignoreIndex(), (int) rows, vocab);
         int[] y = new int[(int) rows];
         for (int i = 0; i < rows; i++) {

@@ -266,7 +266,7 @@ public final class Divergence {
         }
         Checks.require(options.kind() != null, "kind", "a Divergence.Kind", "null");
         Checks.require(options.reduction() != null, "reduction", "a Reduction", "null");
-        Checks.positiveFinite("temperature", options.temperature());
+        Checks.temperature("temperature", options.temperature());
         if (options.kind() == Kind.JSD) {
             Checks.require(options.beta() >= 0f && options.beta() <= 1f, "beta", "a value in [0, 1]", options.beta());
         }

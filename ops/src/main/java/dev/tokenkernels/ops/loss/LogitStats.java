@@ -108,7 +108,7 @@ public final class LogitStats {
         if (options == null) {
             throw new IllegalArgumentException("options: expected Options (e.g. Options.defaults()), got null");
         }
-        Checks.positiveFinite("temperature", options.temperature());
+        Checks.temperature("temperature", options.temperature());
         logits.segment(); // a closed tensor fails here, before any work
         int rows = (int) logits.dim(0);
         int vocab = (int) logits.dim(1);

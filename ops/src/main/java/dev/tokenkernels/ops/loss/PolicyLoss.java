@@ -363,7 +363,7 @@ public final class PolicyLoss {
         Checks.require(o.ratioCap() > 0f && !Float.isNaN(o.ratioCap()), "ratioCap", "a value > 0 (+inf for none)",
                 o.ratioCap());
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
-        Checks.positiveFinite("temperature", o.temperature());
+        Checks.temperature("temperature", o.temperature());
         float[] epsLow = clipRange("epsLow", o.epsLow(), o.epsLowPerToken(), rows);
         float[] epsHigh = clipRange("epsHigh", o.epsHigh(), o.epsHighPerToken(), rows);
         float[] tokenWeight = tokenWeights(o.tokenWeights(), rows);

@@ -262,7 +262,7 @@ public final class PreferenceLoss {
                 o.labelSmoothing());
         Checks.require(o.kind() != Kind.IPO || o.labelSmoothing() == 0f, "labelSmoothing",
                 "0 for IPO (it smooths DPO's and SimPO's sigmoid)", o.labelSmoothing());
-        Checks.positiveFinite("temperature", o.temperature());
+        Checks.temperature("temperature", o.temperature());
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
         boolean reference = o.kind() != Kind.SIMPO;
         Side w = side("chosen", chosen, o, reference);

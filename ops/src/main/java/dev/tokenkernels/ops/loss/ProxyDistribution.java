@@ -103,7 +103,7 @@ public final class ProxyDistribution {
         Checks.require(options.mode() != null, "mode", "MIN_P or FIXED", "null");
         Checks.require(options.threshold() > 0f && options.threshold() <= 1f,
                 options.mode() == Mode.MIN_P ? "kappa" : "tau", "a value in (0, 1]", options.threshold());
-        Checks.positiveFinite("temperature", options.temperature());
+        Checks.temperature("temperature", options.temperature());
         int rows = (int) logits.dim(0);
         Checks.rank("targets", targets, 1, "[N]");
         Checks.dim("targets", targets, 0, rows, "N, the rows of logits");

@@ -144,7 +144,7 @@ public final class TargetLogProb {
         long vocab = logits.dim(1);
         Checks.require(rows <= Integer.MAX_VALUE, "logits", "N < 2^31 rows", rows);
         Checks.require(vocab >= 1 && vocab <= Integer.MAX_VALUE, "logits", "1 <= V < 2^31 columns", vocab);
-        Checks.positiveFinite("temperature", options.temperature());
+        Checks.temperature("temperature", options.temperature());
         float[] weights = Divergence.rowWeights(null, targets, options.ignoreIndex(), (int) rows, vocab);
         int[] y = new int[(int) rows];
         for (int i = 0; i < rows; i++) {

@@ -180,10 +180,7 @@ public final class TokenSampler {
 
     static void checkSampling(int samples, float temperature) {
         Checks.require(samples >= 1 && samples <= MAX_SAMPLES, "samples", "K in [1, " + MAX_SAMPLES + "]", samples);
-        Checks.positiveFinite("temperature", temperature);
-        // A subnormal T passes the check above but 1/T overflows to +inf, which would make every x NaN or inf.
-        Checks.require(Float.isFinite(1f / temperature), "temperature", "a T whose reciprocal 1/T is finite (T > about 2.9e-39)",
-                temperature);
+        Checks.temperature("temperature", temperature);
     }
 
     static Draw draw(Tensor logits, int samples, float temperature, long seed, long firstPosition,
