@@ -16,8 +16,9 @@ import jdk.incubator.vector.VectorSpecies;
  *
  * <p>{@link #logSumExp} reads the row from memory once, in blocks of 2048 whose logits and
  * exponentials stay in L1: a block is copied (F32) or decoded (F16, BF16) into an fp32 array and
- * its max taken ({@code max(z) / T} is {@code max(z / T)}: rounding is monotonic), then
- * {@code e = exp(z / T - m_b)} (the argument one multiply-add) goes into a row of scratch, with
+ * its max taken ({@code max(z) / T} is {@code max(z / T)} for {@code T > 0}: rounding is
+ * monotonic), then {@code e = exp(x - m_b)} with {@code x = fp32(z / T)}, as the CUDA kernels
+ * round it, goes into a row of scratch, with
  * {@code m_b} the running max so far, the running sum rescaled in float64 when the max grows, and
  * per block {@code sum e} and (for the entropy) {@code sum e (x - m_b)}. {@link #gradient} reads
  * only the scratch ({@code p = e exp(m_b - lse)}, from L2 while {@code 4V} bytes fit; one multiply-
@@ -164,7 +165,7 @@ final class SoftmaxRowCpu {
             long at = gradOffset + 4L * start;
             // -c p = e (-c exp(m_b - lse)); the fma onto +0 keeps a zero p at +0, not -0
             FloatVector minusCScale = FloatVector.broadcast(F, (float) (-c * blockScale[b]));
-            if (accumulate) { // two loops, not a test in one: see the class comment
+            if (accumulate) { // two loops, not a test in one
                 MemorySegment.copy(gradient, ValueLayout.JAVA_FLOAT_UNALIGNED, at, staged, 0, length);
                 for (int i = 0; i < length; i += F.length()) {
                     FloatVector.fromArray(F, exps, start + i)
@@ -201,9 +202,11 @@ final class SoftmaxRowCpu {
     }
 
     /**
-     * {@code e = exp(z / T - m_b)} of the staged block {@code b} into the scratch at {@code start},
-     * its {@code sum e} and (with the entropy) {@code sum e (z / T - m_b)}. {@code z / T - m_b} is
-     * one multiply-add. Where {@code z = -inf} (a masked class, or a padding lane of the last
+     * {@code e = exp(x - m_b)} of the staged block {@code b} into the scratch at {@code start},
+     * its {@code sum e} and (with the entropy) {@code sum e (x - m_b)}, {@code x = fp32(z / T)}: the
+     * rounded product, which {@code m_b} is the max of (a multiply-add of the exact product would
+     * miss {@code m_b} by up to half an ulp of it, which for huge {@code |x|} is more than the range of
+     * exp). Where {@code z = -inf} (a masked class, or a padding lane of the last
      * vector), {@code e} is 0 and {@code 0 * -inf} is NaN: the last vector clamps, and a block
      * whose sum came out NaN takes its entropy term again clamped (rare: not in the hot loop).
      */
@@ -214,7 +217,7 @@ final class SoftmaxRowCpu {
         FloatVector ed = FloatVector.zero(F);
         int fullEnd = F.loopBound(length);
         for (int i = 0; i < fullEnd; i += F.length()) {
-            FloatVector d = FloatVector.fromArray(F, staged, i).fma(scale, minusRunning);
+            FloatVector d = FloatVector.fromArray(F, staged, i).mul(scale).add(minusRunning);
             FloatVector e = VectorMath.expNonPositive(d);
             s = s.add(e);
             if (entropy) {
@@ -223,10 +226,12 @@ final class SoftmaxRowCpu {
             e.intoArray(exps, start + i);
         }
         if (fullEnd < length) {
-            FloatVector d = FloatVector.fromArray(F, staged, fullEnd).fma(scale, minusRunning);
+            FloatVector d = FloatVector.fromArray(F, staged, fullEnd).mul(scale).add(minusRunning);
             FloatVector e = VectorMath.expNonPositive(d);
             s = s.add(e);
-            ed = e.fma(d.max(-128f), ed);
+            if (entropy) {
+                ed = e.fma(d.max(-128f), ed);
+            }
             e.intoArray(exps, start + fullEnd);
         }
         blockExpSum[b] = s.reduceLanes(VectorOperators.ADD);
@@ -237,13 +242,13 @@ final class SoftmaxRowCpu {
         blockExpLog[b] = expLog;
     }
 
-    /** {@code sum e (z / T - m_b)} of the staged block with {@code z / T - m_b} clamped to -128 (e is 0 below). */
+    /** {@code sum e (x - m_b)} of the staged block with {@code x - m_b} clamped to -128 (e is 0 below). */
     private double clampedExpLog(int length, float invT, float running) {
         FloatVector scale = FloatVector.broadcast(F, invT);
         FloatVector minusRunning = FloatVector.broadcast(F, -running);
         FloatVector ed = FloatVector.zero(F);
         for (int i = 0; i < length; i += F.length()) {
-            FloatVector d = FloatVector.fromArray(F, staged, i).fma(scale, minusRunning);
+            FloatVector d = FloatVector.fromArray(F, staged, i).mul(scale).add(minusRunning);
             ed = VectorMath.expNonPositive(d).fma(d.max(-128f), ed);
         }
         return ed.reduceLanes(VectorOperators.ADD);

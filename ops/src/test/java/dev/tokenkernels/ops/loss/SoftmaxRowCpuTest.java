@@ -58,6 +58,33 @@ class SoftmaxRowCpuTest {
         }
     }
 
+    /**
+     * Scaled logits so large that half an ulp of the max exceeds the range of exp: every e must come
+     * from the rounded {@code x = fp32(z / T)}, of which the max is taken. Equal values, so that the
+     * expected row is {@code lse = x + log n}, {@code sum p log p = -log n} whatever the rounding.
+     */
+    @Test
+    void hugeScaledLogits() {
+        float[] values = {3e9f, 1e10f, -1e10f, 1e12f, 5f};
+        float[] invTs = {3.3f, 1 / 0.7f, 1 / 0.7f, 1 / 0.7f, 1e9f};
+        for (int k = 0; k < values.length; k++) {
+            for (int n : new int[] {1, 3, 20}) {
+                float[] z = new float[n];
+                java.util.Arrays.fill(z, values[k]);
+                String at = n + " x " + values[k] + " at 1/T = " + invTs[k];
+                try (Tensor t = Tensor.ofFloats(z, DType.F32, 1, n)) {
+                    SoftmaxRowCpu row = new SoftmaxRowCpu(n, true);
+                    row.select(t.segment(), DType.F32, 0);
+                    float lse = row.logSumExp(invTs[k]);
+                    double expected = (double) (values[k] * invTs[k]) + Math.log(n);
+                    assertEquals(expected, lse, 2e-6 * Math.abs(expected), at + " lse");
+                    // m_b - lse in fp64 keeps log n to an ulp of |x|
+                    assertEquals(-Math.log(n), row.sumPLogP(lse), 1e-6 + 4 * Math.ulp(expected), at + " sum p log p");
+                }
+            }
+        }
+    }
+
     private static float logSumExp(float[] z, DType dtype) {
         try (Tensor t = Tensor.ofFloats(z, dtype, 1, z.length)) {
             SoftmaxRowCpu row = new SoftmaxRowCpu(z.length, false);
