@@ -47,7 +47,6 @@ public final class Checks {
         throw new IllegalArgumentException(name + ": expected dtype " + expected + ", got " + tensor.dtype());
     }
 
-    /** A finite value greater than zero, such as a temperature. */
     /**
      * A temperature {@code T}: finite, positive, and with a finite reciprocal, since the ops scale
      * logits by {@code 1/T} (a subnormal T would make every scaled logit infinite or NaN).
@@ -58,6 +57,7 @@ public final class Checks {
         return value;
     }
 
+    /** A finite value greater than zero (a temperature: {@link #temperature}). */
     public static float positiveFinite(String name, float value) {
         require(value > 0 && Float.isFinite(value), name, "a finite value > 0", value);
         return value;
