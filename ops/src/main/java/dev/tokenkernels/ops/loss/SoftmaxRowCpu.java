@@ -17,10 +17,10 @@ import jdk.incubator.vector.VectorSpecies;
  * <p>{@link #logSumExp} reads the row from memory once, in blocks of 2048 whose logits and
  * exponentials stay in L1: a block is copied (F32) or decoded (F16, BF16) into an fp32 array and
  * its max taken ({@code max(z) / T} is {@code max(z / T)} for {@code T > 0}: rounding is
- * monotonic), then {@code e = exp(x - m_b)} with {@code x = fp32(z / T)}, as the CUDA kernels
- * round it, goes into a row of scratch, with
- * {@code m_b} the running max so far, the running sum rescaled in float64 when the max grows, and
- * per block {@code sum e} and (for the entropy) {@code sum e (x - m_b)}. {@link #gradient} reads
+ * monotonic), then {@code e = exp(x - m_b)} with {@code x = fp32(z / T)} (rounded as the CUDA
+ * kernels round it) goes into a row of scratch, {@code m_b} being the running max so far; the
+ * running sum is rescaled in float64 when the max grows, and per block {@code sum e} and (for the
+ * entropy) {@code sum e (x - m_b)} are kept. {@link #gradient} reads
  * only the scratch ({@code p = e exp(m_b - lse)}, from L2 while {@code 4V} bytes fit; one multiply-
  * add per element) and writes the gradient a block at a time, by one bulk copy each;
  * {@link #sumPLogP} is a sum over blocks. One instance per thread: it holds the scratch.
