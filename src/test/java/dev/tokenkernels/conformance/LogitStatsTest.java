@@ -145,6 +145,23 @@ class LogitStatsTest {
         }
     }
 
+    /** Equal huge logits: lse = x + log n and entropy log n, with x = fp32(z / T) (see DivergenceTest). */
+    @Test
+    void hugeScaledLogits() {
+        float invT = 1 / 0.7f;
+        try (Tensor z = Tensor.of(new float[] {1e10f, 1e10f, 1e10f, 3e9f, 3e9f, 3e9f}, 2, 3)) {
+            for (Backend backend : ConformanceBackends.all()) {
+                try (var r = LogitStats.compute(z, null, LogitStats.Options.defaults().withTemperature(0.7f).on(backend))) {
+                    for (int row = 0; row < 2; row++) {
+                        double x = (double) ((row == 0 ? 1e10f : 3e9f) * invT);
+                        assertEquals(x + Math.log(3), r.lse().getFloat(row), 2e-6 * x, backend + " lse " + row);
+                        assertEquals(Math.log(3), r.entropy().getFloat(row), 1e-5, backend + " entropy " + row);
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void rejectsBadTemperatures() {
         try (Tensor z = Tensor.of(new float[] {1, 2}, 1, 2)) {

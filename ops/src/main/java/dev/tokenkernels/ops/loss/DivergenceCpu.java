@@ -34,6 +34,9 @@ import jdk.incubator.vector.VectorSpecies;
  *       KL from them and the {@code d} that sweep 1 kept, JSD from the {@code log p - log m} its loss
  *       sweep kept.</li>
  * </ol>
+ * Scaled logits are {@code x = fp32(z / T)}, the rounded product, as every backend rounds them:
+ * the block maxes are maxes of those, and an exponential of the exact product against a rounded
+ * max would miss by half an ulp of {@code |x|} (all of exp's range once {@code |x| > 2^31}).
  * The gradient sweeps read no row, so the gradient may be the student itself. Sums are accumulated per lane in fp32 over a block and in fp64 across blocks.
  *
  * <p>Why arrays: in a loop, a Vector API load or store on a {@code MemorySegment} costs several
@@ -110,8 +113,6 @@ final class DivergenceCpu {
         private float runningT;
         private double sumS;
         private double sumT;
-        private float lseS;
-        private float lseT;
         /** The log-sum-exps unrounded, for the KLs' bracket and reverse KL's gradient. */
         private double logSumS;
         private double logSumT;
@@ -333,8 +334,6 @@ final class DivergenceCpu {
             }
             logSumS = runningS + Math.log(sumS);
             logSumT = runningT + Math.log(sumT);
-            lseS = (float) logSumS;
-            lseT = (float) logSumT;
             double cross = 0;
             for (int b = 0; b < scaleS.length; b++) {
                 // The running max rarely changes from block to block: one exp per change. From the
@@ -411,8 +410,12 @@ final class DivergenceCpu {
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
             FloatVector a = FloatVector.broadcast(F, invT);
-            FloatVector minusLseS = FloatVector.broadcast(F, -lseS);
-            FloatVector minusLseT = FloatVector.broadcast(F, -lseT);
+            float offsetS = offset(blockMaxS[b]);
+            float offsetT = offset(blockMaxT[b]);
+            FloatVector minusOffsetS = FloatVector.broadcast(F, -offsetS);
+            FloatVector minusOffsetT = FloatVector.broadcast(F, -offsetT);
+            FloatVector shiftS = FloatVector.broadcast(F, (float) (offsetS - logSumS));
+            FloatVector shiftT = FloatVector.broadcast(F, (float) (offsetT - logSumT));
             FloatVector betaV = FloatVector.broadcast(F, beta);
             FloatVector oneMinusBeta = FloatVector.broadcast(F, 1f - beta);
             FloatVector logBeta = FloatVector.broadcast(F, (float) Math.log(beta));
@@ -421,8 +424,8 @@ final class DivergenceCpu {
                 FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
                 FloatVector q = FloatVector.fromArray(F, et, start + i).mul(sT);
                 FloatVector m = q.fma(betaV, p.mul(oneMinusBeta));
-                FloatVector ls = FloatVector.fromArray(F, zs, i).fma(a, minusLseS);
-                FloatVector lt = FloatVector.fromArray(F, zt, i).fma(a, minusLseT);
+                FloatVector ls = FloatVector.fromArray(F, zs, i).mul(a).add(minusOffsetS).add(shiftS);
+                FloatVector lt = FloatVector.fromArray(F, zt, i).mul(a).add(minusOffsetT).add(shiftT);
                 FloatVector dominant = lt.add(logBeta).max(ls.add(logOneMinusBeta));
                 VectorMath.log(m).blend(dominant, m.eq(0f)).intoArray(out, i);
             }
@@ -438,13 +441,17 @@ final class DivergenceCpu {
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
             FloatVector a = FloatVector.broadcast(F, invT);
-            FloatVector minusLseS = FloatVector.broadcast(F, -lseS);
-            FloatVector minusLseT = FloatVector.broadcast(F, -lseT);
+            float offsetS = offset(blockMaxS[b]);
+            float offsetT = offset(blockMaxT[b]);
+            FloatVector minusOffsetS = FloatVector.broadcast(F, -offsetS);
+            FloatVector minusOffsetT = FloatVector.broadcast(F, -offsetT);
+            FloatVector shiftS = FloatVector.broadcast(F, (float) (offsetS - logSumS));
+            FloatVector shiftT = FloatVector.broadcast(F, (float) (offsetT - logSumT));
             FloatVector teacherTerms = FloatVector.zero(F);
             FloatVector studentTerms = FloatVector.zero(F);
             for (int i = 0; i < len; i += F.length()) {
-                FloatVector ls = FloatVector.fromArray(F, zs, i).fma(a, minusLseS);
-                FloatVector lt = FloatVector.fromArray(F, zt, i).fma(a, minusLseT);
+                FloatVector ls = FloatVector.fromArray(F, zs, i).mul(a).add(minusOffsetS).add(shiftS);
+                FloatVector lt = FloatVector.fromArray(F, zt, i).mul(a).add(minusOffsetT).add(shiftT);
                 FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
                 FloatVector q = FloatVector.fromArray(F, et, start + i).mul(sT);
                 FloatVector m = FloatVector.fromArray(F, logM, i);
@@ -457,6 +464,15 @@ final class DivergenceCpu {
             }
             first += teacherTerms.reduceLanes(VectorOperators.ADD);
             second += studentTerms.reduceLanes(VectorOperators.ADD);
+        }
+
+        /**
+         * The block's running max, or 0 while it is {@code -inf}: log p is taken as
+         * {@code (x - m_b) + (m_b - lse)}, the second term in fp64, because {@code x - lse} in fp32
+         * keeps only an ulp of {@code |x|} of it (log 2 lost at |x| = 1e10, 0.004 at 1e5).
+         */
+        private static float offset(float runningMax) {
+            return runningMax == Float.NEGATIVE_INFINITY ? 0f : runningMax;
         }
 
         private void jsdGradient(int b, int start, int len) {
@@ -544,12 +560,12 @@ final class DivergenceCpu {
         FloatVector sum = FloatVector.zero(F);
         FloatVector crossSum = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
-            FloatVector x = FloatVector.fromArray(F, z, i).fma(a, minusMax);
+            FloatVector x = FloatVector.fromArray(F, z, i).mul(a).add(minusMax);
             FloatVector v = VectorMath.expNonPositive(x);
             v.intoArray(e, start + i);
             sum = sum.add(v);
             if (cross) {
-                FloatVector d = x.sub(FloatVector.fromArray(F, other, i).fma(a, minusOtherMax));
+                FloatVector d = x.sub(FloatVector.fromArray(F, other, i).mul(a).add(minusOtherMax));
                 crossSum = crossSum.add(times(v, d));
                 if (difference != null) {
                     d.intoArray(difference, start + i);

@@ -22,7 +22,9 @@ import jdk.incubator.vector.VectorSpecies;
  * {@code t = sum exp(x - m) (x - m)} are rescaled once; a second sweep (from L1) adds the block's
  * terms, accumulated per lane in vectors and reduced at the end of the block. Memory is read once and there is one {@code exp} per element, not the two that a
  * per-element rescale costs. Keeping {@code t} relative to the max keeps the entropy accurate
- * when logits are large: {@code H = log s - t / s}, {@code lse = m + log s}.
+ * when logits are large: {@code H = log s - t / s}, {@code lse = m + log s}. {@code x = fp32(z / T)},
+ * the rounded product of which {@code m} is the max (as every backend rounds it; a multiply-add
+ * of the exact product would miss m by half an ulp of {@code |x|}).
  */
 final class LogitStatsCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
@@ -144,7 +146,7 @@ final class LogitStatsCpu {
         for (int upper = F.loopBound(nextLen); i < upper; i += F.length()) {
             m = m.max(FloatVector.fromMemorySegment(F, z, nextBase + 4L * i, NATIVE));
             FloatVector logit = FloatVector.fromMemorySegment(F, z, base + 4L * i, NATIVE);
-            FloatVector d = clampBelow(logit.fma(scaleBy, minusMax));
+            FloatVector d = clampBelow(logit.mul(scaleBy).add(minusMax));
             FloatVector e = VectorMath.expNonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
@@ -175,7 +177,7 @@ final class LogitStatsCpu {
         int i = 0;
         for (int upper = F.loopBound(len); i < upper; i += F.length()) {
             FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE);
-            FloatVector d = clampBelow(logit.fma(scaleBy, minusMax));
+            FloatVector d = clampBelow(logit.mul(scaleBy).add(minusMax));
             FloatVector e = VectorMath.expNonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
@@ -183,7 +185,7 @@ final class LogitStatsCpu {
         VectorMask<Float> tail = F.indexInRange(i, len);
         if (tail.anyTrue()) {
             FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE, tail);
-            FloatVector d = clampBelow(logit.fma(scaleBy, minusMax));
+            FloatVector d = clampBelow(logit.mul(scaleBy).add(minusMax));
             FloatVector e = VectorMath.expNonPositive(d);
             s = s.add(e, tail);
             t = t.add(e.mul(d), tail);
