@@ -410,12 +410,8 @@ final class DivergenceCpu {
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
             FloatVector a = FloatVector.broadcast(F, invT);
-            float offsetS = offset(blockMaxS[b]);
-            float offsetT = offset(blockMaxT[b]);
-            FloatVector minusOffsetS = FloatVector.broadcast(F, -offsetS);
-            FloatVector minusOffsetT = FloatVector.broadcast(F, -offsetT);
-            FloatVector shiftS = FloatVector.broadcast(F, (float) (offsetS - logSumS));
-            FloatVector shiftT = FloatVector.broadcast(F, (float) (offsetT - logSumT));
+            float maxS = blockMaxS[b];
+            float maxT = blockMaxT[b];
             FloatVector betaV = FloatVector.broadcast(F, beta);
             FloatVector oneMinusBeta = FloatVector.broadcast(F, 1f - beta);
             FloatVector logBeta = FloatVector.broadcast(F, (float) Math.log(beta));
@@ -424,8 +420,8 @@ final class DivergenceCpu {
                 FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
                 FloatVector q = FloatVector.fromArray(F, et, start + i).mul(sT);
                 FloatVector m = q.fma(betaV, p.mul(oneMinusBeta));
-                FloatVector ls = FloatVector.fromArray(F, zs, i).mul(a).add(minusOffsetS).add(shiftS);
-                FloatVector lt = FloatVector.fromArray(F, zt, i).mul(a).add(minusOffsetT).add(shiftT);
+                FloatVector ls = logProb(zs, i, a, maxS, logSumS);
+                FloatVector lt = logProb(zt, i, a, maxT, logSumT);
                 FloatVector dominant = lt.add(logBeta).max(ls.add(logOneMinusBeta));
                 VectorMath.log(m).blend(dominant, m.eq(0f)).intoArray(out, i);
             }
@@ -441,17 +437,13 @@ final class DivergenceCpu {
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
             FloatVector a = FloatVector.broadcast(F, invT);
-            float offsetS = offset(blockMaxS[b]);
-            float offsetT = offset(blockMaxT[b]);
-            FloatVector minusOffsetS = FloatVector.broadcast(F, -offsetS);
-            FloatVector minusOffsetT = FloatVector.broadcast(F, -offsetT);
-            FloatVector shiftS = FloatVector.broadcast(F, (float) (offsetS - logSumS));
-            FloatVector shiftT = FloatVector.broadcast(F, (float) (offsetT - logSumT));
+            float maxS = blockMaxS[b];
+            float maxT = blockMaxT[b];
             FloatVector teacherTerms = FloatVector.zero(F);
             FloatVector studentTerms = FloatVector.zero(F);
             for (int i = 0; i < len; i += F.length()) {
-                FloatVector ls = FloatVector.fromArray(F, zs, i).mul(a).add(minusOffsetS).add(shiftS);
-                FloatVector lt = FloatVector.fromArray(F, zt, i).mul(a).add(minusOffsetT).add(shiftT);
+                FloatVector ls = logProb(zs, i, a, maxS, logSumS);
+                FloatVector lt = logProb(zt, i, a, maxT, logSumT);
                 FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
                 FloatVector q = FloatVector.fromArray(F, et, start + i).mul(sT);
                 FloatVector m = FloatVector.fromArray(F, logM, i);
@@ -467,12 +459,14 @@ final class DivergenceCpu {
         }
 
         /**
-         * The block's running max, or 0 while it is {@code -inf}: log p is taken as
-         * {@code (x - m_b) + (m_b - lse)}, the second term in fp64, because {@code x - lse} in fp32
-         * keeps only an ulp of {@code |x|} of it (log 2 lost at |x| = 1e10, 0.004 at 1e5).
+         * {@code log p} of the lanes at {@code i} of a staged block: {@code (x - m_b) + (m_b - lse)},
+         * the second term from fp64 ({@code m_b} the block's running max, 0 while it is {@code -inf}):
+         * {@code x - lse} in fp32 keeps only an ulp of {@code |x|} of it (log 2 lost at
+         * {@code |x| = 1e10}, about 0.004 at 1e5).
          */
-        private static float offset(float runningMax) {
-            return runningMax == Float.NEGATIVE_INFINITY ? 0f : runningMax;
+        private static FloatVector logProb(float[] z, int i, FloatVector a, float runningMax, double logSum) {
+            float offset = runningMax == Float.NEGATIVE_INFINITY ? 0f : runningMax;
+            return FloatVector.fromArray(F, z, i).mul(a).sub(offset).add((float) (offset - logSum));
         }
 
         private void jsdGradient(int b, int start, int len) {
