@@ -1,5 +1,8 @@
 package dev.tokenkernels.runtime;
 
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
 /**
  * Element types a {@link Tensor} can hold. Floating types are decoded to fp32 by the ops, which
  * do all their math in fp32 (or wider) whatever the storage type.
@@ -45,5 +48,18 @@ public enum DType {
     /** The fp32 value of bfloat16 bits (exact). */
     public static float bf16ToFloat(short bits) {
         return Float.intBitsToFloat((bits & 0xFFFF) << 16);
+    }
+
+    /**
+     * Element {@code index} of {@code segment} holding this floating type, decoded to fp32 (one
+     * element: for loops, decode blocks instead).
+     */
+    public float getFloat(MemorySegment segment, long index) {
+        return switch (this) {
+            case F32 -> segment.getAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, index);
+            case F16 -> Float.float16ToFloat(segment.getAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, index));
+            case BF16 -> bf16ToFloat(segment.getAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, index));
+            default -> throw new IllegalStateException("getFloat on " + this + " elements");
+        };
     }
 }

@@ -206,12 +206,7 @@ public final class Tensor implements AutoCloseable {
     /** Element {@code index} (flat, row-major) of a floating tensor, decoded to fp32. */
     public float getFloat(long index) {
         ensureOpen();
-        return switch (dtype) {
-            case F32 -> segment.getAtIndex(ValueLayout.JAVA_FLOAT, index);
-            case F16 -> Float.float16ToFloat(segment.getAtIndex(ValueLayout.JAVA_SHORT, index));
-            case BF16 -> DType.bf16ToFloat(segment.getAtIndex(ValueLayout.JAVA_SHORT, index));
-            default -> throw new IllegalStateException("getFloat on a " + dtype + " tensor");
-        };
+        return dtype.getFloat(segment, index);
     }
 
     /** Sets element {@code index} of a floating tensor, rounding to its dtype. */

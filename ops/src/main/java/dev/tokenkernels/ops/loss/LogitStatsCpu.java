@@ -72,7 +72,7 @@ final class LogitStatsCpu {
                         long target = longTargets ? y.getAtIndex(ValueLayout.JAVA_LONG, row)
                                 : y.getAtIndex(ValueLayout.JAVA_INT, row);
                         float lp = target == ignoreIndex ? 0f
-                                : logProb(element(z, row * rowBytes, dtype, target) * invT, stats[1]);
+                                : logProb(dtype.getFloat(z, (long) row * vocab + target) * invT, stats[1]);
                         logprob.setAtIndex(ValueLayout.JAVA_FLOAT, row, lp);
                     }
                 }
@@ -83,15 +83,6 @@ final class LogitStatsCpu {
     /** {@code x - lse}, with the fully masked row (lse = -inf) giving -inf instead of NaN. */
     private static float logProb(float x, float lse) {
         return lse == Float.NEGATIVE_INFINITY && x == Float.NEGATIVE_INFINITY ? Float.NEGATIVE_INFINITY : x - lse;
-    }
-
-    private static float element(MemorySegment z, long rowOffset, DType dtype, long column) {
-        return switch (dtype) {
-            case F32 -> z.get(ValueLayout.JAVA_FLOAT_UNALIGNED, rowOffset + 4 * column);
-            case F16 -> Float.float16ToFloat(z.get(ValueLayout.JAVA_SHORT_UNALIGNED, rowOffset + 2 * column));
-            case BF16 -> DType.bf16ToFloat(z.get(ValueLayout.JAVA_SHORT_UNALIGNED, rowOffset + 2 * column));
-            default -> throw new IllegalStateException("unexpected dtype " + dtype);
-        };
     }
 
     /**

@@ -77,13 +77,7 @@ final class SoftmaxRowCpu {
 
     /** {@code z[i] * invT} of the current row. */
     float scaled(int i, float invT) {
-        float z = switch (dtype) {
-            case F32 -> row.get(ValueLayout.JAVA_FLOAT_UNALIGNED, rowOffset + 4L * i);
-            case BF16 -> Float.intBitsToFloat(row.get(ValueLayout.JAVA_SHORT_UNALIGNED, rowOffset + 2L * i) << 16);
-            case F16 -> Float.float16ToFloat(row.get(ValueLayout.JAVA_SHORT_UNALIGNED, rowOffset + 2L * i));
-            default -> throw new IllegalStateException("dtype " + dtype);
-        };
-        return z * invT;
+        return dtype.getFloat(row, rowOffset / dtype.byteSize() + i) * invT;
     }
 
     /**
