@@ -55,6 +55,56 @@ class VectorMathTest {
         assertEquals(1f, y[4]);
     }
 
+    private static float[] exp2(float[] x) {
+        float[] out = new float[x.length];
+        for (int i = 0; i < x.length; i += LANES) {
+            VectorMath.exp2NonPositive(FloatVector.fromArray(FloatVector.SPECIES_PREFERRED, x, i)).intoArray(out, i);
+        }
+        return out;
+    }
+
+    /** Every float in [-1, 0] at a stride, and random ones down to the underflow bound. */
+    @Test
+    void exp2MatchesPowWithinTwoUlpOverTheRange() {
+        SplittableRandom random = new SplittableRandom(4);
+        float[] x = new float[LANES * 40000];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = i % 2 == 0 ? -(float) Math.pow(random.nextDouble(), 3) * 124 : -(float) i / x.length;
+        }
+        x[0] = 0f;
+        x[1] = -0f;
+        x[2] = -124f;
+        x[3] = -0.5f;
+        x[4] = Math.nextDown(-0.5f);
+        x[5] = -123.5f; // n rounds to -124 (even): the smallest scaling
+        float[] y = exp2(x);
+        double worst = 0;
+        for (int i = 0; i < x.length; i++) {
+            double exact = Math.pow(2, x[i]);
+            worst = Math.max(worst, Math.abs(y[i] - exact) / Math.ulp((float) exact));
+        }
+        assertTrue(worst <= 2, "worst error " + worst + " ulp");
+        assertEquals(1f, y[0]);
+        assertEquals(1f, y[1]);
+    }
+
+    @Test
+    void exp2UnderflowIsZeroAndNaNStaysNaN() {
+        float[] x = new float[LANES];
+        x[0] = -124.5f;
+        x[1] = -1000f;
+        x[2] = Float.NEGATIVE_INFINITY;
+        x[3] = Float.NaN;
+        x[4] = -1f;
+        float[] y = exp2(x);
+        assertEquals(0f, y[0]);
+        assertEquals(0f, y[1]);
+        assertEquals(0f, y[2]);
+        assertTrue(Float.isNaN(y[3]));
+        assertEquals(0.5f, y[4]);
+        assertEquals(1f, y[5]);
+    }
+
     private static float[] log(float[] x) {
         float[] out = new float[x.length];
         for (int i = 0; i < x.length; i += LANES) {
