@@ -3,6 +3,7 @@ package dev.tokenkernels.ops.cpu;
 import dev.tokenkernels.runtime.DType;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorOperators;
@@ -19,6 +20,7 @@ import jdk.incubator.vector.VectorSpecies;
  */
 public final class HalfFloats {
     private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
+    private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
     /** Shorts of half the preferred width: widened, one int vector. */
     private static final VectorSpecies<Short> S = VectorSpecies.of(short.class,
             VectorShape.forBitSize(I.vectorBitSize() / 2));
@@ -54,6 +56,39 @@ public final class HalfFloats {
             }
             default -> throw new IllegalArgumentException("dtype: expected F16 or BF16, got " + dtype);
         }
+    }
+
+    /**
+     * As {@link #decode(MemorySegment, long, DType, short[], float[], int)}, returning the max of
+     * the decoded values ({@code Math.max} semantics: NaN if one is NaN; {@code -inf} for none).
+     * BF16 takes it in the decoding loop, saving the softmax sweeps a pass over the block.
+     */
+    public static float decodeMax(MemorySegment src, long srcOffset, DType dtype, short[] bits, float[] dst,
+                                  int count) {
+        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        int i = 0;
+        if (dtype == DType.BF16) {
+            MemorySegment.copy(src, ValueLayout.JAVA_SHORT_UNALIGNED, srcOffset, bits, 0, count);
+            for (int upper = S.loopBound(count); i < upper; i += S.length()) {
+                FloatVector v = ((IntVector) ShortVector.fromArray(S, bits, i).convertShape(VectorOperators.S2I, I, 0))
+                        .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
+                v.intoArray(dst, i);
+                m = m.max(v);
+            }
+            for (int j = i; j < count; j++) {
+                dst[j] = Float.intBitsToFloat(bits[j] << 16);
+            }
+        } else {
+            decode(src, srcOffset, dtype, bits, dst, count);
+            for (int upper = F.loopBound(count); i < upper; i += F.length()) {
+                m = m.max(FloatVector.fromArray(F, dst, i));
+            }
+        }
+        float max = m.reduceLanes(VectorOperators.MAX);
+        for (; i < count; i++) {
+            max = Math.max(max, dst[i]);
+        }
+        return max;
     }
 
     /**

@@ -54,9 +54,9 @@ final class PolicyLossCpu {
                     continue;
                 }
                 float c = (float) (job.coefficientScale()[row] * token.slope());
-                job.entropy()[row] = (float) -softmax.sumPLogP(lse);
+                job.entropy()[row] = (float) -softmax.sumPLogP();
                 if (g != null) {
-                    softmax.gradient(lse, c, g, gradOffset, false);
+                    softmax.gradient(c, g, gradOffset, false);
                     long at = gradOffset + 4L * target;
                     g.set(ValueLayout.JAVA_FLOAT_UNALIGNED, at, g.get(ValueLayout.JAVA_FLOAT_UNALIGNED, at) + c);
                 }

@@ -16,12 +16,14 @@ import jdk.incubator.vector.VectorSpecies;
  *
  * <p>{@link #logSumExp} reads the row from memory once, in blocks of 2048 whose logits and
  * exponentials stay in L1: a block is copied (F32) or decoded (F16, BF16) into an fp32 array and
- * its max taken ({@code max(z) / T} is {@code max(z / T)} for {@code T > 0}: rounding is
- * monotonic), then {@code e = exp(x - m_b)} with {@code x = fp32(z / T)} (rounded as the CUDA
- * kernels round it) goes into a row of scratch, {@code m_b} being the running max so far; the
- * running sum is rescaled in float64 when the max grows, and per block {@code sum e} and (for the
- * entropy) {@code sum e (x - m_b)} are kept. {@link #gradient} reads
- * only the scratch ({@code p = e exp(m_b - lse)}, from L2 while {@code 4V} bytes fit; one multiply-
+ * the max of its {@code z} taken (rounding is monotonic: the same class is the max of every
+ * scaling of z by a positive factor), then {@code e = 2^(x2 - m_b)} with
+ * {@code x2 = fp32(z log2(e) / T)}, {@code m_b} being the running max of x2 so far, goes into a row
+ * of scratch: in base 2 the exponential needs no range reduction by ln 2
+ * ({@link VectorMath#exp2NonPositive}). The running sum {@code S} is rescaled in float64 when the max grows, and
+ * per block {@code sum e} and (for the entropy) {@code sum e (x2 - m_b)} are kept. The lse
+ * returned is {@code fp32(max z / T) + ln S}. {@link #gradient} reads
+ * only the scratch ({@code p = e 2^(m_b - M2) / S}, from L2 while {@code 4V} bytes fit; one multiply-
  * add per element) and writes the gradient a block at a time, by one bulk copy each;
  * {@link #sumPLogP} is a sum over blocks. One instance per thread: it holds the scratch.
  *
@@ -38,7 +40,10 @@ final class SoftmaxRowCpu {
     private final int vocab;
     private final boolean entropy;
     private final float[] exps;
-    private final float[] blockMax;
+    private static final double LN2 = Math.log(2);
+
+    /** Per block, the running max of {@code x2 = z log2(e) / T} when it was exponentiated ({@code m_b}). */
+    private final float[] blockMax2;
     private final double[] blockExpSum;
     private final double[] blockExpLog;
     private final double[] blockScale;
@@ -49,8 +54,10 @@ final class SoftmaxRowCpu {
     private final float[] staged = new float[BLOCK];
     /** F16 and BF16 bits of one block, for their decoding. */
     private final short[] bits = new short[BLOCK];
-    /** The last {@link #logSumExp} in fp64. */
-    private double lastLogSumExp = Double.NaN;
+    /** Of the last {@link #logSumExp}, if finite ({@code valid}): the max of x2 and the sum of 2^(x2 - max). */
+    private float lastMax2;
+    private double lastSum;
+    private boolean valid;
 
     private MemorySegment row;
     private long rowOffset;
@@ -62,7 +69,7 @@ final class SoftmaxRowCpu {
         this.entropy = entropy;
         this.exps = new float[(vocab + F.length() - 1) / F.length() * F.length()];
         int blocks = (vocab + BLOCK - 1) / BLOCK;
-        this.blockMax = new float[blocks];
+        this.blockMax2 = new float[blocks];
         this.blockExpSum = new double[blocks];
         this.blockExpLog = new double[blocks];
         this.blockScale = new double[blocks];
@@ -82,82 +89,89 @@ final class SoftmaxRowCpu {
 
     /**
      * The log-sum-exp of the current row times {@code invT}: NaN if an element is NaN or the max
-     * is {@code +inf}, {@code -inf} if every element is {@code -inf}. Fills the scratch that
-     * {@link #gradient} reads.
+     * is {@code +inf}, {@code -inf} if every element is {@code -inf}. Fills the scratch and block
+     * sums that {@link #sumPLogP} and {@link #gradient} read.
      */
     float logSumExp(float invT) {
-        lastLogSumExp = Double.NaN;
-        float running = Float.NEGATIVE_INFINITY;
+        float invT2 = invT * VectorMath.LOG2_E;
+        float runningZ = Float.NEGATIVE_INFINITY;
+        float running2 = Float.NEGATIVE_INFINITY;
         double sum = 0;
+        valid = false;
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
             int end = Math.min(vocab, start + BLOCK);
-            float blockMaximum = loadBlock(start, end) * invT;
-            if (Float.isNaN(blockMaximum) || blockMaximum == Float.POSITIVE_INFINITY) {
+            float blockMaxZ = loadBlock(start, end);
+            // NaN compares false; +inf in base 2 also where z invT is just finite (|x| > 2.3e38)
+            if (!(blockMaxZ * invT2 < Float.POSITIVE_INFINITY)) {
                 return Float.NaN;
             }
-            if (blockMaximum > running) {
-                sum *= Math.exp((double) running - blockMaximum); // 0 while running is -inf
-                running = blockMaximum;
+            if (blockMaxZ > runningZ) {
+                float max2 = blockMaxZ * invT2;
+                sum *= Math.pow(2, (double) running2 - max2); // 0 while running is -inf
+                runningZ = blockMaxZ;
+                running2 = max2;
             }
-            blockMax[b] = running;
-            if (running == Float.NEGATIVE_INFINITY) { // nothing but -inf so far: all weights 0
+            blockMax2[b] = running2;
+            if (running2 == Float.NEGATIVE_INFINITY) { // nothing but -inf so far: all weights 0
                 java.util.Arrays.fill(exps, start, end, 0f);
                 blockExpSum[b] = 0;
                 blockExpLog[b] = 0;
                 continue;
             }
-            exponentiateBlock(b, start, end - start, invT, running);
+            exponentiateBlock(b, start, end - start, invT2, running2);
             sum += blockExpSum[b];
         }
-        lastLogSumExp = running + Math.log(sum);
-        return running == Float.NEGATIVE_INFINITY ? running : (float) lastLogSumExp;
+        if (running2 == Float.NEGATIVE_INFINITY) {
+            return Float.NEGATIVE_INFINITY;
+        }
+        lastMax2 = running2;
+        lastSum = sum;
+        valid = true;
+        // The natural max z invT, rounded as the caller rounds x_y: log p_y = x_y - lse is exact for the max.
+        return (float) (runningZ * invT + Math.log(sum));
     }
 
     /**
-     * {@code sum p log p} of the current row, from the block sums of the last {@link #logSumExp}
-     * (made with {@code entropy}) and its finite {@code lse}: per block
-     * {@code exp(m_b - lse) (sum e (x - m_b) + (m_b - lse) sum e)}.
+     * {@code sum p log p} of the current row, from the block sums of the last finite
+     * {@link #logSumExp} (made with {@code entropy}): with {@code log p = ln2 (x2 - M2) - ln S}
+     * ({@code x2 = z log2(e) / T}, {@code M2} its max, {@code S} the sum), per block
+     * {@code scale_b (ln2 sum e (x2 - m_b) + (ln2 (m_b - M2) - ln S) sum e)}.
      */
-    double sumPLogP(float lse) {
-        blockScales(lse);
+    double sumPLogP() {
+        blockScales();
+        double logSum = Math.log(lastSum);
         double total = 0;
-        for (int b = 0; b < blockMax.length; b++) {
+        for (int b = 0; b < blockMax2.length; b++) {
             if (blockExpSum[b] != 0) {
-                double shift = blockMax[b] - exact(lse);
-                total += blockScale[b] * (blockExpLog[b] + shift * blockExpSum[b]);
+                double shift = LN2 * ((double) blockMax2[b] - lastMax2) - logSum;
+                total += blockScale[b] * (LN2 * blockExpLog[b] + shift * blockExpSum[b]);
             }
         }
         return total;
     }
 
-    /**
-     * The unrounded lse where the caller passes the last one back: the fp32 one is off by up to
-     * half an ulp of |lse|, which would scale every p.
-     */
-    private double exact(float lse) {
-        return lse == (float) lastLogSumExp ? lastLogSumExp : lse;
-    }
-
-    /** {@code exp(m_b - lse)} per block, one exp per change of the running max (a few a row). */
-    private void blockScales(float lse) {
-        double exact = exact(lse);
-        for (int b = 0; b < blockMax.length; b++) {
-            blockScale[b] = b > 0 && blockMax[b] == blockMax[b - 1] ? blockScale[b - 1]
-                    : Math.exp(blockMax[b] - exact);
+    /** {@code 2^(m_b - M2) / S} per block: {@code p = e scale_b}; one power per change of the running max (a few a row). */
+    private void blockScales() {
+        if (!valid) {
+            throw new IllegalStateException("no finite log-sum-exp of the current row");
+        }
+        for (int b = 0; b < blockMax2.length; b++) {
+            blockScale[b] = b > 0 && blockMax2[b] == blockMax2[b - 1] ? blockScale[b - 1]
+                    : Math.pow(2, (double) blockMax2[b] - lastMax2) / lastSum;
         }
     }
 
     /**
      * Writes {@code -c p} of the current row into {@code gradient} at byte offset {@code gradOffset}
-     * (added to what is there when {@code accumulate}); needs the finite {@code lse} of the last
-     * {@link #logSumExp}. Reads only the scratch, not the row. The caller adds {@code c} at the target.
+     * (added to what is there when {@code accumulate}), after a finite {@link #logSumExp}. Reads only
+     * the scratch, not the row. The caller adds {@code c} at the target.
      */
-    void gradient(float lse, float c, MemorySegment gradient, long gradOffset, boolean accumulate) {
-        blockScales(lse);
+    void gradient(float c, MemorySegment gradient, long gradOffset, boolean accumulate) {
+        blockScales();
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
             int length = Math.min(vocab, start + BLOCK) - start;
             long at = gradOffset + 4L * start;
-            // -c p = e (-c exp(m_b - lse)); the fma onto +0 keeps a zero p at +0, not -0
+            // -c p = e (-c scale_b); the fma onto +0 keeps a zero p at +0, not -0
             FloatVector minusCScale = FloatVector.broadcast(F, (float) (-c * blockScale[b]));
             if (accumulate) { // two loops, not a test in one
                 MemorySegment.copy(gradient, ValueLayout.JAVA_FLOAT_UNALIGNED, at, staged, 0, length);
@@ -181,12 +195,13 @@ final class SoftmaxRowCpu {
      */
     private float loadBlock(int start, int end) {
         int length = end - start;
-        if (dtype == DType.F32) {
-            MemorySegment.copy(row, ValueLayout.JAVA_FLOAT_UNALIGNED, rowOffset + 4L * start, staged, 0, length);
-        } else {
-            HalfFloats.decode(row, rowOffset + 2L * start, dtype, bits, staged, length);
-        }
         int vectorLength = F.loopBound(length + F.length() - 1);
+        if (dtype != DType.F32) { // the max taken while decoding
+            float max = HalfFloats.decodeMax(row, rowOffset + 2L * start, dtype, bits, staged, length);
+            java.util.Arrays.fill(staged, length, vectorLength, Float.NEGATIVE_INFINITY);
+            return max;
+        }
+        MemorySegment.copy(row, ValueLayout.JAVA_FLOAT_UNALIGNED, rowOffset + 4L * start, staged, 0, length);
         java.util.Arrays.fill(staged, length, vectorLength, Float.NEGATIVE_INFINITY);
         FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
         for (int i = 0; i < vectorLength; i += F.length()) {
@@ -196,23 +211,23 @@ final class SoftmaxRowCpu {
     }
 
     /**
-     * {@code e = exp(x - m_b)} of the staged block {@code b} into the scratch at {@code start},
-     * its {@code sum e} and (with the entropy) {@code sum e (x - m_b)}, {@code x = fp32(z / T)}: the
-     * rounded product, which {@code m_b} is the max of (a multiply-add of the exact product would
-     * miss {@code m_b} by up to half an ulp of it, which for huge {@code |x|} is more than the range of
+     * {@code e = 2^(x2 - m_b)} of the staged block {@code b} into the scratch at {@code start},
+     * its {@code sum e} and (with the entropy) {@code sum e (x2 - m_b)}, {@code x2 = fp32(z invT2)}:
+     * the rounded product, which {@code m_b} is the max of (a multiply-add of the exact product would
+     * miss {@code m_b} by up to half an ulp of it, which for huge {@code |x2|} is more than the range of
      * exp). Where {@code z = -inf} (a masked class, or a padding lane of the last
      * vector), {@code e} is 0 and {@code 0 * -inf} is NaN: the last vector clamps, and a block
      * whose sum came out NaN takes its entropy term again clamped (rare: not in the hot loop).
      */
-    private void exponentiateBlock(int b, int start, int length, float invT, float running) {
-        FloatVector scale = FloatVector.broadcast(F, invT);
-        FloatVector minusRunning = FloatVector.broadcast(F, -running);
+    private void exponentiateBlock(int b, int start, int length, float invT2, float running2) {
+        FloatVector scale = FloatVector.broadcast(F, invT2);
+        FloatVector minusRunning = FloatVector.broadcast(F, -running2);
         FloatVector s = FloatVector.zero(F);
         FloatVector ed = FloatVector.zero(F);
         int fullEnd = F.loopBound(length);
         for (int i = 0; i < fullEnd; i += F.length()) {
             FloatVector d = FloatVector.fromArray(F, staged, i).mul(scale).add(minusRunning);
-            FloatVector e = VectorMath.expNonPositive(d);
+            FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             if (entropy) {
                 ed = e.fma(d, ed);
@@ -221,29 +236,29 @@ final class SoftmaxRowCpu {
         }
         if (fullEnd < length) {
             FloatVector d = FloatVector.fromArray(F, staged, fullEnd).mul(scale).add(minusRunning);
-            FloatVector e = VectorMath.expNonPositive(d);
+            FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             if (entropy) {
-                ed = e.fma(d.max(-128f), ed);
+                ed = e.fma(d.max(-256f), ed);
             }
             e.intoArray(exps, start + fullEnd);
         }
         blockExpSum[b] = s.reduceLanes(VectorOperators.ADD);
         double expLog = entropy ? ed.reduceLanes(VectorOperators.ADD) : 0;
         if (Double.isNaN(expLog)) {
-            expLog = clampedExpLog(length, invT, running);
+            expLog = clampedExpLog(length, invT2, running2);
         }
         blockExpLog[b] = expLog;
     }
 
-    /** {@code sum e (x - m_b)} of the staged block with {@code x - m_b} clamped to -128 (e is 0 below). */
-    private double clampedExpLog(int length, float invT, float running) {
-        FloatVector scale = FloatVector.broadcast(F, invT);
-        FloatVector minusRunning = FloatVector.broadcast(F, -running);
+    /** {@code sum e (x2 - m_b)} of the staged block with {@code x2 - m_b} clamped to -256 (e is 0 below). */
+    private double clampedExpLog(int length, float invT2, float running2) {
+        FloatVector scale = FloatVector.broadcast(F, invT2);
+        FloatVector minusRunning = FloatVector.broadcast(F, -running2);
         FloatVector ed = FloatVector.zero(F);
         for (int i = 0; i < length; i += F.length()) {
             FloatVector d = FloatVector.fromArray(F, staged, i).mul(scale).add(minusRunning);
-            ed = VectorMath.expNonPositive(d).fma(d.max(-128f), ed);
+            ed = VectorMath.exp2NonPositive(d).fma(d.max(-256f), ed);
         }
         return ed.reduceLanes(VectorOperators.ADD);
     }

@@ -55,7 +55,7 @@ final class TargetLogProbCpu {
                     }
                     continue;
                 }
-                softmax.gradient(lse, c, g, gradOffset, job.accumulate());
+                softmax.gradient(c, g, gradOffset, job.accumulate());
                 long at = gradOffset + 4L * target;
                 g.set(ValueLayout.JAVA_FLOAT_UNALIGNED, at, g.get(ValueLayout.JAVA_FLOAT_UNALIGNED, at) + c);
             }

@@ -40,11 +40,49 @@ class HalfFloatsTest {
         }
     }
 
+    /** decodeMax decodes as decode does and returns the max, NaN if one is NaN, -inf for no element. */
+    @Test
+    void decodeMaxDecodesAndTakesTheMax() {
+        java.util.SplittableRandom random = new java.util.SplittableRandom(3);
+        try (Arena arena = Arena.ofConfined()) {
+            for (DType dtype : new DType[] {DType.BF16, DType.F16}) {
+                for (int count : new int[] {0, 1, 7, 8, 9, 16, 31, 2048}) {
+                    for (int nanAt : new int[] {-1, count - 1, count / 2}) {
+                        MemorySegment src = arena.allocate(2L * count + 2);
+                        short[] expectedBits = new short[count];
+                        for (int i = 0; i < count; i++) {
+                            float v = (float) random.nextGaussian() * 100 - 50;
+                            expectedBits[i] = dtype == DType.BF16 ? (short) (Float.floatToIntBits(v) >>> 16)
+                                    : Float.floatToFloat16(v);
+                        }
+                        if (nanAt >= 0 && nanAt < count) {
+                            expectedBits[nanAt] = (short) 0x7fc0;
+                        }
+                        float expectedMax = Float.NEGATIVE_INFINITY;
+                        for (int i = 0; i < count; i++) {
+                            src.set(ValueLayout.JAVA_SHORT_UNALIGNED, 2 + 2L * i, expectedBits[i]);
+                            expectedMax = Math.max(expectedMax, dtype.getFloat(src, 1 + i));
+                        }
+                        float[] decoded = new float[count];
+                        float max = HalfFloats.decodeMax(src, 2, dtype, new short[count], decoded, count);
+                        String at = dtype + " count " + count + " NaN at " + nanAt;
+                        assertEquals(expectedMax, max, at); // assertEquals treats NaN as equal to NaN
+                        for (int i = 0; i < count; i++) {
+                            assertEquals(dtype.getFloat(src, 1 + i), decoded[i], at + " element " + i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void rejectsOtherTypes() {
         assertThrows(IllegalArgumentException.class,
                 () -> HalfFloats.decode(MemorySegment.NULL, 0, DType.F32, MemorySegment.NULL, 0));
         assertThrows(IllegalArgumentException.class,
                 () -> HalfFloats.decode(MemorySegment.NULL, 0, DType.F32, new short[0], new float[0], 0));
+        assertThrows(IllegalArgumentException.class,
+                () -> HalfFloats.decodeMax(MemorySegment.NULL, 0, DType.F32, new short[0], new float[0], 0));
     }
 }
