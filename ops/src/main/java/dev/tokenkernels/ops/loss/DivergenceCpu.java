@@ -18,15 +18,17 @@ import jdk.incubator.vector.VectorSpecies;
  * and side:
  * <ol>
  *   <li>one sweep over the row pair in blocks of {@link #BLOCK} columns: a block of each row is
- *       copied (decoded, extrapolated) into an fp32 array in L1, then its max
- *       ({@code x = z / T}) and {@code e = exp(x - m_b)} into a scratch row per side,
- *       {@code m_b} being the running max so far; the running sums are rescaled in fp64 when the
- *       max grows, and {@code p = e_s exp(m_b - lse_s)} costs a multiply by the block's scale. For
- *       the KLs the same sweep sums the cross term ({@code sum e_t d} for forward KL, with
- *       {@code d = (x_t - m_b) - (x_s - o_b)}, {@code o_b} the student's running max: offsets
- *       between the two rows' logits stay out of the fp32 sums), which with the log-sum-exps is the
- *       loss: {@code KL(q||p) = sum_b exp(m_b - lse_t) (sum e_t d + ((m_b - lse_t) - (o_b - lse_s)) sum e_t)},
- *       the bracket in fp64;</li>
+ *       copied (decoded, extrapolated) into an fp32 array in L1 and its max taken (on z: for
+ *       {@code T > 0} the max class of z is that of z / T), then {@code e = 2^d} into a scratch row
+ *       per side, {@code d = fp32(z - m_b) invT2}, {@code invT2 = log2(e) / T}, {@code m_b} the
+ *       running max of z so far: in base 2 the exponential needs no range reduction by ln 2, and the
+ *       difference before the scaling keeps the classes near the max exact. The running sums
+ *       {@code S} are rescaled in fp64 when the max grows, and
+ *       {@code p = e_s 2^((m_b - M_s) invT2) / S_s} costs a multiply by the block's scale. For the
+ *       KLs the same sweep sums the cross term ({@code sum e_t d} for forward KL, with
+ *       {@code d = (z_t - m_b) invT2 - (z_s - o_b) invT2}, {@code o_b} the student's running max:
+ *       offsets between the two rows' logits stay out of the fp32 sums), which with the sums is the
+ *       loss: {@code log q - log p = ln2 d + bracket_b}, the bracket in fp64;</li>
  *   <li>JSD and total variation: a sweep for the loss, from the scratch rows (and, for JSD, the
  *       blocks copied again);</li>
  *   <li>the gradient, block by block into an array that is then copied to the gradient row:
@@ -34,9 +36,9 @@ import jdk.incubator.vector.VectorSpecies;
  *       KL from them and the {@code d} that sweep 1 kept, JSD from the {@code log p - log m} its loss
  *       sweep kept.</li>
  * </ol>
- * Scaled logits are {@code x = fp32(z / T)}, the rounded product, as every backend rounds them:
- * the block maxes are maxes of those, and an exponential of the exact product against a rounded
- * max would miss by half an ulp of {@code |x|} (all of exp's range once {@code |x| > 2^31}).
+ * Logits enter every exponential and log as a difference from a max of z, scaled after: a
+ * rounded product {@code z / T} would put an ulp of {@code |z / T|} into each (1e-6 relative at 100,
+ * all of exp's range once {@code |z / T| > 2^31}).
  * The gradient sweeps read no row, so the gradient may be the student itself. Sums are accumulated per lane in fp32 over a block and in fp64 across blocks.
  *
  * <p>Why arrays: in a loop, a Vector API load or store on a {@code MemorySegment} costs several
@@ -51,6 +53,8 @@ final class DivergenceCpu {
     /** Columns per block: the block arrays and the scratch rows' blocks stay in L1. */
     private static final int BLOCK = 1024;
     private static final int ELEMENTS_PER_TASK = 1 << 16;
+    private static final double LN2 = Math.log(2);
+    private static final FloatVector LN2_F = FloatVector.broadcast(F, (float) LN2);
 
     private DivergenceCpu() {
     }
@@ -71,6 +75,8 @@ final class DivergenceCpu {
         private final Divergence.Kind kind;
         private final float beta;
         private final float invT;
+        /** {@code log2(e) / T}: the sweeps' exponentials are {@code 2^(z invT2 - m)}. */
+        private final float invT2;
         private final int vocab;
         /** The vocabulary rounded up to whole vectors. */
         private final int padded;
@@ -96,7 +102,7 @@ final class DivergenceCpu {
         private final boolean crossStudent;
         private final boolean crossTeacher;
 
-        /** The running max of each side when block b was exponentiated ({@code m_b}). */
+        /** The running max of each side's z when block b was exponentiated ({@code m_b}). */
         private final float[] blockMaxS;
         private final float[] blockMaxT;
         /** Per block: {@code sum e}, and the cross term {@code sum e (x - x_other)} of the KLs. */
@@ -109,13 +115,17 @@ final class DivergenceCpu {
         private final float[] scaleS;
         private final float[] scaleT;
 
+        /** The running max of each side's z. */
         private float runningS;
         private float runningT;
+        /** The maxes of the last {@link #stage} with maxes. */
+        private float stagedMaxS;
+        private float stagedMaxT;
         private double sumS;
         private double sumT;
-        /** The log-sum-exps unrounded, for the KLs' bracket and reverse KL's gradient. */
-        private double logSumS;
-        private double logSumT;
+        /** {@code ln S} of each side ({@code S = sum 2^((z - M) invT2)}), for {@link #shift}. */
+        private double lnSumS;
+        private double lnSumT;
         private float coef;
         private double first;
         private double second;
@@ -127,6 +137,7 @@ final class DivergenceCpu {
             this.kind = job.kind();
             this.beta = job.beta();
             this.invT = job.invT();
+            this.invT2 = invT * VectorMath.LOG2_E;
             this.vocab = job.vocab();
             this.padded = (vocab + F.length() - 1) / F.length() * F.length();
             this.gradient = job.gradient() == null ? null : job.gradient().segment();
@@ -169,7 +180,7 @@ final class DivergenceCpu {
                 for (int start = 0, b = 0; start < padded; start += BLOCK, b++) {
                     int len = Math.min(BLOCK, padded - start);
                     if (kind == Divergence.Kind.JSD) {
-                        stage(row, start, len);
+                        stage(row, start, len, false);
                         mixtureLogs(b, start, len);
                         jsdSums(b, start, len);
                     } else {
@@ -213,36 +224,47 @@ final class DivergenceCpu {
 
         // ---- staging: a block of both rows as fp32 in s and t ----
 
-        /** Columns {@code [start, start + len)} of both rows into {@code s} and {@code t}, {@code -inf} past the row. */
-        private void stage(int row, int start, int len) {
-            stageRow(job.student(), (long) row * vocab, start, len, s);
+        /**
+         * Columns {@code [start, start + len)} of both rows into {@code s} and {@code t}, {@code -inf}
+         * past the row; with {@code maxes}, the max of each into {@link #stagedMaxS} and {@link #stagedMaxT}.
+         */
+        private void stage(int row, int start, int len, boolean maxes) {
+            stagedMaxS = stageRow(job.student(), (long) row * vocab, start, len, s, maxes);
             if (teacherRow != null) {
                 System.arraycopy(teacherRow, start, t, 0, len);
+                stagedMaxT = maxes ? max(t, len) : 0f;
             } else {
-                stageTeacher(row, start, len, t);
+                stagedMaxT = stageTeacher(row, start, len, t, maxes);
             }
         }
 
-        /** The teacher's block, extrapolated from the reference when there is one. */
-        private void stageTeacher(int row, int start, int len, float[] out) {
+        /** The teacher's block, extrapolated from the reference when there is one; its max if asked (else 0). */
+        private float stageTeacher(int row, int start, int len, float[] out, boolean max) {
             long rowStart = (long) row * job.teacherStride();
-            stageRow(job.teacher(), rowStart, start, len, out);
-            if (reference != null) {
-                stageRow(job.reference(), rowStart, start, len, reference);
-                extrapolate(out, reference, len, job.alpha()[row]);
+            float teacherMax = stageRow(job.teacher(), rowStart, start, len, out, max && reference == null);
+            if (reference == null) {
+                return teacherMax;
             }
+            stageRow(job.reference(), rowStart, start, len, reference, false);
+            extrapolate(out, reference, len, job.alpha()[row]);
+            return max ? max(out, len) : 0f;
         }
 
-        private void stageRow(Tensor tensor, long rowStart, int start, int len, float[] out) {
+        /** One row's block as fp32 into {@code out}; its max if asked (else 0), which F16/BF16 take while decoding. */
+        private float stageRow(Tensor tensor, long rowStart, int start, int len, float[] out, boolean max) {
             int count = Math.min(len, vocab - start);
             long element = rowStart + start;
             DType dtype = tensor.dtype();
+            float rowMax = 0f;
             if (dtype == DType.F32) {
                 MemorySegment.copy(tensor.segment(), ValueLayout.JAVA_FLOAT, 4L * element, out, 0, count);
+            } else if (max) {
+                rowMax = HalfFloats.decodeMax(tensor.segment(), element * dtype.byteSize(), dtype, bits, out, count);
             } else {
                 HalfFloats.decode(tensor.segment(), element * dtype.byteSize(), dtype, bits, out, count);
             }
             Arrays.fill(out, count, len, Float.NEGATIVE_INFINITY);
+            return dtype == DType.F32 && max ? max(out, len) : rowMax;
         }
 
         /**
@@ -252,7 +274,7 @@ final class DivergenceCpu {
         private boolean filterTeacher(int row) {
             for (int start = 0; start < padded; start += BLOCK) {
                 int len = Math.min(BLOCK, padded - start);
-                stageTeacher(row, start, len, t);
+                stageTeacher(row, start, len, t, false);
                 System.arraycopy(t, 0, teacherRow, start, len);
             }
             float max = max(teacherRow, padded) * invT;
@@ -281,20 +303,20 @@ final class DivergenceCpu {
             second = 0;
             for (int start = 0, b = 0; start < padded; start += BLOCK, b++) {
                 int len = Math.min(BLOCK, padded - start);
-                stage(row, start, len);
-                float zMaxS = max(s, len);
-                float zMaxT = max(t, len);
+                stage(row, start, len, true);
+                float zMaxS = stagedMaxS;
+                float zMaxT = stagedMaxT;
                 // NaN compares false: this also catches a NaN max
-                if (!(zMaxS < Float.POSITIVE_INFINITY && zMaxT < Float.POSITIVE_INFINITY)) {
+                if (!(zMaxS * invT < Float.POSITIVE_INFINITY && zMaxT * invT < Float.POSITIVE_INFINITY)) {
                     return false;
                 }
-                if (zMaxS * invT > runningS) {
-                    sumS *= Math.exp((double) runningS - zMaxS * invT); // 0 while running is -inf
-                    runningS = zMaxS * invT;
+                if (zMaxS > runningS) {
+                    sumS *= Math.pow(2, ((double) runningS - zMaxS) * invT2); // 0 while running is -inf
+                    runningS = zMaxS;
                 }
-                if (zMaxT * invT > runningT) {
-                    sumT *= Math.exp((double) runningT - zMaxT * invT);
-                    runningT = zMaxT * invT;
+                if (zMaxT > runningT) {
+                    sumT *= Math.pow(2, ((double) runningT - zMaxT) * invT2);
+                    runningT = zMaxT;
                 }
                 blockMaxS[b] = runningS;
                 blockMaxT[b] = runningT;
@@ -307,13 +329,13 @@ final class DivergenceCpu {
                 blockSumS[b] = 0;
                 blockSumT[b] = 0;
                 if (runningS != Float.NEGATIVE_INFINITY) { // else every weight so far is 0
-                    blockSumS[b] = exponentials(s, t, len, invT, runningS, offsetT, expS, start, crossStudent,
+                    blockSumS[b] = exponentials(s, t, len, invT2, runningS, offsetT, expS, start, crossStudent,
                             blockCross, b, difference);
                 } else {
                     Arrays.fill(expS, start, start + len, 0f);
                 }
                 if (runningT != Float.NEGATIVE_INFINITY) {
-                    blockSumT[b] = exponentials(t, s, len, invT, runningT, offsetS, expT, start, crossTeacher,
+                    blockSumT[b] = exponentials(t, s, len, invT2, runningT, offsetS, expT, start, crossTeacher,
                             blockCross, b, null);
                 } else {
                     Arrays.fill(expT, start, start + len, 0f);
@@ -332,32 +354,40 @@ final class DivergenceCpu {
             if (runningS == Float.NEGATIVE_INFINITY || runningT == Float.NEGATIVE_INFINITY) {
                 return false;
             }
-            logSumS = runningS + Math.log(sumS);
-            logSumT = runningT + Math.log(sumT);
+            lnSumS = Math.log(sumS);
+            lnSumT = Math.log(sumT);
             double cross = 0;
             for (int b = 0; b < scaleS.length; b++) {
-                // The running max rarely changes from block to block: one exp per change. From the
-                // unrounded lse: the fp32 one is off by up to half an ulp of |lse|, which would scale every p.
+                // p = e 2^((m_b - M) invT2) / S; the running max rarely changes from block to block: one power per change.
                 scaleS[b] = b > 0 && blockMaxS[b] == blockMaxS[b - 1] ? scaleS[b - 1]
-                        : (float) Math.exp(blockMaxS[b] - logSumS);
+                        : (float) (Math.pow(2, ((double) blockMaxS[b] - runningS) * invT2) / sumS);
                 scaleT[b] = b > 0 && blockMaxT[b] == blockMaxT[b - 1] ? scaleT[b - 1]
-                        : (float) Math.exp(blockMaxT[b] - logSumT);
+                        : (float) (Math.pow(2, ((double) blockMaxT[b] - runningT) * invT2) / sumT);
                 // As the other sweeps see it: q = e * (float scale); a block whose scale is 0 adds 0, not 0 * inf.
                 double weight = crossStudent ? scaleS[b] : scaleT[b];
                 double mass = crossStudent ? blockSumS[b] : blockSumT[b];
                 if ((crossStudent || crossTeacher) && weight != 0 && mass != 0) {
-                    // log q - log p = d + (m_b - lse_t) - (o_b - lse_s) for forward KL, alike for reverse
-                    cross += weight * (blockCross[b] + bracket(b) * mass);
+                    // log q - log p = ln2 d + bracket for forward KL, alike for reverse
+                    cross += weight * (LN2 * blockCross[b] + bracket(b) * mass);
                 }
             }
             first = cross;
             return true;
         }
 
-        /** {@code (m_b - lse) - (o_b - lse_other)} of the cross side, in fp64: close to 0 where the rows agree. */
+        /**
+         * {@code shift(m_b) - shift_other(o_b)} of the cross side, in fp64 (close to 0 where the rows
+         * agree), {@code shift(m) = ln2 (m - M) invT2 - ln S} being {@code log p - ln2 d2} for
+         * {@code d2 = (z - m) invT2}.
+         */
         private double bracket(int b) {
-            return crossStudent ? (blockMaxS[b] - logSumS) - (blockOffset[b] - logSumT)
-                    : (blockMaxT[b] - logSumT) - (blockOffset[b] - logSumS);
+            return crossStudent ? shift(blockMaxS[b], runningS, lnSumS) - shift(blockOffset[b], runningT, lnSumT)
+                    : shift(blockMaxT[b], runningT, lnSumT) - shift(blockOffset[b], runningS, lnSumS);
+        }
+
+        /** {@code ln2 (m - max) invT2 - lnSum}: {@code log p - ln2 (z - m) invT2} of a side with that max and sum. */
+        private double shift(double m, float max, double lnSum) {
+            return LN2 * ((m - max) * invT2) - lnSum;
         }
 
         // ---- forward KL: sum q (log q - log p) from sweep 1; gradient (p - q) coef ----
@@ -383,12 +413,12 @@ final class DivergenceCpu {
             float[] d = difference;
             float[] out = g;
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
-            // f - KL = d + (m_b - lse_s) - (o_b - lse_t) - KL
+            // f - KL = ln2 d + bracket - KL
             FloatVector shift = FloatVector.broadcast(F, (float) (bracket(b) - first));
             FloatVector c = FloatVector.broadcast(F, coef);
             for (int i = 0; i < len; i += F.length()) {
                 FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
-                FloatVector f = FloatVector.fromArray(F, d, start + i).add(shift);
+                FloatVector f = FloatVector.fromArray(F, d, start + i).fma(LN2_F, shift);
                 times(p, f).mul(c).intoArray(out, i);
             }
         }
@@ -409,9 +439,11 @@ final class DivergenceCpu {
             float[] out = logMixture;
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
-            FloatVector a = FloatVector.broadcast(F, invT);
-            float maxS = blockMaxS[b];
-            float maxT = blockMaxT[b];
+            FloatVector a = FloatVector.broadcast(F, invT2 * (float) LN2);
+            float maxS = offset(blockMaxS[b]);
+            float maxT = offset(blockMaxT[b]);
+            float shiftS = (float) shift(maxS, runningS, lnSumS);
+            float shiftT = (float) shift(maxT, runningT, lnSumT);
             FloatVector betaV = FloatVector.broadcast(F, beta);
             FloatVector oneMinusBeta = FloatVector.broadcast(F, 1f - beta);
             FloatVector logBeta = FloatVector.broadcast(F, (float) Math.log(beta));
@@ -420,8 +452,8 @@ final class DivergenceCpu {
                 FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
                 FloatVector q = FloatVector.fromArray(F, et, start + i).mul(sT);
                 FloatVector m = q.fma(betaV, p.mul(oneMinusBeta));
-                FloatVector ls = logProb(zs, i, a, maxS, logSumS);
-                FloatVector lt = logProb(zt, i, a, maxT, logSumT);
+                FloatVector ls = logProb(zs, i, a, maxS, shiftS);
+                FloatVector lt = logProb(zt, i, a, maxT, shiftT);
                 FloatVector dominant = lt.add(logBeta).max(ls.add(logOneMinusBeta));
                 VectorMath.log(m).blend(dominant, m.eq(0f)).intoArray(out, i);
             }
@@ -436,14 +468,16 @@ final class DivergenceCpu {
             float[] kept = difference;
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
-            FloatVector a = FloatVector.broadcast(F, invT);
-            float maxS = blockMaxS[b];
-            float maxT = blockMaxT[b];
+            FloatVector a = FloatVector.broadcast(F, invT2 * (float) LN2);
+            float maxS = offset(blockMaxS[b]);
+            float maxT = offset(blockMaxT[b]);
+            float shiftS = (float) shift(maxS, runningS, lnSumS);
+            float shiftT = (float) shift(maxT, runningT, lnSumT);
             FloatVector teacherTerms = FloatVector.zero(F);
             FloatVector studentTerms = FloatVector.zero(F);
             for (int i = 0; i < len; i += F.length()) {
-                FloatVector ls = logProb(zs, i, a, maxS, logSumS);
-                FloatVector lt = logProb(zt, i, a, maxT, logSumT);
+                FloatVector ls = logProb(zs, i, a, maxS, shiftS);
+                FloatVector lt = logProb(zt, i, a, maxT, shiftT);
                 FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
                 FloatVector q = FloatVector.fromArray(F, et, start + i).mul(sT);
                 FloatVector m = FloatVector.fromArray(F, logM, i);
@@ -458,15 +492,19 @@ final class DivergenceCpu {
             second += studentTerms.reduceLanes(VectorOperators.ADD);
         }
 
+        /** A running max of z as the offset {@link #logProb} subtracts: 0 while it is {@code -inf}. */
+        private static float offset(float runningMax) {
+            return runningMax == Float.NEGATIVE_INFINITY ? 0f : runningMax;
+        }
+
         /**
-         * {@code log p} of the lanes at {@code i} of a staged block: {@code (x - m_b) + (m_b - lse)},
-         * the second term from fp64 ({@code m_b} the block's running max, 0 while it is {@code -inf}):
-         * {@code x - lse} in fp32 keeps only an ulp of {@code |x|} of it (log 2 lost at
-         * {@code |x| = 1e10}, about 0.004 at 1e5).
+         * {@code log p} of the lanes at {@code i} of a staged block: {@code (z - m) ln2 invT2 + shift},
+         * {@code m} the block's running max (or 0), {@code shift} its {@link #shift}: the difference
+         * first, exact near the max, and {@code (m - M) invT2 - ln S} from fp64 (a rounded
+         * {@code x - lse} in fp32 keeps only an ulp of {@code |x|} of it: log 2 lost at {@code |x| = 1e10}).
          */
-        private static FloatVector logProb(float[] z, int i, FloatVector a, float runningMax, double logSum) {
-            float offset = runningMax == Float.NEGATIVE_INFINITY ? 0f : runningMax;
-            return FloatVector.fromArray(F, z, i).mul(a).sub(offset).add((float) (offset - logSum));
+        private static FloatVector logProb(float[] z, int i, FloatVector a, float offset, float shift) {
+            return FloatVector.fromArray(F, z, i).sub(offset).mul(a).add(shift);
         }
 
         private void jsdGradient(int b, int start, int len) {
@@ -540,26 +578,27 @@ final class DivergenceCpu {
     }
 
     /**
-     * Fills {@code e[start + i] = exp(x_i - max)} ({@code x = z invT}) and returns its sum; with
-     * {@code cross}, sets {@code crossSums[b]} to {@code sum e d}, {@code d = (x - max) - (x_other - otherMax)}
-     * (0 where {@code e} is 0, so that a class impossible on both sides adds nothing; {@code +inf}
-     * where only the other side is impossible); with {@code difference}, keeps {@code d} there.
+     * Fills {@code e[start + i] = 2^x}, {@code x = (z - max) invT2} ({@code invT2 = log2(e) / T}),
+     * and returns its sum; with {@code cross}, sets {@code crossSums[b]} to {@code sum e d},
+     * {@code d = x - (z_other - otherMax) invT2} (0 where {@code e} is 0, so that a class
+     * impossible on both sides adds nothing; {@code +inf} where only the other side is impossible);
+     * with {@code difference}, keeps {@code d} there.
      */
-    private static double exponentials(float[] z, float[] other, int len, float invT, float max, float otherMax,
+    private static double exponentials(float[] z, float[] other, int len, float invT2, float max, float otherMax,
                                        float[] e, int start, boolean cross, double[] crossSums, int b,
                                        float[] difference) {
-        FloatVector a = FloatVector.broadcast(F, invT);
+        FloatVector a = FloatVector.broadcast(F, invT2);
         FloatVector minusMax = FloatVector.broadcast(F, -max);
         FloatVector minusOtherMax = FloatVector.broadcast(F, -otherMax);
         FloatVector sum = FloatVector.zero(F);
         FloatVector crossSum = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
-            FloatVector x = FloatVector.fromArray(F, z, i).mul(a).add(minusMax);
-            FloatVector v = VectorMath.expNonPositive(x);
+            FloatVector x = FloatVector.fromArray(F, z, i).add(minusMax).mul(a);
+            FloatVector v = VectorMath.exp2NonPositive(x);
             v.intoArray(e, start + i);
             sum = sum.add(v);
             if (cross) {
-                FloatVector d = x.sub(FloatVector.fromArray(F, other, i).mul(a).add(minusOtherMax));
+                FloatVector d = x.sub(FloatVector.fromArray(F, other, i).add(minusOtherMax).mul(a));
                 crossSum = crossSum.add(times(v, d));
                 if (difference != null) {
                     d.intoArray(difference, start + i);

@@ -15,15 +15,15 @@ import jdk.incubator.vector.VectorSpecies;
  * {@code c (onehot(y) - softmax(x))} and the entropy of the row.
  *
  * <p>{@link #logSumExp} reads the row from memory once, in blocks of 2048 whose logits and
- * exponentials stay in L1: a block is copied (F32) or decoded (F16, BF16) into an fp32 array and
- * the max of its {@code z} taken (rounding is monotonic: the same class is the max of every
- * scaling of z by a positive factor), then {@code e = 2^(x2 - m_b)} with
- * {@code x2 = fp32(z log2(e) / T)}, {@code m_b} being the running max of x2 so far, goes into a row
- * of scratch: in base 2 the exponential needs no range reduction by ln 2
- * ({@link VectorMath#exp2NonPositive}). The running sum {@code S} is rescaled in float64 when the max grows, and
- * per block {@code sum e} and (for the entropy) {@code sum e (x2 - m_b)} are kept. The lse
- * returned is {@code fp32(max z / T) + ln S}. {@link #gradient} reads
- * only the scratch ({@code p = e 2^(m_b - M2) / S}, from L2 while {@code 4V} bytes fit; one multiply-
+ * exponentials stay in L1: a block is copied (F32) or decoded (F16, BF16, with its max) into an
+ * fp32 array and the max of its z taken (for {@code T > 0} the max class of z is that of z / T),
+ * then {@code e = 2^d2}, {@code d2 = fp32(z - m_b) log2(e) / T}, goes into a row of scratch,
+ * {@code m_b} being the running max of z so far: in base 2 the exponential needs no range reduction
+ * by ln 2 ({@link VectorMath#exp2NonPositive}), and the difference before the scaling keeps the
+ * classes near the max exact. The running sum {@code S} is rescaled in float64 when the max grows,
+ * and per block {@code sum e} and (for the entropy) {@code sum e d2} are kept; the lse returned is
+ * {@code fp32(max z / T) + ln S}. {@link #gradient} reads only the scratch
+ * ({@code p = e 2^((m_b - M) log2(e) / T) / S}, from L2 while {@code 4V} bytes fit; one multiply-
  * add per element) and writes the gradient a block at a time, by one bulk copy each;
  * {@link #sumPLogP} is a sum over blocks. One instance per thread: it holds the scratch.
  *
@@ -36,14 +36,14 @@ final class SoftmaxRowCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
     /** Elements per block: the block's logits and exponentials stay in a 32 KiB L1. */
     private static final int BLOCK = 2048;
+    private static final double LN2 = Math.log(2);
 
     private final int vocab;
     private final boolean entropy;
     private final float[] exps;
-    private static final double LN2 = Math.log(2);
 
-    /** Per block, the running max of {@code x2 = z log2(e) / T} when it was exponentiated ({@code m_b}). */
-    private final float[] blockMax2;
+    /** Per block, the running max of z when it was exponentiated ({@code m_b}). */
+    private final float[] blockMax;
     private final double[] blockExpSum;
     private final double[] blockExpLog;
     private final double[] blockScale;
@@ -54,9 +54,10 @@ final class SoftmaxRowCpu {
     private final float[] staged = new float[BLOCK];
     /** F16 and BF16 bits of one block, for their decoding. */
     private final short[] bits = new short[BLOCK];
-    /** Of the last {@link #logSumExp}, if finite ({@code valid}): the max of x2 and the sum of 2^(x2 - max). */
-    private float lastMax2;
+    /** Of the last {@link #logSumExp}, if finite ({@code valid}): the max of z, S, and log2(e) / T. */
+    private float lastMax;
     private double lastSum;
+    private float lastInvT2;
     private boolean valid;
 
     private MemorySegment row;
@@ -69,7 +70,7 @@ final class SoftmaxRowCpu {
         this.entropy = entropy;
         this.exps = new float[(vocab + F.length() - 1) / F.length() * F.length()];
         int blocks = (vocab + BLOCK - 1) / BLOCK;
-        this.blockMax2 = new float[blocks];
+        this.blockMax = new float[blocks];
         this.blockExpSum = new double[blocks];
         this.blockExpLog = new double[blocks];
         this.blockScale = new double[blocks];
@@ -94,70 +95,69 @@ final class SoftmaxRowCpu {
      */
     float logSumExp(float invT) {
         float invT2 = invT * VectorMath.LOG2_E;
-        float runningZ = Float.NEGATIVE_INFINITY;
-        float running2 = Float.NEGATIVE_INFINITY;
+        float running = Float.NEGATIVE_INFINITY;
         double sum = 0;
         valid = false;
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
             int end = Math.min(vocab, start + BLOCK);
-            float blockMaxZ = loadBlock(start, end);
-            // NaN compares false; +inf in base 2 also where z invT is just finite (|x| > 2.3e38)
-            if (!(blockMaxZ * invT2 < Float.POSITIVE_INFINITY)) {
+            float blockMaximum = loadBlock(start, end);
+            if (!(blockMaximum * invT < Float.POSITIVE_INFINITY)) { // NaN compares false
                 return Float.NaN;
             }
-            if (blockMaxZ > runningZ) {
-                float max2 = blockMaxZ * invT2;
-                sum *= Math.pow(2, (double) running2 - max2); // 0 while running is -inf
-                runningZ = blockMaxZ;
-                running2 = max2;
+            if (blockMaximum > running) {
+                sum *= Math.pow(2, ((double) running - blockMaximum) * invT2); // 0 while running is -inf
+                running = blockMaximum;
             }
-            blockMax2[b] = running2;
-            if (running2 == Float.NEGATIVE_INFINITY) { // nothing but -inf so far: all weights 0
+            blockMax[b] = running;
+            if (running == Float.NEGATIVE_INFINITY) { // nothing but -inf so far: all weights 0
                 java.util.Arrays.fill(exps, start, end, 0f);
                 blockExpSum[b] = 0;
                 blockExpLog[b] = 0;
                 continue;
             }
-            exponentiateBlock(b, start, end - start, invT2, running2);
+            exponentiateBlock(b, start, end - start, invT2, running);
             sum += blockExpSum[b];
         }
-        if (running2 == Float.NEGATIVE_INFINITY) {
-            return Float.NEGATIVE_INFINITY;
+        if (running == Float.NEGATIVE_INFINITY) {
+            return running;
         }
-        lastMax2 = running2;
+        lastMax = running;
         lastSum = sum;
+        lastInvT2 = invT2;
         valid = true;
-        // The natural max z invT, rounded as the caller rounds x_y: log p_y = x_y - lse is exact for the max.
-        return (float) (runningZ * invT + Math.log(sum));
+        // The max as x_y = fp32(z_y / T) rounds it: log p_y = x_y - lse is exact for the max class.
+        return (float) (running * invT + Math.log(sum));
     }
 
     /**
      * {@code sum p log p} of the current row, from the block sums of the last finite
-     * {@link #logSumExp} (made with {@code entropy}): with {@code log p = ln2 (x2 - M2) - ln S}
-     * ({@code x2 = z log2(e) / T}, {@code M2} its max, {@code S} the sum), per block
-     * {@code scale_b (ln2 sum e (x2 - m_b) + (ln2 (m_b - M2) - ln S) sum e)}.
+     * {@link #logSumExp} (made with {@code entropy}): per block
+     * {@code scale_b (ln2 sum e d2 + shift_b sum e)}, {@code log p = ln2 d2 + shift_b}.
      */
     double sumPLogP() {
         blockScales();
-        double logSum = Math.log(lastSum);
         double total = 0;
-        for (int b = 0; b < blockMax2.length; b++) {
+        for (int b = 0; b < blockMax.length; b++) {
             if (blockExpSum[b] != 0) {
-                double shift = LN2 * ((double) blockMax2[b] - lastMax2) - logSum;
-                total += blockScale[b] * (LN2 * blockExpLog[b] + shift * blockExpSum[b]);
+                total += blockScale[b] * (LN2 * blockExpLog[b] + blockShift(b) * blockExpSum[b]);
             }
         }
         return total;
     }
 
-    /** {@code 2^(m_b - M2) / S} per block: {@code p = e scale_b}; one power per change of the running max (a few a row). */
+    /** {@code log p - ln2 d2} in block b: {@code ln2 (m_b - M) invT2 - ln S}. */
+    private double blockShift(int b) {
+        return LN2 * (((double) blockMax[b] - lastMax) * lastInvT2) - Math.log(lastSum);
+    }
+
+    /** {@code 2^((m_b - M) invT2) / S} per block: {@code p = e scale_b}; one power per change of the running max (a few a row). */
     private void blockScales() {
         if (!valid) {
             throw new IllegalStateException("no finite log-sum-exp of the current row");
         }
-        for (int b = 0; b < blockMax2.length; b++) {
-            blockScale[b] = b > 0 && blockMax2[b] == blockMax2[b - 1] ? blockScale[b - 1]
-                    : Math.pow(2, (double) blockMax2[b] - lastMax2) / lastSum;
+        for (int b = 0; b < blockMax.length; b++) {
+            blockScale[b] = b > 0 && blockMax[b] == blockMax[b - 1] ? blockScale[b - 1]
+                    : Math.pow(2, ((double) blockMax[b] - lastMax) * lastInvT2) / lastSum;
         }
     }
 
@@ -211,22 +211,23 @@ final class SoftmaxRowCpu {
     }
 
     /**
-     * {@code e = 2^(x2 - m_b)} of the staged block {@code b} into the scratch at {@code start},
-     * its {@code sum e} and (with the entropy) {@code sum e (x2 - m_b)}, {@code x2 = fp32(z invT2)}:
-     * the rounded product, which {@code m_b} is the max of (a multiply-add of the exact product would
-     * miss {@code m_b} by up to half an ulp of it, which for huge {@code |x2|} is more than the range of
-     * exp). Where {@code z = -inf} (a masked class, or a padding lane of the last
-     * vector), {@code e} is 0 and {@code 0 * -inf} is NaN: the last vector clamps, and a block
-     * whose sum came out NaN takes its entropy term again clamped (rare: not in the hot loop).
+     * {@code e = 2^d2} of the staged block {@code b} into the scratch at {@code start}, its
+     * {@code sum e} and (with the entropy) {@code sum e d2}, {@code d2 = fp32(z - m_b) invT2}: the
+     * difference first, exact for the classes near the max that carry the mass (a product
+     * {@code z invT2} rounded at the logits' magnitude would cost them up to 1e-6 relative at
+     * {@code |x| = 100}), and 0 for the max itself. Where {@code z = -inf} (a masked class, or a
+     * padding lane of the last vector), {@code e} is 0 and {@code 0 * -inf} is NaN: the last vector
+     * clamps, and a block whose sum came out NaN takes its entropy term again clamped (rare: not in
+     * the hot loop).
      */
-    private void exponentiateBlock(int b, int start, int length, float invT2, float running2) {
+    private void exponentiateBlock(int b, int start, int length, float invT2, float running) {
         FloatVector scale = FloatVector.broadcast(F, invT2);
-        FloatVector minusRunning = FloatVector.broadcast(F, -running2);
+        FloatVector minusRunning = FloatVector.broadcast(F, -running);
         FloatVector s = FloatVector.zero(F);
         FloatVector ed = FloatVector.zero(F);
         int fullEnd = F.loopBound(length);
         for (int i = 0; i < fullEnd; i += F.length()) {
-            FloatVector d = FloatVector.fromArray(F, staged, i).mul(scale).add(minusRunning);
+            FloatVector d = FloatVector.fromArray(F, staged, i).add(minusRunning).mul(scale);
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             if (entropy) {
@@ -235,7 +236,7 @@ final class SoftmaxRowCpu {
             e.intoArray(exps, start + i);
         }
         if (fullEnd < length) {
-            FloatVector d = FloatVector.fromArray(F, staged, fullEnd).mul(scale).add(minusRunning);
+            FloatVector d = FloatVector.fromArray(F, staged, fullEnd).add(minusRunning).mul(scale);
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             if (entropy) {
@@ -246,18 +247,18 @@ final class SoftmaxRowCpu {
         blockExpSum[b] = s.reduceLanes(VectorOperators.ADD);
         double expLog = entropy ? ed.reduceLanes(VectorOperators.ADD) : 0;
         if (Double.isNaN(expLog)) {
-            expLog = clampedExpLog(length, invT2, running2);
+            expLog = clampedExpLog(length, invT2, running);
         }
         blockExpLog[b] = expLog;
     }
 
-    /** {@code sum e (x2 - m_b)} of the staged block with {@code x2 - m_b} clamped to -256 (e is 0 below). */
-    private double clampedExpLog(int length, float invT2, float running2) {
+    /** {@code sum e d2} of the staged block with {@code d2} clamped to -256 (e is 0 below). */
+    private double clampedExpLog(int length, float invT2, float running) {
         FloatVector scale = FloatVector.broadcast(F, invT2);
-        FloatVector minusRunning = FloatVector.broadcast(F, -running2);
+        FloatVector minusRunning = FloatVector.broadcast(F, -running);
         FloatVector ed = FloatVector.zero(F);
         for (int i = 0; i < length; i += F.length()) {
-            FloatVector d = FloatVector.fromArray(F, staged, i).mul(scale).add(minusRunning);
+            FloatVector d = FloatVector.fromArray(F, staged, i).add(minusRunning).mul(scale);
             ed = VectorMath.exp2NonPositive(d).fma(d.max(-256f), ed);
         }
         return ed.reduceLanes(VectorOperators.ADD);

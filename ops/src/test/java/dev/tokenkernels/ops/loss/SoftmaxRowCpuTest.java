@@ -85,6 +85,41 @@ class SoftmaxRowCpuTest {
         }
     }
 
+    /**
+     * Logits far from 0 at T = 1: each p must keep about an ulp of precision relative to its
+     * distance from the max (the difference z - m is exact near the max), not lose an ulp of |z|
+     * (about 1e-6 of p at z = 100, which a product z log2(e) / T rounded before the difference costs).
+     */
+    @Test
+    void logitsFarFromZeroKeepTheirPrecision() {
+        int vocab = 5000;
+        for (float offset : new float[] {100f, 1000f, -3000f}) {
+            java.util.SplittableRandom random = new java.util.SplittableRandom(7);
+            float[] z = new float[vocab];
+            double max = Double.NEGATIVE_INFINITY;
+            for (int i = 0; i < vocab; i++) {
+                z[i] = (float) (random.nextGaussian() * 3 + offset);
+                max = Math.max(max, z[i]);
+            }
+            double sum = 0;
+            for (float v : z) {
+                sum += Math.exp(v - max);
+            }
+            try (Tensor t = Tensor.ofFloats(z, DType.F32, 1, vocab); Tensor g = Tensor.allocate(DType.F32, 1, vocab)) {
+                SoftmaxRowCpu row = new SoftmaxRowCpu(vocab, true);
+                row.select(t.segment(), DType.F32, 0);
+                float lse = row.logSumExp(1f);
+                assertEquals(max + Math.log(sum), lse, Math.ulp(lse), offset + " lse");
+                row.gradient(-1f, g.segment(), 0, false); // writes p
+                for (int i = 0; i < vocab; i++) {
+                    double p = Math.exp(z[i] - max) / sum;
+                    double tolerance = p * (3e-7 + 1.2e-7 * (max - z[i]));
+                    assertEquals(p, g.getFloat(i), tolerance, offset + " p[" + i + "]");
+                }
+            }
+        }
+    }
+
     private static float logSumExp(float[] z, DType dtype) {
         try (Tensor t = Tensor.ofFloats(z, dtype, 1, z.length)) {
             SoftmaxRowCpu row = new SoftmaxRowCpu(z.length, false);
