@@ -1,7 +1,8 @@
 package dev.tokenkernels.bench;
 
 import dev.tokenkernels.runtime.CpuBackend;
-import java.lang.foreign.Arena;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteOrder;
 import jdk.incubator.vector.FloatVector;
@@ -11,7 +12,9 @@ import jdk.incubator.vector.VectorSpecies;
 /**
  * Memory read bandwidth as Java sees it: a Vector API sum over a buffer far larger than the
  * caches, with four independent accumulators so the loop is bound by loads, not by adds. Ops'
- * throughput is reported as a fraction of this, measured in the same run.
+ * throughput is reported as a fraction of this, measured in the same run. The buffer is a
+ * {@link Tensor}, the same kind of memory as the workloads' tensors (huge pages where the OS
+ * grants them): the probe sees the TLB the ops see.
  */
 public final class BandwidthProbe {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
@@ -22,8 +25,8 @@ public final class BandwidthProbe {
 
     /** Best read bandwidth in GB/s (1e9 bytes/s) over {@code repeats} sweeps of {@code bytes} bytes. */
     public static double readGbPerSecond(CpuBackend cpu, long bytes, int repeats) {
-        try (Arena arena = Arena.ofShared()) {
-            MemorySegment buffer = arena.allocate(bytes, 64);
+        try (Tensor tensor = Tensor.allocate(DType.I8, bytes)) {
+            MemorySegment buffer = tensor.segment();
             buffer.fill((byte) 1); // touch every page so the sweep measures reads, not page faults
             int chunks = cpu.threads() * 8;
             long chunkBytes = bytes / chunks / (4L * F.length() * 4) * (4L * F.length() * 4);

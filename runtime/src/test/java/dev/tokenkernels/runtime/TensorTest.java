@@ -16,6 +16,39 @@ import org.junit.jupiter.api.Test;
 
 class TensorTest {
 
+    /**
+     * A tensor from 2 MiB up: zero-filled, writable to its last byte, and (on Linux with native
+     * access, as the tests run) mapped on a 2 MiB boundary for huge pages; closing frees it.
+     */
+    @Test
+    void largeTensorsAreZeroedAlignedAndFreed() {
+        long elements = 5L * (1 << 20) + 3; // 20 MiB + 12 bytes: not a whole number of huge pages
+        for (int round = 0; round < 3; round++) { // mapped and unmapped again, nothing left over
+            Tensor t = Tensor.allocate(DType.F32, elements);
+            MemorySegment segment = t.segment();
+            assertEquals(4 * elements, segment.byteSize());
+            for (long i = 0; i < elements; i += 4099) {
+                assertEquals(0f, t.getFloat(i), "element " + i);
+            }
+            assertEquals(0f, t.getFloat(elements - 1));
+            t.setFloat(elements - 1, 7f);
+            t.setFloat(0, -1f);
+            assertEquals(7f, t.getFloat(elements - 1));
+            assertEquals(-1f, t.getFloat(0));
+            if (System.getProperty("os.name").startsWith("Linux") && Tensor.class.getModule().isNativeAccessEnabled()) {
+                assertEquals(0, segment.address() % HostMemory.HUGE_PAGE, "a huge-page boundary");
+            } else {
+                assertEquals(0, segment.address() % Tensor.ALIGNMENT);
+            }
+            t.close();
+            assertThrows(IllegalStateException.class, () -> t.getFloat(0));
+        }
+        try (Tensor small = Tensor.allocate(DType.F32, 1000)) { // below 2 MiB: the arena's memory
+            assertEquals(0, small.segment().address() % Tensor.ALIGNMENT);
+            assertEquals(0f, small.getFloat(999));
+        }
+    }
+
     @Test
     void copiesFloatArrays() {
         float[] values = {1, 2, 3, 4, 5, 6};
