@@ -162,6 +162,41 @@ class LogitStatsTest {
         }
     }
 
+    /**
+     * Logits far from 0 at T = 1: lse within 2 ulp and the entropy within 2e-6 on every backend
+     * (the rounding of each logit's exponent at |z| = 1000 averages out in both sums; the
+     * per-class check of this is SoftmaxRowCpuTest's).
+     */
+    @Test
+    void logitsFarFromZeroKeepTheirPrecision() {
+        int vocab = 5000;
+        java.util.SplittableRandom random = new java.util.SplittableRandom(9);
+        float[] z = new float[vocab];
+        for (int i = 0; i < vocab; i++) {
+            z[i] = (float) (random.nextGaussian() * 2 + 1000);
+        }
+        double max = Double.NEGATIVE_INFINITY;
+        for (float v : z) {
+            max = Math.max(max, v);
+        }
+        double sum = 0;
+        double weighted = 0;
+        for (float v : z) {
+            sum += Math.exp(v - max);
+            weighted += Math.exp(v - max) * (v - max);
+        }
+        double lse = max + Math.log(sum);
+        double entropy = Math.log(sum) - weighted / sum;
+        try (Tensor t = Tensor.of(z, 1, vocab)) {
+            for (Backend backend : ConformanceBackends.all()) {
+                try (var r = LogitStats.compute(t, null, LogitStats.Options.defaults().on(backend))) {
+                    assertEquals(lse, r.lse().getFloat(0), 2 * Math.ulp((float) lse), backend + " lse");
+                    assertEquals(entropy, r.entropy().getFloat(0), 2e-6 * entropy, backend + " entropy");
+                }
+            }
+        }
+    }
+
     @Test
     void rejectsBadTemperatures() {
         try (Tensor z = Tensor.of(new float[] {1, 2}, 1, 2)) {

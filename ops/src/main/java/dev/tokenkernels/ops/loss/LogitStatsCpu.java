@@ -5,7 +5,6 @@ import dev.tokenkernels.ops.cpu.VectorMath;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
@@ -17,14 +16,17 @@ import jdk.incubator.vector.VectorSpecies;
 /**
  * Vector API implementation of {@link LogitStats}.
  *
- * <p>An online softmax by blocks that fit in L1: a first sweep finds the block's max; if it
- * raises the row's running max {@code m}, the running sums {@code s = sum exp(x - m)} and
- * {@code t = sum exp(x - m) (x - m)} are rescaled once; a second sweep (from L1) adds the block's
- * terms, accumulated per lane in vectors and reduced at the end of the block. Memory is read once and there is one {@code exp} per element, not the two that a
- * per-element rescale costs. Keeping {@code t} relative to the max keeps the entropy accurate
- * when logits are large: {@code H = log s - t / s}, {@code lse = m + log s}. {@code x = fp32(z / T)},
- * the rounded product of which {@code m} is the max (as every backend rounds it; a multiply-add
- * of the exact product would miss m by half an ulp of {@code |x|}).
+ * <p>An online softmax by blocks that fit in L1: a first sweep finds the block's max of z; if it
+ * raises the row's running max {@code m}, the running sums {@code s = sum 2^d} and
+ * {@code t = sum 2^d d}, {@code d = fp32(z - m) log2(e) / T}, are rescaled once; a second sweep
+ * (from L1) adds the block's terms, accumulated per lane in vectors and reduced at the end of the
+ * block. Memory is read once and there is one exponential per element, not the two that a
+ * per-element rescale costs. In base 2 the exponential needs no range reduction by ln 2
+ * ({@link VectorMath#exp2NonPositive}); the difference before the scaling keeps classes near the
+ * max exact at any magnitude of the logits. Keeping {@code t} relative to the max keeps the
+ * entropy accurate when logits are large: {@code H = ln s - ln2 t / s},
+ * {@code lse = fp32(m / T) + ln s} (the max rounded as {@code x = z / T} is, so that
+ * {@code x - lse} is exact for the max class).
  */
 final class LogitStatsCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
@@ -32,9 +34,10 @@ final class LogitStatsCpu {
     /** Columns per block: 8 KiB of fp32, well inside L1 next to the decode scratch. */
     static final int BLOCK = 2048;
     /** Differences are clamped here: exp is 0 below it, and the clamp turns {@code 0 * -inf} into 0. */
-    private static final float EXP_FLOOR = VectorMath.EXP_UNDERFLOW - 1;
+    private static final float EXP_FLOOR = VectorMath.EXP2_UNDERFLOW - 1;
     /** About this many elements per parallel task keeps the fork-join overhead negligible. */
     private static final int ELEMENTS_PER_TASK = 1 << 16;
+    private static final double LN2 = Math.log(2);
 
     private LogitStatsCpu() {
     }
@@ -54,27 +57,25 @@ final class LogitStatsCpu {
         int grain = Math.max(1, ELEMENTS_PER_TASK / vocab);
 
         cpu.parallelFor((int) logits.dim(0), grain, (from, to) -> {
-            try (Arena arena = Arena.ofConfined()) {
-                MemorySegment scratch = dtype == DType.F32 ? null : arena.allocate(4L * BLOCK, 64);
-                RowState state = new RowState();
-                float[] stats = new float[3];
-                for (int row = from; row < to; row++) {
-                    if (dtype == DType.F32) {
-                        rowStatsF32(z, row * rowBytes, vocab, invT, state);
-                    } else {
-                        rowStatsDecoded(z, row * rowBytes, dtype, vocab, invT, scratch, state);
-                    }
-                    state.finish(stats);
-                    max.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[0]);
-                    lse.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[1]);
-                    entropy.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[2]);
-                    if (logprob != null) {
-                        long target = longTargets ? y.getAtIndex(ValueLayout.JAVA_LONG, row)
-                                : y.getAtIndex(ValueLayout.JAVA_INT, row);
-                        float lp = target == ignoreIndex ? 0f
-                                : logProb(dtype.getFloat(z, (long) row * vocab + target) * invT, stats[1]);
-                        logprob.setAtIndex(ValueLayout.JAVA_FLOAT, row, lp);
-                    }
+            DecodeScratch scratch = dtype == DType.F32 ? null : new DecodeScratch();
+            RowState state = new RowState();
+            float[] stats = new float[3];
+            for (int row = from; row < to; row++) {
+                if (dtype == DType.F32) {
+                    rowStatsF32(z, row * rowBytes, vocab, invT, state);
+                } else {
+                    rowStatsDecoded(z, row * rowBytes, dtype, vocab, invT, scratch, state);
+                }
+                state.finish(stats);
+                max.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[0]);
+                lse.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[1]);
+                entropy.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[2]);
+                if (logprob != null) {
+                    long target = longTargets ? y.getAtIndex(ValueLayout.JAVA_LONG, row)
+                            : y.getAtIndex(ValueLayout.JAVA_INT, row);
+                    float lp = target == ignoreIndex ? 0f
+                            : logProb(dtype.getFloat(z, (long) row * vocab + target) * invT, stats[1]);
+                    logprob.setAtIndex(ValueLayout.JAVA_FLOAT, row, lp);
                 }
             }
         });
@@ -90,33 +91,40 @@ final class LogitStatsCpu {
      * streams block k+1 from memory for its max, so memory traffic overlaps the arithmetic.
      */
     static void rowStatsF32(MemorySegment z, long rowOffset, int vocab, float invT, RowState state) {
-        state.reset();
+        state.reset(invT);
         float nextMax = blockMax(z, rowOffset, Math.min(BLOCK, vocab));
         for (int start = 0; start < vocab; start += BLOCK) {
             int len = Math.min(BLOCK, vocab - start);
             long base = rowOffset + 4L * start;
-            boolean active = state.enterBlock(nextMax * invT);
+            boolean active = state.enterBlock(nextMax);
             int nextStart = start + BLOCK;
             if (nextStart < vocab) {
                 int nextLen = Math.min(BLOCK, vocab - nextStart);
                 long nextBase = base + 4L * BLOCK;
-                nextMax = active ? sumExpAndNextMax(z, base, len, nextBase, nextLen, invT, state)
+                nextMax = active ? sumExpAndNextMax(z, base, len, nextBase, nextLen, state)
                         : blockMax(z, nextBase, nextLen);
             } else if (active) {
-                sumExp(z, base, len, invT, state);
+                sumExp(z, base, len, state);
             }
         }
     }
 
-    /** One F16 or BF16 row: each block is decoded to fp32 in {@code scratch}, then swept twice. */
+    /** F16/BF16 bits and fp32 values of one block, padded to whole vectors with -inf. */
+    private static final class DecodeScratch {
+        final short[] bits = new short[BLOCK];
+        final float[] values = new float[BLOCK];
+    }
+
+    /** One F16 or BF16 row: each block is decoded to fp32 in {@code scratch} (its max with it), then swept. */
     static void rowStatsDecoded(MemorySegment z, long rowOffset, DType dtype, int vocab, float invT,
-                                MemorySegment scratch, RowState state) {
-        state.reset();
+                                DecodeScratch scratch, RowState state) {
+        state.reset(invT);
         for (int start = 0; start < vocab; start += BLOCK) {
             int len = Math.min(BLOCK, vocab - start);
-            HalfFloats.decode(z, rowOffset + 2L * start, dtype, scratch, len);
-            if (state.enterBlock(blockMax(scratch, 0, len) * invT)) {
-                sumExp(scratch, 0, len, invT, state);
+            float blockMax = HalfFloats.decodeMax(z, rowOffset + 2L * start, dtype, scratch.bits, scratch.values, len);
+            java.util.Arrays.fill(scratch.values, len, F.loopBound(len + F.length() - 1), Float.NEGATIVE_INFINITY);
+            if (state.enterBlock(blockMax)) {
+                sumExp(scratch.values, len, state);
             }
         }
     }
@@ -127,8 +135,8 @@ final class LogitStatsCpu {
      * next block's max.
      */
     private static float sumExpAndNextMax(MemorySegment z, long base, int len, long nextBase, int nextLen,
-                                          float invT, RowState state) {
-        FloatVector scaleBy = FloatVector.broadcast(F, invT);
+                                          RowState state) {
+        FloatVector scaleBy = FloatVector.broadcast(F, state.invT2);
         FloatVector minusMax = FloatVector.broadcast(F, -state.max);
         FloatVector s = FloatVector.zero(F);
         FloatVector t = FloatVector.zero(F);
@@ -137,8 +145,8 @@ final class LogitStatsCpu {
         for (int upper = F.loopBound(nextLen); i < upper; i += F.length()) {
             m = m.max(FloatVector.fromMemorySegment(F, z, nextBase + 4L * i, NATIVE));
             FloatVector logit = FloatVector.fromMemorySegment(F, z, base + 4L * i, NATIVE);
-            FloatVector d = clampBelow(logit.mul(scaleBy).add(minusMax));
-            FloatVector e = VectorMath.expNonPositive(d);
+            FloatVector d = clampBelow(logit.add(minusMax).mul(scaleBy));
+            FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
         }
@@ -149,37 +157,51 @@ final class LogitStatsCpu {
         }
         state.add(s.reduceLanes(VectorOperators.ADD), t.reduceLanes(VectorOperators.ADD));
         if (i < len) {
-            sumExp(z, base + 4L * i, len - i, invT, state); // the rest of a block longer than the next
+            sumExp(z, base + 4L * i, len - i, state); // the rest of a block longer than the next
         }
         return m.reduceLanes(VectorOperators.MAX);
     }
 
     /**
-     * Adds {@code e = exp(x - max)} and {@code e (x - max)} over {@code x = block[i] * invT} to
-     * the state. A method of its own so that the JIT compiles this loop with every vector in
+     * Adds {@code e = 2^d} and {@code e d} over {@code d = (block[i] - max) invT2} to the state. A method of its own so that the JIT compiles this loop with every vector in
      * registers (in one big method, the Vector API's inlining budget runs out and vectors get
      * boxed).
      */
-    private static void sumExp(MemorySegment block, long base, int len, float invT, RowState state) {
-        FloatVector scaleBy = FloatVector.broadcast(F, invT);
+    private static void sumExp(MemorySegment block, long base, int len, RowState state) {
+        FloatVector scaleBy = FloatVector.broadcast(F, state.invT2);
         FloatVector minusMax = FloatVector.broadcast(F, -state.max);
         FloatVector s = FloatVector.zero(F);
         FloatVector t = FloatVector.zero(F);
         int i = 0;
         for (int upper = F.loopBound(len); i < upper; i += F.length()) {
             FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE);
-            FloatVector d = clampBelow(logit.mul(scaleBy).add(minusMax));
-            FloatVector e = VectorMath.expNonPositive(d);
+            FloatVector d = clampBelow(logit.add(minusMax).mul(scaleBy));
+            FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
         }
         VectorMask<Float> tail = F.indexInRange(i, len);
         if (tail.anyTrue()) {
             FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE, tail);
-            FloatVector d = clampBelow(logit.mul(scaleBy).add(minusMax));
-            FloatVector e = VectorMath.expNonPositive(d);
+            FloatVector d = clampBelow(logit.add(minusMax).mul(scaleBy));
+            FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e, tail);
             t = t.add(e.mul(d), tail);
+        }
+        state.add(s.reduceLanes(VectorOperators.ADD), t.reduceLanes(VectorOperators.ADD));
+    }
+
+    /** {@link #sumExp} over the decoded values {@code block[0, len)}, padded with -inf to whole vectors. */
+    private static void sumExp(float[] block, int len, RowState state) {
+        FloatVector scaleBy = FloatVector.broadcast(F, state.invT2);
+        FloatVector minusMax = FloatVector.broadcast(F, -state.max);
+        FloatVector s = FloatVector.zero(F);
+        FloatVector t = FloatVector.zero(F);
+        for (int i = 0; i < len; i += F.length()) {
+            FloatVector d = clampBelow(FloatVector.fromArray(F, block, i).add(minusMax).mul(scaleBy));
+            FloatVector e = VectorMath.exp2NonPositive(d);
+            s = s.add(e);
+            t = e.fma(d, t);
         }
         state.add(s.reduceLanes(VectorOperators.ADD), t.reduceLanes(VectorOperators.ADD));
     }
@@ -207,14 +229,21 @@ final class LogitStatsCpu {
         return d.blend(EXP_FLOOR, d.lt(EXP_FLOOR));
     }
 
-    /** The online-softmax state of one row: its running max and the sums relative to that max. */
+    /**
+     * The online-softmax state of one row: the running max of its z and, relative to it, the sums
+     * in base 2 ({@code d = (z - max) invT2}, {@code invT2 = log2(e) / T}).
+     */
     static final class RowState {
         float max;
+        float invT;
+        float invT2;
         boolean nan;
-        double sum;      // sum exp(x - max)
-        double weighted; // sum exp(x - max) (x - max)
+        double sum;      // sum 2^d
+        double weighted; // sum 2^d d
 
-        void reset() {
+        void reset(float invT) {
+            this.invT = invT;
+            this.invT2 = invT * VectorMath.LOG2_E;
             max = Float.NEGATIVE_INFINITY;
             nan = false;
             sum = 0;
@@ -222,15 +251,15 @@ final class LogitStatsCpu {
         }
 
         /**
-         * Takes in the max of the next block (of x = z/T), rescaling the sums if it raises the
-         * running max. Returns false while everything seen is -inf (there is nothing to add).
+         * Takes in the max of the next block's z, rescaling the sums if it raises the running max.
+         * Returns false while everything seen is -inf (there is nothing to add).
          */
         boolean enterBlock(float blockMax) {
             nan |= Float.isNaN(blockMax);
             if (blockMax > max) {
                 if (max != Float.NEGATIVE_INFINITY) {
-                    double shift = (double) max - blockMax;
-                    double scale = Math.exp(shift);
+                    double shift = ((double) max - blockMax) * invT2;
+                    double scale = Math.pow(2, shift);
                     weighted = (weighted + sum * shift) * scale;
                     sum *= scale;
                 }
@@ -246,19 +275,20 @@ final class LogitStatsCpu {
 
         /** Writes max, lse and entropy, the special rows first. */
         void finish(float[] stats) {
+            float x = max * invT; // the max of x = z / T, rounded as x is
             if (nan) {
                 stats[0] = stats[1] = stats[2] = Float.NaN;
-            } else if (max == Float.POSITIVE_INFINITY) {
-                stats[0] = max;
+            } else if (x == Float.POSITIVE_INFINITY) {
+                stats[0] = x;
                 stats[1] = stats[2] = Float.NaN;
-            } else if (max == Float.NEGATIVE_INFINITY) {
-                stats[0] = stats[1] = max;
+            } else if (x == Float.NEGATIVE_INFINITY) {
+                stats[0] = stats[1] = x;
                 stats[2] = 0f;
             } else {
                 double logSum = Math.log(sum);
-                stats[0] = max;
-                stats[1] = (float) (max + logSum);
-                stats[2] = (float) Math.max(0, logSum - weighted / sum);
+                stats[0] = x;
+                stats[1] = (float) (x + logSum);
+                stats[2] = (float) Math.max(0, logSum - LN2 * weighted / sum);
             }
         }
     }
