@@ -70,10 +70,14 @@ public final class Report {
 
         int allThreads = CpuBackend.shared().threads();
         try (CpuBackend one = CpuBackend.withThreads(1)) {
-            out.println("== bandwidth probe (Vector API read sweep of " + (config.probeBytes() >> 20) + " MiB)");
-            double probeOne = BandwidthProbe.readGbPerSecond(one, config.probeBytes(), 5);
-            double probeAll = BandwidthProbe.readGbPerSecond(CpuBackend.shared(), config.probeBytes(), 5);
-            out.printf(Locale.ROOT, "  1 thread: %.1f GB/s; %d threads: %.1f GB/s%n", probeOne, allThreads, probeAll);
+            // Measured again before each op: on a shared VM the memory bandwidth drifts within a run
+            // (10-17 GB/s one thread within an hour here), and a fraction of a probe taken minutes
+            // earlier would say more about the drift than about the op.
+            out.println("== bandwidth probe (Vector API read sweep of " + (config.probeBytes() >> 20)
+                    + " MiB, again before each op)");
+            double[] firstProbe = probe(one);
+            out.printf(Locale.ROOT, "  1 thread: %.1f GB/s; %d threads: %.1f GB/s%n", firstProbe[0], allThreads,
+                    firstProbe[1]);
 
             List<Backend> backends = new ArrayList<>(List.of(one));
             if (allThreads > 1) {
@@ -87,29 +91,38 @@ public final class Report {
             }
 
             out.println("== ops");
-            out.printf(Locale.ROOT, "  %-18s %-10s %-15s %-5s %10s %8s %8s %9s%n",
-                    "op", "backend", "shape", "dtype", "ms", "GB/s", "probe", "vs scalar");
+            out.printf(Locale.ROOT, "  %-18s %-10s %-15s %-5s %10s %8s %8s %8s %9s%n",
+                    "op", "backend", "shape", "dtype", "ms", "GB/s", "probe", "of probe", "vs scalar");
             List<Row> rows = new ArrayList<>();
             for (Supplier<Workload> make : workloads()) {
+                double[] probes = probe(one); // before the workload's tensors take memory
                 try (Workload w = make.get()) {
                     double scalarMillis = config.scalar() && w.hasScalar()
                             ? millis(w::runScalar, Math.min(3, config.repeats())) : Double.NaN;
                     for (Backend backend : backends) {
                         int threads = backend instanceof CpuBackend cpu ? cpu.threads() : 0;
-                        double probe = threads == 1 ? probeOne : probeAll;
+                        double probe = threads == 1 ? probes[0] : probes[1];
                         double ms = millis(() -> w.run(backend), config.repeats());
                         Row row = new Row(w.op(), backend.name(), threads, w.shape(), w.dtype(), ms,
                                 w.bytes() / (ms * 1e6), probe, scalarMillis / ms);
                         rows.add(row);
-                        out.printf(Locale.ROOT, "  %-18s %-10s %-15s %-5s %10.2f %8.2f %7.0f%% %9s%n",
+                        out.printf(Locale.ROOT, "  %-18s %-10s %-15s %-5s %10.2f %8.2f %8.1f %7.0f%% %9s%n",
                                 row.op(), label(row), row.shape(), row.dtype(), row.millis(), row.gbPerSecond(),
-                                100 * row.fractionOfProbe(), speedup(row));
+                                row.probeGbPerSecond(), 100 * row.fractionOfProbe(), speedup(row));
                     }
                 }
             }
-            write(directory, rows, probeOne, probeAll);
+            write(directory, rows);
             return rows;
         }
+    }
+
+    /** The read bandwidth with one thread and with all, 3 sweeps each (the best counts). */
+    private double[] probe(CpuBackend one) {
+        double probeOne = BandwidthProbe.readGbPerSecond(one, config.probeBytes(), 3);
+        double probeAll = CpuBackend.shared().threads() > 1
+                ? BandwidthProbe.readGbPerSecond(CpuBackend.shared(), config.probeBytes(), 3) : probeOne;
+        return new double[] {probeOne, probeAll};
     }
 
     private List<Supplier<Workload>> workloads() {
@@ -195,23 +208,39 @@ public final class Report {
         return times[repeats / 2];
     }
 
-    private void write(Path directory, List<Row> rows, double probeOne, double probeAll) throws IOException {
+    /** "min-max" (or one value) of the probes the CPU rows with one thread ({@code one}) or more used. */
+    private static String probeRange(List<Row> rows, boolean one) {
+        double min = Double.POSITIVE_INFINITY;
+        double max = 0;
+        for (Row r : rows) {
+            if (r.threads() > 0 && (r.threads() == 1) == one) {
+                min = Math.min(min, r.probeGbPerSecond());
+                max = Math.max(max, r.probeGbPerSecond());
+            }
+        }
+        if (max == 0) {
+            return "-";
+        }
+        return String.format(Locale.ROOT, Math.abs(max - min) < 0.05 ? "%.1f" : "%.1f-%.1f", min, max);
+    }
+
+    private void write(Path directory, List<Row> rows) throws IOException {
         Files.createDirectories(directory);
         StringBuilder csv = new StringBuilder(
                 "op,backend,threads,shape,dtype,millis,gb_per_s,probe_gb_per_s,fraction_of_probe,speedup_over_scalar\n");
         StringBuilder md = new StringBuilder("# tokenkernels report\n\n");
         Machine.describe().forEach(line -> md.append("- ").append(line).append('\n'));
-        md.append(String.format(Locale.ROOT, "- read bandwidth probe: %.1f GB/s (1 thread), %.1f GB/s (%d threads)%n%n",
-                probeOne, probeAll, CpuBackend.shared().threads()));
-        md.append("| op | backend | shape | dtype | ms | GB/s | of probe | vs scalar |\n");
-        md.append("|---|---|---|---|---:|---:|---:|---:|\n");
+        md.append(String.format(Locale.ROOT, "- read bandwidth probe, measured before each op: %s GB/s (1 thread), %s GB/s"
+                + " (%d threads)%n%n", probeRange(rows, true), probeRange(rows, false), CpuBackend.shared().threads()));
+        md.append("| op | backend | shape | dtype | ms | GB/s | probe GB/s | of probe | vs scalar |\n");
+        md.append("|---|---|---|---|---:|---:|---:|---:|---:|\n");
         for (Row r : rows) {
             csv.append(String.format(Locale.ROOT, "%s,%s,%d,%s,%s,%.4f,%.4f,%.4f,%.4f,%.4f%n", r.op(), r.backend(),
                     r.threads(), r.shape(), r.dtype(), r.millis(), r.gbPerSecond(), r.probeGbPerSecond(),
                     r.fractionOfProbe(), r.speedupOverScalar()));
-            md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %.2f | %.2f | %.0f%% | %s |%n", r.op(),
-                    label(r), r.shape(), r.dtype(), r.millis(), r.gbPerSecond(), 100 * r.fractionOfProbe(),
-                    speedup(r)));
+            md.append(String.format(Locale.ROOT, "| %s | %s | %s | %s | %.2f | %.2f | %.1f | %.0f%% | %s |%n", r.op(),
+                    label(r), r.shape(), r.dtype(), r.millis(), r.gbPerSecond(), r.probeGbPerSecond(),
+                    100 * r.fractionOfProbe(), speedup(r)));
         }
         Files.writeString(directory.resolve("report.csv"), csv);
         Files.writeString(directory.resolve("report.md"), md);
