@@ -10,13 +10,17 @@ import org.junit.jupiter.api.Test;
 class VectorMathTest {
     private static final int LANES = FloatVector.SPECIES_PREFERRED.length();
 
-    private static float[] exp(float[] x) {
+    /** {@code function} applied a vector at a time ({@code x.length} a multiple of the lanes). */
+    private static float[] lanewise(float[] x, java.util.function.UnaryOperator<FloatVector> function) {
         float[] out = new float[x.length];
         for (int i = 0; i < x.length; i += LANES) {
-            VectorMath.expNonPositive(FloatVector.fromArray(FloatVector.SPECIES_PREFERRED, x, i))
-                    .intoArray(out, i);
+            function.apply(FloatVector.fromArray(FloatVector.SPECIES_PREFERRED, x, i)).intoArray(out, i);
         }
         return out;
+    }
+
+    private static float[] exp(float[] x) {
+        return lanewise(x, VectorMath::expNonPositive);
     }
 
     @Test
@@ -30,14 +34,18 @@ class VectorMathTest {
         x[1] = -0f;
         x[2] = -86f;
         x[3] = Math.nextDown(0f);
-        float[] y = exp(x);
+        double worst = worstUlps(x, exp(x), Math::exp);
+        assertTrue(worst <= 2, "worst error " + worst + " ulp");
+    }
+
+    /** The largest error of {@code y} against {@code exact(x)}, in ulps of the float nearest the exact value. */
+    private static double worstUlps(float[] x, float[] y, java.util.function.DoubleUnaryOperator exact) {
         double worst = 0;
         for (int i = 0; i < x.length; i++) {
-            double exact = Math.exp(x[i]);
-            double ulps = Math.abs(y[i] - exact) / Math.ulp((float) exact);
-            worst = Math.max(worst, ulps);
+            double e = exact.applyAsDouble(x[i]);
+            worst = Math.max(worst, Math.abs(y[i] - e) / Math.ulp((float) e));
         }
-        assertTrue(worst <= 2, "worst error " + worst + " ulp");
+        return worst;
     }
 
     @Test
@@ -56,11 +64,7 @@ class VectorMathTest {
     }
 
     private static float[] exp2(float[] x) {
-        float[] out = new float[x.length];
-        for (int i = 0; i < x.length; i += LANES) {
-            VectorMath.exp2NonPositive(FloatVector.fromArray(FloatVector.SPECIES_PREFERRED, x, i)).intoArray(out, i);
-        }
-        return out;
+        return lanewise(x, VectorMath::exp2NonPositive);
     }
 
     /** Every float in [-1, 0] at a stride, and random ones down to the underflow bound. */
@@ -78,11 +82,7 @@ class VectorMathTest {
         x[4] = Math.nextDown(-0.5f);
         x[5] = -123.5f; // n rounds to -124 (even): the smallest scaling
         float[] y = exp2(x);
-        double worst = 0;
-        for (int i = 0; i < x.length; i++) {
-            double exact = Math.pow(2, x[i]);
-            worst = Math.max(worst, Math.abs(y[i] - exact) / Math.ulp((float) exact));
-        }
+        double worst = worstUlps(x, y, v -> Math.pow(2, v));
         assertTrue(worst <= 2, "worst error " + worst + " ulp");
         assertEquals(1f, y[0]);
         assertEquals(1f, y[1]);
@@ -106,11 +106,7 @@ class VectorMathTest {
     }
 
     private static float[] log(float[] x) {
-        float[] out = new float[x.length];
-        for (int i = 0; i < x.length; i += LANES) {
-            VectorMath.log(FloatVector.fromArray(FloatVector.SPECIES_PREFERRED, x, i)).intoArray(out, i);
-        }
-        return out;
+        return lanewise(x, VectorMath::log);
     }
 
     @Test
