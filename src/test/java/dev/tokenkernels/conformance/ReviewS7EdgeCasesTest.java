@@ -1,0 +1,95 @@
+package dev.tokenkernels.conformance;
+
+import static org.junit.jupiter.api.Assertions.assertAll;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import dev.tokenkernels.ops.loss.Divergence;
+import dev.tokenkernels.ops.loss.LogitStats;
+import dev.tokenkernels.ops.loss.TargetLogProb;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.Tensor;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.function.Executable;
+
+/**
+ * Review of the base-2 softmax sweeps (s7): inputs inside the documented contract where the CPU
+ * backend, since 41c8579/24c085e, disagrees with float64 and with cuda-emu.
+ */
+class ReviewS7EdgeCasesTest {
+
+    /**
+     * Checks.temperature accepts T down to about 2.9e-39 (1/T finite), but for T below about
+     * 4.3e-39 the sweeps' log2(e)/T overflows to +inf and (z - m) * inf = 0 * inf = NaN at the max.
+     * x = z / T = (0, -2.86e38): p = (1, 0), lse = 0, entropy 0, log p[0] = 0.
+     */
+    @Test
+    void tinyTemperatureWhoseReciprocalIsFinite() {
+        float t = 3.5e-39f;
+        List<Executable> checks = new ArrayList<>();
+        try (Tensor z = Tensor.of(new float[] {0f, -1f}, 1, 2); Tensor y = Tensor.ofLongs(new long[] {0}, 1);
+             Tensor yi = Tensor.ofInts(new int[] {0}, 1)) {
+            for (Backend backend : ConformanceBackends.all()) {
+                try (var r = LogitStats.compute(z, y, LogitStats.Options.defaults().withTemperature(t).on(backend));
+                     var lp = TargetLogProb.compute(z, yi,
+                             TargetLogProb.Options.defaults().withTemperature(t).on(backend))) {
+                    float lse = r.lse().getFloat(0);
+                    float h = r.entropy().getFloat(0);
+                    float logp = lp.logProb().getFloat(0);
+                    System.out.println("tinyT " + backend + " lse=" + lse + " entropy=" + h + " targetLogProb=" + logp);
+                    checks.add(() -> assertEquals(0f, lse, 1e-6f, backend + " LogitStats lse"));
+                    checks.add(() -> assertEquals(0f, h, 1e-6f, backend + " LogitStats entropy"));
+                    checks.add(() -> assertEquals(0f, logp, 1e-6f, backend + " TargetLogProb logp"));
+                }
+            }
+        }
+        assertAll(checks);
+    }
+
+    /**
+     * Finite logits of magnitude 2e38 at T = 1e38: x = (2, -2), p = (0.982, 0.018). fp32(z - m) =
+     * -4e38 overflows to -inf, so the CPU gives the second class p = 0.
+     */
+    @Test
+    void hugeLogitsAtHugeTemperature() {
+        float t = 1e38f;
+        double lseExpected = 2 + Math.log1p(Math.exp(-4));
+        double p1 = Math.exp(-2 - lseExpected);
+        double p0 = 1 - p1;
+        double hExpected = -(p0 * Math.log(p0) + p1 * Math.log(p1));
+        List<Executable> checks = new ArrayList<>();
+        try (Tensor z = Tensor.of(new float[] {2e38f, -2e38f}, 1, 2); Tensor y = Tensor.ofLongs(new long[] {1}, 1)) {
+            for (Backend backend : ConformanceBackends.all()) {
+                try (var r = LogitStats.compute(z, y, LogitStats.Options.defaults().withTemperature(t).on(backend))) {
+                    float lse = r.lse().getFloat(0);
+                    float h = r.entropy().getFloat(0);
+                    float logp = r.logprob().getFloat(0);
+                    System.out.println("hugeZ " + backend + " lse=" + lse + " entropy=" + h + " logprob[1]=" + logp
+                            + " (expected " + lseExpected + ", " + hExpected + ", " + Math.log(p1) + ")");
+                    checks.add(() -> assertEquals(lseExpected, lse, 1e-5, backend + " lse"));
+                    checks.add(() -> assertEquals(hExpected, h, 1e-5, backend + " entropy"));
+                    checks.add(() -> assertEquals(Math.log(p1), logp, 1e-5, backend + " logprob"));
+                }
+            }
+        }
+        assertAll(checks);
+    }
+
+    /** Forward KL of the same row against itself is 0; at T = 3.5e-39 the CPU gives NaN. */
+    @Test
+    void divergenceAtTinyTemperature() {
+        float t = 3.5e-39f;
+        List<Executable> checks = new ArrayList<>();
+        try (Tensor s = Tensor.of(new float[] {0f, -1f}, 1, 2); Tensor q = Tensor.of(new float[] {0f, -1f}, 1, 2)) {
+            for (Backend backend : ConformanceBackends.all()) {
+                try (var r = Divergence.compute(s, q, Divergence.Options.forwardKl().withTemperature(t).on(backend))) {
+                    float v = r.value();
+                    System.out.println("divTinyT " + backend + " KL=" + v);
+                    checks.add(() -> assertEquals(0f, v, 1e-6f, backend + " forward KL"));
+                }
+            }
+        }
+        assertAll(checks);
+    }
+}
