@@ -200,10 +200,11 @@ class LogitStatsTest {
     @Test
     void rejectsBadTemperatures() {
         try (Tensor z = Tensor.of(new float[] {1, 2}, 1, 2)) {
-            for (float t : new float[] {0f, -1f, Float.NaN, Float.POSITIVE_INFINITY, 0x1p-130f}) {
+            for (float t : new float[] {0f, -1f, Float.NaN, Float.POSITIVE_INFINITY, 0x1p-130f, 3.5e-39f}) {
                 var e = assertThrows(IllegalArgumentException.class,
                         () -> LogitStats.compute(z, null, LogitStats.Options.defaults().withTemperature(t)));
-                assertEquals("temperature: expected a finite value > 0 whose reciprocal 1/T is finite (T > about 2.9e-39), got "
+                assertEquals("temperature: expected a finite value > 0 whose reciprocal 1/T is finite, log2(e)/T too"
+                        + " (T > about 4.2e-39), got "
                         + t, e.getMessage());
             }
         }

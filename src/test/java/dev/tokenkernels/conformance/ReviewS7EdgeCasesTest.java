@@ -2,6 +2,7 @@ package dev.tokenkernels.conformance;
 
 import static org.junit.jupiter.api.Assertions.assertAll;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 
 import dev.tokenkernels.ops.loss.Divergence;
 import dev.tokenkernels.ops.loss.LogitStats;
@@ -20,13 +21,18 @@ import org.junit.jupiter.api.function.Executable;
 class ReviewS7EdgeCasesTest {
 
     /**
-     * Checks.temperature accepts T down to about 2.9e-39 (1/T finite), but for T below about
-     * 4.3e-39 the sweeps' log2(e)/T overflows to +inf and (z - m) * inf = 0 * inf = NaN at the max.
-     * x = z / T = (0, -2.86e38): p = (1, 0), lse = 0, entropy 0, log p[0] = 0.
+     * Checks.temperature accepted T down to about 2.9e-39 (1/T finite), but for T below about
+     * 4.2e-39 the sweeps' log2(e)/T overflows to +inf and (z - m) * inf = 0 * inf = NaN at the max
+     * (T = 3.5e-39: NaN on the CPU, 0 on cuda-emu); such T are now rejected. Just above the bound,
+     * x = z / T = (0, -2.35e38): p = (1, 0), lse = 0, entropy 0, log p[0] = 0 on every backend.
      */
     @Test
     void tinyTemperatureWhoseReciprocalIsFinite() {
-        float t = 3.5e-39f;
+        try (Tensor z = Tensor.of(new float[] {0f, -1f}, 1, 2)) {
+            assertThrows(IllegalArgumentException.class,
+                    () -> LogitStats.compute(z, null, LogitStats.Options.defaults().withTemperature(3.5e-39f)));
+        }
+        float t = 4.25e-39f;
         List<Executable> checks = new ArrayList<>();
         try (Tensor z = Tensor.of(new float[] {0f, -1f}, 1, 2); Tensor y = Tensor.ofLongs(new long[] {0}, 1);
              Tensor yi = Tensor.ofInts(new int[] {0}, 1)) {
@@ -76,10 +82,10 @@ class ReviewS7EdgeCasesTest {
         assertAll(checks);
     }
 
-    /** Forward KL of the same row against itself is 0; at T = 3.5e-39 the CPU gives NaN. */
+    /** Forward KL of the same row against itself is 0 (at T = 3.5e-39, before the check, NaN on the CPU). */
     @Test
     void divergenceAtTinyTemperature() {
-        float t = 3.5e-39f;
+        float t = 4.25e-39f;
         List<Executable> checks = new ArrayList<>();
         try (Tensor s = Tensor.of(new float[] {0f, -1f}, 1, 2); Tensor q = Tensor.of(new float[] {0f, -1f}, 1, 2)) {
             for (Backend backend : ConformanceBackends.all()) {

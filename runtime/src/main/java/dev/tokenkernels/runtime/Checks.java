@@ -49,13 +49,17 @@ public final class Checks {
 
     /**
      * A temperature {@code T}: finite, positive, and with a finite reciprocal, since the ops scale
-     * logits by {@code 1/T} (a subnormal T would make every scaled logit infinite or NaN).
+     * logits by {@code 1/T} (a subnormal T would make every scaled logit infinite or NaN); the CPU
+     * softmax sweeps scale by {@code log2(e) / T}, which must be finite too.
      */
     public static float temperature(String name, float value) {
-        require(value > 0 && Float.isFinite(value) && Float.isFinite(1f / value), name,
-                "a finite value > 0 whose reciprocal 1/T is finite (T > about 2.9e-39)", value);
+        require(value > 0 && Float.isFinite(value) && Float.isFinite(1f / value * LOG2_E), name,
+                "a finite value > 0 whose reciprocal 1/T is finite, log2(e)/T too (T > about 4.2e-39)", value);
         return value;
     }
+
+    /** {@code log2 e} as the CPU sweeps round it. */
+    private static final float LOG2_E = 1.44269504088896341f;
 
     /** A finite value greater than zero (a temperature: {@link #temperature}). */
     public static float positiveFinite(String name, float value) {
