@@ -77,6 +77,31 @@ class ReviewS7EdgeCasesTest {
                     checks.add(() -> assertEquals(hExpected, h, 1e-5, backend + " entropy"));
                     checks.add(() -> assertEquals(Math.log(p1), logp, 1e-5, backend + " logprob"));
                 }
+                try (Tensor yi = Tensor.ofInts(new int[] {1}, 1);
+                     var lp = TargetLogProb.compute(z, yi, TargetLogProb.Options.defaults().withTemperature(t).on(backend))) {
+                    float logp = lp.logProb().getFloat(0);
+                    System.out.println("hugeZ " + backend + " TargetLogProb[1]=" + logp);
+                    checks.add(() -> assertEquals(Math.log(p1), logp, 1e-5, backend + " TargetLogProb"));
+                }
+                // teacher x = (-2, 2): q = (p1, p0), KL(q || p) = (p0 - p1) * 4
+                try (Tensor zt = Tensor.of(new float[] {-2e38f, 2e38f}, 1, 2);
+                     var r = Divergence.compute(z, zt, Divergence.Options.forwardKl().withTemperature(t).on(backend))) {
+                    float v = r.value();
+                    System.out.println("hugeZ " + backend + " KL=" + v + " (expected " + (p0 - p1) * 4 + ")");
+                    checks.add(() -> assertEquals((p0 - p1) * 4, v, 1e-5, backend + " forward KL"));
+                }
+                double m0 = 0.5 * (p0 + p1);
+                double jsd = 0.5 * (p1 * Math.log(p1 / m0) + p0 * Math.log(p0 / m0))
+                        + 0.5 * (p0 * Math.log(p0 / m0) + p1 * Math.log(p1 / m0));
+                for (var o : List.of(Divergence.Options.reverseKl(), Divergence.Options.jsd(0.5f))) {
+                    double expected = o.kind() == Divergence.Kind.JSD ? jsd : (p0 - p1) * 4;
+                    try (Tensor zt = Tensor.of(new float[] {-2e38f, 2e38f}, 1, 2);
+                         var r = Divergence.computeWithGradient(z, zt, o.withTemperature(t).on(backend), 1f)) {
+                        float v = r.value();
+                        System.out.println("hugeZ " + backend + " " + o.kind() + "=" + v + " (expected " + expected + ")");
+                        checks.add(() -> assertEquals(expected, v, 1e-5, backend + " " + o.kind()));
+                    }
+                }
             }
         }
         assertAll(checks);

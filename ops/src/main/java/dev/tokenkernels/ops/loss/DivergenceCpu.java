@@ -439,7 +439,7 @@ final class DivergenceCpu {
             float[] out = logMixture;
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
-            FloatVector a = FloatVector.broadcast(F, invT2 * (float) LN2);
+            FloatVector a = FloatVector.broadcast(F, loopScale(invT2) * (float) LN2);
             float maxS = offset(blockMaxS[b]);
             float maxT = offset(blockMaxT[b]);
             float shiftS = (float) shift(maxS, runningS, lnSumS);
@@ -468,7 +468,7 @@ final class DivergenceCpu {
             float[] kept = difference;
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
-            FloatVector a = FloatVector.broadcast(F, invT2 * (float) LN2);
+            FloatVector a = FloatVector.broadcast(F, loopScale(invT2) * (float) LN2);
             float maxS = offset(blockMaxS[b]);
             float maxT = offset(blockMaxT[b]);
             float shiftS = (float) shift(maxS, runningS, lnSumS);
@@ -503,8 +503,9 @@ final class DivergenceCpu {
          * first, exact near the max, and {@code (m - M) invT2 - ln S} from fp64 (a rounded
          * {@code x - lse} in fp32 keeps only an ulp of {@code |x|} of it: log 2 lost at {@code |x| = 1e10}).
          */
-        private static FloatVector logProb(float[] z, int i, FloatVector a, float offset, float shift) {
-            return FloatVector.fromArray(F, z, i).sub(offset).mul(a).add(shift);
+        private FloatVector logProb(float[] z, int i, FloatVector a, float offset, float shift) {
+            float half = half(invT2);
+            return FloatVector.fromArray(F, z, i).fma(half, -offset * half).mul(a).add(shift);
         }
 
         private void jsdGradient(int b, int start, int len) {
@@ -587,18 +588,19 @@ final class DivergenceCpu {
     private static double exponentials(float[] z, float[] other, int len, float invT2, float max, float otherMax,
                                        float[] e, int start, boolean cross, double[] crossSums, int b,
                                        float[] difference) {
-        FloatVector a = FloatVector.broadcast(F, invT2);
-        FloatVector minusMax = FloatVector.broadcast(F, -max);
-        FloatVector minusOtherMax = FloatVector.broadcast(F, -otherMax);
+        FloatVector a = FloatVector.broadcast(F, loopScale(invT2));
+        FloatVector half = FloatVector.broadcast(F, half(invT2));
+        FloatVector minusMax = FloatVector.broadcast(F, -max * half(invT2));
+        FloatVector minusOtherMax = FloatVector.broadcast(F, -otherMax * half(invT2));
         FloatVector sum = FloatVector.zero(F);
         FloatVector crossSum = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
-            FloatVector x = FloatVector.fromArray(F, z, i).add(minusMax).mul(a);
+            FloatVector x = FloatVector.fromArray(F, z, i).fma(half, minusMax).mul(a);
             FloatVector v = VectorMath.exp2NonPositive(x);
             v.intoArray(e, start + i);
             sum = sum.add(v);
             if (cross) {
-                FloatVector d = x.sub(FloatVector.fromArray(F, other, i).add(minusOtherMax).mul(a));
+                FloatVector d = x.sub(FloatVector.fromArray(F, other, i).fma(half, minusOtherMax).mul(a));
                 crossSum = crossSum.add(times(v, d));
                 if (difference != null) {
                     d.intoArray(difference, start + i);
@@ -641,6 +643,20 @@ final class DivergenceCpu {
             VectorMask<Float> masked = t.eq(Float.NEGATIVE_INFINITY).or(r.eq(Float.NEGATIVE_INFINITY));
             t.sub(r).fma(a, t).blend(Float.NEGATIVE_INFINITY, masked).intoArray(z, i);
         }
+    }
+
+    /**
+     * The loops form {@code d = fp32(z half - m half) loopScale}: {@code half = 1} (exactly
+     * {@code fp32(z - m) invT2}), or, for a scale so small ({@code T > ~1e36}) that a difference
+     * beyond the float range ({@code |z| ~ 2e38}) still has a nonzero {@code 2^d}, 1/2 and
+     * {@code 2 invT2}: the halves cannot overflow.
+     */
+    private static float half(float invT2) {
+        return invT2 < 0x1p-120f ? 0.5f : 1f;
+    }
+
+    private static float loopScale(float invT2) {
+        return invT2 < 0x1p-120f ? 2 * invT2 : invT2;
     }
 
     /** {@code probability * value}, 0 where the probability is 0 (so that 0 log 0 = 0). */

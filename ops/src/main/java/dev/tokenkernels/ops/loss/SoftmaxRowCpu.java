@@ -221,13 +221,14 @@ final class SoftmaxRowCpu {
      * the hot loop).
      */
     private void exponentiateBlock(int b, int start, int length, float invT2, float running) {
-        FloatVector scale = FloatVector.broadcast(F, invT2);
-        FloatVector minusRunning = FloatVector.broadcast(F, -running);
+        FloatVector scale = FloatVector.broadcast(F, loopScale(invT2));
+        FloatVector half = FloatVector.broadcast(F, half(invT2));
+        FloatVector minusRunning = FloatVector.broadcast(F, -running * half(invT2));
         FloatVector s = FloatVector.zero(F);
         FloatVector ed = FloatVector.zero(F);
         int fullEnd = F.loopBound(length);
         for (int i = 0; i < fullEnd; i += F.length()) {
-            FloatVector d = FloatVector.fromArray(F, staged, i).add(minusRunning).mul(scale);
+            FloatVector d = FloatVector.fromArray(F, staged, i).fma(half, minusRunning).mul(scale);
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             if (entropy) {
@@ -236,7 +237,7 @@ final class SoftmaxRowCpu {
             e.intoArray(exps, start + i);
         }
         if (fullEnd < length) {
-            FloatVector d = FloatVector.fromArray(F, staged, fullEnd).add(minusRunning).mul(scale);
+            FloatVector d = FloatVector.fromArray(F, staged, fullEnd).fma(half, minusRunning).mul(scale);
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             if (entropy) {
@@ -252,13 +253,28 @@ final class SoftmaxRowCpu {
         blockExpLog[b] = expLog;
     }
 
+    /**
+     * The loops form {@code d2 = fp32(z half - m_b half) loopScale}: {@code half = 1} (exactly
+     * {@code fp32(z - m_b) invT2}), or, for a scale so small ({@code T > ~1e36}) that a difference
+     * beyond the float range ({@code |z| ~ 2e38}) still has a nonzero {@code 2^d2}, 1/2 and
+     * {@code 2 invT2}: the halves cannot overflow.
+     */
+    private static float half(float invT2) {
+        return invT2 < 0x1p-120f ? 0.5f : 1f;
+    }
+
+    private static float loopScale(float invT2) {
+        return invT2 < 0x1p-120f ? 2 * invT2 : invT2;
+    }
+
     /** {@code sum e d2} of the staged block with {@code d2} clamped to -256 (e is 0 below). */
     private double clampedExpLog(int length, float invT2, float running) {
-        FloatVector scale = FloatVector.broadcast(F, invT2);
-        FloatVector minusRunning = FloatVector.broadcast(F, -running);
+        FloatVector scale = FloatVector.broadcast(F, loopScale(invT2));
+        FloatVector half = FloatVector.broadcast(F, half(invT2));
+        FloatVector minusRunning = FloatVector.broadcast(F, -running * half(invT2));
         FloatVector ed = FloatVector.zero(F);
         for (int i = 0; i < length; i += F.length()) {
-            FloatVector d = FloatVector.fromArray(F, staged, i).add(minusRunning).mul(scale);
+            FloatVector d = FloatVector.fromArray(F, staged, i).fma(half, minusRunning).mul(scale);
             ed = VectorMath.exp2NonPositive(d).fma(d.max(-256f), ed);
         }
         return ed.reduceLanes(VectorOperators.ADD);
