@@ -1,5 +1,6 @@
 package dev.tokenkernels.ops.loss;
 
+import dev.tokenkernels.ops.cpu.ExponentScale;
 import dev.tokenkernels.ops.cpu.HalfFloats;
 import dev.tokenkernels.ops.cpu.VectorMath;
 import dev.tokenkernels.runtime.CpuBackend;
@@ -75,7 +76,8 @@ final class DivergenceCpu {
         private final Divergence.Kind kind;
         private final float beta;
         private final float invT;
-        /** {@code log2(e) / T}: the sweeps' exponentials are {@code 2^(z invT2 - m)}. */
+        /** {@code invT2 = log2(e) / T}: the sweeps' exponentials are {@code 2^((z - m) invT2)}. */
+        private final ExponentScale exponents;
         private final float invT2;
         private final int vocab;
         /** The vocabulary rounded up to whole vectors. */
@@ -93,7 +95,7 @@ final class DivergenceCpu {
         private final float[] expT;
         /**
          * What the gradient needs besides {@code p}, kept by an earlier sweep: reverse KL's
-         * {@code d = (x_s - m_b) - (x_t - o_b)}, JSD's {@code log p - log m}.
+         * {@code d = (z_s - m_b) invT2 - (z_t - o_b) invT2}, JSD's {@code log p - log m}.
          */
         private final float[] difference;
         /** The whole teacher row, made once per row when the Lp-Reg filter needs its max first. */
@@ -105,7 +107,7 @@ final class DivergenceCpu {
         /** The running max of each side's z when block b was exponentiated ({@code m_b}). */
         private final float[] blockMaxS;
         private final float[] blockMaxT;
-        /** Per block: {@code sum e}, and the cross term {@code sum e (x - x_other)} of the KLs. */
+        /** Per block: {@code sum e}, and the cross term {@code sum e d} of the KLs (d in base 2). */
         private final double[] blockSumS;
         private final double[] blockSumT;
         private final double[] blockCross;
@@ -137,7 +139,8 @@ final class DivergenceCpu {
             this.kind = job.kind();
             this.beta = job.beta();
             this.invT = job.invT();
-            this.invT2 = invT * VectorMath.LOG2_E;
+            this.exponents = ExponentScale.of(invT);
+            this.invT2 = exponents.invT2();
             this.vocab = job.vocab();
             this.padded = (vocab + F.length() - 1) / F.length() * F.length();
             this.gradient = job.gradient() == null ? null : job.gradient().segment();
@@ -329,13 +332,13 @@ final class DivergenceCpu {
                 blockSumS[b] = 0;
                 blockSumT[b] = 0;
                 if (runningS != Float.NEGATIVE_INFINITY) { // else every weight so far is 0
-                    blockSumS[b] = exponentials(s, t, len, invT2, runningS, offsetT, expS, start, crossStudent,
+                    blockSumS[b] = exponentials(s, t, len, exponents, runningS, offsetT, expS, start, crossStudent,
                             blockCross, b, difference);
                 } else {
                     Arrays.fill(expS, start, start + len, 0f);
                 }
                 if (runningT != Float.NEGATIVE_INFINITY) {
-                    blockSumT[b] = exponentials(t, s, len, invT2, runningT, offsetS, expT, start, crossTeacher,
+                    blockSumT[b] = exponentials(t, s, len, exponents, runningT, offsetS, expT, start, crossTeacher,
                             blockCross, b, null);
                 } else {
                     Arrays.fill(expT, start, start + len, 0f);
@@ -439,7 +442,7 @@ final class DivergenceCpu {
             float[] out = logMixture;
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
-            FloatVector a = FloatVector.broadcast(F, loopScale(invT2) * (float) LN2);
+            FloatVector a = FloatVector.broadcast(F, exponents.loopScale() * (float) LN2);
             float maxS = offset(blockMaxS[b]);
             float maxT = offset(blockMaxT[b]);
             float shiftS = (float) shift(maxS, runningS, lnSumS);
@@ -468,7 +471,7 @@ final class DivergenceCpu {
             float[] kept = difference;
             FloatVector sS = FloatVector.broadcast(F, scaleS[b]);
             FloatVector sT = FloatVector.broadcast(F, scaleT[b]);
-            FloatVector a = FloatVector.broadcast(F, loopScale(invT2) * (float) LN2);
+            FloatVector a = FloatVector.broadcast(F, exponents.loopScale() * (float) LN2);
             float maxS = offset(blockMaxS[b]);
             float maxT = offset(blockMaxT[b]);
             float shiftS = (float) shift(maxS, runningS, lnSumS);
@@ -504,8 +507,8 @@ final class DivergenceCpu {
          * {@code x - lse} in fp32 keeps only an ulp of {@code |x|} of it: log 2 lost at {@code |x| = 1e10}).
          */
         private FloatVector logProb(float[] z, int i, FloatVector a, float offset, float shift) {
-            float half = half(invT2);
-            return FloatVector.fromArray(F, z, i).fma(half, -offset * half).mul(a).add(shift);
+            return exponents.exponent(FloatVector.fromArray(F, z, i), FloatVector.broadcast(F, exponents.offset(offset)), a)
+                    .add(shift);
         }
 
         private void jsdGradient(int b, int start, int len) {
@@ -585,22 +588,21 @@ final class DivergenceCpu {
      * impossible on both sides adds nothing; {@code +inf} where only the other side is impossible);
      * with {@code difference}, keeps {@code d} there.
      */
-    private static double exponentials(float[] z, float[] other, int len, float invT2, float max, float otherMax,
-                                       float[] e, int start, boolean cross, double[] crossSums, int b,
+    private static double exponentials(float[] z, float[] other, int len, ExponentScale exponents, float max,
+                                       float otherMax, float[] e, int start, boolean cross, double[] crossSums, int b,
                                        float[] difference) {
-        FloatVector a = FloatVector.broadcast(F, loopScale(invT2));
-        FloatVector half = FloatVector.broadcast(F, half(invT2));
-        FloatVector minusMax = FloatVector.broadcast(F, -max * half(invT2));
-        FloatVector minusOtherMax = FloatVector.broadcast(F, -otherMax * half(invT2));
+        FloatVector a = FloatVector.broadcast(F, exponents.loopScale());
+        FloatVector minusMax = FloatVector.broadcast(F, exponents.offset(max));
+        FloatVector minusOtherMax = FloatVector.broadcast(F, exponents.offset(otherMax));
         FloatVector sum = FloatVector.zero(F);
         FloatVector crossSum = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
-            FloatVector x = FloatVector.fromArray(F, z, i).fma(half, minusMax).mul(a);
+            FloatVector x = exponents.exponent(FloatVector.fromArray(F, z, i), minusMax, a);
             FloatVector v = VectorMath.exp2NonPositive(x);
             v.intoArray(e, start + i);
             sum = sum.add(v);
             if (cross) {
-                FloatVector d = x.sub(FloatVector.fromArray(F, other, i).fma(half, minusOtherMax).mul(a));
+                FloatVector d = x.sub(exponents.exponent(FloatVector.fromArray(F, other, i), minusOtherMax, a));
                 crossSum = crossSum.add(times(v, d));
                 if (difference != null) {
                     d.intoArray(difference, start + i);
@@ -643,20 +645,6 @@ final class DivergenceCpu {
             VectorMask<Float> masked = t.eq(Float.NEGATIVE_INFINITY).or(r.eq(Float.NEGATIVE_INFINITY));
             t.sub(r).fma(a, t).blend(Float.NEGATIVE_INFINITY, masked).intoArray(z, i);
         }
-    }
-
-    /**
-     * The loops form {@code d = fp32(z half - m half) loopScale}: {@code half = 1} (exactly
-     * {@code fp32(z - m) invT2}), or, for a scale so small ({@code T > ~1e36}) that a difference
-     * beyond the float range ({@code |z| ~ 2e38}) still has a nonzero {@code 2^d}, 1/2 and
-     * {@code 2 invT2}: the halves cannot overflow.
-     */
-    private static float half(float invT2) {
-        return invT2 < 0x1p-120f ? 0.5f : 1f;
-    }
-
-    private static float loopScale(float invT2) {
-        return invT2 < 0x1p-120f ? 2 * invT2 : invT2;
     }
 
     /** {@code probability * value}, 0 where the probability is 0 (so that 0 log 0 = 0). */

@@ -1,5 +1,6 @@
 package dev.tokenkernels.ops.loss;
 
+import dev.tokenkernels.ops.cpu.ExponentScale;
 import dev.tokenkernels.ops.cpu.HalfFloats;
 import dev.tokenkernels.ops.cpu.VectorMath;
 import dev.tokenkernels.runtime.CpuBackend;
@@ -136,9 +137,9 @@ final class LogitStatsCpu {
      */
     private static float sumExpAndNextMax(MemorySegment z, long base, int len, long nextBase, int nextLen,
                                           RowState state) {
-        FloatVector scaleBy = FloatVector.broadcast(F, state.loopScale);
-        FloatVector half = FloatVector.broadcast(F, state.half);
-        FloatVector minusMax = FloatVector.broadcast(F, -state.max * state.half);
+        ExponentScale exponents = state.exponents;
+        FloatVector scaleBy = FloatVector.broadcast(F, exponents.loopScale());
+        FloatVector minusMax = FloatVector.broadcast(F, exponents.offset(state.max));
         FloatVector s = FloatVector.zero(F);
         FloatVector t = FloatVector.zero(F);
         FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
@@ -146,7 +147,7 @@ final class LogitStatsCpu {
         for (int upper = F.loopBound(nextLen); i < upper; i += F.length()) {
             m = m.max(FloatVector.fromMemorySegment(F, z, nextBase + 4L * i, NATIVE));
             FloatVector logit = FloatVector.fromMemorySegment(F, z, base + 4L * i, NATIVE);
-            FloatVector d = clampBelow(logit.fma(half, minusMax).mul(scaleBy));
+            FloatVector d = clampBelow(exponents.exponent(logit, minusMax, scaleBy));
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
@@ -164,20 +165,20 @@ final class LogitStatsCpu {
     }
 
     /**
-     * Adds {@code e = 2^d} and {@code e d} over {@code d = (block[i] - max) invT2} to the state. A method of its own so that the JIT compiles this loop with every vector in
-     * registers (in one big method, the Vector API's inlining budget runs out and vectors get
-     * boxed).
+     * Adds {@code e = 2^d} and {@code e d} over {@code d = (block[i] - max) invT2} to the state. A
+     * method of its own so that the JIT compiles this loop with every vector in registers (in one
+     * big method, the Vector API's inlining budget runs out and vectors get boxed).
      */
     private static void sumExp(MemorySegment block, long base, int len, RowState state) {
-        FloatVector scaleBy = FloatVector.broadcast(F, state.loopScale);
-        FloatVector half = FloatVector.broadcast(F, state.half);
-        FloatVector minusMax = FloatVector.broadcast(F, -state.max * state.half);
+        ExponentScale exponents = state.exponents;
+        FloatVector scaleBy = FloatVector.broadcast(F, exponents.loopScale());
+        FloatVector minusMax = FloatVector.broadcast(F, exponents.offset(state.max));
         FloatVector s = FloatVector.zero(F);
         FloatVector t = FloatVector.zero(F);
         int i = 0;
         for (int upper = F.loopBound(len); i < upper; i += F.length()) {
             FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE);
-            FloatVector d = clampBelow(logit.fma(half, minusMax).mul(scaleBy));
+            FloatVector d = clampBelow(exponents.exponent(logit, minusMax, scaleBy));
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
@@ -185,7 +186,7 @@ final class LogitStatsCpu {
         VectorMask<Float> tail = F.indexInRange(i, len);
         if (tail.anyTrue()) {
             FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE, tail);
-            FloatVector d = clampBelow(logit.fma(half, minusMax).mul(scaleBy));
+            FloatVector d = clampBelow(exponents.exponent(logit, minusMax, scaleBy));
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e, tail);
             t = t.add(e.mul(d), tail);
@@ -195,13 +196,13 @@ final class LogitStatsCpu {
 
     /** {@link #sumExp} over the decoded values {@code block[0, len)}, padded with -inf to whole vectors. */
     private static void sumExp(float[] block, int len, RowState state) {
-        FloatVector scaleBy = FloatVector.broadcast(F, state.loopScale);
-        FloatVector half = FloatVector.broadcast(F, state.half);
-        FloatVector minusMax = FloatVector.broadcast(F, -state.max * state.half);
+        ExponentScale exponents = state.exponents;
+        FloatVector scaleBy = FloatVector.broadcast(F, exponents.loopScale());
+        FloatVector minusMax = FloatVector.broadcast(F, exponents.offset(state.max));
         FloatVector s = FloatVector.zero(F);
         FloatVector t = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
-            FloatVector d = clampBelow(FloatVector.fromArray(F, block, i).fma(half, minusMax).mul(scaleBy));
+            FloatVector d = clampBelow(exponents.exponent(FloatVector.fromArray(F, block, i), minusMax, scaleBy));
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
@@ -239,25 +240,14 @@ final class LogitStatsCpu {
     static final class RowState {
         float max;
         float invT;
-        float invT2;
-        /**
-         * The loops form {@code d = fp32(z half - max half) loopScale}: {@code half = 1} (then
-         * {@code fp32(z - max) invT2}, as {@code add} rounds it), or, for a scale so small
-         * ({@code T > ~1e36}) that a difference beyond the float range ({@code |z| ~ 2e38}) still
-         * has a nonzero {@code 2^d}, {@code 1/2} and {@code 2 invT2}: halves cannot overflow.
-         */
-        float half;
-        float loopScale;
+        ExponentScale exponents;
         boolean nan;
         double sum;      // sum 2^d
         double weighted; // sum 2^d d
 
         void reset(float invT) {
             this.invT = invT;
-            this.invT2 = invT * VectorMath.LOG2_E;
-            boolean tiny = invT2 < 0x1p-120f;
-            this.half = tiny ? 0.5f : 1f;
-            this.loopScale = tiny ? 2 * invT2 : invT2;
+            this.exponents = ExponentScale.of(invT);
             max = Float.NEGATIVE_INFINITY;
             nan = false;
             sum = 0;
@@ -272,7 +262,7 @@ final class LogitStatsCpu {
             nan |= Float.isNaN(blockMax);
             if (blockMax > max) {
                 if (max != Float.NEGATIVE_INFINITY) {
-                    double shift = ((double) max - blockMax) * invT2;
+                    double shift = ((double) max - blockMax) * exponents.invT2();
                     double scale = Math.pow(2, shift);
                     weighted = (weighted + sum * shift) * scale;
                     sum *= scale;

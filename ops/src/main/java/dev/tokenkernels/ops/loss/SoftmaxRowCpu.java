@@ -1,5 +1,6 @@
 package dev.tokenkernels.ops.loss;
 
+import dev.tokenkernels.ops.cpu.ExponentScale;
 import dev.tokenkernels.ops.cpu.HalfFloats;
 import dev.tokenkernels.ops.cpu.VectorMath;
 import dev.tokenkernels.runtime.DType;
@@ -94,7 +95,8 @@ final class SoftmaxRowCpu {
      * sums that {@link #sumPLogP} and {@link #gradient} read.
      */
     float logSumExp(float invT) {
-        float invT2 = invT * VectorMath.LOG2_E;
+        ExponentScale exponents = ExponentScale.of(invT);
+        float invT2 = exponents.invT2();
         float running = Float.NEGATIVE_INFINITY;
         double sum = 0;
         valid = false;
@@ -115,7 +117,7 @@ final class SoftmaxRowCpu {
                 blockExpLog[b] = 0;
                 continue;
             }
-            exponentiateBlock(b, start, end - start, invT2, running);
+            exponentiateBlock(b, start, end - start, exponents, running);
             sum += blockExpSum[b];
         }
         if (running == Float.NEGATIVE_INFINITY) {
@@ -220,15 +222,14 @@ final class SoftmaxRowCpu {
      * clamps, and a block whose sum came out NaN takes its entropy term again clamped (rare: not in
      * the hot loop).
      */
-    private void exponentiateBlock(int b, int start, int length, float invT2, float running) {
-        FloatVector scale = FloatVector.broadcast(F, loopScale(invT2));
-        FloatVector half = FloatVector.broadcast(F, half(invT2));
-        FloatVector minusRunning = FloatVector.broadcast(F, -running * half(invT2));
+    private void exponentiateBlock(int b, int start, int length, ExponentScale exponents, float running) {
+        FloatVector scale = FloatVector.broadcast(F, exponents.loopScale());
+        FloatVector minusRunning = FloatVector.broadcast(F, exponents.offset(running));
         FloatVector s = FloatVector.zero(F);
         FloatVector ed = FloatVector.zero(F);
         int fullEnd = F.loopBound(length);
         for (int i = 0; i < fullEnd; i += F.length()) {
-            FloatVector d = FloatVector.fromArray(F, staged, i).fma(half, minusRunning).mul(scale);
+            FloatVector d = exponents.exponent(FloatVector.fromArray(F, staged, i), minusRunning, scale);
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             if (entropy) {
@@ -237,7 +238,7 @@ final class SoftmaxRowCpu {
             e.intoArray(exps, start + i);
         }
         if (fullEnd < length) {
-            FloatVector d = FloatVector.fromArray(F, staged, fullEnd).fma(half, minusRunning).mul(scale);
+            FloatVector d = exponents.exponent(FloatVector.fromArray(F, staged, fullEnd), minusRunning, scale);
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             if (entropy) {
@@ -248,33 +249,18 @@ final class SoftmaxRowCpu {
         blockExpSum[b] = s.reduceLanes(VectorOperators.ADD);
         double expLog = entropy ? ed.reduceLanes(VectorOperators.ADD) : 0;
         if (Double.isNaN(expLog)) {
-            expLog = clampedExpLog(length, invT2, running);
+            expLog = clampedExpLog(length, exponents, running);
         }
         blockExpLog[b] = expLog;
     }
 
-    /**
-     * The loops form {@code d2 = fp32(z half - m_b half) loopScale}: {@code half = 1} (exactly
-     * {@code fp32(z - m_b) invT2}), or, for a scale so small ({@code T > ~1e36}) that a difference
-     * beyond the float range ({@code |z| ~ 2e38}) still has a nonzero {@code 2^d2}, 1/2 and
-     * {@code 2 invT2}: the halves cannot overflow.
-     */
-    private static float half(float invT2) {
-        return invT2 < 0x1p-120f ? 0.5f : 1f;
-    }
-
-    private static float loopScale(float invT2) {
-        return invT2 < 0x1p-120f ? 2 * invT2 : invT2;
-    }
-
     /** {@code sum e d2} of the staged block with {@code d2} clamped to -256 (e is 0 below). */
-    private double clampedExpLog(int length, float invT2, float running) {
-        FloatVector scale = FloatVector.broadcast(F, loopScale(invT2));
-        FloatVector half = FloatVector.broadcast(F, half(invT2));
-        FloatVector minusRunning = FloatVector.broadcast(F, -running * half(invT2));
+    private double clampedExpLog(int length, ExponentScale exponents, float running) {
+        FloatVector scale = FloatVector.broadcast(F, exponents.loopScale());
+        FloatVector minusRunning = FloatVector.broadcast(F, exponents.offset(running));
         FloatVector ed = FloatVector.zero(F);
         for (int i = 0; i < length; i += F.length()) {
-            FloatVector d = FloatVector.fromArray(F, staged, i).fma(half, minusRunning).mul(scale);
+            FloatVector d = exponents.exponent(FloatVector.fromArray(F, staged, i), minusRunning, scale);
             ed = VectorMath.exp2NonPositive(d).fma(d.max(-256f), ed);
         }
         return ed.reduceLanes(VectorOperators.ADD);

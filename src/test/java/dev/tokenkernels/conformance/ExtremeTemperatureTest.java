@@ -15,10 +15,11 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.function.Executable;
 
 /**
- * Review of the base-2 softmax sweeps (s7): inputs inside the documented contract where the CPU
- * backend, since 41c8579/24c085e, disagrees with float64 and with cuda-emu.
+ * Temperatures at the ends of the allowed range, where the CPU's base-2 softmax sweeps scale by
+ * {@code log2(e) / T} (see {@code ExponentScale}): the smallest T, and logits beyond half the float
+ * range at a huge T. Every backend must agree with float64 there.
  */
-class ReviewS7EdgeCasesTest {
+class ExtremeTemperatureTest {
 
     /**
      * Checks.temperature accepted T down to about 2.9e-39 (1/T finite), but for T below about
