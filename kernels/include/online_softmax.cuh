@@ -93,7 +93,8 @@ __device__ __forceinline__ SoftmaxState block_merge(SoftmaxState s) {
 
 // The log-sum-exp of a row of x = z * inv_t (z of dtype code `dtype`, n elements from `base`),
 // computed by the whole block and returned to every thread: NaN if an element is NaN or the max
-// is +inf, -inf for a row of all -inf. x is rounded as a product, as the CPU paths round it.
+// is +inf, -inf for a row of all -inf. x is rounded as a product; the CPU sweeps take
+// fp32(z - m) log2(e) inv_t instead (exact near the max), so the backends agree within tolerances, not bits.
 __device__ __forceinline__ float block_row_lse(const void* z, int dtype, long long base, long long n, float inv_t) {
     __shared__ float lse;
     SoftmaxState state = SoftmaxState::empty();

@@ -93,7 +93,9 @@ public final class VectorMath {
 
     /**
      * {@code e^x} lane-wise for {@code x <= 0}: within about 1 ulp of the true value for
-     * {@code x >= -86}, exactly 0 below (flushing results under about 4e-38), NaN for NaN.
+     * {@code x >= -86}, exactly 0 below (flushing results under about 4e-38), NaN for the NaN
+     * arithmetic makes (a NaN with payload bits in its low mantissa may come out as garbage: the
+     * sweeps reject rows with a NaN before they exponentiate).
      * Positive {@code x} are outside the contract. {@code x} must be of the preferred species.
      *
      * <p>Method: {@code x = n ln2 + r} with {@code |r| <= ln2 / 2}; {@code e^r} by a degree-6
@@ -123,7 +125,8 @@ public final class VectorMath {
 
     /**
      * {@code 2^x} lane-wise for {@code x <= 0}: within 2 ulp of the true value for
-     * {@code x >= -124}, exactly 0 below, NaN for NaN. Positive {@code x} are outside the contract.
+     * {@code x >= -124}, exactly 0 below, NaN for the NaN arithmetic makes (not for every payload:
+     * as {@link #expNonPositive}). Positive {@code x} are outside the contract.
      * For the softmax sweeps, which scale their logits by {@code log2 e / T} once: about 20% faster
      * in a loop than {@link #expNonPositive} (no Cody-Waite reduction, a shorter chain of
      * dependent operations), at a slightly larger error (1.6 ulp worst over a dense sweep, mean 0.08).

@@ -59,9 +59,10 @@ class SoftmaxRowCpuTest {
     }
 
     /**
-     * Scaled logits so large that half an ulp of the max exceeds the range of exp: every e must come
-     * from the rounded {@code x = fp32(z / T)}, of which the max is taken. Equal values, so that the
-     * expected row is {@code lse = x + log n}, {@code sum p log p = -log n} whatever the rounding.
+     * Scaled logits so large that half an ulp of the max exceeds the range of exp: every exponent
+     * must come from the same rounding as the max it is taken against (here {@code z - m = 0}, not
+     * a product rounded at {@code |z / T|}). Equal values, so that the expected row is
+     * {@code lse = x + log n}, {@code sum p log p = -log n} whatever the rounding.
      */
     @Test
     void hugeScaledLogits() {
