@@ -8,6 +8,9 @@ import java.util.Arrays;
  * without reading our sources.
  */
 public final class Checks {
+    /** {@code log2 e} as the CPU sweeps round it. */
+    private static final float LOG2_E = 1.44269504088896341f;
+
     private Checks() {
     }
 
@@ -57,9 +60,6 @@ public final class Checks {
                 "a finite value > 0 whose reciprocal 1/T is finite, log2(e)/T too (T > about 4.2e-39)", value);
         return value;
     }
-
-    /** {@code log2 e} as the CPU sweeps round it. */
-    private static final float LOG2_E = 1.44269504088896341f;
 
     /** A finite value greater than zero (a temperature: {@link #temperature}). */
     public static float positiveFinite(String name, float value) {
