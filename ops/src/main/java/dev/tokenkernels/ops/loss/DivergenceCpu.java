@@ -78,7 +78,6 @@ final class DivergenceCpu {
         private final float invT;
         /** {@code invT2 = log2(e) / T}: the sweeps' exponentials are {@code 2^((z - m) invT2)}. */
         private final ExponentScale exponents;
-        private final float invT2;
         private final int vocab;
         /** The vocabulary rounded up to whole vectors. */
         private final int padded;
@@ -140,7 +139,6 @@ final class DivergenceCpu {
             this.beta = job.beta();
             this.invT = job.invT();
             this.exponents = ExponentScale.of(invT);
-            this.invT2 = exponents.invT2();
             this.vocab = job.vocab();
             this.padded = (vocab + F.length() - 1) / F.length() * F.length();
             this.gradient = job.gradient() == null ? null : job.gradient().segment();
@@ -314,11 +312,11 @@ final class DivergenceCpu {
                     return false;
                 }
                 if (zMaxS > runningS) {
-                    sumS *= Math.pow(2, ((double) runningS - zMaxS) * invT2); // 0 while running is -inf
+                    sumS *= Math.pow(2, ((double) runningS - zMaxS) * exponents.invT2()); // 0 while running is -inf
                     runningS = zMaxS;
                 }
                 if (zMaxT > runningT) {
-                    sumT *= Math.pow(2, ((double) runningT - zMaxT) * invT2);
+                    sumT *= Math.pow(2, ((double) runningT - zMaxT) * exponents.invT2());
                     runningT = zMaxT;
                 }
                 blockMaxS[b] = runningS;
@@ -363,9 +361,9 @@ final class DivergenceCpu {
             for (int b = 0; b < scaleS.length; b++) {
                 // p = e 2^((m_b - M) invT2) / S; the running max rarely changes from block to block: one power per change.
                 scaleS[b] = b > 0 && blockMaxS[b] == blockMaxS[b - 1] ? scaleS[b - 1]
-                        : (float) (Math.pow(2, ((double) blockMaxS[b] - runningS) * invT2) / sumS);
+                        : (float) (Math.pow(2, ((double) blockMaxS[b] - runningS) * exponents.invT2()) / sumS);
                 scaleT[b] = b > 0 && blockMaxT[b] == blockMaxT[b - 1] ? scaleT[b - 1]
-                        : (float) (Math.pow(2, ((double) blockMaxT[b] - runningT) * invT2) / sumT);
+                        : (float) (Math.pow(2, ((double) blockMaxT[b] - runningT) * exponents.invT2()) / sumT);
                 // As the other sweeps see it: q = e * (float scale); a block whose scale is 0 adds 0, not 0 * inf.
                 double weight = crossStudent ? scaleS[b] : scaleT[b];
                 double mass = crossStudent ? blockSumS[b] : blockSumT[b];
@@ -390,7 +388,7 @@ final class DivergenceCpu {
 
         /** {@code ln2 (m - max) invT2 - lnSum}: {@code log p - ln2 (z - m) invT2} of a side with that max and sum. */
         private double shift(double m, float max, double lnSum) {
-            return LN2 * ((m - max) * invT2) - lnSum;
+            return LN2 * ((m - max) * exponents.invT2()) - lnSum;
         }
 
         // ---- forward KL: sum q (log q - log p) from sweep 1; gradient (p - q) coef ----

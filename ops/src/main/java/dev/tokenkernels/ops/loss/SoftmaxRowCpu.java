@@ -138,18 +138,19 @@ final class SoftmaxRowCpu {
      */
     double sumPLogP() {
         blockScales();
+        double lnSum = Math.log(lastSum);
         double total = 0;
         for (int b = 0; b < blockMax.length; b++) {
             if (blockExpSum[b] != 0) {
-                total += blockScale[b] * (LN2 * blockExpLog[b] + blockShift(b) * blockExpSum[b]);
+                total += blockScale[b] * (LN2 * blockExpLog[b] + blockShift(b, lnSum) * blockExpSum[b]);
             }
         }
         return total;
     }
 
     /** {@code log p - ln2 d2} in block b: {@code ln2 (m_b - M) invT2 - ln S}. */
-    private double blockShift(int b) {
-        return LN2 * (((double) blockMax[b] - lastMax) * lastInvT2) - Math.log(lastSum);
+    private double blockShift(int b, double lnSum) {
+        return LN2 * (((double) blockMax[b] - lastMax) * lastInvT2) - lnSum;
     }
 
     /** {@code 2^((m_b - M) invT2) / S} per block: {@code p = e scale_b}; one power per change of the running max (a few a row). */
