@@ -65,26 +65,30 @@ public final class HalfFloats {
      */
     public static float decodeMax(MemorySegment src, long srcOffset, DType dtype, short[] bits, float[] dst,
                                   int count) {
-        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
-        int i = 0;
+        float max;
+        int i;
         if (dtype == DType.BF16) {
             MemorySegment.copy(src, ValueLayout.JAVA_SHORT_UNALIGNED, srcOffset, bits, 0, count);
-            for (int upper = S.loopBound(count); i < upper; i += S.length()) {
-                FloatVector v = ((IntVector) ShortVector.fromArray(S, bits, i).convertShape(VectorOperators.S2I, I, 0))
-                        .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats();
-                v.intoArray(dst, i);
-                m = m.max(v);
+            IntVector highest = IntVector.broadcast(I, Integer.MIN_VALUE);
+            IntVector lowest = IntVector.broadcast(I, Integer.MAX_VALUE);
+            int upper = S.loopBound(count);
+            for (i = 0; i < upper; i += S.length()) {
+                IntVector v = ((IntVector) ShortVector.fromArray(S, bits, i).convertShape(VectorOperators.S2I, I, 0))
+                        .lanewise(VectorOperators.LSHL, 16);
+                v.reinterpretAsFloats().intoArray(dst, i);
+                IntVector key = VectorMath.orderKey(v);
+                highest = highest.max(key);
+                lowest = lowest.min(key);
             }
+            max = VectorMath.maxOfKeys(highest, lowest);
             for (int j = i; j < count; j++) {
                 dst[j] = Float.intBitsToFloat(bits[j] << 16);
             }
         } else {
             decode(src, srcOffset, dtype, bits, dst, count);
-            for (int upper = F.loopBound(count); i < upper; i += F.length()) {
-                m = m.max(FloatVector.fromArray(F, dst, i));
-            }
+            i = F.loopBound(count);
+            max = VectorMath.max(dst, i);
         }
-        float max = m.reduceLanes(VectorOperators.MAX);
         for (; i < count; i++) {
             max = Math.max(max, dst[i]);
         }

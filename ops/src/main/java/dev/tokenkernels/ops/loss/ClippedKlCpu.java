@@ -138,8 +138,8 @@ final class ClippedKlCpu {
         float invT = job.invT();
         sc.load(job.student().segment(), job.student().dtype(), row, invT, sc.xs);
         sc.load(job.teacher().segment(), job.teacher().dtype(), row, invT, sc.xt);
-        float maxS = max(sc.xs);
-        float maxT = max(sc.xt);
+        float maxS = VectorMath.max(sc.xs, sc.xs.length);
+        float maxT = VectorMath.max(sc.xt, sc.xt.length);
         boolean withGradient = job.gradient() != null;
         if (!Float.isFinite(maxS) || !Float.isFinite(maxT)) { // NaN, +inf, or all -inf on one side
             job.rowLoss()[row] = Float.NaN;
@@ -471,17 +471,6 @@ final class ClippedKlCpu {
         out[0] = (float) g;
         out[1] = (float) (-g * (ea * sa) / gamma); // 1 - s = e s, without cancellation
         out[2] = (float) (g * (eb * sb) / gamma);
-    }
-
-    private static float max(float[] x) {
-        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
-        boolean nan = false;
-        for (int i = 0; i < x.length; i += F.length()) {
-            FloatVector v = FloatVector.fromArray(F, x, i);
-            nan |= v.test(VectorOperators.IS_NAN).anyTrue();
-            m = m.max(v);
-        }
-        return nan ? Float.NaN : m.reduceLanes(VectorOperators.MAX);
     }
 
     private static double exponentials(float[] x, float max, float[] e) {

@@ -233,7 +233,7 @@ final class DivergenceCpu {
             stagedMaxS = stageRow(job.student(), (long) row * vocab, start, len, s, maxes);
             if (teacherRow != null) {
                 System.arraycopy(teacherRow, start, t, 0, len);
-                stagedMaxT = maxes ? max(t, len) : 0f;
+                stagedMaxT = maxes ? VectorMath.max(t, len) : 0f;
             } else {
                 stagedMaxT = stageTeacher(row, start, len, t, maxes);
             }
@@ -248,7 +248,7 @@ final class DivergenceCpu {
             }
             stageRow(job.reference(), rowStart, start, len, reference, false);
             extrapolate(out, reference, len, job.alpha()[row]);
-            return max ? max(out, len) : 0f;
+            return max ? VectorMath.max(out, len) : 0f;
         }
 
         /** One row's block as fp32 into {@code out}; its max if asked (else 0), which F16/BF16 take while decoding. */
@@ -265,7 +265,7 @@ final class DivergenceCpu {
                 HalfFloats.decode(tensor.segment(), element * dtype.byteSize(), dtype, bits, out, count);
             }
             Arrays.fill(out, count, len, Float.NEGATIVE_INFINITY);
-            return dtype == DType.F32 && max ? max(out, len) : rowMax;
+            return dtype == DType.F32 && max ? VectorMath.max(out, len) : rowMax;
         }
 
         /**
@@ -278,7 +278,7 @@ final class DivergenceCpu {
                 stageTeacher(row, start, len, t, false);
                 System.arraycopy(t, 0, teacherRow, start, len);
             }
-            float max = max(teacherRow, padded) * invT;
+            float max = VectorMath.max(teacherRow, padded) * invT;
             if (!Float.isFinite(max)) {
                 return false; // NaN, +inf, or all -inf
             }
@@ -569,15 +569,6 @@ final class DivergenceCpu {
     }
 
     // ---- loops over fp32 arrays ----
-
-    /** The max of {@code x[0, len)}; NaN if an element is NaN. */
-    private static float max(float[] x, int len) {
-        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
-        for (int i = 0; i < len; i += F.length()) {
-            m = m.max(FloatVector.fromArray(F, x, i)); // Math.max semantics: a NaN lane stays NaN
-        }
-        return m.reduceLanes(VectorOperators.MAX);
-    }
 
     /**
      * Fills {@code e[start + i] = 2^x}, {@code x = (z - max) invT2} ({@code invT2 = log2(e) / T}),

@@ -206,11 +206,7 @@ final class SoftmaxRowCpu {
         }
         MemorySegment.copy(row, ValueLayout.JAVA_FLOAT_UNALIGNED, rowOffset + 4L * start, staged, 0, length);
         java.util.Arrays.fill(staged, length, vectorLength, Float.NEGATIVE_INFINITY);
-        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
-        for (int i = 0; i < vectorLength; i += F.length()) {
-            m = m.max(FloatVector.fromArray(F, staged, i)); // Math.max semantics: a NaN lane stays NaN
-        }
-        return m.reduceLanes(VectorOperators.MAX);
+        return VectorMath.max(staged, vectorLength);
     }
 
     /**

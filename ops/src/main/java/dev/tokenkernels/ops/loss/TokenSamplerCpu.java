@@ -246,11 +246,7 @@ final class TokenSamplerCpu {
 
     /** The first index of the largest {@code x} (the row has a finite one). */
     private static int top(float[] x) {
-        FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
-        for (int i = 0; i < x.length; i += F.length()) {
-            m = m.max(FloatVector.fromArray(F, x, i));
-        }
-        float max = m.reduceLanes(VectorOperators.MAX);
+        float max = VectorMath.max(x, x.length);
         int i = 0;
         while (x[i] != max) {
             i++;

@@ -76,6 +76,35 @@ class HalfFloatsTest {
         }
     }
 
+    /**
+     * decodeMax on blocks of random bit patterns (NaNs of both signs and with any payload,
+     * infinities, subnormals, zeros of both signs) agrees with a Math.max fold bit for bit.
+     */
+    @Test
+    void decodeMaxAgreesWithMathMaxOnEveryKindOfBits() {
+        java.util.SplittableRandom random = new java.util.SplittableRandom(5);
+        short[] specials = {0, (short) 0x8000, (short) 0xff80, 0x7f80, 0x7f81, (short) 0xffc0, (short) 0xff81,
+            (short) 0xffff, 0x0001, (short) 0x8001};
+        try (Arena arena = Arena.ofConfined()) {
+            for (DType dtype : new DType[] {DType.BF16, DType.F16}) {
+                for (int trial = 0; trial < 3000; trial++) {
+                    int count = 1 + random.nextInt(40);
+                    MemorySegment src = arena.allocate(2L * count);
+                    float expected = Float.NEGATIVE_INFINITY;
+                    for (int i = 0; i < count; i++) {
+                        short bits = trial % 2 == 0 ? (short) random.nextInt()
+                                : random.nextInt(4) == 0 ? specials[random.nextInt(specials.length)]
+                                : (short) (random.nextInt(0x200) + (random.nextBoolean() ? 0x3f00 : 0xbf00));
+                        src.set(ValueLayout.JAVA_SHORT_UNALIGNED, 2L * i, bits);
+                        expected = Math.max(expected, dtype.getFloat(src, i));
+                    }
+                    float max = HalfFloats.decodeMax(src, 0, dtype, new short[count], new float[count], count);
+                    assertEquals(expected, max, dtype + " trial " + trial); // NaNs compare equal, -0 != +0
+                }
+            }
+        }
+    }
+
     @Test
     void rejectsOtherTypes() {
         assertThrows(IllegalArgumentException.class,

@@ -146,4 +146,35 @@ class VectorMathTest {
         assertTrue(Float.isNaN(y[2]));
         assertEquals(0f, y[3]);
     }
+
+    /**
+     * max agrees with a Math.max fold bit for bit (-0 below +0, NaN of either sign wins) on
+     * arrays drawn from every kind of float: random bits (NaNs, infinities, subnormals), zeros of
+     * both signs, and a few NaNs with payloads in the low bits; -inf for no element.
+     */
+    @Test
+    void maxAgreesWithMathMaxOnEveryKindOfFloat() {
+        SplittableRandom random = new SplittableRandom(17);
+        float[] specials = {0f, -0f, Float.NEGATIVE_INFINITY, Float.POSITIVE_INFINITY, Float.MIN_VALUE,
+            -Float.MIN_VALUE, Float.MAX_VALUE, -Float.MAX_VALUE, Float.intBitsToFloat(0x7f800001),
+            Float.intBitsToFloat(0xffc00000), Float.intBitsToFloat(0xff800001), Float.intBitsToFloat(0xffffffff)};
+        assertEquals(Float.NEGATIVE_INFINITY, VectorMath.max(new float[0], 0));
+        for (int trial = 0; trial < 4000; trial++) {
+            float[] x = new float[LANES * (1 + random.nextInt(4))];
+            int kind = trial % 4;
+            for (int i = 0; i < x.length; i++) {
+                x[i] = switch (kind) {
+                    case 0 -> Float.intBitsToFloat(random.nextInt()); // about 1 in 256 is a NaN
+                    case 1 -> random.nextBoolean() ? 0f : -0f;
+                    case 2 -> specials[random.nextInt(specials.length)];
+                    default -> random.nextInt(8) == 0 ? Float.NEGATIVE_INFINITY : (float) random.nextGaussian();
+                };
+            }
+            float expected = Float.NEGATIVE_INFINITY;
+            for (float v : x) {
+                expected = Math.max(expected, v);
+            }
+            assertEquals(expected, VectorMath.max(x, x.length), "trial " + trial); // NaNs compare equal
+        }
+    }
 }
