@@ -62,4 +62,17 @@ public enum DType {
             default -> throw new IllegalStateException("getFloat on " + this + " elements");
         };
     }
+
+    /**
+     * Stores {@code value} as element {@code index} of {@code segment} holding this floating type,
+     * rounded to nearest even for F16 and BF16 (one element: for loops, encode blocks instead).
+     */
+    public void setFloat(MemorySegment segment, long index, float value) {
+        switch (this) {
+            case F32 -> segment.setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, index, value);
+            case F16 -> segment.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, index, Float.floatToFloat16(value));
+            case BF16 -> segment.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, index, floatToBf16(value));
+            default -> throw new IllegalStateException("setFloat on " + this + " elements");
+        }
+    }
 }

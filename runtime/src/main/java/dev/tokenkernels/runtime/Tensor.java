@@ -214,12 +214,10 @@ public final class Tensor implements AutoCloseable {
     /** Sets element {@code index} of a floating tensor, rounding to its dtype. */
     public void setFloat(long index, float value) {
         ensureOpen();
-        switch (dtype) {
-            case F32 -> segment.setAtIndex(ValueLayout.JAVA_FLOAT, index, value);
-            case F16 -> segment.setAtIndex(ValueLayout.JAVA_SHORT, index, Float.floatToFloat16(value));
-            case BF16 -> segment.setAtIndex(ValueLayout.JAVA_SHORT, index, DType.floatToBf16(value));
-            default -> throw new IllegalStateException("setFloat on a " + dtype + " tensor");
+        if (!dtype.isFloating()) {
+            throw new IllegalStateException("setFloat on a " + dtype + " tensor");
         }
+        dtype.setFloat(segment, index, value);
     }
 
     /** Element {@code index} of an integer tensor. */

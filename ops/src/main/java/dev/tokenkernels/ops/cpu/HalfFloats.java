@@ -12,7 +12,8 @@ import jdk.incubator.vector.VectorSpecies;
 
 /**
  * Decoding of F16 and BF16 storage to fp32, one block at a time, so that every CPU op keeps a
- * single fp32 inner loop whatever the input dtype. Both decodings are exact.
+ * single fp32 inner loop whatever the input dtype (both decodings are exact), and the way back
+ * for outputs such as gradients ({@link #store}, rounded to nearest even).
  *
  * <p>Into a Java array (bulk copy of the bits, then a loop over arrays): C2 vectorizes the plain
  * F16 loop itself ({@code vcvtph2ps} on x86) but not the BF16 one (about 0.8 ns/element on an
@@ -93,6 +94,48 @@ public final class HalfFloats {
             max = Math.max(max, dst[i]);
         }
         return max;
+    }
+
+    /**
+     * Stores fp32 values {@code src[0, count)} as {@code dtype} at byte {@code dstOffset} of
+     * {@code dst}: F32 copied, F16 and BF16 rounded to nearest even through {@code bits} (at least
+     * {@code count} long), as {@link DType#setFloat} rounds one value (a BF16 NaN keeps its sign
+     * and high payload bits and is made quiet).
+     */
+    public static void store(float[] src, int count, DType dtype, short[] bits, MemorySegment dst, long dstOffset) {
+        switch (dtype) {
+            case F32 -> MemorySegment.copy(src, 0, dst, ValueLayout.JAVA_FLOAT_UNALIGNED, dstOffset, count);
+            case BF16 -> narrowBf16(src, bits, count);
+            case F16 -> {
+                for (int i = 0; i < count; i++) {
+                    bits[i] = Float.floatToFloat16(src[i]);
+                }
+            }
+            default -> throw new IllegalArgumentException("dtype: expected F32, F16 or BF16, got " + dtype);
+        }
+        if (dtype != DType.F32) {
+            MemorySegment.copy(bits, 0, dst, ValueLayout.JAVA_SHORT_UNALIGNED, dstOffset, count);
+        }
+    }
+
+    /**
+     * The high half of each float rounded to nearest even (add {@code 0x7fff} plus the kept half's
+     * lowest bit, keep the high half), a vector at a time; NaN lanes keep their high half with the
+     * quiet bit set, where the rounding add could carry them into an infinity.
+     */
+    private static void narrowBf16(float[] src, short[] bits, int count) {
+        int i = 0;
+        for (int upper = S.loopBound(count); i < upper; i += S.length()) {
+            IntVector b = FloatVector.fromArray(F, src, i).reinterpretAsInts();
+            IntVector high = b.lanewise(VectorOperators.LSHR, 16);
+            IntVector rounded = b.add(high.and(1).add(0x7fff)).lanewise(VectorOperators.LSHR, 16);
+            IntVector nan = high.or(0x40);
+            ((ShortVector) rounded.blend(nan, b.and(0x7fffffff).compare(VectorOperators.GT, 0x7f800000))
+                    .convertShape(VectorOperators.I2S, S, 0)).intoArray(bits, i);
+        }
+        for (; i < count; i++) {
+            bits[i] = DType.floatToBf16(src[i]);
+        }
     }
 
     /**

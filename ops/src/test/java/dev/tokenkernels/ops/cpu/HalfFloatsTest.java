@@ -2,6 +2,7 @@ package dev.tokenkernels.ops.cpu;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.tokenkernels.runtime.DType;
 import java.lang.foreign.Arena;
@@ -103,6 +104,47 @@ class HalfFloatsTest {
                 }
             }
         }
+    }
+
+    /**
+     * store rounds as DType.setFloat does, bit for bit (BF16 by a vector loop and a scalar tail,
+     * NaNs of any payload and sign included), at an odd byte offset; F32 is copied.
+     */
+    @Test
+    void storeRoundsAsSetFloatDoes() {
+        java.util.SplittableRandom random = new java.util.SplittableRandom(8);
+        try (Arena arena = Arena.ofConfined()) {
+            for (DType dtype : new DType[] {DType.BF16, DType.F16, DType.F32}) {
+                for (int count : new int[] {0, 1, 7, 8, 9, 31, 2048}) {
+                    float[] src = new float[count];
+                    for (int i = 0; i < count; i++) {
+                        src[i] = switch (i % 4) {
+                            case 0 -> Float.intBitsToFloat(random.nextInt()); // NaN payloads too
+                            case 1 -> Float.intBitsToFloat((random.nextInt() & 0xffff0000) | 0x8000); // bf16 ties
+                            case 2 -> (float) random.nextGaussian() * 1e-6f;
+                            default -> (float) random.nextGaussian() * 70000f; // around f16 overflow
+                        };
+                    }
+                    MemorySegment dst = arena.allocate(dtype.byteSize() * (count + 1L));
+                    MemorySegment expected = arena.allocate(dtype.byteSize() * (count + 1L));
+                    HalfFloats.store(src, count, dtype, new short[count], dst, dtype.byteSize());
+                    for (int i = 0; i < count; i++) {
+                        dtype.setFloat(expected, 1 + i, src[i]);
+                        String at = dtype + " count " + count + " element " + i;
+                        if (dtype == DType.F16 && Float.isNaN(src[i])) { // Java fixes no F16 NaN bits
+                            assertTrue(Float.isNaN(dtype.getFloat(dst, 1 + i)), at);
+                        } else if (dtype == DType.F32) {
+                            assertEquals(Float.floatToRawIntBits(src[i]), dst.getAtIndex(ValueLayout.JAVA_INT_UNALIGNED, 1 + i), at);
+                        } else {
+                            assertEquals(expected.getAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, 1 + i),
+                                    dst.getAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, 1 + i), at);
+                        }
+                    }
+                }
+            }
+        }
+        assertThrows(IllegalArgumentException.class,
+                () -> HalfFloats.store(new float[0], 0, DType.I32, new short[0], MemorySegment.NULL, 0));
     }
 
     @Test
