@@ -44,6 +44,66 @@ __device__ __forceinline__ float load_float(const void* base, int dtype, long lo
     }
 }
 
+// fp32 to bfloat16 bits, rounded to nearest even (as DType.floatToBf16 on the Java side): a NaN
+// keeps its sign and high payload bits and is made quiet, where the rounding add could carry it
+// into an infinity.
+__device__ __forceinline__ unsigned short to_bf16_bits(float v) {
+    unsigned b = __float_as_uint(v);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((b >> 16) | 0x40u);
+    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+// fp32 to binary16 bits, rounded to nearest even, bit for bit as Java's Float.floatToFloat16 for
+// every number: overflow to infinity from MAX_VALUE + 1/2 ulp up, halves' subnormals by a wider
+// shift. A NaN stays a quiet NaN with its sign and high payload bits (as x86's conversion does;
+// Java's own NaN bits differ between its interpreter and its compiled code).
+__device__ __forceinline__ unsigned short to_f16_bits(float v) {
+    unsigned b = __float_as_uint(v);
+    unsigned sign = (b & 0x80000000u) >> 16;
+    if (is_nan(v)) return (unsigned short)(sign | 0x7e00u | ((b >> 13) & 0x3ffu));
+    float magnitude = fabsf(v);
+    if (magnitude >= 0x1.ffep15f) return (unsigned short)(sign | 0x7c00u);  // max + 1/2 ulp
+    if (magnitude <= 0x1.0p-25f) return (unsigned short)sign;                 // half the least subnormal
+    int exponent = (int)((b >> 23) & 0xffu) - 127;
+    int excess = 0;  // the extra shift of a binary16 subnormal
+    unsigned hidden = 0;
+    if (exponent < -14) {
+        excess = -14 - exponent;
+        exponent = -15;
+        hidden = 0x00800000u;
+    }
+    unsigned significand = (b & 0x007fffffu) | hidden;
+    unsigned result = significand >> (13 + excess);
+    unsigned lsb = significand & (1u << (13 + excess));
+    unsigned round = significand & (1u << (12 + excess));
+    unsigned sticky = significand & ((1u << (12 + excess)) - 1u);
+    if (round != 0 && (lsb | sticky) != 0) result++;
+    return (unsigned short)(sign | (((unsigned)(exponent + 15) << 10) + result));
+}
+
+// A row of an output tensor of runtime-chosen dtype (a gradient): values are formed in fp32 and
+// rounded once when stored. Empty (false) for a null base.
+class FloatRow {
+   public:
+    __device__ FloatRow(void* base, int dtype, long long offset) : base_(base), dtype_(dtype), offset_(offset) {}
+    __device__ explicit operator bool() const { return base_ != nullptr; }
+    __device__ float get(long long j) const { return load_float(base_, dtype_, offset_ + j); }
+    __device__ void set(long long j, float v) const {
+        long long i = offset_ + j;
+        switch (dtype_) {
+            case kF16: static_cast<f16*>(base_)[i].bits = to_f16_bits(v); break;
+            case kBf16: static_cast<bf16*>(base_)[i].bits = to_bf16_bits(v); break;
+            case kF32:
+            default: static_cast<float*>(base_)[i] = v;
+        }
+    }
+
+   private:
+    void* base_;
+    int dtype_;
+    long long offset_;
+};
+
 // Elements of T in one 16-byte load: the widest load a thread issues (LDG.128).
 template <typename T>
 struct Pack16 {

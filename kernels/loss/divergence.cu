@@ -7,7 +7,8 @@
 //   C. the gradient coef * (p - q) for forward KL, coef * p (g - sum p g) for the others.
 // Each thread writes only elements it has just read, so the gradient may alias the student
 // logits (in-place update). Rows of weight 0 are not read: loss 0, gradient 0. A row without a
-// distribution on either side (NaN, +inf, all -inf) gets NaN.
+// distribution on either side (NaN, +inf, all -inf) gets NaN. The gradient is F32, F16 or BF16
+// (grad_dtype), formed in fp32 and rounded once (tk::FloatRow).
 // With a teacher filter (filter_mode >= 0) the teacher is first replaced by its Lp-Reg proxy: the
 // classes ProxyDistribution drops read as -inf (same rule and arithmetic as proxy_distribution.cu).
 #include "block_reduce.cuh"
@@ -58,8 +59,8 @@ __device__ __forceinline__ float half_sign(float d) { return d > 0.0f ? 0.5f : (
 // Launch bounds with one block per SM as the floor: without it ptxas for sm_90 aims at full
 // occupancy (32 registers) and spills; the kernel is bound by memory, not by occupancy.
 extern "C" __global__ void __launch_bounds__(256, 1)
-    divergence(const void* student, int student_dtype, const void* teacher, int teacher_dtype, float* grad,
-               float* row_loss, const float* weights, const float* grad_coef, long long vocab,
+    divergence(const void* student, int student_dtype, const void* teacher, int teacher_dtype, void* grad,
+               int grad_dtype, float* row_loss, const float* weights, const float* grad_coef, long long vocab,
                long long teacher_stride, float inv_t, float beta, int kind, int has_grad, int filter_mode,
                float filter_log_threshold, const void* reference, int reference_dtype, const float* alphas,
                int has_reference) {
@@ -67,13 +68,13 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     const long long row = blockIdx.x;
     const long long s_base = row * vocab;
     const long long t_base = row * teacher_stride;
-    float* g = has_grad ? grad + row * vocab : nullptr;
+    const tk::FloatRow g(has_grad ? grad : nullptr, grad_dtype, row * vocab);
     if (!has_reference) reference = nullptr;
     const float alpha = has_reference ? alphas[row] : 0.0f;
 
     if (weights[row] == 0.0f) {
         if (g)
-            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = 0.0f;
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g.set(j, 0.0f);
         if (threadIdx.x == 0) row_loss[row] = 0.0f;
         return;
     }
@@ -117,7 +118,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     const float lse_s = shared_lse[0], lse_t = shared_lse[1];
     if (any_nan || !isfinite(lse_s) || !isfinite(lse_t)) {
         if (g)
-            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = tk::quiet_nan();
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g.set(j, tk::quiet_nan());
         if (threadIdx.x == 0) row_loss[row] = tk::quiet_nan();
         return;
     }
@@ -137,7 +138,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
         switch (kind) {
             case kForwardKl:
                 first += weighted(q, lt - ls);
-                if (g) g[j] = (p - q) * coef;
+                if (g) g.set(j, (p - q) * coef);
                 break;
             case kReverseKl: first += weighted(p, ls - lt); break;
             case kJsd: {
@@ -185,6 +186,6 @@ extern "C" __global__ void __launch_bounds__(256, 1)
             case kTotalVariation:
             default: dp = half_sign(p - q); break;
         }
-        g[j] = weighted(p, dp - pg) * coef;
+        g.set(j, weighted(p, dp - pg) * coef);
     }
 }

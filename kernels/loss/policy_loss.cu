@@ -4,7 +4,8 @@
 // One block of 256 threads per row: an online softmax gives the log-sum-exp; thread 0 computes
 // logp, the token's loss and slope dl/dlogp (in fp64, as the CPU does) and shares the gradient's
 // coefficient; one more sweep (from L2) writes c (onehot - p) and sums p log p for the entropy.
-// Rows that do not count (target -1) are not read: gradient 0.
+// Rows that do not count (target -1) are not read: gradient 0. The gradient is F32, F16 or BF16
+// (grad_dtype), formed in fp32 and rounded once (tk::FloatRow).
 #include "block_reduce.cuh"
 #include "online_softmax.cuh"
 #include "tk_numeric.cuh"
@@ -88,17 +89,17 @@ extern "C" __global__ void __launch_bounds__(256, 1)
                 const float* outside_advantages, const float* reference, int has_reference, const float* eps_low,
                 const float* eps_high, float dual_clip, float ratio_cap, float kl_beta, const float* token_weights,
                 const int* regularized, const float* lp_proxy, float lp_beta, const double* coefficient_scale,
-                float* grad, int has_grad, float* log_prob, float* entropy, double* token_loss, double* ratio,
+                void* grad, int grad_dtype, int has_grad, float* log_prob, float* entropy, double* token_loss, double* ratio,
                 long long vocab, float inv_t) {
     __shared__ float shared_coefficient;
     const long long row = blockIdx.x;
     const long long base = row * vocab;
     const int target = targets[row];
-    float* g = has_grad ? grad + base : nullptr;
+    const tk::FloatRow g(has_grad ? grad : nullptr, grad_dtype, base);
 
     if (target < 0) {  // not counted: not read
         if (g)
-            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = 0.0f;
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g.set(j, 0.0f);
         return;
     }
 
@@ -130,7 +131,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     __syncthreads();
     if (!isfinite(lse)) {
         if (g)
-            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = tk::quiet_nan();
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g.set(j, tk::quiet_nan());
         return;
     }
     const float c = shared_coefficient;
@@ -139,7 +140,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
         float d = fminf(__fmul_rn(tk::load_float(logits, dtype, base + j), inv_t) - lse, 0.0f);
         float p = expf(d);
         if (p != 0.0f) log_sum += p * d;
-        if (g) g[j] = (j == target ? c : 0.0f) - c * p;
+        if (g) g.set(j, (j == target ? c : 0.0f) - c * p);
     }
     log_sum = tk::block_sum(log_sum);
     if (threadIdx.x == 0) entropy[row] = -log_sum;

@@ -5,20 +5,21 @@
 // One block of 256 threads per row: an online softmax gives the log-sum-exp, then one sweep
 // writes the gradient; the thread that owns the target column adds c / T there. Each thread
 // writes only elements it has just read, so the gradient may alias the logits (not when adding).
+// The gradient is F32, F16 or BF16 (grad_dtype), formed in fp32 and rounded once (tk::FloatRow).
 #include "online_softmax.cuh"
 #include "tk_numeric.cuh"
 
 extern "C" __global__ void __launch_bounds__(256)
-    target_log_prob(const void* logits, int dtype, const int* targets, const float* coefficients, float* grad,
-                    float* log_prob, long long vocab, float inv_t, int has_grad, int accumulate) {
+    target_log_prob(const void* logits, int dtype, const int* targets, const float* coefficients, void* grad,
+                    int grad_dtype, float* log_prob, long long vocab, float inv_t, int has_grad, int accumulate) {
     const long long row = blockIdx.x;
     const long long base = row * vocab;
     const int target = targets[row];
-    float* g = has_grad ? grad + base : nullptr;
+    const tk::FloatRow g(has_grad ? grad : nullptr, grad_dtype, base);
 
     if (target < 0) {  // ignored: not read
         if (g && !accumulate)
-            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = 0.0f;
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g.set(j, 0.0f);
         if (threadIdx.x == 0) log_prob[row] = 0.0f;
         return;
     }
@@ -34,7 +35,7 @@ extern "C" __global__ void __launch_bounds__(256)
     const float c = coefficients[row];
     if (c == 0.0f) {  // the row does not count: a zero gradient, even for a row without distribution
         if (!accumulate)
-            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = 0.0f;
+            for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g.set(j, 0.0f);
         return;
     }
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
@@ -43,8 +44,8 @@ extern "C" __global__ void __launch_bounds__(256)
         if (isfinite(lse)) {
             value = -c * expf(fminf(x - lse, 0.0f));
             if (j == target) value += c;
-            if (accumulate) value += g[j];
+            if (accumulate) value += g.get(j);
         }
-        g[j] = value;
+        g.set(j, value);
     }
 }

@@ -309,7 +309,7 @@ class DivergenceTest {
             expect(() -> Divergence.computeWithGradient(s, t, fkl, 1f, t), "teacher");
             expect(() -> Divergence.computeWithGradient(s, t, Options.reverseKl().withExtrapolatedTeacher(grad, w), 1f,
                     grad), "extrapolation reference");
-            expect(() -> Divergence.computeWithGradient(bf16, t, fkl, 1f, bf16), "gradient: expected dtype");
+            expect(() -> Divergence.computeWithGradient(bf16, t, fkl, 1f, ints), "gradient: expected dtype");
             expect(() -> Divergence.computeWithGradient(s, t, fkl, 1f, null), "gradient");
             expect(() -> Divergence.compute(s, t, fkl.withTeacherFilter(ProxyDistribution.Mode.MIN_P, 0f)),
                     "teacherFilterThreshold");

@@ -34,7 +34,8 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * {@code targets [N]} with an ignore index (weight 0 for ignored, else 1); rows of weight 0 are
  * not read, their loss and gradient are 0. The loss is reduced by {@link Reduction}. The gradient
  * is {@code gradScale * d(loss)/d(z_s)} (for {@link Reduction#NONE}, of the sum of the returned
- * values), F32 {@code [N, V]}, into a new tensor, a caller buffer, or the student logits in place.
+ * values), {@code [N, V]}, into a new F32 tensor, or a caller buffer or the student logits in place
+ * (F32, F16 or BF16: formed in fp32, rounded once).
  * No {@code [N, V]} probability matrix is allocated; extra memory is O(N) plus a few rows per
  * thread for F16/BF16 decoding.
  *
@@ -232,8 +233,9 @@ public final class Divergence {
     }
 
     /**
-     * The loss and {@code gradScale * d(loss)/d(student)} written into {@code gradient} (F32
-     * {@code [N, V]}), which may be {@code student} itself (then F32) for an in-place update.
+     * The loss and {@code gradScale * d(loss)/d(student)} written into {@code gradient}
+     * ({@code [N, V]}, F32, F16 or BF16: each value formed in fp32 and rounded once, to nearest
+     * even), which may be {@code student} itself for an in-place update.
      */
     public static Result computeWithGradient(Tensor student, Tensor teacher, Options options, float gradScale,
                                              Tensor gradient) {
@@ -297,7 +299,7 @@ public final class Divergence {
                 "both");
         if (withGradient && gradientOut != null) {
             Checks.rank("gradient", gradientOut, 2, "[N, V]");
-            Checks.dtype("gradient", gradientOut, DType.F32);
+            Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of student");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of student");
             Checks.require(gradientOut != teacher, "gradient", "a buffer other than teacher", "teacher");

@@ -32,7 +32,8 @@ import jdk.incubator.vector.VectorSpecies;
  *       loss: {@code log q - log p = ln2 d + bracket_b}, the bracket in fp64;</li>
  *   <li>JSD and total variation: a sweep for the loss, from the scratch rows (and, for JSD, the
  *       blocks copied again);</li>
- *   <li>the gradient, block by block into an array that is then copied to the gradient row:
+ *   <li>the gradient, block by block into an array that is then stored in the gradient row (copied,
+ *       or rounded to F16/BF16):
  *       forward KL {@code (p - q) coef} and total variation from the scratch rows alone, reverse
  *       KL from them and the {@code d} that sweep 1 kept, JSD from the {@code log p - log m} its loss
  *       sweep kept.</li>
@@ -82,6 +83,8 @@ final class DivergenceCpu {
         /** The vocabulary rounded up to whole vectors. */
         private final int padded;
         private final MemorySegment gradient;
+        /** F32, F16 or BF16: the gradient is formed in fp32 and rounded once when stored. */
+        private final DType gradientType;
 
         private final float[] s = new float[BLOCK];
         private final float[] t = new float[BLOCK];
@@ -142,6 +145,7 @@ final class DivergenceCpu {
             this.vocab = job.vocab();
             this.padded = (vocab + F.length() - 1) / F.length() * F.length();
             this.gradient = job.gradient() == null ? null : job.gradient().segment();
+            this.gradientType = job.gradient() == null ? null : job.gradient().dtype();
             this.reference = job.reference() == null ? null : new float[BLOCK];
             this.logMixture = kind == Divergence.Kind.JSD ? new float[BLOCK] : null;
             this.expS = new float[padded];
@@ -163,19 +167,18 @@ final class DivergenceCpu {
         }
 
         float row(int row) {
-            long go = 4L * row * vocab;
             if (job.weights()[row] == 0f) {
                 if (gradient != null) {
-                    gradient.asSlice(go, 4L * vocab).fill((byte) 0);
+                    SoftmaxRowCpu.fillGradientRow(gradient, gradientType, row, vocab, 0f);
                 }
                 return 0f;
             }
             coef = job.gradCoef() == null ? 0f : job.gradCoef()[row];
             if (teacherRow != null && !filterTeacher(row)) {
-                return noDistribution(go);
+                return noDistribution(row);
             }
             if (!firstSweep(row) || !finishSoftmaxes()) {
-                return noDistribution(go); // NaN, +inf, or all -inf on one side
+                return noDistribution(row); // NaN, +inf, or all -inf on one side
             }
             if (kind == Divergence.Kind.JSD || kind == Divergence.Kind.TOTAL_VARIATION) {
                 for (int start = 0, b = 0; start < padded; start += BLOCK, b++) {
@@ -203,8 +206,8 @@ final class DivergenceCpu {
                         case JSD -> jsdGradient(b, start, len);
                         case TOTAL_VARIATION -> tvdGradient(b, start, len);
                     }
-                    MemorySegment.copy(g, 0, gradient, ValueLayout.JAVA_FLOAT, go + 4L * start,
-                            Math.min(len, vocab - start));
+                    HalfFloats.store(g, Math.min(len, vocab - start), gradientType, bits, gradient,
+                            ((long) row * vocab + start) * gradientType.byteSize());
                 }
             }
             return (float) switch (kind) {
@@ -214,11 +217,9 @@ final class DivergenceCpu {
             };
         }
 
-        private float noDistribution(long go) {
+        private float noDistribution(int row) {
             if (gradient != null) {
-                for (int i = 0; i < vocab; i++) {
-                    gradient.set(ValueLayout.JAVA_FLOAT, go + 4L * i, Float.NaN);
-                }
+                SoftmaxRowCpu.fillGradientRow(gradient, gradientType, row, vocab, Float.NaN);
             }
             return Float.NaN;
         }

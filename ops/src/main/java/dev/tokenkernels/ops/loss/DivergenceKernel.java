@@ -20,8 +20,8 @@ final class DivergenceKernel {
     static final String SOURCE = "loss/divergence.cu";
     static final int THREADS = 256;
     private static final Kernel DIVERGENCE = new Kernel(SOURCE, "divergence", pointer("student"), i32("student_dtype"),
-            pointer("teacher"), i32("teacher_dtype"), pointer("grad"), pointer("row_loss"), pointer("weights"),
-            pointer("grad_coef"), i64("vocab"), i64("teacher_stride"), f32("inv_t"), f32("beta"), i32("kind"),
+            pointer("teacher"), i32("teacher_dtype"), pointer("grad"), i32("grad_dtype"), pointer("row_loss"),
+            pointer("weights"), pointer("grad_coef"), i64("vocab"), i64("teacher_stride"), f32("inv_t"), f32("beta"), i32("kind"),
             i32("has_grad"), i32("filter_mode"), f32("filter_log_threshold"), pointer("reference"),
             i32("reference_dtype"), pointer("alphas"), i32("has_reference"));
 
@@ -53,7 +53,8 @@ final class DivergenceKernel {
             // In place on the host means in place on the device: the kernel gets the student buffer.
             DeviceBuffer gradTarget = job.inPlace() ? student : grad;
             gpu.launch(DIVERGENCE, LaunchConfig.of1d(rows, THREADS, 0), student, dtypeCode(job.student().dtype()),
-                    teacher, dtypeCode(job.teacher().dtype()), gradTarget, rowLoss, weights, coef,
+                    teacher, dtypeCode(job.teacher().dtype()), gradTarget,
+                    withGradient ? dtypeCode(job.gradient().dtype()) : 0, rowLoss, weights, coef,
                     (long) job.vocab(), (long) job.teacherStride(), job.invT(), job.beta(), kindCode(job.kind()),
                     withGradient ? 1 : 0, job.filter() == null ? -1 : job.filter() == ProxyDistribution.Mode.FIXED ? 1 : 0,
                     job.filterLogThreshold(), reference,

@@ -225,7 +225,7 @@ public final class PolicyLoss {
     }
 
     /**
-     * The loss, the gradient w.r.t. the logits (F32 [N, V], null when not asked for), per token
+     * The loss, the gradient w.r.t. the logits ([N, V], null when not asked for), per token
      * {@code logp} and entropy (F32 [N]; 0 for tokens that do not count), and over the counted
      * tokens: the fraction clipped at the low side ({@code a < 0}, {@code r' < 1 - eps_low}) and at
      * the high side ({@code a > 0}, {@code r' > 1 + eps_high}), with {@code a} the token's advantage
@@ -326,7 +326,11 @@ public final class PolicyLoss {
                 true);
     }
 
-    /** With {@code gradScale} times the gradient written into {@code gradient} (F32 [N, V], not the logits). */
+    /**
+     * With {@code gradScale} times the gradient written into {@code gradient} ({@code [N, V]}, not
+     * the logits; F32, or F16/BF16 to halve its memory: each value is formed in fp32 and rounded
+     * once, to nearest even).
+     */
     public static Result computeWithGradient(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
                                              Tensor referenceLogProb, int[] sequenceStarts, Options options,
                                              float gradScale, Tensor gradient) {
@@ -375,7 +379,7 @@ public final class PolicyLoss {
             Checks.require(gradientOut != logits, "gradient", "a buffer other than logits", "logits");
             // the backends write N * V floats with stride V: anything else overruns or misplaces rows
             Checks.rank("gradient", gradientOut, 2, "[N, V]");
-            Checks.dtype("gradient", gradientOut, DType.F32);
+            Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of logits");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of logits");
         }

@@ -3,7 +3,6 @@ package dev.tokenkernels.ops.loss;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 
 /**
  * Vector API implementation of {@link PolicyLoss}, fused per row ({@link SoftmaxRowCpu}): the
@@ -22,15 +21,15 @@ final class PolicyLossCpu {
         DType dtype = job.logits().dtype();
         MemorySegment z = job.logits().segment();
         MemorySegment g = job.gradient() == null ? null : job.gradient().segment();
+        DType gradType = job.gradient() == null ? null : job.gradient().dtype();
         float invT = job.invT();
         cpu.parallelFor(job.rows(), Math.max(1, ELEMENTS_PER_TASK / vocab), (from, to) -> {
             SoftmaxRowCpu softmax = new SoftmaxRowCpu(vocab, true);
             for (int row = from; row < to; row++) {
                 int target = job.targets()[row];
-                long gradOffset = 4L * row * vocab;
                 if (target < 0) { // not counted: not read
                     if (g != null) {
-                        g.asSlice(gradOffset, 4L * vocab).fill((byte) 0);
+                        SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, 0f);
                     }
                     continue;
                 }
@@ -47,18 +46,14 @@ final class PolicyLossCpu {
                     job.ratio()[row] = Double.NaN;
                     job.entropy()[row] = Float.NaN;
                     if (g != null) {
-                        for (int i = 0; i < vocab; i++) {
-                            g.set(ValueLayout.JAVA_FLOAT_UNALIGNED, gradOffset + 4L * i, Float.NaN);
-                        }
+                        SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, Float.NaN);
                     }
                     continue;
                 }
                 float c = (float) (job.coefficientScale()[row] * token.slope());
                 job.entropy()[row] = (float) -softmax.sumPLogP();
                 if (g != null) {
-                    softmax.gradient(c, g, gradOffset, false);
-                    long at = gradOffset + 4L * target;
-                    g.set(ValueLayout.JAVA_FLOAT_UNALIGNED, at, g.get(ValueLayout.JAVA_FLOAT_UNALIGNED, at) + c);
+                    softmax.gradient(c, target, g, gradType, row, false);
                 }
             }
         });

@@ -123,7 +123,7 @@ public final class PreferenceLoss {
     }
 
     /**
-     * The mean loss; the gradients w.r.t. the chosen and rejected logits (F32, null when not asked
+     * The mean loss; the gradients w.r.t. the chosen and rejected logits (null when not asked
      * for); per pair (F32 {@code [B]}) the loss, the two rewards and the margin; per token
      * (F32 {@code [N]}) the policy's {@code logp} (0 for tokens that do not count); the accuracy and
      * the mean margin. Closing closes what the call allocated, not a caller's gradient buffers.
@@ -235,7 +235,8 @@ public final class PreferenceLoss {
 
     /**
      * With {@code gradScale} times the gradients written into (or, accumulating, added to) the
-     * caller's F32 buffers, {@code [N_w, V]} and {@code [N_l, V]}, neither of them a logits tensor.
+     * caller's buffers, {@code [N_w, V]} and {@code [N_l, V]}, neither of them a logits tensor (F32,
+     * or F16/BF16: each value formed in fp32 and rounded once, as {@link TargetLogProb} stores it).
      */
     public static Result computeWithGradient(Responses chosen, Responses rejected, Options options, float gradScale,
                                              Tensor chosenGradient, Tensor rejectedGradient) {
@@ -515,7 +516,7 @@ public final class PreferenceLoss {
     private static void gradientBuffer(String name, Tensor g, Side s, long vocab) {
         Checks.notNull(name, g);
         Checks.rank(name, g, 2, "[N, V]");
-        Checks.dtype(name, g, DType.F32);
+        Checks.dtype(name, g, DType.F32, DType.F16, DType.BF16);
         Checks.dim(name, g, 0, s.rows(), "N, the rows of " + s.name() + ".logits");
         Checks.dim(name, g, 1, vocab, "V, the columns of the logits");
     }

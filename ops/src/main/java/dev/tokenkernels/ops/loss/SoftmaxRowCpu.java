@@ -25,7 +25,8 @@ import jdk.incubator.vector.VectorSpecies;
  * and per block {@code sum e} and (for the entropy) {@code sum e d2} are kept; the lse returned is
  * {@code fp32(max z / T) + ln S}. {@link #gradient} reads only the scratch
  * ({@code p = e 2^((m_b - M) log2(e) / T) / S}, from L2 while {@code 4V} bytes fit; one multiply-
- * add per element) and writes the gradient a block at a time, by one bulk copy each;
+ * add per element) and writes the gradient a block at a time (one bulk copy each, after rounding
+ * for an F16/BF16 gradient);
  * {@link #sumPLogP} is a sum over blocks. One instance per thread: it holds the scratch.
  *
  * <p>Every loop runs on Java arrays, one loop for all dtypes: a Vector API access to a memory
@@ -165,19 +166,25 @@ final class SoftmaxRowCpu {
     }
 
     /**
-     * Writes {@code -c p} of the current row into {@code gradient} at byte offset {@code gradOffset}
-     * (added to what is there when {@code accumulate}), after a finite {@link #logSumExp}. Reads only
-     * the scratch, not the row. The caller adds {@code c} at the target.
+     * Writes the gradient {@code c (onehot(target) - p)} of the current row into row {@code row} of
+     * {@code gradient} ({@code [N, vocab]} of {@code type}: F32, F16 or BF16; each value formed in
+     * fp32, with what the row holds added first when {@code accumulate}, and rounded once), after
+     * a finite {@link #logSumExp}. Reads only the scratch, not the logits.
      */
-    void gradient(float c, MemorySegment gradient, long gradOffset, boolean accumulate) {
+    void gradient(float c, int target, MemorySegment gradient, DType type, long row, boolean accumulate) {
         blockScales();
+        long rowStart = row * vocab * type.byteSize();
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
             int length = Math.min(vocab, start + BLOCK) - start;
-            long at = gradOffset + 4L * start;
+            long at = rowStart + (long) start * type.byteSize();
             // -c p = e (-c scale_b); the fma onto +0 keeps a zero p at +0, not -0
             FloatVector minusCScale = FloatVector.broadcast(F, (float) (-c * blockScale[b]));
             if (accumulate) { // two loops, not a test in one
-                MemorySegment.copy(gradient, ValueLayout.JAVA_FLOAT_UNALIGNED, at, staged, 0, length);
+                if (type == DType.F32) {
+                    MemorySegment.copy(gradient, ValueLayout.JAVA_FLOAT_UNALIGNED, at, staged, 0, length);
+                } else {
+                    HalfFloats.decode(gradient, at, type, bits, staged, length);
+                }
                 for (int i = 0; i < length; i += F.length()) {
                     FloatVector.fromArray(F, exps, start + i)
                             .fma(minusCScale, FloatVector.fromArray(F, staged, i)).intoArray(staged, i);
@@ -188,7 +195,21 @@ final class SoftmaxRowCpu {
                     FloatVector.fromArray(F, exps, start + i).fma(minusCScale, zero).intoArray(staged, i);
                 }
             }
-            MemorySegment.copy(staged, 0, gradient, ValueLayout.JAVA_FLOAT_UNALIGNED, at, length);
+            if (target >= start && target < start + length) {
+                staged[target - start] += c;
+            }
+            HalfFloats.store(staged, length, type, bits, gradient, at);
+        }
+    }
+
+    /** Sets row {@code row} of a {@code [N, vocab]} gradient of {@code type} to {@code value} (0 or NaN). */
+    static void fillGradientRow(MemorySegment gradient, DType type, long row, int vocab, float value) {
+        if (value == 0f) {
+            gradient.asSlice(row * vocab * type.byteSize(), (long) vocab * type.byteSize()).fill((byte) 0);
+            return;
+        }
+        for (int i = 0; i < vocab; i++) {
+            type.setFloat(gradient, row * vocab + i, value);
         }
     }
 

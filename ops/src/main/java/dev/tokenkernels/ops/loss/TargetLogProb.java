@@ -121,8 +121,9 @@ public final class TargetLogProb {
 
     /**
      * The log-probabilities and the gradient scaled by {@code coefficients [N]}, written into (or,
-     * accumulating, added to) {@code gradient} (F32 {@code [N, V]}; the logits themselves for an
-     * in-place update, which cannot accumulate).
+     * accumulating, added to) {@code gradient} ({@code [N, V]}, F32, F16 or BF16: each value formed
+     * in fp32, the buffer's value added first when accumulating, and rounded once, to nearest
+     * even; the logits themselves for an in-place update, which cannot accumulate).
      */
     public static Result computeWithGradient(Tensor logits, Tensor targets, Tensor coefficients, Options options,
                                              Tensor gradient) {
@@ -164,7 +165,7 @@ public final class TargetLogProb {
             }
             if (gradientOut != null) {
                 Checks.rank("gradient", gradientOut, 2, "[N, V]");
-                Checks.dtype("gradient", gradientOut, DType.F32);
+                Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);
                 Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of logits");
                 Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of logits");
                 Checks.require(!(options.accumulate() && gradientOut == logits), "gradient",

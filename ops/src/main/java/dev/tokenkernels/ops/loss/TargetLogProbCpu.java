@@ -3,7 +3,6 @@ package dev.tokenkernels.ops.loss;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 
 /**
  * Vector API implementation of {@link TargetLogProb}, per row with {@link SoftmaxRowCpu}: the
@@ -22,16 +21,16 @@ final class TargetLogProbCpu {
         DType dtype = job.logits().dtype();
         MemorySegment z = job.logits().segment();
         MemorySegment g = job.gradient() == null ? null : job.gradient().segment();
+        DType gradType = job.gradient() == null ? null : job.gradient().dtype();
         float invT = job.invT();
         cpu.parallelFor(job.rows(), Math.max(1, ELEMENTS_PER_TASK / vocab), (from, to) -> {
             SoftmaxRowCpu softmax = new SoftmaxRowCpu(vocab, false);
             for (int row = from; row < to; row++) {
                 int target = job.targets()[row];
-                long gradOffset = 4L * row * vocab;
                 if (target < 0) { // ignored: not read
                     job.logProb()[row] = 0f;
                     if (g != null && !job.accumulate()) {
-                        g.asSlice(gradOffset, 4L * vocab).fill((byte) 0);
+                        SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, 0f);
                     }
                     continue;
                 }
@@ -45,19 +44,15 @@ final class TargetLogProbCpu {
                 float c = job.coefficients()[row];
                 if (c == 0f) { // the row does not count: a zero gradient, even if special
                     if (!job.accumulate()) {
-                        g.asSlice(gradOffset, 4L * vocab).fill((byte) 0);
+                        SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, 0f);
                     }
                     continue;
                 }
                 if (!Float.isFinite(lse)) { // no distribution: nothing to differentiate
-                    for (int i = 0; i < vocab; i++) {
-                        g.set(ValueLayout.JAVA_FLOAT_UNALIGNED, gradOffset + 4L * i, Float.NaN);
-                    }
+                    SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, Float.NaN);
                     continue;
                 }
-                softmax.gradient(c, g, gradOffset, job.accumulate());
-                long at = gradOffset + 4L * target;
-                g.set(ValueLayout.JAVA_FLOAT_UNALIGNED, at, g.get(ValueLayout.JAVA_FLOAT_UNALIGNED, at) + c);
+                softmax.gradient(c, target, g, gradType, row, job.accumulate());
             }
         });
     }

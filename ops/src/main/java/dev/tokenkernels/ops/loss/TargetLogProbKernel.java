@@ -20,7 +20,7 @@ final class TargetLogProbKernel {
     static final String SOURCE = "loss/target_log_prob.cu";
     static final int THREADS = 256;
     private static final Kernel TARGET_LOG_PROB = new Kernel(SOURCE, "target_log_prob", pointer("logits"),
-            i32("dtype"), pointer("targets"), pointer("coefficients"), pointer("grad"), pointer("log_prob"),
+            i32("dtype"), pointer("targets"), pointer("coefficients"), pointer("grad"), i32("grad_dtype"), pointer("log_prob"),
             i64("vocab"), f32("inv_t"), i32("has_grad"), i32("accumulate"));
 
     private TargetLogProbKernel() {
@@ -46,7 +46,8 @@ final class TargetLogProbKernel {
             // In place on the host means in place on the device: the kernel gets the logits buffer.
             DeviceBuffer gradTarget = job.inPlace() ? logits : grad;
             gpu.launch(TARGET_LOG_PROB, LaunchConfig.of1d(rows, THREADS, 0), logits,
-                    DivergenceKernel.dtypeCode(job.logits().dtype()), targets, coefficients, gradTarget, logProb,
+                    DivergenceKernel.dtypeCode(job.logits().dtype()), targets, coefficients, gradTarget,
+                    withGradient ? DivergenceKernel.dtypeCode(job.gradient().dtype()) : 0, logProb,
                     (long) job.vocab(), job.invT(), withGradient ? 1 : 0, job.accumulate() ? 1 : 0);
             gpu.copyToHost(logProb, MemorySegment.ofArray(job.logProb()));
             if (withGradient) {

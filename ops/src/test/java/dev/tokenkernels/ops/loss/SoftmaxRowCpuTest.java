@@ -111,7 +111,7 @@ class SoftmaxRowCpuTest {
                 row.select(t.segment(), DType.F32, 0);
                 float lse = row.logSumExp(1f);
                 assertEquals(max + Math.log(sum), lse, Math.ulp(lse), offset + " lse");
-                row.gradient(-1f, g.segment(), 0, false); // writes p
+                row.gradient(-1f, -1, g.segment(), DType.F32, 0, false); // writes p (no target)
                 for (int i = 0; i < vocab; i++) {
                     double p = Math.exp(z[i] - max) / sum;
                     double tolerance = p * (3e-7 + 1.2e-7 * (max - z[i]));
@@ -157,13 +157,14 @@ class SoftmaxRowCpuTest {
                 g.setFloat(vocab + i, base);
             }
             float c = 1.5f;
-            row.gradient(c, gs, 4L * vocab, accumulate);
+            int target = vocab / 2;
+            row.gradient(c, target, gs, DType.F32, 1, accumulate);
             double plogp = row.sumPLogP();
             double expectedPlogp = 0;
             for (int i = 0; i < vocab; i++) {
                 double p = Math.exp(x[i] - lse);
                 expectedPlogp += p == 0 ? 0 : p * (x[i] - lse);
-                double expected = (accumulate ? base : 0) - c * p;
+                double expected = (accumulate ? base : 0) - c * p + (i == target ? c : 0);
                 assertEquals(expected, g.getFloat(vocab + i), 2e-6 * (1 + Math.abs(expected)), at + " gradient " + i);
             }
             assertEquals(expectedPlogp, plogp, 2e-5 * (1 + Math.abs(expectedPlogp)), at + " sum p log p");
