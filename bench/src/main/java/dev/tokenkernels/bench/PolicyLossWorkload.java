@@ -7,8 +7,8 @@ import dev.tokenkernels.runtime.Tensor;
 import java.util.SplittableRandom;
 
 /**
- * The clipped policy loss (eps 0.2/0.28 as DAPO, token mean) with its gradient into a reused F32
- * buffer, 8 sequences, as the report and JMH run it.
+ * The clipped policy loss (eps 0.2/0.28 as DAPO, token mean) with its gradient into a reused
+ * buffer (F32, or F16/BF16 for the half-gradient variant), 8 sequences, as the report and JMH run it.
  */
 final class PolicyLossWorkload extends LogitsWorkload {
     private static final float EPS_LOW = 0.2f;
@@ -24,6 +24,11 @@ final class PolicyLossWorkload extends LogitsWorkload {
     private final float[] advantage;
 
     PolicyLossWorkload(int rows, int vocab, DType dtype) {
+        this(rows, vocab, dtype, DType.F32);
+    }
+
+    /** With the gradient stored as {@code gradientType} (F32, F16 or BF16). */
+    PolicyLossWorkload(int rows, int vocab, DType dtype, DType gradientType) {
         super(rows, vocab, dtype);
         this.logits = LogitStatsWorkload.randomLogits(rows, vocab, dtype, 46);
         SplittableRandom random = new SplittableRandom(11);
@@ -40,7 +45,7 @@ final class PolicyLossWorkload extends LogitsWorkload {
         this.targets = Tensor.ofInts(y, rows);
         this.oldLogProb = Tensor.of(old, rows);
         this.advantages = Tensor.of(advantage, rows);
-        this.gradient = Tensor.allocate(DType.F32, rows, vocab);
+        this.gradient = Tensor.allocate(gradientType, rows, vocab);
         int sequences = Math.min(8, rows);
         starts = new int[sequences + 1];
         for (int b = 0; b <= sequences; b++) {
@@ -50,7 +55,8 @@ final class PolicyLossWorkload extends LogitsWorkload {
 
     @Override
     public String op() {
-        return "policy_loss";
+        DType stored = gradient.dtype();
+        return stored == DType.F32 ? "policy_loss" : "policy_loss/" + stored.name().toLowerCase() + "-grad";
     }
 
     /** Logits read once, the gradient written once. */
@@ -64,6 +70,12 @@ final class PolicyLossWorkload extends LogitsWorkload {
         PolicyLoss.Options options = PolicyLoss.Options.defaults().withClip(EPS_LOW, EPS_HIGH).on(backend);
         PolicyLoss.computeWithGradient(logits, targets, oldLogProb, advantages, null, starts, options, 1f, gradient)
                 .close();
+    }
+
+    /** The scalar loop writes an F32 gradient: a baseline only for the F32-gradient workload. */
+    @Override
+    public boolean hasScalar() {
+        return gradient.dtype() == DType.F32;
     }
 
     @Override

@@ -150,6 +150,11 @@ public final class Report {
                 list.add(() -> new PolicyLossWorkload(shape[0], shape[1], dtype));
             }
         }
+        // The gradient in the logits' dtype: half its bytes (read against policy_loss BF16).
+        if (config.dtypes().contains(DType.BF16) && !config.policyShapes().isEmpty()) {
+            int[] policy = config.policyShapes().get(0);
+            list.add(() -> new PolicyLossWorkload(policy[0], policy[1], DType.BF16, DType.BF16));
+        }
         for (DType dtype : config.dtypes()) {
             list.add(() -> new ContrastiveTargetProbWorkload(first[0], first[1], dtype));
             list.add(() -> new PreferenceLossWorkload(first[0], first[1], dtype));

@@ -27,15 +27,15 @@ class ReportTest {
 
         int backends = Runtime.getRuntime().availableProcessors() > 1 ? 2 : 1;
         // logit_stats, forward KL, the min-p proxy, target_log_prob, contrastive_target_prob,
-        // preference_loss and one_token_rollout for each dtype, policy_loss for each policy shape and dtype,
-        // then AlignDistil, one_token_rollout/peaked, the hard and soft clipped KL, reverse KL, JSD and total
+        // preference_loss and one_token_rollout for each dtype, policy_loss for each policy shape and dtype
+        // and once with a BF16 gradient, then AlignDistil, one_token_rollout/peaked, the hard and soft clipped KL, reverse KL, JSD and total
         // variation in F32, the relation graph loss for each dtype, then token selection, entropy
         // normalization and the token terms over 8 * 256 tokens.
-        assertEquals(28 * backends, rows.size());
+        assertEquals(29 * backends, rows.size());
         for (Report.Row row : rows) {
             assertTrue(List.of("logit_stats", "divergence/fkl", "divergence/rkl", "divergence/jsd", "divergence/tvd",
                     "proxy_distribution", "align_distil", "target_log_prob", "clipped_kl/hard", "clipped_kl/soft",
-                    "relation_graph_kl", "policy_loss", "preference_loss", "contrastive_target_prob",
+                    "relation_graph_kl", "policy_loss", "policy_loss/bf16-grad", "preference_loss", "contrastive_target_prob",
                     "one_token_rollout", "one_token_rollout/peaked", "token_selection", "entropy_normalization",
                     "token_terms").contains(row.op()), row.op());
             boolean tokenVector = List.of("token_selection", "entropy_normalization", "token_terms").contains(row.op());
