@@ -197,4 +197,18 @@ public final class VectorMath {
         }
         return maxOfKeys(highest, lowest);
     }
+
+    /**
+     * The sum of {@code v}'s lanes in lane order, in fp64: the same bits whether or not C2 has
+     * compiled the caller. {@code reduceLanes(ADD)}'s order is unspecified, and its interpreted
+     * fallback (lane by lane) and C2's intrinsic (halves) differ, so an op's first calls and later
+     * ones could differ in the last bits. Once per block in the sweeps: its cost is not measurable.
+     */
+    public static double sumLanes(FloatVector v) {
+        double sum = 0;
+        for (int i = 0; i < v.length(); i++) {
+            sum += v.lane(i);
+        }
+        return sum;
+    }
 }

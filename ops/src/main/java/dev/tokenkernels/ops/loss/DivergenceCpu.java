@@ -490,8 +490,8 @@ final class DivergenceCpu {
                     studentLog.intoArray(kept, start + i);
                 }
             }
-            first += teacherTerms.reduceLanes(VectorOperators.ADD);
-            second += studentTerms.reduceLanes(VectorOperators.ADD);
+            first += VectorMath.sumLanes(teacherTerms);
+            second += VectorMath.sumLanes(studentTerms);
         }
 
         /** A running max of z as the offset {@link #logProb} subtracts: 0 while it is {@code -inf}. */
@@ -539,7 +539,7 @@ final class DivergenceCpu {
                     FloatVector p = FloatVector.fromArray(F, es, start + i).mul(sS);
                     distance = distance.add(p.sub(FloatVector.fromArray(F, et, start + i).mul(sT)).abs());
                 }
-                first += distance.reduceLanes(VectorOperators.ADD);
+                first += VectorMath.sumLanes(distance);
                 return;
             }
             FloatVector pgSum = FloatVector.zero(F);
@@ -549,8 +549,8 @@ final class DivergenceCpu {
                 distance = distance.add(d.abs());
                 pgSum = pgSum.add(p.mul(halfSign(d)));
             }
-            first += distance.reduceLanes(VectorOperators.ADD);
-            second += pgSum.reduceLanes(VectorOperators.ADD);
+            first += VectorMath.sumLanes(distance);
+            second += VectorMath.sumLanes(pgSum);
         }
 
         private void tvdGradient(int b, int start, int len) {
@@ -600,9 +600,9 @@ final class DivergenceCpu {
             }
         }
         if (cross) {
-            crossSums[b] = crossSum.reduceLanes(VectorOperators.ADD);
+            crossSums[b] = VectorMath.sumLanes(crossSum);
         }
-        return sum.reduceLanes(VectorOperators.ADD);
+        return VectorMath.sumLanes(sum);
     }
 
     /**

@@ -7,7 +7,6 @@ import dev.tokenkernels.runtime.DType;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -264,8 +263,8 @@ final class SoftmaxRowCpu {
             }
             e.intoArray(exps, start + fullEnd);
         }
-        blockExpSum[b] = s.reduceLanes(VectorOperators.ADD);
-        double expLog = entropy ? ed.reduceLanes(VectorOperators.ADD) : 0;
+        blockExpSum[b] = VectorMath.sumLanes(s);
+        double expLog = entropy ? VectorMath.sumLanes(ed) : 0;
         if (Double.isNaN(expLog)) {
             expLog = clampedExpLog(length, exponents, running);
         }
@@ -281,6 +280,6 @@ final class SoftmaxRowCpu {
             FloatVector d = exponents.exponent(FloatVector.fromArray(F, staged, i), minusRunning, scale);
             ed = VectorMath.exp2NonPositive(d).fma(d.max(-256f), ed);
         }
-        return ed.reduceLanes(VectorOperators.ADD);
+        return VectorMath.sumLanes(ed);
     }
 }

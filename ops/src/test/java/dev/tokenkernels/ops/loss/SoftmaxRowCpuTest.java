@@ -121,6 +121,35 @@ class SoftmaxRowCpuTest {
         }
     }
 
+    /**
+     * The 1st and the 3000th call give the same bits: the sums do not depend on whether C2 has
+     * compiled the sweeps yet (the interpreter's and C2's reduceLanes(ADD) add lanes in different
+     * orders; with them, the lse and the entropy moved in their last bits once compiled).
+     */
+    @Test
+    void resultsDoNotChangeOnceCompiled() {
+        int vocab = 2053;
+        SplittableRandom random = new SplittableRandom(21);
+        float[] z = new float[vocab];
+        for (int i = 0; i < vocab; i++) {
+            z[i] = (float) (4 * random.nextGaussian());
+        }
+        try (Tensor t = Tensor.ofFloats(z, DType.F32, 1, vocab); Tensor g = Tensor.allocate(DType.F32, 1, vocab);
+             Tensor first = Tensor.allocate(DType.F32, 1, vocab)) {
+            SoftmaxRowCpu row = new SoftmaxRowCpu(vocab, true);
+            row.select(t.segment(), DType.F32, 0);
+            float lse = row.logSumExp(0.7f);
+            double plogp = row.sumPLogP();
+            row.gradient(0.5f, 3, first.segment(), DType.F32, 0, false);
+            for (int call = 2; call <= 3000; call++) {
+                assertEquals(Float.floatToRawIntBits(lse), Float.floatToRawIntBits(row.logSumExp(0.7f)), "lse, call " + call);
+                assertEquals(Double.doubleToRawLongBits(plogp), Double.doubleToRawLongBits(row.sumPLogP()), "call " + call);
+                row.gradient(0.5f, 3, g.segment(), DType.F32, 0, false);
+                assertEquals(-1L, first.segment().mismatch(g.segment()), "gradient, call " + call);
+            }
+        }
+    }
+
     private static float logSumExp(float[] z, DType dtype) {
         try (Tensor t = Tensor.ofFloats(z, dtype, 1, z.length)) {
             SoftmaxRowCpu row = new SoftmaxRowCpu(z.length, false);
