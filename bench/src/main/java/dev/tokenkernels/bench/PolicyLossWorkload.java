@@ -80,6 +80,9 @@ final class PolicyLossWorkload extends LogitsWorkload {
 
     @Override
     public void runScalar() {
+        if (!hasScalar()) {
+            throw new UnsupportedOperationException("the scalar baseline writes an F32 gradient");
+        }
         ScalarBaselines.clippedPolicyLoss(logits.segment(), dtype, rows, vocab, target, old, advantage, EPS_LOW,
                 EPS_HIGH, gradient.segment());
     }
