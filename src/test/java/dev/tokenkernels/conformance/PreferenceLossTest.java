@@ -235,7 +235,7 @@ class PreferenceLossTest {
             expect(() -> PreferenceLoss.computeWithGradient(w, l, d, 1f, grad, null), "rejectedGradient");
             expect(() -> PreferenceLoss.computeWithGradient(w, l, d, 1f, grad, grad), "rejectedGradient");
             expect(() -> PreferenceLoss.computeWithGradient(w, l, d, 1f, grad, wrongGrad), "rejectedGradient");
-            expect(() -> PreferenceLoss.computeWithGradient(w, l, d, 1f, grad, l.logits()), "gradient");
+            expect(() -> PreferenceLoss.computeWithGradient(w, l, d, 1f, grad, l.logits()), "rejectedGradient: expected a buffer that does not overlap the logits");
             expect(() -> PreferenceLoss.computeWithGradient(w, l, d, 1f, wrongGrad, grad2), "chosenGradient");
         }
     }

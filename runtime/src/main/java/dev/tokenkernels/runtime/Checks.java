@@ -21,6 +21,21 @@ public final class Checks {
         }
     }
 
+    /**
+     * Requires that the output {@code buffer} shares no memory with the input {@code input}, or,
+     * with {@code inPlace}, is {@code input} itself: an op that writes a row's output after reading
+     * that row can update in place, but a buffer overlapping the input otherwise (a view of other
+     * rows, or of another dtype's rows) would overwrite input another row has not read yet.
+     */
+    public static void apart(String name, Tensor buffer, String inputName, Tensor input, boolean inPlace) {
+        if (inPlace && buffer == input) {
+            return;
+        }
+        require(buffer.segment().asOverlappingSlice(input.segment()).isEmpty(), name,
+                (inPlace ? inputName + " itself or " : "") + "a buffer that does not overlap " + inputName,
+                buffer == input ? inputName : "an overlapping buffer");
+    }
+
     public static Tensor notNull(String name, Tensor tensor) {
         if (tensor == null) {
             throw new IllegalArgumentException(name + ": expected a tensor, got null");

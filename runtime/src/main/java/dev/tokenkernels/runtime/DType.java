@@ -65,7 +65,8 @@ public enum DType {
 
     /**
      * Stores {@code value} as element {@code index} of {@code segment} holding this floating type,
-     * rounded to nearest even for F16 and BF16 (one element: for loops, encode blocks instead).
+     * rounded to nearest even for F16 and BF16 (one element: loops store whole blocks, as the ops
+     * module's {@code HalfFloats.store} does).
      */
     public void setFloat(MemorySegment segment, long index, float value) {
         switch (this) {

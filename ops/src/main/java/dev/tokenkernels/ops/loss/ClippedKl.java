@@ -292,16 +292,13 @@ public final class ClippedKl {
         }
         if (withGradient && gradientOut != null) {
             Checks.rank("gradient", gradientOut, 2, "[N, V]");
-            Checks.dtype("gradient", gradientOut, DType.F32);
+            Checks.require(gradientOut.dtype() == DType.F32, "gradient", "dtype F32 (this op stores no F16/BF16 gradients)",
+                    gradientOut.dtype());
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of student");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of student");
-            // The CPU writes each row's gradient after reading that row only: student itself is fine, a
-            // buffer that overlaps it otherwise would be read after it was written.
-            boolean apart = gradientOut.segment().asOverlappingSlice(student.segment()).isEmpty();
-            Checks.require(gradientOut == student || apart, "gradient",
-                    "student itself or a buffer that does not overlap student", "an overlapping buffer");
-            Checks.require(gradientOut.segment().asOverlappingSlice(teacher.segment()).isEmpty(), "gradient",
-                    "a buffer that does not overlap teacher", "an overlapping buffer");
+            // The CPU writes each row's gradient after reading that row only: student itself is fine.
+            Checks.apart("gradient", gradientOut, "student", student, true);
+            Checks.apart("gradient", gradientOut, "teacher", teacher, false);
         }
         int n = (int) rows;
         float[] weights = Divergence.rowWeights(options.weights(), options.targets(), options.ignoreIndex(), n, vocab);

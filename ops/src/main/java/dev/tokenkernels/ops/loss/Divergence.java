@@ -302,10 +302,12 @@ public final class Divergence {
             Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of student");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of student");
-            Checks.require(gradientOut != teacher, "gradient", "a buffer other than teacher", "teacher");
-            Checks.require(gradientOut != options.extrapolationReference(), "gradient",
-                    "a buffer other than the extrapolation reference (it would overwrite the caller's logits)",
-                    "the extrapolation reference");
+            Checks.apart("gradient", gradientOut, "student", student, true);
+            Checks.apart("gradient", gradientOut, "teacher", teacher, false);
+            if (options.extrapolationReference() != null) { // it would overwrite the caller's logits
+                Checks.apart("gradient", gradientOut, "the extrapolation reference", options.extrapolationReference(),
+                        false);
+            }
         }
         float[] weights = rowWeights(options.weights(), options.targets(), options.ignoreIndex(), (int) rows, vocab);
         student.segment(); // closed tensors fail here, before any work

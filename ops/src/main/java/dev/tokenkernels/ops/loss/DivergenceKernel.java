@@ -36,7 +36,7 @@ final class DivergenceKernel {
         boolean withGradient = job.gradCoef() != null;
         try (DeviceBuffer student = gpu.allocate(job.student().byteSize());
              DeviceBuffer teacher = gpu.allocate(job.teacher().byteSize());
-             DeviceBuffer grad = gpu.allocate(withGradient ? job.gradient().byteSize() : 4);
+             DeviceBuffer grad = gpu.allocate(withGradient && !job.inPlace() ? job.gradient().byteSize() : 4);
              DeviceBuffer rowLoss = gpu.allocate(4L * rows);
              DeviceBuffer weights = gpu.allocate(4L * rows);
              DeviceBuffer coef = gpu.allocate(4L * rows);

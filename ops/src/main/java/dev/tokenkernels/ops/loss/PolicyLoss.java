@@ -376,7 +376,7 @@ public final class PolicyLoss {
                 "a finite value >= 0", o.controlTokenWeight());
         int[] sequence = sequenceOf(starts, rows);
         if (withGradient && gradientOut != null) {
-            Checks.require(gradientOut != logits, "gradient", "a buffer other than logits", "logits");
+            Checks.apart("gradient", gradientOut, "logits", logits, false);
             // the backends write N * V floats with stride V: anything else overruns or misplaces rows
             Checks.rank("gradient", gradientOut, 2, "[N, V]");
             Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);

@@ -288,11 +288,10 @@ public final class PreferenceLoss {
             if (chosenOut != null) {
                 gradientBuffer("chosenGradient", chosenOut, w, vocab);
                 gradientBuffer("rejectedGradient", rejectedOut, l, vocab);
-                Checks.require(chosenOut != rejectedOut, "rejectedGradient", "a buffer other than chosenGradient",
-                        "the same tensor");
-                for (Tensor logits : new Tensor[] {chosen.logits(), rejected.logits()}) {
-                    Checks.require(chosenOut != logits && rejectedOut != logits, "gradient",
-                            "buffers other than the logits (pass 2 reads them)", "a logits tensor");
+                Checks.apart("rejectedGradient", rejectedOut, "chosenGradient", chosenOut, false);
+                for (Tensor logits : new Tensor[] {chosen.logits(), rejected.logits()}) { // pass 2 reads them
+                    Checks.apart("chosenGradient", chosenOut, "the logits", logits, false);
+                    Checks.apart("rejectedGradient", rejectedOut, "the logits", logits, false);
                 }
             }
         } else {

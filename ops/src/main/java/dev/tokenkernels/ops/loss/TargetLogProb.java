@@ -168,6 +168,7 @@ public final class TargetLogProb {
                 Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);
                 Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of logits");
                 Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of logits");
+                Checks.apart("gradient", gradientOut, "logits", logits, true);
                 Checks.require(!(options.accumulate() && gradientOut == logits), "gradient",
                         "a buffer other than logits when accumulating", "logits");
             }
