@@ -89,8 +89,8 @@ extern "C" __global__ void __launch_bounds__(256, 1)
                 const float* outside_advantages, const float* reference, int has_reference, const float* eps_low,
                 const float* eps_high, float dual_clip, float ratio_cap, float kl_beta, const float* token_weights,
                 const int* regularized, const float* lp_proxy, float lp_beta, const double* coefficient_scale,
-                void* grad, int grad_dtype, int has_grad, float* log_prob, float* entropy, double* token_loss, double* ratio,
-                long long vocab, float inv_t) {
+                void* grad, int grad_dtype, int has_grad, float* log_prob, float* entropy, double* token_loss,
+                double* ratio, long long vocab, float inv_t) {
     __shared__ float shared_coefficient;
     const long long row = blockIdx.x;
     const long long base = row * vocab;

@@ -79,8 +79,9 @@ public final class AlignDistilLoss {
 
     /**
      * As {@link #compute(Tensor, Tensor, Tensor, Tensor, int[], float)}, with the gradient written
-     * into {@code gradient} ({@code [N, V]}, F32, F16 or BF16, e.g. reused from step to step: a new tensor is
-     * zeroed memory the op then overwrites), which may be {@code policy} itself for an in-place update.
+     * into {@code gradient} ({@code [N, V]}, F32, F16 or BF16, e.g. reused from step to step: a new
+     * tensor is zeroed memory the op then overwrites), which may be {@code policy} itself for an
+     * in-place update.
      */
     public Divergence.Result compute(Tensor policy, Tensor dpo, Tensor reverse, Tensor labels, int[] sequenceStarts,
                                      float gradScale, Tensor gradient) {

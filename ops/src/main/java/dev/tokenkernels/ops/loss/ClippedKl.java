@@ -292,8 +292,8 @@ public final class ClippedKl {
         }
         if (withGradient && gradientOut != null) {
             Checks.rank("gradient", gradientOut, 2, "[N, V]");
-            Checks.require(gradientOut.dtype() == DType.F32, "gradient", "dtype F32 (this op stores no F16/BF16 gradients)",
-                    gradientOut.dtype());
+            Checks.require(gradientOut.dtype() == DType.F32, "gradient",
+                    "dtype F32 (this op stores no F16/BF16 gradients)", gradientOut.dtype());
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of student");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of student");
             // The CPU writes each row's gradient after reading that row only: student itself is fine.

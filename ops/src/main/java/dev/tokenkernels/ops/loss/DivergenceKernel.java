@@ -21,8 +21,8 @@ final class DivergenceKernel {
     static final int THREADS = 256;
     private static final Kernel DIVERGENCE = new Kernel(SOURCE, "divergence", pointer("student"), i32("student_dtype"),
             pointer("teacher"), i32("teacher_dtype"), pointer("grad"), i32("grad_dtype"), pointer("row_loss"),
-            pointer("weights"), pointer("grad_coef"), i64("vocab"), i64("teacher_stride"), f32("inv_t"), f32("beta"), i32("kind"),
-            i32("has_grad"), i32("filter_mode"), f32("filter_log_threshold"), pointer("reference"),
+            pointer("weights"), pointer("grad_coef"), i64("vocab"), i64("teacher_stride"), f32("inv_t"), f32("beta"),
+            i32("kind"), i32("has_grad"), i32("filter_mode"), f32("filter_log_threshold"), pointer("reference"),
             i32("reference_dtype"), pointer("alphas"), i32("has_reference"));
 
     private DivergenceKernel() {

@@ -216,8 +216,8 @@ public final class OneTokenRollout {
         if (withGradient && gradientOut != null) {
             Checks.require(gradientOut != logits, "gradient", "a buffer other than logits", "logits");
             Checks.rank("gradient", gradientOut, 2, "[N, V]");
-            Checks.require(gradientOut.dtype() == DType.F32, "gradient", "dtype F32 (this op stores no F16/BF16 gradients)",
-                    gradientOut.dtype());
+            Checks.require(gradientOut.dtype() == DType.F32, "gradient",
+                    "dtype F32 (this op stores no F16/BF16 gradients)", gradientOut.dtype());
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of logits");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of logits");
         }

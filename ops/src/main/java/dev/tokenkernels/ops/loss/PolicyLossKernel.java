@@ -23,8 +23,8 @@ final class PolicyLossKernel {
             pointer("targets"), pointer("old_log_prob"), pointer("advantages"), pointer("outside_advantages"),
             pointer("reference"), i32("has_reference"), pointer("eps_low"), pointer("eps_high"), f32("dual_clip"),
             f32("ratio_cap"), f32("kl_beta"), pointer("token_weights"), pointer("regularized"), pointer("lp_proxy"),
-            f32("lp_beta"), pointer("coefficient_scale"), pointer("grad"), i32("grad_dtype"), i32("has_grad"), pointer("log_prob"),
-            pointer("entropy"), pointer("token_loss"), pointer("ratio"), i64("vocab"), f32("inv_t"));
+            f32("lp_beta"), pointer("coefficient_scale"), pointer("grad"), i32("grad_dtype"), i32("has_grad"),
+            pointer("log_prob"), pointer("entropy"), pointer("token_loss"), pointer("ratio"), i64("vocab"), f32("inv_t"));
 
     private PolicyLossKernel() {
     }
@@ -70,8 +70,8 @@ final class PolicyLossKernel {
                     DivergenceKernel.dtypeCode(job.logits().dtype()), targets, old, advantages, outside, reference,
                     job.reference() == null ? 0 : 1, epsLow, epsHigh, job.dualClip(), job.ratioCap(), job.klBeta(),
                     weights, regularized, lpProxy, job.lpBeta(), scale, grad,
-                    withGradient ? DivergenceKernel.dtypeCode(job.gradient().dtype()) : 0, withGradient ? 1 : 0, logProb, entropy,
-                    tokenLoss, ratio, (long) job.vocab(), job.invT());
+                    withGradient ? DivergenceKernel.dtypeCode(job.gradient().dtype()) : 0, withGradient ? 1 : 0, logProb,
+                    entropy, tokenLoss, ratio, (long) job.vocab(), job.invT());
             gpu.copyToHost(logProb, MemorySegment.ofArray(job.logProb()));
             gpu.copyToHost(entropy, MemorySegment.ofArray(job.entropy()));
             gpu.copyToHost(tokenLoss, MemorySegment.ofArray(job.tokenLoss()));

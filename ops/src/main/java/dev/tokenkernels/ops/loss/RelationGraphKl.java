@@ -238,8 +238,8 @@ public final class RelationGraphKl {
         int[] lengths = lengths(options.lengths(), b, l);
         if (withGradient && gradientOut != null) {
             Checks.rank("gradient", gradientOut, 3, "[B, L, d_s]");
-            Checks.require(gradientOut.dtype() == DType.F32, "gradient", "dtype F32 (this op stores no F16/BF16 gradients)",
-                    gradientOut.dtype());
+            Checks.require(gradientOut.dtype() == DType.F32, "gradient",
+                    "dtype F32 (this op stores no F16/BF16 gradients)", gradientOut.dtype());
             Checks.dim("gradient", gradientOut, 0, batch, "B, the sequences of student");
             Checks.dim("gradient", gradientOut, 1, tokens, "L, the tokens per sequence of student");
             Checks.dim("gradient", gradientOut, 2, studentDim, "d_s, the features of student");

@@ -20,8 +20,8 @@ final class TargetLogProbKernel {
     static final String SOURCE = "loss/target_log_prob.cu";
     static final int THREADS = 256;
     private static final Kernel TARGET_LOG_PROB = new Kernel(SOURCE, "target_log_prob", pointer("logits"),
-            i32("dtype"), pointer("targets"), pointer("coefficients"), pointer("grad"), i32("grad_dtype"), pointer("log_prob"),
-            i64("vocab"), f32("inv_t"), i32("has_grad"), i32("accumulate"));
+            i32("dtype"), pointer("targets"), pointer("coefficients"), pointer("grad"), i32("grad_dtype"),
+            pointer("log_prob"), i64("vocab"), f32("inv_t"), i32("has_grad"), i32("accumulate"));
 
     private TargetLogProbKernel() {
     }
