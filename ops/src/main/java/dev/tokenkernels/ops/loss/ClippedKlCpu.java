@@ -484,7 +484,7 @@ final class ClippedKlCpu {
                 v.intoArray(e, i);
                 sum = sum.add(v);
             }
-            total += sum.reduceLanes(VectorOperators.ADD);
+            total += VectorMath.sumLanes(sum);
         }
         return total;
     }
@@ -520,9 +520,9 @@ final class ClippedKlCpu {
             FloatVector term = forward ? w.mul(d) : w.mul(d.neg());
             acc = acc.add(term.blend(0f, w.eq(0f)));
         }
-        sums[0] += keptT.reduceLanes(VectorOperators.ADD);
-        sums[1] += keptS.reduceLanes(VectorOperators.ADD);
-        sums[2] += acc.reduceLanes(VectorOperators.ADD);
+        sums[0] += VectorMath.sumLanes(keptT);
+        sums[1] += VectorMath.sumLanes(keptS);
+        sums[2] += VectorMath.sumLanes(acc);
     }
 
     /**
@@ -569,7 +569,7 @@ final class ClippedKlCpu {
             dl = dl.add(dLdg.mul(gl).blend(0f, gl.eq(0f)));
             du = du.add(dLdg.mul(gu).blend(0f, gu.eq(0f)));
         }
-        bounds[0] += dl.reduceLanes(VectorOperators.ADD);
-        bounds[1] += du.reduceLanes(VectorOperators.ADD);
+        bounds[0] += VectorMath.sumLanes(dl);
+        bounds[1] += VectorMath.sumLanes(du);
     }
 }

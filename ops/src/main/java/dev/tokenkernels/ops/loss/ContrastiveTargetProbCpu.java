@@ -104,7 +104,7 @@ final class ContrastiveTargetProbCpu {
         for (int k = 0; k < x.length; k += F.length()) {
             sum = sum.add(VectorMath.expNonPositive(FloatVector.fromArray(F, x, k).sub(max)));
         }
-        return max + (float) Math.log(sum.reduceLanes(VectorOperators.ADD));
+        return max + (float) Math.log(VectorMath.sumLanes(sum));
     }
 
     /** A row as fp32: the tensor's own memory for F32, else decoded into scratch. */

@@ -157,7 +157,7 @@ final class LogitStatsCpu {
             FloatVector x = FloatVector.fromMemorySegment(F, z, nextBase + 4L * i, NATIVE, nextTail);
             m = m.lanewise(VectorOperators.MAX, x, nextTail);
         }
-        state.add(s.reduceLanes(VectorOperators.ADD), t.reduceLanes(VectorOperators.ADD));
+        state.add(VectorMath.sumLanes(s), VectorMath.sumLanes(t));
         if (i < len) {
             sumExp(z, base + 4L * i, len - i, state); // the rest of a block longer than the next
         }
@@ -191,7 +191,7 @@ final class LogitStatsCpu {
             s = s.add(e, tail);
             t = t.add(e.mul(d), tail);
         }
-        state.add(s.reduceLanes(VectorOperators.ADD), t.reduceLanes(VectorOperators.ADD));
+        state.add(VectorMath.sumLanes(s), VectorMath.sumLanes(t));
     }
 
     /** {@link #sumExp} over the decoded values {@code block[0, len)}, padded with -inf to whole vectors. */
@@ -207,7 +207,7 @@ final class LogitStatsCpu {
             s = s.add(e);
             t = e.fma(d, t);
         }
-        state.add(s.reduceLanes(VectorOperators.ADD), t.reduceLanes(VectorOperators.ADD));
+        state.add(VectorMath.sumLanes(s), VectorMath.sumLanes(t));
     }
 
     /** The largest element of {@code block[base .. base + 4 len)}; NaN if any element is NaN. */
@@ -272,7 +272,7 @@ final class LogitStatsCpu {
             return max != Float.NEGATIVE_INFINITY;
         }
 
-        void add(float blockSum, float blockWeighted) {
+        void add(double blockSum, double blockWeighted) {
             sum += blockSum;
             weighted += blockWeighted;
         }

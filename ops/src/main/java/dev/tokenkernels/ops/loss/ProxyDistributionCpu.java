@@ -123,8 +123,8 @@ final class ProxyDistributionCpu {
                 kept = kept.add(FloatVector.zero(F).blend(1f, keep));
             }
         }
-        double total = sum.reduceLanes(VectorOperators.ADD);
-        double counted = kept.reduceLanes(VectorOperators.ADD);
+        double total = VectorMath.sumLanes(sum);
+        double counted = VectorMath.sumLanes(kept);
         for (; i < n; i++) {
             float x = z.get(ValueLayout.JAVA_FLOAT, zo + 4L * i) * invT;
             if (x - ref >= cut || x - max >= 0f) {

@@ -109,7 +109,7 @@ final class TokenSamplerCpu {
         for (int i = 0; i < x.length; i += F.length()) {
             sum = sum.add(VectorMath.expNonPositive(FloatVector.fromArray(F, x, i).sub(max)));
         }
-        return max + (float) Math.log(sum.reduceLanes(VectorOperators.ADD));
+        return max + (float) Math.log(VectorMath.sumLanes(sum));
     }
 
     /**

@@ -1,5 +1,6 @@
 package dev.tokenkernels.ops.select;
 
+import dev.tokenkernels.ops.cpu.VectorMath;
 import dev.tokenkernels.runtime.CpuBackend;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteOrder;
@@ -15,8 +16,9 @@ import jdk.incubator.vector.VectorSpecies;
  * giving its sum of squares and extremes of {@code e - pivot} (and leaving {@code e - pivot} in the
  * output), combined in float64 in chunk order; then one pass turning the output into {@code h_hat}.
  * A token whose floored entropy equals the pivot's bitwise gets {@code e - pivot = 0} by a compare,
- * not by subtracting two logs: the pivot's log is taken in a separate call, and a JIT-compiled
- * vector {@code LOG} need not round like the interpreter's (it differs on a few percent of inputs).
+ * not by subtracting two logs taken in separate calls. The log is {@link VectorMath#log}, not
+ * {@code lanewise(LOG)}: the JDK's compiled vector LOG and its interpreted fallback round
+ * differently on a few percent of inputs, so results changed once C2 compiled the op.
  */
 final class EntropyNormalizationCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED.length() >= 8
@@ -29,7 +31,7 @@ final class EntropyNormalizationCpu {
     }
 
     static FloatVector logEntropy(FloatVector h) {
-        return h.max(EntropyNormalization.ENTROPY_FLOOR).lanewise(VectorOperators.LOG);
+        return VectorMath.log(h.max(EntropyNormalization.ENTROPY_FLOOR));
     }
 
     /** Lanes in range that the mask counts. */
@@ -49,7 +51,7 @@ final class EntropyNormalizationCpu {
     /** {@code e - pivot} for the lanes of {@code h}, exactly 0 where the floored entropy is the pivot's. */
     static FloatVector centered(FloatVector h, float pivotEntropy, float pivot) {
         FloatVector floored = h.max(EntropyNormalization.ENTROPY_FLOOR);
-        return floored.lanewise(VectorOperators.LOG).sub(pivot)
+        return VectorMath.log(floored).sub(pivot)
                 .blend(0f, floored.compare(VectorOperators.EQ, pivotEntropy));
     }
 
@@ -79,7 +81,7 @@ final class EntropyNormalizationCpu {
                     hi = hi.max(d.blend(Float.NEGATIVE_INFINITY, m.not()));
                     lo = lo.min(d.blend(Float.POSITIVE_INFINITY, m.not()));
                 }
-                sums[c] = sum.reduceLanes(VectorOperators.ADD);
+                sums[c] = VectorMath.sumLanes(sum);
                 max[c] = hi.reduceLanes(VectorOperators.MAX);
                 min[c] = lo.reduceLanes(VectorOperators.MIN);
             }

@@ -1,0 +1,140 @@
+package dev.tokenkernels.conformance;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import dev.tokenkernels.ops.loss.ClippedKl;
+import dev.tokenkernels.ops.loss.ContrastiveTargetProb;
+import dev.tokenkernels.ops.loss.Divergence;
+import dev.tokenkernels.ops.loss.LogitStats;
+import dev.tokenkernels.ops.loss.PolicyLoss;
+import dev.tokenkernels.ops.loss.ProxyDistribution;
+import dev.tokenkernels.ops.loss.TargetLogProb;
+import dev.tokenkernels.ops.select.EntropyNormalization;
+import dev.tokenkernels.runtime.CpuBackend;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The CPU ops give the same bits whether the JIT has compiled them or not: this JVM (the ops
+ * warmed up, so compiled by C2) against a child JVM that only interprets ({@code -Xint}, where the
+ * Vector API runs its Java fallbacks). A cross-lane sum whose order depends on the tier
+ * ({@code reduceLanes(ADD)}) made an op's first calls differ from its later ones in the last bits.
+ * RelationGraphKl, TokenSampler and OneTokenRollout are not covered (their sums still use
+ * reduceLanes; see RESULTS).
+ */
+class ReproducibleResultsTest {
+    private static final int ROWS = 6;
+    private static final int VOCAB = 2053;
+
+    @Test
+    void interpretedAndCompiledOpsAgreeBitForBit() throws Exception {
+        for (int warm = 0; warm < 300; warm++) {
+            outputs();
+        }
+        List<String> compiled = outputs();
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        Process child = new ProcessBuilder(java, "-Xint", "--add-modules", "jdk.incubator.vector",
+                "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"),
+                ReproducibleResultsTest.class.getName()).redirectErrorStream(false).start();
+        String out = read(child.getInputStream());
+        String err = read(child.getErrorStream());
+        assertEquals(0, child.waitFor(), "child JVM: " + err);
+        List<String> interpreted = out.lines().toList();
+        assertEquals(compiled.size(), interpreted.size(), "outputs: " + out + err);
+        for (int i = 0; i < compiled.size(); i++) {
+            assertEquals(compiled.get(i), interpreted.get(i), "compiled vs interpreted");
+        }
+    }
+
+    /** Run by the child JVM: one line per output. */
+    public static void main(String[] args) {
+        outputs().forEach(System.out::println);
+    }
+
+    private static String read(InputStream in) throws IOException {
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        in.transferTo(bytes);
+        return bytes.toString(java.nio.charset.StandardCharsets.UTF_8);
+    }
+
+    /** Each op's outputs on fixed inputs (one CPU thread), as "name: hash of the bits". */
+    static List<String> outputs() {
+        List<String> lines = new ArrayList<>();
+        try (CpuBackend cpu = CpuBackend.withThreads(1);
+             Tensor z = Tensor.ofFloats(logits(1), DType.BF16, ROWS, VOCAB);
+             Tensor t = Tensor.ofFloats(logits(2), DType.F32, ROWS, VOCAB);
+             Tensor y = Tensor.ofInts(new int[] {3, 7, 2052, 0, 11, 1000}, ROWS);
+             Tensor old = Tensor.of(new float[] {-8f, -7.5f, -9f, -8.2f, -6f, -10f}, ROWS);
+             Tensor a = Tensor.of(new float[] {1f, -0.5f, 0.3f, -1.2f, 2f, 0.1f}, ROWS);
+             Tensor lower = Tensor.of(new float[] {0f, 0.1f, 0.2f, 0f, 0.05f, 0.3f}, ROWS);
+             Tensor upper = Tensor.of(new float[] {0.9f, 1f, 0.95f, 0.5f, 0.99f, 1f}, ROWS);
+             Tensor entropy = Tensor.of(entropies(), 4096)) {
+            try (var r = LogitStats.compute(z, y, LogitStats.Options.defaults().withTemperature(0.7f).on(cpu))) {
+                lines.add(line("logit_stats", r.max(), r.lse(), r.entropy(), r.logprob()));
+            }
+            for (Divergence.Options o : new Divergence.Options[] {Divergence.Options.forwardKl(),
+                Divergence.Options.jsd(0.4f), Divergence.Options.totalVariation()}) {
+                try (var r = Divergence.computeWithGradient(z, t, o.withReduction(dev.tokenkernels.ops.loss.Reduction.NONE)
+                        .withTemperature(1.3f).on(cpu), 1f)) {
+                    lines.add(line("divergence " + o.kind(), r.loss(), r.gradient()));
+                }
+            }
+            try (var r = PolicyLoss.computeWithGradient(z, y, old, a, null, new int[] {0, 2, ROWS},
+                    PolicyLoss.Options.defaults().on(cpu), 1f)) {
+                lines.add(line("policy_loss " + r.loss() + " " + r.meanEntropy(), r.gradient(), r.logProb(), r.entropy()));
+            }
+            try (var r = TargetLogProb.computeWithGradient(z, y, a, TargetLogProb.Options.defaults().on(cpu))) {
+                lines.add(line("target_log_prob", r.logProb(), r.gradient()));
+            }
+            try (var r = ProxyDistribution.compute(z, y, ProxyDistribution.Options.minP(0.02f).on(cpu))) {
+                lines.add(line("proxy_distribution", r.logProb(), r.keptLse(), r.keptCount()));
+            }
+            try (var r = ContrastiveTargetProb.compute(z, t, y, ContrastiveTargetProb.Options.defaults().on(cpu))) {
+                lines.add(line("contrastive_target_prob", r.logProb(), r.prob()));
+            }
+            try (var r = ClippedKl.computeWithGradient(t, z, lower, upper, ClippedKl.Options.forwardKl(0f).on(cpu), 1f)) {
+                lines.add(line("clipped_kl", r.loss(), r.gradient(), r.lowerGradient(), r.upperGradient()));
+            }
+            try (var r = EntropyNormalization.compute(entropy, null, EntropyNormalization.Options.defaults().on(cpu))) {
+                lines.add(line("entropy_normalization " + r.pivot() + " " + r.std(), r.normalized()));
+            }
+        }
+        return lines;
+    }
+
+    private static String line(String name, Tensor... outputs) {
+        long hash = 17;
+        for (Tensor o : outputs) {
+            byte[] bytes = o.segment().toArray(ValueLayout.JAVA_BYTE);
+            hash = 31 * hash + java.util.Arrays.hashCode(bytes);
+        }
+        return name + ": " + Long.toHexString(hash);
+    }
+
+    private static float[] logits(long seed) {
+        SplittableRandom random = new SplittableRandom(seed);
+        float[] z = new float[ROWS * VOCAB];
+        for (int i = 0; i < z.length; i++) {
+            z[i] = (float) (3 * random.nextGaussian());
+        }
+        return z;
+    }
+
+    private static float[] entropies() {
+        SplittableRandom random = new SplittableRandom(3);
+        float[] h = new float[4096];
+        for (int i = 0; i < h.length; i++) {
+            h[i] = (float) (2 * random.nextDouble());
+        }
+        return h;
+    }
+}
