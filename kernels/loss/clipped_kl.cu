@@ -165,8 +165,8 @@ struct Band {
 // so their rounding depends on the order): a row that no longer fits sets overflow_rows[row] to
 // its count again, writes nothing else, and the host runs it once more with more room.
 extern "C" __global__ void __launch_bounds__(kThreads, 2)
-    clipped_kl(const void* student, int student_dtype, const void* teacher, int teacher_dtype, float* grad,
-               float* row_loss, float* kept_mass, float* lower_grad, float* upper_grad, const float* weights,
+    clipped_kl(const void* student, int student_dtype, const void* teacher, int teacher_dtype, void* grad,
+               int grad_dtype, float* row_loss, float* kept_mass, float* lower_grad, float* upper_grad, const float* weights,
                const float* grad_coef, const float* bound_coef, const float* lower, const float* upper,
                const int* targets, long long vocab, float inv_t, float gamma, int reverse, int has_grad, int pass,
                int* overflow_rows, const int* row_list, unsigned long long* sort_keys, float* sort_gates,
@@ -184,7 +184,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
 
     const long long row = pass == 0 ? static_cast<long long>(blockIdx.x) : row_list[blockIdx.x];
     const long long base = row * vocab;
-    float* g_row = has_grad ? grad + base : nullptr;
+    const tk::FloatRow g_row(has_grad ? grad : nullptr, grad_dtype, base);
     const int tid = threadIdx.x, lane = tid & 31;
     const long long scratch_at = pass == 0 ? 0 : sort_offsets[blockIdx.x];
     const long long room = pass == 0 ? 0 : sort_offsets[blockIdx.x + 1] - scratch_at;
@@ -193,7 +193,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
 
     if (weights[row] == 0.0f) {
         if (g_row)
-            for (long long j = tid; j < vocab; j += kThreads) g_row[j] = 0.0f;
+            for (long long j = tid; j < vocab; j += kThreads) g_row.set(j, 0.0f);
         if (tid == 0) {
             row_loss[row] = 0.0f;
             kept_mass[row] = 0.0f;
@@ -226,7 +226,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
     const float lse_s = shared_stats[0], lse_t = shared_stats[1], t_max = shared_stats[2];
     if (any_nan || !isfinite(lse_s) || !isfinite(lse_t)) {  // no distribution on one side
         if (g_row)
-            for (long long j = tid; j < vocab; j += kThreads) g_row[j] = tk::quiet_nan();
+            for (long long j = tid; j < vocab; j += kThreads) g_row.set(j, tk::quiet_nan());
         if (tid == 0) {
             row_loss[row] = kept_mass[row] = tk::quiet_nan();
             if (has_grad) lower_grad[row] = upper_grad[row] = tk::quiet_nan();
@@ -420,7 +420,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
         // no probability at all (-inf there): the divergence is +inf.
         const bool empty = kept_t == 0.0f;
         if (g_row)
-            for (long long j = tid; j < vocab; j += kThreads) g_row[j] = empty ? 0.0f : tk::quiet_nan();
+            for (long long j = tid; j < vocab; j += kThreads) g_row.set(j, empty ? 0.0f : tk::quiet_nan());
         if (tid == 0) {
             row_loss[row] = empty ? 0.0f : tk::positive_infinity();
             kept_mass[row] = empty ? 0.0f : expf(logf(kept_t) + shift_t - lse_t);
@@ -454,7 +454,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
             gradient = (qs == 0.0f || gt.g == 0.0f) ? 0.0f : gt.g * qs * (-d - mean);
             dldg = (qs == 0.0f ? 0.0f : qs * (-d - mean - 1.0f)) + pt;
         }
-        g_row[j] = gradient * coef;
+        g_row.set(j, gradient * coef);
         if (gt.dl != 0.0f) dl += dldg * gt.dl;
         if (gt.du != 0.0f) du += dldg * gt.du;
     });

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.tokenkernels.methods.AlignDistilLoss;
+import dev.tokenkernels.ops.loss.ClippedKl;
 import dev.tokenkernels.ops.loss.Divergence;
 import dev.tokenkernels.ops.loss.PolicyLoss;
 import dev.tokenkernels.ops.loss.PreferenceLoss;
@@ -19,8 +20,8 @@ import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 
 /**
- * Gradients stored as F16 or BF16 (PolicyLoss, Divergence, TargetLogProb, and PreferenceLoss and
- * AlignDistilLoss on them), on every backend: each value is the backend's own F32 gradient rounded
+ * Gradients stored as F16 or BF16 (PolicyLoss, Divergence, TargetLogProb, ClippedKl, and
+ * PreferenceLoss and AlignDistilLoss on them), on every backend: each value is the backend's own F32 gradient rounded
  * once to nearest even, bit for bit (also when TargetLogProb adds to what the buffer holds), in a
  * separate buffer and in place into BF16 or F16 logits; other dtypes and buffers
  * overlapping the inputs are refused. 64 rows (the two-thread CPU splits them) of more columns than
@@ -139,6 +140,32 @@ class HalfGradientTest {
                     assertRounded(f32, g, what + " " + logits + " logits and gradient");
                     Divergence.computeWithGradient(s, t, options, 2f, s).close();
                     assertRounded(f32, s, what + " " + logits + " in place");
+                }
+            }
+        }
+    }
+
+    @Test
+    void clippedKlGradientRoundsTheF32OneAndWorksInPlace() {
+        float[] lower = gaussians(23, 0.1f, 0.05f);
+        float[] upper = gaussians(24, 0.8f, 0.1f);
+        for (int i = 0; i < ROWS; i++) {
+            lower[i] = Math.max(0f, lower[i]);
+            upper[i] = Math.min(1f, Math.max(lower[i] + 0.05f, upper[i]));
+        }
+        for (Backend backend : ConformanceBackends.all()) {
+            for (float gamma : new float[] {0f, 0.02f}) {
+                ClippedKl.Options options = ClippedKl.Options.forwardKl(gamma).on(backend);
+                try (Tensor l = Tensor.of(lower, ROWS); Tensor u = Tensor.of(upper, ROWS);
+                     Tensor s = Tensor.ofFloats(logits(25), DType.BF16, ROWS, VOCAB);
+                     Tensor t = Tensor.ofFloats(logits(26), DType.BF16, ROWS, VOCAB);
+                     Tensor f32 = Tensor.allocate(DType.F32, ROWS, VOCAB); Tensor g = Tensor.allocate(DType.BF16, ROWS, VOCAB)) {
+                    String what = backend + " clipped KL gamma " + gamma;
+                    ClippedKl.computeWithGradient(s, t, l, u, options, 1.5f, f32).close();
+                    ClippedKl.computeWithGradient(s, t, l, u, options, 1.5f, g).close();
+                    assertRounded(f32, g, what);
+                    ClippedKl.computeWithGradient(s, t, l, u, options, 1.5f, s).close();
+                    assertRounded(f32, s, what + " in place");
                 }
             }
         }

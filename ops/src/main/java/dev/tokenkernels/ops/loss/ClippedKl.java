@@ -243,8 +243,9 @@ public final class ClippedKl {
     }
 
     /**
-     * The loss and the gradients, the student's written into {@code gradient} (F32 {@code [N, V]}),
-     * which may be {@code student} itself (then F32) for an in-place update, and must not otherwise
+     * The loss and the gradients, the student's written into {@code gradient} ({@code [N, V]}, F32,
+     * F16 or BF16: each value formed in fp32 and rounded once, to nearest even), which may be
+     * {@code student} itself for an in-place update, and must not otherwise
      * overlap {@code student} or {@code teacher}.
      */
     public static Result computeWithGradient(Tensor student, Tensor teacher, Tensor lower, Tensor upper,
@@ -292,8 +293,7 @@ public final class ClippedKl {
         }
         if (withGradient && gradientOut != null) {
             Checks.rank("gradient", gradientOut, 2, "[N, V]");
-            Checks.require(gradientOut.dtype() == DType.F32, "gradient",
-                    "dtype F32 (this op stores no F16/BF16 gradients)", gradientOut.dtype());
+            Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of student");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of student");
             // The CPU writes each row's gradient after reading that row only: student itself is fine.

@@ -58,7 +58,7 @@ final class ClippedKlCpu {
                     job.rowLoss()[row] = 0f;
                     job.keptMass()[row] = 0f;
                     if (job.gradient() != null) {
-                        job.gradient().segment().asSlice(4L * row * vocab, 4L * vocab).fill((byte) 0);
+                        SoftmaxRowCpu.fillGradientRow(job.gradient().segment(), job.gradient().dtype(), row, vocab, 0f);
                         job.lowerGradient()[row] = 0f;
                         job.upperGradient()[row] = 0f;
                     }
@@ -81,6 +81,8 @@ final class ClippedKlCpu {
         final float[] gateL;
         final float[] gateU;
         final float[] grad;
+        /** The gradient's F16/BF16 bits on their way out. */
+        final short[] bits;
         final int[] bucketOf;
         /** Two interleaved histograms: consecutive classes of one bucket do not wait on each other's add. */
         final double[] bucketMass = new double[ClippedKl.BUCKETS];
@@ -110,6 +112,7 @@ final class ClippedKlCpu {
             gateL = new float[padded];
             gateU = new float[padded];
             grad = new float[padded];
+            bits = new short[padded];
             bucketOf = new int[padded];
             keys = new int[padded];
             classes = new int[padded];
@@ -146,8 +149,7 @@ final class ClippedKlCpu {
             job.keptMass()[row] = Float.NaN;
             if (withGradient) {
                 Arrays.fill(sc.grad, Float.NaN);
-                MemorySegment.copy(sc.grad, 0, job.gradient().segment(), ValueLayout.JAVA_FLOAT, 4L * row * sc.vocab,
-                        sc.vocab);
+                storeGradient(job, row, sc);
                 job.lowerGradient()[row] = Float.NaN;
                 job.upperGradient()[row] = Float.NaN;
             }
@@ -191,8 +193,7 @@ final class ClippedKlCpu {
             job.rowLoss()[row] = empty ? 0f : Float.POSITIVE_INFINITY;
             if (withGradient) {
                 Arrays.fill(sc.grad, empty ? 0f : Float.NaN);
-                MemorySegment.copy(sc.grad, 0, job.gradient().segment(), ValueLayout.JAVA_FLOAT, 4L * row * sc.vocab,
-                        sc.vocab);
+                storeGradient(job, row, sc);
                 job.lowerGradient()[row] = empty ? 0f : Float.NaN;
                 job.upperGradient()[row] = empty ? 0f : Float.NaN;
             }
@@ -204,8 +205,7 @@ final class ClippedKlCpu {
         if (withGradient) {
             double[] bounds = gradient(sc, lseS, lseT, forward, (float) (1 / sums[1]), (float) (1 / sums[0]),
                     (float) mean, job.gradCoef()[row]);
-            MemorySegment.copy(sc.grad, 0, job.gradient().segment(), ValueLayout.JAVA_FLOAT, 4L * row * sc.vocab,
-                    sc.vocab);
+            storeGradient(job, row, sc);
             job.lowerGradient()[row] = (float) (job.boundCoef()[row] * bounds[0]);
             job.upperGradient()[row] = (float) (job.boundCoef()[row] * bounds[1]);
         }
@@ -370,7 +370,7 @@ final class ClippedKlCpu {
     /** An unsigned key that sorts descending by {@code x}; -0.0 ties with 0.0. */
     private static int descendingKey(float x) {
         int bits = Float.floatToRawIntBits(x + 0f);
-        int ascending = bits ^ ((bits >> 31) & 0x7fffffff); // signed order of the floats
+        int ascending = VectorMath.orderKey(bits); // signed order of the floats
         return ~(ascending ^ Integer.MIN_VALUE);
     }
 
@@ -471,6 +471,13 @@ final class ClippedKlCpu {
         out[0] = (float) g;
         out[1] = (float) (-g * (ea * sa) / gamma); // 1 - s = e s, without cancellation
         out[2] = (float) (g * (eb * sb) / gamma);
+    }
+
+    /** The row's gradient from {@code sc.grad} into the caller's buffer: F32, or rounded once to F16/BF16. */
+    private static void storeGradient(ClippedKl.ClipRows job, int row, Scratch sc) {
+        DType type = job.gradient().dtype();
+        long at = (long) row * sc.vocab * type.byteSize();
+        HalfFloats.store(sc.grad, sc.vocab, type, sc.bits, job.gradient().segment(), at);
     }
 
     private static double exponentials(float[] x, float max, float[] e) {

@@ -40,7 +40,8 @@ final class ClippedKlKernel {
     /** Pass-1 rounds before giving up on a row whose ordered-class count keeps growing (it changes by rounding only). */
     private static final int SORT_ROUNDS = 4;
     private static final Kernel CLIPPED_KL = new Kernel(SOURCE, "clipped_kl", pointer("student"), i32("student_dtype"),
-            pointer("teacher"), i32("teacher_dtype"), pointer("grad"), pointer("row_loss"), pointer("kept_mass"),
+            pointer("teacher"), i32("teacher_dtype"), pointer("grad"), i32("grad_dtype"), pointer("row_loss"),
+            pointer("kept_mass"),
             pointer("lower_grad"), pointer("upper_grad"), pointer("weights"), pointer("grad_coef"),
             pointer("bound_coef"), pointer("lower"), pointer("upper"), pointer("targets"), i64("vocab"), f32("inv_t"),
             f32("gamma"), i32("reverse"), i32("has_grad"), i32("pass"),
@@ -83,7 +84,8 @@ final class ClippedKlKernel {
             // In place on the host means in place on the device: the kernel gets the student buffer.
             DeviceBuffer gradTarget = job.inPlace() ? student : grad;
             Object[] common = {student, DivergenceKernel.dtypeCode(job.student().dtype()), teacher,
-                DivergenceKernel.dtypeCode(job.teacher().dtype()), gradTarget, rowLoss, keptMass, lowerGrad, upperGrad,
+                DivergenceKernel.dtypeCode(job.teacher().dtype()), gradTarget,
+                withGradient ? DivergenceKernel.dtypeCode(job.gradient().dtype()) : 0, rowLoss, keptMass, lowerGrad, upperGrad,
                 weights, gradCoef, boundCoef, lower, upper, targets, (long) job.vocab(), job.invT(), job.gamma(),
                 job.direction() == Divergence.Kind.REVERSE_KL ? 1 : 0, withGradient ? 1 : 0};
             // Pass 0 has no scratch: the row list and sort buffers are placeholders it does not read.
