@@ -16,7 +16,8 @@
 // scratch where C sorts the gathered (key, class) pairs instead (bitonic, O(w log^2 w / 256) per
 // thread) and takes c as a segmented fp64 prefix sum over the sorted classes.
 // Each thread writes only gradient elements it has just read, so the gradient may alias the
-// student logits (in-place update).
+// student logits (in-place update). The gradient is F32, F16 or BF16 (grad_dtype), formed in fp32
+// and rounded once (tk::FloatRow).
 #include "block_reduce.cuh"
 #include "online_softmax.cuh"
 #include "tk_numeric.cuh"
@@ -166,8 +167,9 @@ struct Band {
 // its count again, writes nothing else, and the host runs it once more with more room.
 extern "C" __global__ void __launch_bounds__(kThreads, 2)
     clipped_kl(const void* student, int student_dtype, const void* teacher, int teacher_dtype, void* grad,
-               int grad_dtype, float* row_loss, float* kept_mass, float* lower_grad, float* upper_grad, const float* weights,
-               const float* grad_coef, const float* bound_coef, const float* lower, const float* upper,
+               int grad_dtype, float* row_loss, float* kept_mass, float* lower_grad, float* upper_grad,
+               const float* weights, const float* grad_coef, const float* bound_coef, const float* lower,
+               const float* upper,
                const int* targets, long long vocab, float inv_t, float gamma, int reverse, int has_grad, int pass,
                int* overflow_rows, const int* row_list, unsigned long long* sort_keys, float* sort_gates,
                const long long* sort_offsets) {

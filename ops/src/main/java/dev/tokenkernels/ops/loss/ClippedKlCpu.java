@@ -4,6 +4,7 @@ import dev.tokenkernels.ops.cpu.HalfFloats;
 import dev.tokenkernels.ops.cpu.VectorMath;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
@@ -58,7 +59,8 @@ final class ClippedKlCpu {
                     job.rowLoss()[row] = 0f;
                     job.keptMass()[row] = 0f;
                     if (job.gradient() != null) {
-                        SoftmaxRowCpu.fillGradientRow(job.gradient().segment(), job.gradient().dtype(), row, vocab, 0f);
+                        Tensor g = job.gradient();
+                        SoftmaxRowCpu.fillGradientRow(g.segment(), g.dtype(), row, vocab, 0f);
                         job.lowerGradient()[row] = 0f;
                         job.upperGradient()[row] = 0f;
                     }

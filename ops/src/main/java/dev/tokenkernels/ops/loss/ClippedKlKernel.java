@@ -85,7 +85,8 @@ final class ClippedKlKernel {
             DeviceBuffer gradTarget = job.inPlace() ? student : grad;
             Object[] common = {student, DivergenceKernel.dtypeCode(job.student().dtype()), teacher,
                 DivergenceKernel.dtypeCode(job.teacher().dtype()), gradTarget,
-                withGradient ? DivergenceKernel.dtypeCode(job.gradient().dtype()) : 0, rowLoss, keptMass, lowerGrad, upperGrad,
+                withGradient ? DivergenceKernel.dtypeCode(job.gradient().dtype()) : 0, rowLoss, keptMass, lowerGrad,
+                upperGrad,
                 weights, gradCoef, boundCoef, lower, upper, targets, (long) job.vocab(), job.invT(), job.gamma(),
                 job.direction() == Divergence.Kind.REVERSE_KL ? 1 : 0, withGradient ? 1 : 0};
             // Pass 0 has no scratch: the row list and sort buffers are placeholders it does not read.
