@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import dev.tokenkernels.methods.AlignDistilLoss;
 import dev.tokenkernels.ops.loss.ClippedKl;
 import dev.tokenkernels.ops.loss.Divergence;
+import dev.tokenkernels.ops.loss.OneTokenRollout;
 import dev.tokenkernels.ops.loss.PolicyLoss;
 import dev.tokenkernels.ops.loss.PreferenceLoss;
 import dev.tokenkernels.ops.loss.PreferenceLoss.Responses;
@@ -20,8 +21,8 @@ import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 
 /**
- * Gradients stored as F16 or BF16 (PolicyLoss, Divergence, TargetLogProb, ClippedKl, and
- * PreferenceLoss and AlignDistilLoss on them), on every backend: each value is the backend's own F32 gradient rounded
+ * Gradients stored as F16 or BF16 (PolicyLoss, Divergence, TargetLogProb, ClippedKl,
+ * OneTokenRollout, and PreferenceLoss and AlignDistilLoss on them), on every backend: each value is the backend's own F32 gradient rounded
  * once to nearest even, bit for bit (also when TargetLogProb adds to what the buffer holds), in a
  * separate buffer and in place into BF16 or F16 logits; other dtypes and buffers
  * overlapping the inputs are refused. 64 rows (the two-thread CPU splits them) of more columns than
@@ -166,6 +167,29 @@ class HalfGradientTest {
                     assertRounded(f32, g, what);
                     ClippedKl.computeWithGradient(s, t, l, u, options, 1.5f, s).close();
                     assertRounded(f32, s, what + " in place");
+                }
+            }
+        }
+    }
+
+    /** Peaked rows, so that draws repeat: a column drawn twice is still rounded once. */
+    @Test
+    void oneTokenRolloutGradientRoundsTheF32One() {
+        float[] z = logits(27);
+        for (int i = 0; i < z.length; i += 97) {
+            z[i] += 12f;
+        }
+        for (Backend backend : ConformanceBackends.all()) {
+            OneTokenRollout.Options options = OneTokenRollout.Options.defaults().withSamples(8).withBeta(0.3f)
+                    .withSeed(5).on(backend);
+            try (Tensor logits = Tensor.ofFloats(z, DType.BF16, ROWS, VOCAB); Tensor y = Tensor.ofInts(targets(28), ROWS);
+                 Tensor f32 = Tensor.allocate(DType.F32, ROWS, VOCAB)) {
+                OneTokenRollout.computeWithGradient(logits, y, options, 0.7f, f32).close();
+                for (DType half : HALVES) {
+                    try (Tensor g = Tensor.allocate(half, ROWS, VOCAB)) {
+                        OneTokenRollout.computeWithGradient(logits, y, options, 0.7f, g).close();
+                        assertRounded(f32, g, backend + " one-token rollout " + half);
+                    }
                 }
             }
         }

@@ -208,7 +208,7 @@ class OneTokenRolloutTest {
     void badInputsAreClearErrors() {
         try (Tensor z = Tensor.of(new float[6], 2, 3); Tensor y = Tensor.ofInts(new int[] {0, 2}, 2);
              Tensor badY = Tensor.ofInts(new int[] {0, 3}, 2); Tensor shortY = Tensor.ofInts(new int[] {0}, 1);
-             Tensor wrongGrad = Tensor.of(new float[8], 2, 4); Tensor halfGrad = Tensor.ofFloats(new float[6], DType.BF16, 2, 3);
+             Tensor wrongGrad = Tensor.of(new float[8], 2, 4); Tensor intGrad = Tensor.ofInts(new int[6], 2, 3);
              Tensor flat = Tensor.of(new float[6], 6)) {
             Options o = Options.defaults();
             expect(() -> OneTokenRollout.compute(flat, y, o), "logits: expected rank 2");
@@ -227,7 +227,7 @@ class OneTokenRolloutTest {
             expect(() -> OneTokenRollout.computeWithGradient(z, y, o, 1f, null), "gradient");
             expect(() -> OneTokenRollout.computeWithGradient(z, y, o, 1f, z), "gradient");
             expect(() -> OneTokenRollout.computeWithGradient(z, y, o, 1f, wrongGrad), "gradient");
-            expect(() -> OneTokenRollout.computeWithGradient(z, y, o, 1f, halfGrad), "gradient: expected dtype");
+            expect(() -> OneTokenRollout.computeWithGradient(z, y, o, 1f, intGrad), "gradient: expected dtype");
         }
     }
 }

@@ -98,7 +98,7 @@ public final class OneTokenRollout {
     }
 
     /**
-     * The loss, the gradient (F32 {@code [N, V]}, null when not asked for), the draws (I32
+     * The loss, the gradient ({@code [N, V]}, null when not asked for), the draws (I32
      * {@code [N, K]}, -1 for tokens that do not count or have no distribution), their
      * log-probabilities (F32 {@code [N, K]}, 0 for tokens that do not count), per token loss (F32
      * {@code [N]}, 0 for tokens that do not count), the counted tokens and the fraction of their
@@ -193,7 +193,10 @@ public final class OneTokenRollout {
         return run(logits, targets, options, gradScale, null, true);
     }
 
-    /** With {@code gradScale} times the gradient written into {@code gradient} (F32 {@code [N, V]}, not the logits). */
+    /**
+     * With {@code gradScale} times the gradient written into {@code gradient} ({@code [N, V]}, not
+     * the logits; F32, F16 or BF16: each value formed in fp32 and rounded once, to nearest even).
+     */
     public static Result computeWithGradient(Tensor logits, Tensor targets, Options options, float gradScale,
                                              Tensor gradient) {
         Checks.notNull("gradient", gradient);
@@ -216,8 +219,7 @@ public final class OneTokenRollout {
         if (withGradient && gradientOut != null) {
             Checks.require(gradientOut != logits, "gradient", "a buffer other than logits", "logits");
             Checks.rank("gradient", gradientOut, 2, "[N, V]");
-            Checks.require(gradientOut.dtype() == DType.F32, "gradient",
-                    "dtype F32 (this op stores no F16/BF16 gradients)", gradientOut.dtype());
+            Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of logits");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of logits");
         }

@@ -1,9 +1,10 @@
 package dev.tokenkernels.ops.loss;
 
+import dev.tokenkernels.ops.cpu.HalfFloats;
 import dev.tokenkernels.ops.cpu.VectorMath;
 import dev.tokenkernels.runtime.CpuBackend;
+import dev.tokenkernels.runtime.DType;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
@@ -26,16 +27,18 @@ final class OneTokenRolloutCpu {
         int vocab = job.vocab();
         int k = draw.samples();
         MemorySegment g = job.gradient() == null ? null : job.gradient().segment();
+        DType gradType = job.gradient() == null ? null : job.gradient().dtype();
         cpu.parallelFor(job.rows(), Math.max(1, ELEMENTS_PER_TASK / vocab), (from, to) -> {
             TokenSamplerCpu.Scratch s = new TokenSamplerCpu.Scratch(vocab);
             float[] grad = g == null ? null : new float[s.x.length];
+            short[] bits = g == null ? null : new short[s.x.length];
             for (int row = from; row < to; row++) {
                 long rowOffset = (long) row * vocab;
                 if (!draw.drawn(row)) { // does not count: not read
                     Arrays.fill(draw.sample(), row * k, row * k + k, -1);
                     Arrays.fill(draw.logProb(), row * k, row * k + k, 0f);
                     if (g != null) {
-                        g.asSlice(4 * rowOffset, 4L * vocab).fill((byte) 0);
+                        SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, 0f);
                     }
                     continue;
                 }
@@ -63,7 +66,7 @@ final class OneTokenRolloutCpu {
                         grad[a] -= c * OneTokenRollout.reward(a, job.targets()[row], job.beta());
                     }
                 }
-                MemorySegment.copy(grad, 0, g, ValueLayout.JAVA_FLOAT, 4 * rowOffset, vocab);
+                HalfFloats.store(grad, vocab, gradType, bits, g, rowOffset * gradType.byteSize());
             }
         });
     }

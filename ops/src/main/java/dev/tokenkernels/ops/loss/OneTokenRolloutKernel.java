@@ -20,7 +20,7 @@ final class OneTokenRolloutKernel {
     static final String SOURCE = "loss/one_token_rollout.cu";
     static final int THREADS = 256;
     private static final Kernel ONE_TOKEN_ROLLOUT = new Kernel(SOURCE, "one_token_rollout", pointer("logits"),
-            i32("dtype"), pointer("targets"), pointer("coefficient"), pointer("grad"), i32("has_grad"),
+            i32("dtype"), pointer("targets"), pointer("coefficient"), pointer("grad"), i32("grad_dtype"), i32("has_grad"),
             pointer("samples"), pointer("log_prob"), i64("vocab"), f32("inv_t"), i32("k"), f32("beta"),
             i64("first_position"), i64("seed"));
 
@@ -46,6 +46,7 @@ final class OneTokenRolloutKernel {
             gpu.copyToDevice(MemorySegment.ofArray(job.coefficient()), coefficient);
             gpu.launch(ONE_TOKEN_ROLLOUT, LaunchConfig.of1d(rows, THREADS, 0), logits,
                     DivergenceKernel.dtypeCode(draw.logits().dtype()), targets, coefficient, grad,
+                    withGradient ? DivergenceKernel.dtypeCode(job.gradient().dtype()) : 0,
                     withGradient ? 1 : 0, samples, logProb, (long) draw.vocab(), draw.invT(), draw.samples(),
                     job.beta(), draw.firstPosition(), TokenSamplerKernel.seed(draw));
             gpu.copyToHost(samples, MemorySegment.ofArray(draw.sample()));
