@@ -217,7 +217,7 @@ public final class OneTokenRollout {
         Checks.require(o.normalizer() >= 0, "normalizer", "a count >= 0 (0 for the counted tokens)", o.normalizer());
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
         if (withGradient && gradientOut != null) {
-            Checks.require(gradientOut != logits, "gradient", "a buffer other than logits", "logits");
+            Checks.apart("gradient", gradientOut, "logits", logits, false);
             Checks.rank("gradient", gradientOut, 2, "[N, V]");
             Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of logits");
