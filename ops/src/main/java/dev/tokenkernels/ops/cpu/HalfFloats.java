@@ -119,6 +119,21 @@ public final class HalfFloats {
     }
 
     /**
+     * Sets elements {@code [first, first + count)} of {@code dst} (of {@code dtype}: F32, F16 or
+     * BF16) to {@code value}, rounded as {@link DType#setFloat} rounds it: a row of zeros or NaNs
+     * for an output row that is not computed.
+     */
+    public static void fill(MemorySegment dst, DType dtype, long first, int count, float value) {
+        if (Float.floatToRawIntBits(value) == 0) { // +0 is all zero bits in every dtype
+            dst.asSlice(first * dtype.byteSize(), (long) count * dtype.byteSize()).fill((byte) 0);
+            return;
+        }
+        for (int i = 0; i < count; i++) {
+            dtype.setFloat(dst, first + i, value);
+        }
+    }
+
+    /**
      * The high half of each float rounded to nearest even (add {@code 0x7fff} plus the kept half's
      * lowest bit, keep the high half), a vector at a time; NaN lanes keep their high half with the
      * quiet bit set, where the rounding add could carry them into an infinity.

@@ -4,7 +4,6 @@ import dev.tokenkernels.ops.cpu.HalfFloats;
 import dev.tokenkernels.ops.cpu.VectorMath;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
-import dev.tokenkernels.runtime.Tensor;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
@@ -59,8 +58,7 @@ final class ClippedKlCpu {
                     job.rowLoss()[row] = 0f;
                     job.keptMass()[row] = 0f;
                     if (job.gradient() != null) {
-                        Tensor g = job.gradient();
-                        SoftmaxRowCpu.fillGradientRow(g.segment(), g.dtype(), row, vocab, 0f);
+                        HalfFloats.fill(job.gradient().segment(), job.gradient().dtype(), (long) row * vocab, vocab, 0f);
                         job.lowerGradient()[row] = 0f;
                         job.upperGradient()[row] = 0f;
                     }

@@ -169,7 +169,7 @@ final class DivergenceCpu {
         float row(int row) {
             if (job.weights()[row] == 0f) {
                 if (gradient != null) {
-                    SoftmaxRowCpu.fillGradientRow(gradient, gradientType, row, vocab, 0f);
+                    HalfFloats.fill(gradient, gradientType, (long) row * vocab, vocab, 0f);
                 }
                 return 0f;
             }
@@ -219,7 +219,7 @@ final class DivergenceCpu {
 
         private float noDistribution(int row) {
             if (gradient != null) {
-                SoftmaxRowCpu.fillGradientRow(gradient, gradientType, row, vocab, Float.NaN);
+                HalfFloats.fill(gradient, gradientType, (long) row * vocab, vocab, Float.NaN);
             }
             return Float.NaN;
         }

@@ -38,7 +38,7 @@ final class OneTokenRolloutCpu {
                     Arrays.fill(draw.sample(), row * k, row * k + k, -1);
                     Arrays.fill(draw.logProb(), row * k, row * k + k, 0f);
                     if (g != null) {
-                        SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, 0f);
+                        HalfFloats.fill(g, gradType, (long) row * vocab, vocab, 0f);
                     }
                     continue;
                 }

@@ -1,5 +1,6 @@
 package dev.tokenkernels.ops.loss;
 
+import dev.tokenkernels.ops.cpu.HalfFloats;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
 import java.lang.foreign.MemorySegment;
@@ -29,7 +30,7 @@ final class PolicyLossCpu {
                 int target = job.targets()[row];
                 if (target < 0) { // not counted: not read
                     if (g != null) {
-                        SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, 0f);
+                        HalfFloats.fill(g, gradType, (long) row * vocab, vocab, 0f);
                     }
                     continue;
                 }
@@ -46,7 +47,7 @@ final class PolicyLossCpu {
                     job.ratio()[row] = Double.NaN;
                     job.entropy()[row] = Float.NaN;
                     if (g != null) {
-                        SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, Float.NaN);
+                        HalfFloats.fill(g, gradType, (long) row * vocab, vocab, Float.NaN);
                     }
                     continue;
                 }

@@ -201,17 +201,6 @@ final class SoftmaxRowCpu {
         }
     }
 
-    /** Sets row {@code row} of a {@code [N, vocab]} gradient of {@code type} to {@code value} (0 or NaN). */
-    static void fillGradientRow(MemorySegment gradient, DType type, long row, int vocab, float value) {
-        if (value == 0f) {
-            gradient.asSlice(row * vocab * type.byteSize(), (long) vocab * type.byteSize()).fill((byte) 0);
-            return;
-        }
-        for (int i = 0; i < vocab; i++) {
-            type.setFloat(gradient, row * vocab + i, value);
-        }
-    }
-
     /**
      * Copies (F32) or decodes (F16, BF16) the current row's {@code [start, end)} into {@link #staged},
      * {@code -inf} in the lanes of the last vector past {@code end}, and returns their max.

@@ -1,5 +1,6 @@
 package dev.tokenkernels.ops.loss;
 
+import dev.tokenkernels.ops.cpu.HalfFloats;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
 import java.lang.foreign.MemorySegment;
@@ -30,7 +31,7 @@ final class TargetLogProbCpu {
                 if (target < 0) { // ignored: not read
                     job.logProb()[row] = 0f;
                     if (g != null && !job.accumulate()) {
-                        SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, 0f);
+                        HalfFloats.fill(g, gradType, (long) row * vocab, vocab, 0f);
                     }
                     continue;
                 }
@@ -44,12 +45,12 @@ final class TargetLogProbCpu {
                 float c = job.coefficients()[row];
                 if (c == 0f) { // the row does not count: a zero gradient, even if special
                     if (!job.accumulate()) {
-                        SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, 0f);
+                        HalfFloats.fill(g, gradType, (long) row * vocab, vocab, 0f);
                     }
                     continue;
                 }
                 if (!Float.isFinite(lse)) { // no distribution: nothing to differentiate
-                    SoftmaxRowCpu.fillGradientRow(g, gradType, row, vocab, Float.NaN);
+                    HalfFloats.fill(g, gradType, (long) row * vocab, vocab, Float.NaN);
                     continue;
                 }
                 softmax.gradient(c, target, g, gradType, row, job.accumulate());
