@@ -5,7 +5,9 @@
 // logp, the token's loss and slope dl/dlogp (in fp64, as the CPU does) and shares the gradient's
 // coefficient; one more sweep (from L2) writes c (onehot - p) and sums p log p for the entropy.
 // Rows that do not count (target -1) are not read: gradient 0. The gradient is F32, F16 or BF16
-// (grad_dtype), formed in fp32 and rounded once (tk::FloatRow).
+// (grad_dtype), formed in fp32 and rounded once (tk::FloatRow). It may be the logits themselves:
+// every read of the row (the lse, thread 0's target) comes before the barrier, and after it each
+// thread reads element j before it writes it.
 #include "block_reduce.cuh"
 #include "online_softmax.cuh"
 #include "tk_numeric.cuh"

@@ -109,6 +109,23 @@ class HalfGradientTest {
     }
 
     @Test
+    void policyLossGradientWorksInPlaceInHalfLogits() {
+        for (Backend backend : ConformanceBackends.all()) {
+            for (DType half : HALVES) {
+                try (Tensor z = Tensor.ofFloats(logits(1), half, ROWS, VOCAB); Tensor y = Tensor.ofInts(targets(2), ROWS);
+                     Tensor old = Tensor.of(gaussians(3, -8f, 1f), ROWS); Tensor a = Tensor.of(gaussians(4, 0f, 1f), ROWS);
+                     Tensor f32 = Tensor.allocate(DType.F32, ROWS, VOCAB)) {
+                    PolicyLoss.Options options = PolicyLoss.Options.defaults().withTemperature(0.8f).on(backend);
+                    int[] starts = {0, 10, 33, ROWS};
+                    PolicyLoss.computeWithGradient(z, y, old, a, null, starts, options, 0.5f, f32).close();
+                    PolicyLoss.computeWithGradient(z, y, old, a, null, starts, options, 0.5f, z).close();
+                    assertRounded(f32, z, backend + " policy loss in place, " + half);
+                }
+            }
+        }
+    }
+
+    @Test
     void divergenceGradientRoundsTheF32OneAndWorksInPlace() {
         float[] weights = gaussians(5, 1f, 0.2f);
         weights[7] = 0f;
@@ -274,7 +291,7 @@ class HalfGradientTest {
             expect(() -> TargetLogProb.computeWithGradient(z, y, a, TargetLogProb.Options.defaults(), view),
                     "gradient: expected logits itself or a buffer that does not overlap logits");
             expect(() -> PolicyLoss.computeWithGradient(z, y, o, a, null, new int[] {0, ROWS},
-                    PolicyLoss.Options.defaults(), 1f, view), "gradient: expected a buffer that does not overlap logits");
+                    PolicyLoss.Options.defaults(), 1f, view), "gradient: expected logits itself or a buffer that does not overlap logits");
         }
     }
 }

@@ -9,7 +9,9 @@ import dev.tokenkernels.ops.loss.PolicyLoss;
 import dev.tokenkernels.ops.loss.PolicyLoss.Aggregation;
 import dev.tokenkernels.ops.loss.PolicyLoss.Options;
 import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
+import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 
 /** Worked examples, the statistics, the ratio clamp and bad inputs of PolicyLoss, on every backend. */
@@ -56,6 +58,54 @@ class PolicyLossTest {
                 assertEquals(Math.exp(20), r.meanRatio(), 1e-3 * Math.exp(20), backend + " ratio");
                 assertEquals((float) Math.exp(20), r.loss(), 1e-3f * (float) Math.exp(20), backend + " loss = -A r");
                 assertEquals(0f, r.gradient().getFloat(0), backend + " no gradient through the clamp");
+            }
+        }
+    }
+
+    /**
+     * The gradient written over the logits is the one a separate buffer gets, bit for bit, and the
+     * loss and statistics do not change: rows with an ignored target, masked classes, a NaN, a
+     * large shift and T != 1.
+     */
+    @Test
+    void gradientInPlaceEqualsASeparateBuffer() {
+        int rows = 7;
+        int vocab = 1000;
+        SplittableRandom random = new SplittableRandom(5);
+        float[] z = new float[rows * vocab];
+        for (int i = 0; i < z.length; i++) {
+            z[i] = (float) (2 * random.nextGaussian());
+        }
+        for (int j = 0; j < vocab; j++) {
+            z[vocab + j] += 300f; // row 1: large logits
+            z[4 * vocab + j] = j % 2 == 0 ? Float.NEGATIVE_INFINITY : z[4 * vocab + j]; // row 4: masked classes
+        }
+        z[5 * vocab + 9] = Float.NaN; // row 5: no distribution
+        int[] targets = {3, 999, -100, 0, 1, 7, 512}; // row 2 ignored
+        float[] old = new float[rows];
+        float[] advantages = new float[rows];
+        for (int t = 0; t < rows; t++) {
+            old[t] = (float) (-7 + random.nextGaussian());
+            advantages[t] = (float) random.nextGaussian();
+        }
+        for (Backend backend : ConformanceBackends.all()) {
+            Options options = Options.defaults().withTemperature(0.7f).on(backend);
+            try (Tensor logits = Tensor.of(z, rows, vocab); Tensor y = Tensor.ofInts(targets, rows);
+                 Tensor o = Tensor.of(old, rows); Tensor a = Tensor.of(advantages, rows);
+                 Tensor separate = Tensor.allocate(DType.F32, rows, vocab);
+                 PolicyLoss.Result expected = PolicyLoss.computeWithGradient(logits, y, o, a, null,
+                         new int[] {0, 3, rows}, options, 1.5f, separate);
+                 PolicyLoss.Result actual = PolicyLoss.computeWithGradient(logits, y, o, a, null,
+                         new int[] {0, 3, rows}, options, 1.5f, logits)) {
+                assertEquals(Float.floatToIntBits(expected.loss()), Float.floatToIntBits(actual.loss()), backend + " loss");
+                assertEquals(expected.meanRatio(), actual.meanRatio(), backend + " mean ratio");
+                assertEquals(expected.meanEntropy(), actual.meanEntropy(), backend + " mean entropy");
+                for (long i = 0; i < (long) rows * vocab; i++) {
+                    assertEquals(Float.floatToIntBits(separate.getFloat(i)), Float.floatToIntBits(logits.getFloat(i)),
+                            backend + " gradient [" + i / vocab + ", " + i % vocab + "]");
+                }
+                assertTrue(Float.isNaN(logits.getFloat(5L * vocab)), backend + " the NaN row's gradient");
+                assertEquals(0f, logits.getFloat(2L * vocab + 4), backend + " the ignored row's gradient");
             }
         }
     }
@@ -244,7 +294,7 @@ class PolicyLossTest {
     }
 
     private static Tensor u8(int... flags) {
-        Tensor t = Tensor.allocate(dev.tokenkernels.runtime.DType.U8, flags.length);
+        Tensor t = Tensor.allocate(DType.U8, flags.length);
         for (int i = 0; i < flags.length; i++) {
             t.segment().set(java.lang.foreign.ValueLayout.JAVA_BYTE, i, (byte) flags[i]);
         }
@@ -314,7 +364,10 @@ class PolicyLossTest {
                     "normalizer");
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, null), "options");
             expect(() -> PolicyLoss.computeWithGradient(z, y, o, a, null, starts, d, Float.NaN), "gradScale");
-            expect(() -> PolicyLoss.computeWithGradient(z, y, o, a, null, starts, d, 1f, z), "gradient");
+            try (Tensor shifted = Tensor.of(z.segment().asSlice(4, 12), DType.BF16, 2, 3)) {
+                expect(() -> PolicyLoss.computeWithGradient(z, y, o, a, null, starts, d, 1f, shifted),
+                        "gradient: expected logits itself or a buffer that does not overlap logits");
+            }
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTokenWeights(negative)), "tokenWeights[1]");
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTokenWeights(nan)), "tokenWeights[1]");
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTokenWeights(shortT)), "tokenWeights");
@@ -326,19 +379,19 @@ class PolicyLossTest {
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTemperature(-1f)), "temperature");
             expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withTemperature(0x1p-130f)), "reciprocal 1/T is finite");
             try (Tensor intLogits = Tensor.ofInts(new int[6], 2, 3);
-                 Tensor byteLogits = Tensor.allocate(dev.tokenkernels.runtime.DType.U8, 2, 3);
-                 Tensor noColumns = Tensor.allocate(dev.tokenkernels.runtime.DType.F32, 2, 0);
+                 Tensor byteLogits = Tensor.allocate(DType.U8, 2, 3);
+                 Tensor noColumns = Tensor.allocate(DType.F32, 2, 0);
                  Tensor ignored = Tensor.ofInts(new int[] {-100, -100}, 2)) {
                 expect(() -> PolicyLoss.compute(intLogits, y, o, a, null, starts, d), "logits");
                 expect(() -> PolicyLoss.compute(byteLogits, y, o, a, null, starts, d), "logits");
                 expect(() -> PolicyLoss.compute(noColumns, ignored, o, a, null, starts, d), "logits");
                 expect(() -> PolicyLoss.computeWithGradient(noColumns, ignored, o, a, null, starts, d, 1f), "logits");
             }
-            try (Tensor small = Tensor.allocate(dev.tokenkernels.runtime.DType.F32, 2, 2);
-                 Tensor wide = Tensor.allocate(dev.tokenkernels.runtime.DType.F32, 2, 4);
-                 Tensor tall = Tensor.allocate(dev.tokenkernels.runtime.DType.F32, 3, 4);
-                 Tensor flat = Tensor.allocate(dev.tokenkernels.runtime.DType.F32, 6);
-                 Tensor ints = Tensor.allocate(dev.tokenkernels.runtime.DType.I32, 2, 3)) {
+            try (Tensor small = Tensor.allocate(DType.F32, 2, 2);
+                 Tensor wide = Tensor.allocate(DType.F32, 2, 4);
+                 Tensor tall = Tensor.allocate(DType.F32, 3, 4);
+                 Tensor flat = Tensor.allocate(DType.F32, 6);
+                 Tensor ints = Tensor.allocate(DType.I32, 2, 3)) {
                 for (Tensor g : new Tensor[] {small, wide, tall, flat, ints}) {
                     for (Backend backend : ConformanceBackends.all()) {
                         expect(() -> PolicyLoss.computeWithGradient(z, y, o, a, null, starts, d.on(backend), 1f, g),
@@ -347,7 +400,7 @@ class PolicyLossTest {
                 }
             }
             try (Tensor flags = u8(1, 0); Tensor two = u8(2, 0); Tensor halfMask = Tensor.ofFloats(new float[] {1f, 0f},
-                    dev.tokenkernels.runtime.DType.BF16, 2);
+                    DType.BF16, 2);
                  Tensor minusInf = Tensor.of(new float[] {Float.NEGATIVE_INFINITY, 0f}, 2);
                  Tensor infUnflagged = Tensor.of(new float[] {0f, Float.NEGATIVE_INFINITY}, 2)) {
                 expect(() -> PolicyLoss.compute(z, y, o, a, null, starts, d.withLpReg(o, two, 1f)), "lpRegMask[0]");

@@ -65,7 +65,8 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * row's log-sum-exp, {@code logp}, the token's loss and slope {@code dl/dlogp}, then from cache
  * (L2 on a GPU) the gradient {@code gradScale g_t slope (onehot - softmax) / T} ({@code g_t} the
  * token's aggregation weight) and the entropy.
- * The row is read from memory once and the gradient written once; no other {@code [N, V]} buffer.
+ * The row is read from memory once and the gradient written once; no other {@code [N, V]} buffer
+ * (none at all with the gradient in place of the logits).
  * Rows whose logits hold NaN or {@code +inf}, or are all {@code -inf}, have NaN loss and gradient.
  */
 public final class PolicyLoss {
@@ -327,9 +328,11 @@ public final class PolicyLoss {
     }
 
     /**
-     * With {@code gradScale} times the gradient written into {@code gradient} ({@code [N, V]}, not
-     * the logits; F32, or F16/BF16 to halve its memory: each value is formed in fp32 and rounded
-     * once, to nearest even).
+     * With {@code gradScale} times the gradient written into {@code gradient} ({@code [N, V]}; F32,
+     * or F16/BF16 to halve its memory: each value is formed in fp32 and rounded once, to nearest
+     * even). {@code gradient} may be the logits themselves (in place, as fused cross-entropy
+     * kernels do: a row is read before its gradient is written, and no [N, V] buffer is needed
+     * besides the logits); otherwise it must share no byte with them.
      */
     public static Result computeWithGradient(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
                                              Tensor referenceLogProb, int[] sequenceStarts, Options options,
@@ -376,7 +379,7 @@ public final class PolicyLoss {
                 "a finite value >= 0", o.controlTokenWeight());
         int[] sequence = sequenceOf(starts, rows);
         if (withGradient && gradientOut != null) {
-            Checks.apart("gradient", gradientOut, "logits", logits, false);
+            Checks.apart("gradient", gradientOut, "logits", logits, true);
             // the backends write N * V floats with stride V: anything else overruns or misplaces rows
             Checks.rank("gradient", gradientOut, 2, "[N, V]");
             Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);
