@@ -41,8 +41,12 @@ class ReportTest {
             boolean tokenVector = List.of("token_selection", "entropy_normalization", "token_terms").contains(row.op());
             assertEquals(row.op().equals("relation_graph_kl") ? "2x6x5x3" : tokenVector ? "2048" : "8x100", row.shape());
             assertTrue(row.millis() > 0 && row.gbPerSecond() > 0, row.toString());
-            // each op's own probe, taken just before it
+            // each op's own probe sweeps, taken just before its runs
             assertTrue(row.probeGbPerSecond() > 0 && Double.isFinite(row.probeGbPerSecond()), row.toString());
+            assertTrue(row.fractionOfProbe() > 0 && Double.isFinite(row.fractionOfProbe()), row.toString());
+            // the best sweep is at least the median one
+            assertTrue(row.fractionOfBestProbe() <= row.gbPerSecond() / row.probeGbPerSecond() * (1 + 1e-12),
+                    row.toString());
             boolean hasScalar = List.of("logit_stats", "divergence/fkl", "proxy_distribution", "target_log_prob",
                     "policy_loss", "contrastive_target_prob", "one_token_rollout", "one_token_rollout/peaked",
                     "token_selection").contains(row.op());
@@ -50,10 +54,11 @@ class ReportTest {
         }
         List<String> csv = Files.readAllLines(dir.resolve("report.csv"));
         assertEquals(rows.size() + 1, csv.size());
-        assertTrue(csv.get(0).startsWith("op,backend,threads,shape,dtype,millis,gb_per_s"), csv.get(0));
+        assertTrue(csv.get(0).startsWith("op,backend,threads,shape,dtype,millis,gb_per_s,probe_gb_per_s,fraction_of_probe,"
+                + "fraction_of_best_probe,"), csv.get(0));
         String md = Files.readString(dir.resolve("report.md"));
         assertTrue(md.contains("| logit_stats | cpu/1t | 8x100 | F32 |"), md);
-        assertTrue(md.contains("read bandwidth probe, measured before each op: ") && md.contains("| probe GB/s |"), md);
+        assertTrue(md.contains("read bandwidth probe, a sweep right before each timed run") && md.contains("| probe GB/s |"), md);
         assertTrue(md.contains("| divergence/jsd | cpu/1t | 8x100 | F32 |") && md.contains(" | - |"), md);
         assertTrue(md.contains("| relation_graph_kl | cpu/1t | 2x6x5x3 | BF16 |"), md);
         assertNotNull(ImageIO.read(dir.resolve("throughput.png").toFile()), "throughput.png is a PNG");
