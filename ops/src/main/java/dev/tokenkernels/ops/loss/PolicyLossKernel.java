@@ -35,6 +35,8 @@ final class PolicyLossKernel {
             return;
         }
         boolean withGradient = job.gradient() != null;
+        // In place on the host means in place on the device: the kernel gets the logits buffer.
+        boolean inPlace = withGradient && job.gradient() == job.logits();
         long f32Rows = 4L * rows;
         try (DeviceBuffer logits = gpu.allocate(job.logits().byteSize());
              DeviceBuffer targets = gpu.allocate(f32Rows);
@@ -48,7 +50,7 @@ final class PolicyLossKernel {
              DeviceBuffer epsLow = gpu.allocate(f32Rows);
              DeviceBuffer epsHigh = gpu.allocate(f32Rows);
              DeviceBuffer scale = gpu.allocate(8L * rows);
-             DeviceBuffer grad = gpu.allocate(withGradient ? job.gradient().byteSize() : 4);
+             DeviceBuffer grad = gpu.allocate(withGradient && !inPlace ? job.gradient().byteSize() : 4);
              DeviceBuffer logProb = gpu.allocate(f32Rows);
              DeviceBuffer entropy = gpu.allocate(f32Rows);
              DeviceBuffer tokenLoss = gpu.allocate(8L * rows);
@@ -66,10 +68,11 @@ final class PolicyLossKernel {
             gpu.copyToDevice(MemorySegment.ofArray(job.epsLow()), epsLow);
             gpu.copyToDevice(MemorySegment.ofArray(job.epsHigh()), epsHigh);
             gpu.copyToDevice(MemorySegment.ofArray(job.coefficientScale()), scale);
+            DeviceBuffer gradTarget = inPlace ? logits : grad;
             gpu.launch(POLICY_LOSS, LaunchConfig.of1d(rows, THREADS, 0), logits,
                     DivergenceKernel.dtypeCode(job.logits().dtype()), targets, old, advantages, outside, reference,
                     job.reference() == null ? 0 : 1, epsLow, epsHigh, job.dualClip(), job.ratioCap(), job.klBeta(),
-                    weights, regularized, lpProxy, job.lpBeta(), scale, grad,
+                    weights, regularized, lpProxy, job.lpBeta(), scale, gradTarget,
                     withGradient ? DivergenceKernel.dtypeCode(job.gradient().dtype()) : 0, withGradient ? 1 : 0, logProb,
                     entropy, tokenLoss, ratio, (long) job.vocab(), job.invT());
             gpu.copyToHost(logProb, MemorySegment.ofArray(job.logProb()));
@@ -77,7 +80,7 @@ final class PolicyLossKernel {
             gpu.copyToHost(tokenLoss, MemorySegment.ofArray(job.tokenLoss()));
             gpu.copyToHost(ratio, MemorySegment.ofArray(job.ratio()));
             if (withGradient) {
-                gpu.copyToHost(grad, job.gradient().segment());
+                gpu.copyToHost(gradTarget, job.gradient().segment());
             }
         }
     }
