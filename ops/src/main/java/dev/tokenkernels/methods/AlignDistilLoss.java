@@ -127,8 +127,7 @@ public final class AlignDistilLoss {
             if (dpo.dim(1) > policy.dim(1)) {
                 kl = kl.withSharedPrefix();
             }
-            return gradient == null ? Divergence.computeWithGradient(policy, dpo, kl, gradScale)
-                    : Divergence.computeWithGradient(policy, dpo, kl, gradScale, gradient);
+            return GradientOut.divergence(policy, dpo, kl, gradScale, gradient);
         }
     }
 

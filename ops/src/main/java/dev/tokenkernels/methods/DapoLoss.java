@@ -57,8 +57,21 @@ public final class DapoLoss {
      */
     public PolicyLoss.Result compute(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
                                      int[] sequenceStarts, float gradScale) {
-        return PolicyLoss.computeWithGradient(logits, targets, oldLogProb, advantages, null, sequenceStarts, options(),
-                gradScale);
+        return GradientOut.policyLoss(logits, targets, oldLogProb, advantages, sequenceStarts, options(), gradScale,
+                null);
+    }
+
+    /**
+     * As {@link #compute(Tensor, Tensor, Tensor, Tensor, int[], float)},
+     * with the gradient written into {@code gradient} ({@code [N, V]}, F32, F16 or BF16, e.g. reused
+     * from step to step), which may be {@code logits} itself: in place, with no {@code [N, V]}
+     * buffer besides the logits.
+     */
+    public PolicyLoss.Result compute(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
+                                     int[] sequenceStarts, float gradScale, Tensor gradient) {
+        Checks.notNull("gradient", gradient);
+        return GradientOut.policyLoss(logits, targets, oldLogProb, advantages, sequenceStarts, options(), gradScale,
+                gradient);
     }
 
     /**

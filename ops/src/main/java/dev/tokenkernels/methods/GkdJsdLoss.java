@@ -48,6 +48,20 @@ public final class GkdJsdLoss {
      * w.r.t. the student logits. The caller closes the result.
      */
     public Divergence.Result compute(Tensor student, Tensor teacher, Tensor labels, float gradScale) {
+        return run(student, teacher, labels, gradScale, null);
+    }
+
+    /**
+     * As {@link #compute(Tensor, Tensor, Tensor, float)}, with the gradient written into
+     * {@code gradient} ({@code [N, V]}, F32, F16 or BF16, e.g. reused from step to step), which may
+     * be {@code student} itself: in place.
+     */
+    public Divergence.Result compute(Tensor student, Tensor teacher, Tensor labels, float gradScale, Tensor gradient) {
+        Checks.notNull("gradient", gradient);
+        return run(student, teacher, labels, gradScale, gradient);
+    }
+
+    private Divergence.Result run(Tensor student, Tensor teacher, Tensor labels, float gradScale, Tensor gradient) {
         Checks.notNull("teacher", teacher);
         Checks.notNull("student", student);
         Divergence.Options options = Divergence.Options.jsd(beta).withTemperature(temperature)
@@ -55,6 +69,6 @@ public final class GkdJsdLoss {
         if (teacher.rank() == 2 && student.rank() == 2 && teacher.dim(1) > student.dim(1)) {
             options = options.withSharedPrefix();
         }
-        return Divergence.computeWithGradient(student, teacher, options, gradScale);
+        return GradientOut.divergence(student, teacher, options, gradScale, gradient);
     }
 }

@@ -89,6 +89,23 @@ public final class HapoLoss {
      */
     public PolicyLoss.Result compute(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor entropy, float[] rewards,
                                      int[] sequenceStarts, int[] groupStarts, float gradScale) {
+        return run(logits, targets, oldLogProb, entropy, rewards, sequenceStarts, groupStarts, gradScale, null);
+    }
+
+    /**
+     * As {@link #compute(Tensor, Tensor, Tensor, Tensor, float[], int[], int[], float)},
+     * with the gradient written into {@code gradient} ({@code [N, V]}, F32, F16 or BF16, e.g. reused
+     * from step to step), which may be {@code logits} itself: in place, with no {@code [N, V]}
+     * buffer besides the logits.
+     */
+    public PolicyLoss.Result compute(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor entropy, float[] rewards,
+                                     int[] sequenceStarts, int[] groupStarts, float gradScale, Tensor gradient) {
+        Checks.notNull("gradient", gradient);
+        return run(logits, targets, oldLogProb, entropy, rewards, sequenceStarts, groupStarts, gradScale, gradient);
+    }
+
+    private PolicyLoss.Result run(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor entropy, float[] rewards,
+                                  int[] sequenceStarts, int[] groupStarts, float gradScale, Tensor gradient) {
         Checks.notNull("logits", logits);
         Checks.rank("logits", logits, 2, "[N, V]");
         Checks.notNull("targets", targets);
@@ -102,8 +119,8 @@ public final class HapoLoss {
             PolicyLoss.Options options = PolicyLoss.Options.defaults().withClipPerToken(c.epsLow(), c.epsHigh())
                     .withZoneAdvantages(c.advantageOutside()).withDualClip(dualClip)
                     .withAggregation(PolicyLoss.Aggregation.TOKEN_MEAN).on(backend);
-            return PolicyLoss.computeWithGradient(logits, targets, oldLogProb, c.advantageInside(), null,
-                    sequenceStarts, options, gradScale);
+            return GradientOut.policyLoss(logits, targets, oldLogProb, c.advantageInside(), sequenceStarts, options,
+                    gradScale, gradient);
         }
     }
 

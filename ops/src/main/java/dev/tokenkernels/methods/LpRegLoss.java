@@ -132,6 +132,24 @@ public final class LpRegLoss {
      */
     public PolicyLoss.Result compute(Tensor logits, Tensor oldLogits, Tensor targets, Tensor oldLogProb,
                                      Tensor advantages, int[] sequenceStarts, float gradScale) {
+        return run(logits, oldLogits, targets, oldLogProb, advantages, sequenceStarts, gradScale, null);
+    }
+
+    /**
+     * As {@link #compute(Tensor, Tensor, Tensor, Tensor, Tensor, int[], float)},
+     * with the gradient written into {@code gradient} ({@code [N, V]}, F32, F16 or BF16, e.g. reused
+     * from step to step), which may be {@code logits} itself: in place, with no {@code [N, V]}
+     * buffer besides the logits.
+     */
+    public PolicyLoss.Result compute(Tensor logits, Tensor oldLogits, Tensor targets, Tensor oldLogProb,
+                                     Tensor advantages, int[] sequenceStarts, float gradScale, Tensor gradient) {
+        Checks.notNull("gradient", gradient);
+        return run(logits, oldLogits, targets, oldLogProb, advantages, sequenceStarts, gradScale, gradient);
+    }
+
+    /** The current log-probabilities are read before the loss's pass writes its gradient (perhaps over the logits). */
+    private PolicyLoss.Result run(Tensor logits, Tensor oldLogits, Tensor targets, Tensor oldLogProb,
+                                  Tensor advantages, int[] sequenceStarts, float gradScale, Tensor gradient) {
         Checks.notNull("logits", logits);
         Checks.notNull("targets", targets);
         Checks.notNull("advantages", advantages);
@@ -159,8 +177,8 @@ public final class LpRegLoss {
                 for (int t = 0; t < rows; t++) {
                     mask.segment().set(ValueLayout.JAVA_BYTE, t, (byte) (selected[t] ? 1 : 0));
                 }
-                return PolicyLoss.computeWithGradient(logits, targets, oldLogProb, advantages, null, sequenceStarts,
-                        options().withLpReg(proxy.logProb(), mask, beta), gradScale);
+                return GradientOut.policyLoss(logits, targets, oldLogProb, advantages, sequenceStarts,
+                        options().withLpReg(proxy.logProb(), mask, beta), gradScale, gradient);
             }
         }
     }

@@ -141,11 +141,29 @@ public final class SteerLoss {
     /** The loss, its statistics and {@code gradScale} times its gradient w.r.t. {@code logits}. */
     public PolicyLoss.Result compute(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
                                      int[] sequenceStarts, float gradScale) {
+        return run(logits, targets, oldLogProb, advantages, sequenceStarts, gradScale, null);
+    }
+
+    /**
+     * As {@link #compute(Tensor, Tensor, Tensor, Tensor, int[], float)},
+     * with the gradient written into {@code gradient} ({@code [N, V]}, F32, F16 or BF16, e.g. reused
+     * from step to step), which may be {@code logits} itself: in place, with no {@code [N, V]}
+     * buffer besides the logits.
+     */
+    public PolicyLoss.Result compute(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
+                                     int[] sequenceStarts, float gradScale, Tensor gradient) {
+        Checks.notNull("gradient", gradient);
+        return run(logits, targets, oldLogProb, advantages, sequenceStarts, gradScale, gradient);
+    }
+
+    /** The weights' pass reads the logits before the loss's pass writes the gradient (perhaps over them). */
+    private PolicyLoss.Result run(Tensor logits, Tensor targets, Tensor oldLogProb, Tensor advantages,
+                                  int[] sequenceStarts, float gradScale, Tensor gradient) {
         Checks.notNull("logits", logits);
         Checks.notNull("targets", targets);
         try (Tensor w = weights(logits, targets, oldLogProb, advantages)) {
-            return PolicyLoss.computeWithGradient(logits, targets, oldLogProb, advantages, null, sequenceStarts,
-                    options().withTokenWeights(w), gradScale);
+            return GradientOut.policyLoss(logits, targets, oldLogProb, advantages, sequenceStarts,
+                    options().withTokenWeights(w), gradScale, gradient);
         }
     }
 }
