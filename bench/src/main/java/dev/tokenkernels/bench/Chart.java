@@ -33,7 +33,7 @@ final class Chart {
             g.fillRect(0, 0, WIDTH, height);
             g.setColor(Color.BLACK);
             g.setFont(new Font(Font.SANS_SERIF, Font.BOLD, 14));
-            g.drawString("Throughput as a fraction of the read-bandwidth probe taken before each op", 10, 22);
+            g.drawString("Throughput as a fraction of the read-bandwidth probe swept before each run", 10, 22);
             g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
             int scaleWidth = WIDTH - LEFT - 90;
             int y = 45;
