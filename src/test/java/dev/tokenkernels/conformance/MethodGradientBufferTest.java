@@ -15,6 +15,7 @@ import dev.tokenkernels.ops.loss.PolicyLoss;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
+import java.lang.foreign.MemorySegment;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 
@@ -76,23 +77,21 @@ class MethodGradientBufferTest {
     /** The loss of a policy result, its new gradient copied into {@code into} when asked. */
     private static float policy(PolicyLoss.Result r, Tensor into) {
         try (r) {
-            if (into != null) {
-                for (long i = 0; i < (long) ROWS * VOCAB; i++) {
-                    into.setFloat(i, r.gradient().getFloat(i));
-                }
-            }
+            copy(r.gradient(), into);
             return r.loss();
         }
     }
 
     private static float divergence(Divergence.Result r, Tensor into) {
         try (r) {
-            if (into != null) {
-                for (long i = 0; i < (long) ROWS * VOCAB; i++) {
-                    into.setFloat(i, r.gradient().getFloat(i));
-                }
-            }
+            copy(r.gradient(), into);
             return r.value();
+        }
+    }
+
+    private static void copy(Tensor gradient, Tensor into) {
+        if (into != null) {
+            MemorySegment.copy(gradient.segment(), 0, into.segment(), 0, gradient.byteSize());
         }
     }
 
