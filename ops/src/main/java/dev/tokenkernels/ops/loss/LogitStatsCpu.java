@@ -194,20 +194,50 @@ final class LogitStatsCpu {
         state.add(VectorMath.sumLanes(s), VectorMath.sumLanes(t));
     }
 
-    /** {@link #sumExp} over the decoded values {@code block[0, len)}, padded with -inf to whole vectors. */
+    /**
+     * {@link #sumExp} over the decoded values {@code block[0, len)}, padded with -inf to whole
+     * vectors. Only the padded last vector is clamped in the loop (the clamp is two of the loop's
+     * ~20 operations); a {@code -inf} logit inside the block (a masked class) makes
+     * {@code sum e d} NaN, and the block is then summed again, clamped (rare: not in the hot loop).
+     * The sums equal those of clamping every vector: below the floor {@code e} is 0 either way.
+     */
     private static void sumExp(float[] block, int len, RowState state) {
         ExponentScale exponents = state.exponents;
         FloatVector scaleBy = FloatVector.broadcast(F, exponents.loopScale());
         FloatVector minusMax = FloatVector.broadcast(F, exponents.offset(state.max));
         FloatVector s = FloatVector.zero(F);
         FloatVector t = FloatVector.zero(F);
-        for (int i = 0; i < len; i += F.length()) {
-            FloatVector d = clampBelow(exponents.exponent(FloatVector.fromArray(F, block, i), minusMax, scaleBy));
+        int fullEnd = F.loopBound(len);
+        for (int i = 0; i < fullEnd; i += F.length()) {
+            FloatVector d = exponents.exponent(FloatVector.fromArray(F, block, i), minusMax, scaleBy);
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
         }
-        state.add(VectorMath.sumLanes(s), VectorMath.sumLanes(t));
+        if (fullEnd < len) {
+            FloatVector d = clampBelow(exponents.exponent(FloatVector.fromArray(F, block, fullEnd), minusMax, scaleBy));
+            FloatVector e = VectorMath.exp2NonPositive(d);
+            s = s.add(e);
+            t = e.fma(d, t);
+        }
+        double weighted = VectorMath.sumLanes(t);
+        if (Double.isNaN(weighted)) {
+            weighted = clampedWeighted(block, len, state);
+        }
+        state.add(VectorMath.sumLanes(s), weighted);
+    }
+
+    /** {@code sum e d} of {@link #sumExp}'s block with every {@code d} clamped below. */
+    private static double clampedWeighted(float[] block, int len, RowState state) {
+        ExponentScale exponents = state.exponents;
+        FloatVector scaleBy = FloatVector.broadcast(F, exponents.loopScale());
+        FloatVector minusMax = FloatVector.broadcast(F, exponents.offset(state.max));
+        FloatVector t = FloatVector.zero(F);
+        for (int i = 0; i < len; i += F.length()) {
+            FloatVector d = clampBelow(exponents.exponent(FloatVector.fromArray(F, block, i), minusMax, scaleBy));
+            t = VectorMath.exp2NonPositive(d).fma(d, t);
+        }
+        return VectorMath.sumLanes(t);
     }
 
     /** The largest element of {@code block[base .. base + 4 len)}; NaN if any element is NaN. */
