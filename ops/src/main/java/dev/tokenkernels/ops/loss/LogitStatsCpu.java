@@ -147,7 +147,7 @@ final class LogitStatsCpu {
         for (int upper = F.loopBound(nextLen); i < upper; i += F.length()) {
             m = m.max(FloatVector.fromMemorySegment(F, z, nextBase + 4L * i, NATIVE));
             FloatVector logit = FloatVector.fromMemorySegment(F, z, base + 4L * i, NATIVE);
-            FloatVector d = clampBelow(exponents.exponent(logit, minusMax, scaleBy));
+            FloatVector d = exponents.exponent(logit, minusMax, scaleBy);
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
@@ -157,7 +157,11 @@ final class LogitStatsCpu {
             FloatVector x = FloatVector.fromMemorySegment(F, z, nextBase + 4L * i, NATIVE, nextTail);
             m = m.lanewise(VectorOperators.MAX, x, nextTail);
         }
-        state.add(VectorMath.sumLanes(s), VectorMath.sumLanes(t));
+        double weighted = VectorMath.sumLanes(t);
+        if (Double.isNaN(weighted)) { // a masked class: again, clamped (rare)
+            weighted = clampedWeighted(z, base, i, state);
+        }
+        state.add(VectorMath.sumLanes(s), weighted);
         if (i < len) {
             sumExp(z, base + 4L * i, len - i, state); // the rest of a block longer than the next
         }
@@ -167,7 +171,8 @@ final class LogitStatsCpu {
     /**
      * Adds {@code e = 2^d} and {@code e d} over {@code d = (block[i] - max) invT2} to the state. A
      * method of its own so that the JIT compiles this loop with every vector in registers (in one
-     * big method, the Vector API's inlining budget runs out and vectors get boxed).
+     * big method, the Vector API's inlining budget runs out and vectors get boxed). As in the
+     * decoded {@link #sumExp(float[], int, RowState)}, only the tail is clamped in the loop.
      */
     private static void sumExp(MemorySegment block, long base, int len, RowState state) {
         ExponentScale exponents = state.exponents;
@@ -178,7 +183,7 @@ final class LogitStatsCpu {
         int i = 0;
         for (int upper = F.loopBound(len); i < upper; i += F.length()) {
             FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE);
-            FloatVector d = clampBelow(exponents.exponent(logit, minusMax, scaleBy));
+            FloatVector d = exponents.exponent(logit, minusMax, scaleBy);
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
@@ -191,7 +196,35 @@ final class LogitStatsCpu {
             s = s.add(e, tail);
             t = t.add(e.mul(d), tail);
         }
-        state.add(VectorMath.sumLanes(s), VectorMath.sumLanes(t));
+        double weighted = VectorMath.sumLanes(t);
+        if (Double.isNaN(weighted)) { // a masked class: again, clamped (rare)
+            weighted = clampedWeighted(block, base, len, state);
+        }
+        state.add(VectorMath.sumLanes(s), weighted);
+    }
+
+    /**
+     * {@code sum e d} over {@code [base, base + 4 len)} of {@code block} with every {@code d}
+     * clamped below, in the order and roundings of {@link #sumExp(MemorySegment, long, int, RowState)}.
+     */
+    private static double clampedWeighted(MemorySegment block, long base, int len, RowState state) {
+        ExponentScale exponents = state.exponents;
+        FloatVector scaleBy = FloatVector.broadcast(F, exponents.loopScale());
+        FloatVector minusMax = FloatVector.broadcast(F, exponents.offset(state.max));
+        FloatVector t = FloatVector.zero(F);
+        int i = 0;
+        for (int upper = F.loopBound(len); i < upper; i += F.length()) {
+            FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE);
+            FloatVector d = clampBelow(exponents.exponent(logit, minusMax, scaleBy));
+            t = VectorMath.exp2NonPositive(d).fma(d, t);
+        }
+        VectorMask<Float> tail = F.indexInRange(i, len);
+        if (tail.anyTrue()) {
+            FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE, tail);
+            FloatVector d = clampBelow(exponents.exponent(logit, minusMax, scaleBy));
+            t = t.add(VectorMath.exp2NonPositive(d).mul(d), tail);
+        }
+        return VectorMath.sumLanes(t);
     }
 
     /**
