@@ -45,11 +45,11 @@ public final class Report {
     }
 
     /**
-     * Below this many bytes an op's data may stay partly in the caches from one run to the next (a
-     * 32 MiB L3 here), which a probe sweep evicts: such workloads run once more, untimed, after
-     * their sweep, so they are timed as warm as the scalar baseline, which runs back to back.
+     * Below this many bytes (twice the 32 MiB L3 here) an op's data may stay partly in the caches
+     * from one run to the next, which a probe sweep evicts: such workloads run once more, untimed,
+     * after their sweep, so they are timed as warm as the scalar baseline, which runs back to back.
      */
-    private static final long CACHE_RESIDENT_BYTES = 256L << 20;
+    private static final long CACHE_RESIDENT_BYTES = 64L << 20;
 
     /** One op on one backend: the figures of a {@link Row}. */
     record Timing(double millis, double probeGbPerSecond, double fractionOfProbe, double fractionOfBestProbe) {

@@ -38,6 +38,26 @@ class ReportTest {
         assertArrayEquals(new double[] {10, 5, 20, 10}, probes, "left in their order");
     }
 
+    /**
+     * Whatever the runs and sweeps, the median run over the best sweep is at most the paired
+     * fraction: each run's own sweep is at most the best one, and medians keep the order.
+     */
+    @Test
+    void theBestSweepReadingIsThePessimisticOne() {
+        java.util.SplittableRandom random = new java.util.SplittableRandom(9);
+        for (int trial = 0; trial < 200; trial++) {
+            int n = 1 + random.nextInt(9);
+            double[] times = new double[n];
+            double[] probes = new double[n];
+            for (int i = 0; i < n; i++) {
+                times[i] = random.nextDouble(1, 500);
+                probes[i] = random.nextDouble(5, 25);
+            }
+            Report.Timing t = Report.summarize(times, probes, 1L << 30);
+            assertTrue(t.fractionOfBestProbe() <= t.fractionOfProbe() * (1 + 1e-12), t.toString());
+        }
+    }
+
     @Test
     void writesCsvMarkdownAndChart(@TempDir Path dir) throws Exception {
         var config = new Report.Config(List.of(new int[] {8, 100}), List.of(new int[] {8, 100}), new int[] {2, 6, 5, 3},
