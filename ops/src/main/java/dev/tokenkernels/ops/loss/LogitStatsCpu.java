@@ -143,11 +143,15 @@ final class LogitStatsCpu {
         FloatVector s = FloatVector.zero(F);
         FloatVector t = FloatVector.zero(F);
         FloatVector m = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
+        boolean clamp = state.masked;
         int i = 0;
         for (int upper = F.loopBound(nextLen); i < upper; i += F.length()) {
             m = m.max(FloatVector.fromMemorySegment(F, z, nextBase + 4L * i, NATIVE));
             FloatVector logit = FloatVector.fromMemorySegment(F, z, base + 4L * i, NATIVE);
             FloatVector d = exponents.exponent(logit, minusMax, scaleBy);
+            if (clamp) {
+                d = clampBelow(d);
+            }
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
@@ -158,8 +162,9 @@ final class LogitStatsCpu {
             m = m.lanewise(VectorOperators.MAX, x, nextTail);
         }
         double weighted = VectorMath.sumLanes(t);
-        if (Double.isNaN(weighted)) { // a masked class: again, clamped (rare)
+        if (Double.isNaN(weighted)) { // a masked class: again, clamped, and the row's next blocks clamp
             weighted = clampedWeighted(z, base, i, state);
+            state.masked = true;
         }
         state.add(VectorMath.sumLanes(s), weighted);
         if (i < len) {
@@ -172,7 +177,8 @@ final class LogitStatsCpu {
      * Adds {@code e = 2^d} and {@code e d} over {@code d = (block[i] - max) invT2} to the state. A
      * method of its own so that the JIT compiles this loop with every vector in registers (in one
      * big method, the Vector API's inlining budget runs out and vectors get boxed). As in the
-     * decoded {@link #sumExp(float[], int, RowState)}, only the tail is clamped in the loop.
+     * decoded {@link #sumExp(float[], int, RowState)}, only the tail is clamped in the loop until
+     * the row has shown a masked class.
      */
     private static void sumExp(MemorySegment block, long base, int len, RowState state) {
         ExponentScale exponents = state.exponents;
@@ -180,10 +186,14 @@ final class LogitStatsCpu {
         FloatVector minusMax = FloatVector.broadcast(F, exponents.offset(state.max));
         FloatVector s = FloatVector.zero(F);
         FloatVector t = FloatVector.zero(F);
+        boolean clamp = state.masked;
         int i = 0;
         for (int upper = F.loopBound(len); i < upper; i += F.length()) {
             FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE);
             FloatVector d = exponents.exponent(logit, minusMax, scaleBy);
+            if (clamp) {
+                d = clampBelow(d);
+            }
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             t = e.fma(d, t);
@@ -197,8 +207,9 @@ final class LogitStatsCpu {
             t = t.add(e.mul(d), tail);
         }
         double weighted = VectorMath.sumLanes(t);
-        if (Double.isNaN(weighted)) { // a masked class: again, clamped (rare)
+        if (Double.isNaN(weighted)) { // a masked class: again, clamped, and the row's next blocks clamp
             weighted = clampedWeighted(block, base, len, state);
+            state.masked = true;
         }
         state.add(VectorMath.sumLanes(s), weighted);
     }
@@ -230,11 +241,16 @@ final class LogitStatsCpu {
     /**
      * {@link #sumExp} over the decoded values {@code block[0, len)}, padded with -inf to whole
      * vectors. Only the padded last vector is clamped in the loop (the clamp is two of the loop's
-     * ~20 operations); a {@code -inf} logit inside the block (a masked class) makes
-     * {@code sum e d} NaN, and the block is then summed again, clamped (rare: not in the hot loop).
-     * The sums equal those of clamping every vector: below the floor {@code e} is 0 either way.
+     * ~20 operations) until the row has shown a masked class ({@link RowState#masked}): a
+     * {@code -inf} logit makes {@code sum e d} NaN, and the block is then summed again by
+     * {@link #sumExpClamped}, as the row's later blocks are. The sums equal those of clamping every
+     * vector: below the floor {@code e} is 0 either way.
      */
     private static void sumExp(float[] block, int len, RowState state) {
+        if (state.masked) {
+            sumExpClamped(block, len, state);
+            return;
+        }
         ExponentScale exponents = state.exponents;
         FloatVector scaleBy = FloatVector.broadcast(F, exponents.loopScale());
         FloatVector minusMax = FloatVector.broadcast(F, exponents.offset(state.max));
@@ -255,22 +271,27 @@ final class LogitStatsCpu {
         }
         double weighted = VectorMath.sumLanes(t);
         if (Double.isNaN(weighted)) {
-            weighted = clampedWeighted(block, len, state);
+            state.masked = true;
+            sumExpClamped(block, len, state);
+            return;
         }
         state.add(VectorMath.sumLanes(s), weighted);
     }
 
-    /** {@code sum e d} of {@link #sumExp}'s block with every {@code d} clamped below. */
-    private static double clampedWeighted(float[] block, int len, RowState state) {
+    /** {@link #sumExp} over the decoded values with every {@code d} clamped below. */
+    private static void sumExpClamped(float[] block, int len, RowState state) {
         ExponentScale exponents = state.exponents;
         FloatVector scaleBy = FloatVector.broadcast(F, exponents.loopScale());
         FloatVector minusMax = FloatVector.broadcast(F, exponents.offset(state.max));
+        FloatVector s = FloatVector.zero(F);
         FloatVector t = FloatVector.zero(F);
         for (int i = 0; i < len; i += F.length()) {
             FloatVector d = clampBelow(exponents.exponent(FloatVector.fromArray(F, block, i), minusMax, scaleBy));
-            t = VectorMath.exp2NonPositive(d).fma(d, t);
+            FloatVector e = VectorMath.exp2NonPositive(d);
+            s = s.add(e);
+            t = e.fma(d, t);
         }
-        return VectorMath.sumLanes(t);
+        state.add(VectorMath.sumLanes(s), VectorMath.sumLanes(t));
     }
 
     /** The largest element of {@code block[base .. base + 4 len)}; NaN if any element is NaN. */
@@ -305,6 +326,11 @@ final class LogitStatsCpu {
         float invT;
         ExponentScale exponents;
         boolean nan;
+        /**
+         * A block of this row held a {@code -inf} logit (a masked class): the row's later blocks
+         * clamp in their loops rather than sum twice, so masked rows cost a block more, not double.
+         */
+        boolean masked;
         double sum;      // sum 2^d
         double weighted; // sum 2^d d
 
@@ -313,6 +339,7 @@ final class LogitStatsCpu {
             this.exponents = ExponentScale.of(invT);
             max = Float.NEGATIVE_INFINITY;
             nan = false;
+            masked = false;
             sum = 0;
             weighted = 0;
         }
