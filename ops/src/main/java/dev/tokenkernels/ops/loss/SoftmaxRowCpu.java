@@ -60,6 +60,12 @@ final class SoftmaxRowCpu {
     private double lastSum;
     private float lastInvT2;
     private boolean valid;
+    /**
+     * The current row has shown a {@code -inf} logit (a masked class): its later blocks clamp the
+     * entropy term in their loop rather than exponentiate twice, so masked rows cost a block more,
+     * not double.
+     */
+    private boolean masked;
 
     private MemorySegment row;
     private long rowOffset;
@@ -100,6 +106,7 @@ final class SoftmaxRowCpu {
         float running = Float.NEGATIVE_INFINITY;
         double sum = 0;
         valid = false;
+        masked = false;
         for (int b = 0, start = 0; start < vocab; b++, start += BLOCK) {
             int end = Math.min(vocab, start + BLOCK);
             float blockMaximum = loadBlock(start, end);
@@ -225,10 +232,14 @@ final class SoftmaxRowCpu {
      * {@code z invT2} rounded at the logits' magnitude would cost them up to 1e-6 relative at
      * {@code |x| = 100}), and 0 for the max itself. Where {@code z = -inf} (a masked class, or a
      * padding lane of the last vector), {@code e} is 0 and {@code 0 * -inf} is NaN: the last vector
-     * clamps, and a block whose sum came out NaN takes its entropy term again clamped (rare: not in
-     * the hot loop).
+     * clamps, and a block whose sum came out NaN takes its entropy term again clamped, after which
+     * the row's later blocks clamp in their loop ({@link #masked}).
      */
     private void exponentiateBlock(int b, int start, int length, ExponentScale exponents, float running) {
+        if (masked) {
+            exponentiateBlockClamped(b, start, length, exponents, running);
+            return;
+        }
         FloatVector scale = FloatVector.broadcast(F, exponents.loopScale());
         FloatVector minusRunning = FloatVector.broadcast(F, exponents.offset(running));
         FloatVector s = FloatVector.zero(F);
@@ -248,7 +259,7 @@ final class SoftmaxRowCpu {
             FloatVector e = VectorMath.exp2NonPositive(d);
             s = s.add(e);
             if (entropy) {
-                ed = e.fma(d.max(-256f), ed);
+                ed = e.fma(entropyFloor(d), ed);
             }
             e.intoArray(exps, start + fullEnd);
         }
@@ -256,8 +267,34 @@ final class SoftmaxRowCpu {
         double expLog = entropy ? VectorMath.sumLanes(ed) : 0;
         if (Double.isNaN(expLog)) {
             expLog = clampedExpLog(length, exponents, running);
+            masked = true;
         }
         blockExpLog[b] = expLog;
+    }
+
+    /**
+     * {@link #exponentiateBlock} with {@code d2} clamped to -256 in the entropy term of every
+     * vector: the same sums as its second pass over a block with a masked class, in one.
+     */
+    private void exponentiateBlockClamped(int b, int start, int length, ExponentScale exponents, float running) {
+        FloatVector scale = FloatVector.broadcast(F, exponents.loopScale());
+        FloatVector minusRunning = FloatVector.broadcast(F, exponents.offset(running));
+        FloatVector s = FloatVector.zero(F);
+        FloatVector ed = FloatVector.zero(F);
+        for (int i = 0; i < length; i += F.length()) {
+            FloatVector d = exponents.exponent(FloatVector.fromArray(F, staged, i), minusRunning, scale);
+            FloatVector e = VectorMath.exp2NonPositive(d);
+            s = s.add(e);
+            ed = e.fma(entropyFloor(d), ed);
+            e.intoArray(exps, start + i);
+        }
+        blockExpSum[b] = VectorMath.sumLanes(s);
+        blockExpLog[b] = VectorMath.sumLanes(ed);
+    }
+
+    /** {@code d2} raised to -256 (where {@code e} is 0 anyway), so that {@code e d2} is 0, not {@code 0 * -inf}. */
+    private static FloatVector entropyFloor(FloatVector d) {
+        return d.blend(-256f, d.lt(-256f));
     }
 
     /** {@code sum e d2} of the staged block with {@code d2} clamped to -256 (e is 0 below). */
@@ -267,7 +304,7 @@ final class SoftmaxRowCpu {
         FloatVector ed = FloatVector.zero(F);
         for (int i = 0; i < length; i += F.length()) {
             FloatVector d = exponents.exponent(FloatVector.fromArray(F, staged, i), minusRunning, scale);
-            ed = VectorMath.exp2NonPositive(d).fma(d.max(-256f), ed);
+            ed = VectorMath.exp2NonPositive(d).fma(entropyFloor(d), ed);
         }
         return VectorMath.sumLanes(ed);
     }
