@@ -162,11 +162,12 @@ final class LogitStatsCpu {
             m = m.lanewise(VectorOperators.MAX, x, nextTail);
         }
         double weighted = VectorMath.sumLanes(t);
-        if (Double.isNaN(weighted)) { // a masked class: again, clamped, and the row's next blocks clamp
-            weighted = clampedWeighted(z, base, i, state);
+        if (Double.isNaN(weighted) && !clamp) { // a masked class: again, clamped, as the row's later blocks are
             state.masked = true;
+            sumExp(z, base, i, state);
+        } else {
+            state.add(VectorMath.sumLanes(s), weighted);
         }
-        state.add(VectorMath.sumLanes(s), weighted);
         if (i < len) {
             sumExp(z, base + 4L * i, len - i, state); // the rest of a block longer than the next
         }
@@ -207,35 +208,12 @@ final class LogitStatsCpu {
             t = t.add(e.mul(d), tail);
         }
         double weighted = VectorMath.sumLanes(t);
-        if (Double.isNaN(weighted)) { // a masked class: again, clamped, and the row's next blocks clamp
-            weighted = clampedWeighted(block, base, len, state);
+        if (Double.isNaN(weighted) && !clamp) { // a masked class: again, clamped, as the row's later blocks are
             state.masked = true;
+            sumExp(block, base, len, state);
+            return;
         }
         state.add(VectorMath.sumLanes(s), weighted);
-    }
-
-    /**
-     * {@code sum e d} over {@code [base, base + 4 len)} of {@code block} with every {@code d}
-     * clamped below, in the order and roundings of {@link #sumExp(MemorySegment, long, int, RowState)}.
-     */
-    private static double clampedWeighted(MemorySegment block, long base, int len, RowState state) {
-        ExponentScale exponents = state.exponents;
-        FloatVector scaleBy = FloatVector.broadcast(F, exponents.loopScale());
-        FloatVector minusMax = FloatVector.broadcast(F, exponents.offset(state.max));
-        FloatVector t = FloatVector.zero(F);
-        int i = 0;
-        for (int upper = F.loopBound(len); i < upper; i += F.length()) {
-            FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE);
-            FloatVector d = clampBelow(exponents.exponent(logit, minusMax, scaleBy));
-            t = VectorMath.exp2NonPositive(d).fma(d, t);
-        }
-        VectorMask<Float> tail = F.indexInRange(i, len);
-        if (tail.anyTrue()) {
-            FloatVector logit = FloatVector.fromMemorySegment(F, block, base + 4L * i, NATIVE, tail);
-            FloatVector d = clampBelow(exponents.exponent(logit, minusMax, scaleBy));
-            t = t.add(VectorMath.exp2NonPositive(d).mul(d), tail);
-        }
-        return VectorMath.sumLanes(t);
     }
 
     /**

@@ -232,8 +232,8 @@ final class SoftmaxRowCpu {
      * {@code z invT2} rounded at the logits' magnitude would cost them up to 1e-6 relative at
      * {@code |x| = 100}), and 0 for the max itself. Where {@code z = -inf} (a masked class, or a
      * padding lane of the last vector), {@code e} is 0 and {@code 0 * -inf} is NaN: the last vector
-     * clamps, and a block whose sum came out NaN takes its entropy term again clamped, after which
-     * the row's later blocks clamp in their loop ({@link #masked}).
+     * clamps, and a block whose sum came out NaN is done again by {@link #exponentiateBlockClamped},
+     * as the row's later blocks are ({@link #masked}).
      */
     private void exponentiateBlock(int b, int start, int length, ExponentScale exponents, float running) {
         if (masked) {
@@ -263,18 +263,19 @@ final class SoftmaxRowCpu {
             }
             e.intoArray(exps, start + fullEnd);
         }
-        blockExpSum[b] = VectorMath.sumLanes(s);
         double expLog = entropy ? VectorMath.sumLanes(ed) : 0;
         if (Double.isNaN(expLog)) {
-            expLog = clampedExpLog(length, exponents, running);
             masked = true;
+            exponentiateBlockClamped(b, start, length, exponents, running);
+            return;
         }
+        blockExpSum[b] = VectorMath.sumLanes(s);
         blockExpLog[b] = expLog;
     }
 
     /**
      * {@link #exponentiateBlock} with {@code d2} clamped to -256 in the entropy term of every
-     * vector: the same sums as its second pass over a block with a masked class, in one.
+     * vector: a block with a masked class, and the row's blocks after it. The same sums.
      */
     private void exponentiateBlockClamped(int b, int start, int length, ExponentScale exponents, float running) {
         FloatVector scale = FloatVector.broadcast(F, exponents.loopScale());
@@ -297,15 +298,4 @@ final class SoftmaxRowCpu {
         return d.blend(-256f, d.lt(-256f));
     }
 
-    /** {@code sum e d2} of the staged block with {@code d2} clamped to -256 (e is 0 below). */
-    private double clampedExpLog(int length, ExponentScale exponents, float running) {
-        FloatVector scale = FloatVector.broadcast(F, exponents.loopScale());
-        FloatVector minusRunning = FloatVector.broadcast(F, exponents.offset(running));
-        FloatVector ed = FloatVector.zero(F);
-        for (int i = 0; i < length; i += F.length()) {
-            FloatVector d = exponents.exponent(FloatVector.fromArray(F, staged, i), minusRunning, scale);
-            ed = VectorMath.exp2NonPositive(d).fma(entropyFloor(d), ed);
-        }
-        return VectorMath.sumLanes(ed);
-    }
 }
