@@ -6,9 +6,12 @@ import dev.tokenkernels.ops.loss.ClippedKl;
 import dev.tokenkernels.ops.loss.ContrastiveTargetProb;
 import dev.tokenkernels.ops.loss.Divergence;
 import dev.tokenkernels.ops.loss.LogitStats;
+import dev.tokenkernels.ops.loss.OneTokenRollout;
 import dev.tokenkernels.ops.loss.PolicyLoss;
 import dev.tokenkernels.ops.loss.ProxyDistribution;
+import dev.tokenkernels.ops.loss.RelationGraphKl;
 import dev.tokenkernels.ops.loss.TargetLogProb;
+import dev.tokenkernels.ops.loss.TokenSampler;
 import dev.tokenkernels.ops.select.EntropyNormalization;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
@@ -28,8 +31,6 @@ import org.junit.jupiter.api.Test;
  * warmed up, so compiled by C2) against a child JVM that only interprets ({@code -Xint}, where the
  * Vector API runs its Java fallbacks). A cross-lane sum whose order depends on the tier
  * ({@code reduceLanes(ADD)}) made an op's first calls differ from its later ones in the last bits.
- * RelationGraphKl, TokenSampler and OneTokenRollout are not covered (their sums still use
- * reduceLanes; see RESULTS).
  */
 class ReproducibleResultsTest {
     private static final int ROWS = 6;
@@ -77,7 +78,9 @@ class ReproducibleResultsTest {
              Tensor a = Tensor.of(new float[] {1f, -0.5f, 0.3f, -1.2f, 2f, 0.1f}, ROWS);
              Tensor lower = Tensor.of(new float[] {0f, 0.1f, 0.2f, 0f, 0.05f, 0.3f}, ROWS);
              Tensor upper = Tensor.of(new float[] {0.9f, 1f, 0.95f, 0.5f, 0.99f, 1f}, ROWS);
-             Tensor entropy = Tensor.of(entropies(), 4096)) {
+             Tensor entropy = Tensor.of(entropies(), 4096);
+             Tensor studentFeatures = Tensor.ofFloats(features(4, 2 * 37 * 40), DType.BF16, 2, 37, 40);
+             Tensor teacherFeatures = Tensor.of(features(5, 2 * 37 * 24), 2, 37, 24)) {
             try (var r = LogitStats.compute(z, y, LogitStats.Options.defaults().withTemperature(0.7f).on(cpu))) {
                 lines.add(line("logit_stats", r.max(), r.lse(), r.entropy(), r.logprob()));
             }
@@ -104,6 +107,17 @@ class ReproducibleResultsTest {
             try (var r = ClippedKl.computeWithGradient(t, z, lower, upper, ClippedKl.Options.forwardKl(0f).on(cpu), 1f)) {
                 lines.add(line("clipped_kl", r.loss(), r.gradient(), r.lowerGradient(), r.upperGradient()));
             }
+            try (var r = RelationGraphKl.computeWithGradient(studentFeatures, teacherFeatures,
+                    RelationGraphKl.Options.defaults().withTemperature(0.3f).withReduction(dev.tokenkernels.ops.loss.Reduction.NONE)
+                            .on(cpu), 1f)) {
+                lines.add(line("relation_graph_kl", r.loss(), r.gradient()));
+            }
+            try (var r = TokenSampler.sample(z, TokenSampler.Options.defaults().withSamples(5).withSeed(9).on(cpu))) {
+                lines.add(line("token_sampler", r.samples(), r.logProb()));
+            }
+            try (var r = OneTokenRollout.computeWithGradient(z, y, OneTokenRollout.Options.defaults().withSeed(9).on(cpu), 1f)) {
+                lines.add(line("one_token_rollout " + r.loss(), r.gradient(), r.samples(), r.sampleLogProb()));
+            }
             try (var r = EntropyNormalization.compute(entropy, null, EntropyNormalization.Options.defaults().on(cpu))) {
                 lines.add(line("entropy_normalization " + r.pivot() + " " + r.std(), r.normalized()));
             }
@@ -127,6 +141,15 @@ class ReproducibleResultsTest {
             z[i] = (float) (3 * random.nextGaussian());
         }
         return z;
+    }
+
+    private static float[] features(long seed, int count) {
+        SplittableRandom random = new SplittableRandom(seed);
+        float[] h = new float[count];
+        for (int i = 0; i < h.length; i++) {
+            h[i] = (float) random.nextGaussian();
+        }
+        return h;
     }
 
     private static float[] entropies() {

@@ -15,9 +15,10 @@ import jdk.incubator.vector.VectorSpecies;
 /**
  * CPU implementation of {@link RelationGraphKl}:
  * <ol>
- *   <li>per sequence, fp32 unit vectors of its valid tokens on both sides, each padded with zeros
- *       to whole vectors, and {@code 1 / max(||h||, 1e-8)} of the student's (parallel over
- *       sequences; a non-finite squared norm marks the sequence);</li>
+ *   <li>per sequence, fp32 unit vectors of its valid tokens on both sides, feature-major (and the
+ *       student's also token-major, padded with zeros to whole vectors), and
+ *       {@code 1 / max(||h||, 1e-8)} of the student's (parallel over sequences; a non-finite
+ *       squared norm marks the sequence);</li>
  *   <li>pass 1, parallel over quads of rows: the quad's similarities on both sides into scratch
  *       rows, their max and log-sum-exp, and each row's KL (SIMD over the columns);</li>
  *   <li>pass 2 (gradient), parallel over quads: the similarities again, per row the coefficients
@@ -26,28 +27,36 @@ import jdk.incubator.vector.VectorSpecies;
  *       off {@code u_k}.</li>
  * </ol>
  * Both passes stream every column of the sequence once per quad of rows, not once per row: the
- * similarities are a 4 x 4 register-blocked Gram product and {@code g} a 4-row x 4-vector one
- * (loading a column for one row only left the loop bound by cache bandwidth, at one multiply-add
- * per float loaded). Every (row, column) dot product still runs one accumulator chain over the
- * features in order, and {@code g} adds its columns in order, so the results do not depend on the
- * blocking, and {@code S(i, j)} and {@code S(j, i)} are the same float.
+ * similarities are a 4-row x 2-vector register-blocked Gram product over feature-major vectors
+ * and {@code g} a 4-row x 4-vector one (loading a column for one row only left the loop bound by
+ * cache bandwidth, at one multiply-add per float loaded). Every (row, column) dot product runs one
+ * accumulator chain over the features in order, in a vector lane of its own (a sum across lanes
+ * would round in an order that differs between compiled and interpreted code), and {@code g} adds
+ * its columns in order, so the results do not depend on the blocking or on the JIT, and
+ * {@code S(i, j)} and {@code S(j, i)} are the same float.
  *
  * <p>Excluded columns (the diagonal without self-loops, and the padding of a scratch row) hold
  * similarity {@code -inf}: probability 0 on both sides, which every sum skips.
  */
 final class RelationGraphKlCpu {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
-    /** Rows computed together; also the columns of the similarity micro-kernel. */
+    /** Rows computed together. */
     private static final int QUAD = 4;
+    /** Columns of the similarity micro-kernel: two vectors. */
+    private static final int COLUMNS = 2 * F.length();
     /** Multiply-adds per parallel task, about: small sequences share a task. */
     private static final long WORK_PER_TASK = 1L << 18;
 
     private RelationGraphKlCpu() {
     }
 
-    /** One sequence's valid tokens as fp32 unit vectors, rows of {@code stride} floats. */
-    private record Units(float[] student, float[] teacher, float[] studentInvNorm, boolean[] studentProjected,
-                         boolean finite) {
+    /**
+     * One sequence's valid tokens as fp32 unit vectors: the student's as rows of {@code stride}
+     * floats (for the gradient), and both sides in blocks of {@link #COLUMNS} tokens, feature-major
+     * within a block ({@link #tiled}; zeros past the last token) for the similarities.
+     */
+    private record Units(float[] student, float[] studentColumns, float[] teacherColumns,
+                         float[] studentInvNorm, boolean[] studentProjected, boolean finite) {
     }
 
     static void run(CpuBackend cpu, RelationGraphKl.GraphJob job) {
@@ -71,7 +80,7 @@ final class RelationGraphKlCpu {
         long perQuad = Math.max(1L, (long) QUAD * job.tokens() * (strideS + strideT));
         int grain = (int) Math.max(1, Math.min(quads, WORK_PER_TASK / perQuad));
         cpu.parallelFor(quads, grain, (from, to) -> {
-            Scratch sc = new Scratch(job.tokens(), strideS);
+            Scratch sc = new Scratch(job.tokens(), strideS, strideT);
             for (int quad = from; quad < to; quad++) {
                 statistics(job, units, quad / quadsPerSequence, quad % quadsPerSequence * QUAD, strideS, strideT, sc,
                         lseS, lseT);
@@ -81,7 +90,7 @@ final class RelationGraphKlCpu {
             return;
         }
         cpu.parallelFor(quads, grain, (from, to) -> {
-            Scratch sc = new Scratch(job.tokens(), strideS);
+            Scratch sc = new Scratch(job.tokens(), strideS, strideT);
             for (int quad = from; quad < to; quad++) {
                 gradient(job, units, quad / quadsPerSequence, quad % quadsPerSequence * QUAD, strideS, strideT, sc,
                         lseS, lseT);
@@ -95,8 +104,8 @@ final class RelationGraphKlCpu {
 
     /**
      * Per-thread scratch: per row of a quad its similarities on each side and its coefficients, a
-     * sequence's log-sum-exps, and the quad's gradient rows. Rows of columns are {@code padded(L)}
-     * long plus a quad, as the micro-kernel writes whole quads of columns.
+     * sequence's log-sum-exps, and the quad's gradient rows. Rows of columns are L rounded up to
+     * whole {@link #COLUMNS} blocks, as the micro-kernel writes whole blocks.
      */
     private static final class Scratch {
         final float[][] ss;
@@ -105,22 +114,31 @@ final class RelationGraphKlCpu {
         final float[] lseS;
         final float[] lseT;
         final float[][] grad;
+        /** The quad's tokens (a partial quad repeats its last) and their features, feature-major. */
+        final int[] quad = new int[QUAD];
+        final float[] rowsS;
+        final float[] rowsT;
 
-        Scratch(int tokens, int strideS) {
-            int n = padded(Math.max(tokens, 1)) + QUAD;
+        Scratch(int tokens, int strideS, int strideT) {
+            int n = (Math.max(tokens, 1) + COLUMNS - 1) / COLUMNS * COLUMNS;
             ss = new float[QUAD][n];
             st = new float[QUAD][n];
             coef = new float[QUAD][n];
             lseS = new float[n];
             lseT = new float[n];
             grad = new float[QUAD][strideS];
+            rowsS = new float[QUAD * strideS];
+            rowsT = new float[QUAD * strideT];
         }
     }
 
     private static Units units(RelationGraphKl.GraphJob job, int b, int strideS, int strideT, float[] decoded) {
         int n = job.lengths()[b];
+        int width = (n + COLUMNS - 1) / COLUMNS * COLUMNS;
         float[] us = new float[n * strideS];
-        float[] ut = new float[n * strideT];
+        float[] studentColumns = new float[width * job.studentDim()];
+        float[] teacherColumns = new float[width * job.teacherDim()];
+        float[] unit = new float[strideT];
         float[] invNorm = new float[n];
         boolean[] projected = new boolean[n];
         boolean finite = true;
@@ -131,9 +149,27 @@ final class RelationGraphKlCpu {
             float norm = (float) Math.sqrt(n2);
             invNorm[j] = 1f / Math.max(norm, RelationGraphKl.NORM_EPSILON);
             projected[j] = norm >= RelationGraphKl.NORM_EPSILON;
-            finite &= Float.isFinite(normalize(job.teacher(), job.teacherDim(), token, decoded, ut, j * strideT));
+            toTiles(us, j * strideS, job.studentDim(), studentColumns, j);
+            finite &= Float.isFinite(normalize(job.teacher(), job.teacherDim(), token, decoded, unit, 0));
+            toTiles(unit, 0, job.teacherDim(), teacherColumns, j);
         }
-        return new Units(us, ut, invNorm, projected, finite);
+        return new Units(us, studentColumns, teacherColumns, invNorm, projected, finite);
+    }
+
+    /**
+     * Where feature x of token j lies in the tiled layout: token blocks of {@link #COLUMNS}, each
+     * {@code dim} rows of {@link #COLUMNS} floats, so that the micro-kernel reads a block's
+     * features as one sequential stream.
+     */
+    private static int tiled(int j, int x, int dim) {
+        return (j / COLUMNS * dim + x) * COLUMNS + j % COLUMNS;
+    }
+
+    /** Token j's {@code dim} features from {@code row[from ..]} into the tiled layout. */
+    private static void toTiles(float[] row, int from, int dim, float[] tiles, int j) {
+        for (int x = 0; x < dim; x++) {
+            tiles[tiled(j, x, dim)] = row[from + x];
+        }
     }
 
     /**
@@ -164,99 +200,80 @@ final class RelationGraphKlCpu {
         for (int x = 0; x < length; x += F.length()) {
             acc = FloatVector.fromArray(F, a, ao + x).fma(FloatVector.fromArray(F, b, bo + x), acc);
         }
-        return acc.reduceLanes(VectorOperators.ADD);
+        return (float) VectorMath.sumLanes(acc);
     }
 
     /**
-     * The 4 x 4 block of similarities between tokens {@code r0..r3} (rows) and {@code c0..c3}
-     * (columns) of {@code u} (rows of {@code stride} floats), times {@code scale}, into
-     * {@code out[q][j + c]}. Sixteen independent accumulator chains; each column's features are
-     * loaded once for four rows. Each chain is that of {@link #dot}, element by element.
+     * The similarities between the quad's rows ({@code rows[x * QUAD + q]}, feature-major) and the
+     * {@link #COLUMNS} tokens of block {@code j / COLUMNS}, times {@code scale}, into
+     * {@code out[q][j ..]}: per feature, two vectors of columns and four broadcast row values,
+     * eight multiply-adds into accumulators whose lanes are the block's dot products. Each dot
+     * product is one chain over the features in order, in a lane of its own (a sum across lanes
+     * would round in an order that differs between compiled and interpreted code), so
+     * {@code S(i, j)} and {@code S(j, i)} are the same float and no result depends on the blocking.
      */
-    private static void gram(float[] u, int stride, int r0, int r1, int r2, int r3, int c0, int c1, int c2, int c3,
-                             float scale, float[][] out, int j) {
-        int a0 = r0 * stride;
-        int a1 = r1 * stride;
-        int a2 = r2 * stride;
-        int a3 = r3 * stride;
-        int b0 = c0 * stride;
-        int b1 = c1 * stride;
-        int b2 = c2 * stride;
-        int b3 = c3 * stride;
+    private static void gram(float[] columns, int dim, float[] rows, int j, float scale, float[][] out) {
+        int v = F.length();
         FloatVector s00 = FloatVector.zero(F);
         FloatVector s01 = FloatVector.zero(F);
-        FloatVector s02 = FloatVector.zero(F);
-        FloatVector s03 = FloatVector.zero(F);
         FloatVector s10 = FloatVector.zero(F);
         FloatVector s11 = FloatVector.zero(F);
-        FloatVector s12 = FloatVector.zero(F);
-        FloatVector s13 = FloatVector.zero(F);
         FloatVector s20 = FloatVector.zero(F);
         FloatVector s21 = FloatVector.zero(F);
-        FloatVector s22 = FloatVector.zero(F);
-        FloatVector s23 = FloatVector.zero(F);
         FloatVector s30 = FloatVector.zero(F);
         FloatVector s31 = FloatVector.zero(F);
-        FloatVector s32 = FloatVector.zero(F);
-        FloatVector s33 = FloatVector.zero(F);
-        for (int x = 0; x < stride; x += F.length()) {
-            FloatVector x0 = FloatVector.fromArray(F, u, a0 + x);
-            FloatVector x1 = FloatVector.fromArray(F, u, a1 + x);
-            FloatVector x2 = FloatVector.fromArray(F, u, a2 + x);
-            FloatVector x3 = FloatVector.fromArray(F, u, a3 + x);
-            FloatVector y = FloatVector.fromArray(F, u, b0 + x);
-            s00 = x0.fma(y, s00);
-            s10 = x1.fma(y, s10);
-            s20 = x2.fma(y, s20);
-            s30 = x3.fma(y, s30);
-            y = FloatVector.fromArray(F, u, b1 + x);
-            s01 = x0.fma(y, s01);
-            s11 = x1.fma(y, s11);
-            s21 = x2.fma(y, s21);
-            s31 = x3.fma(y, s31);
-            y = FloatVector.fromArray(F, u, b2 + x);
-            s02 = x0.fma(y, s02);
-            s12 = x1.fma(y, s12);
-            s22 = x2.fma(y, s22);
-            s32 = x3.fma(y, s32);
-            y = FloatVector.fromArray(F, u, b3 + x);
-            s03 = x0.fma(y, s03);
-            s13 = x1.fma(y, s13);
-            s23 = x2.fma(y, s23);
-            s33 = x3.fma(y, s33);
+        for (int x = 0, at = j * dim; x < dim; x++, at += COLUMNS) {
+            FloatVector c0 = FloatVector.fromArray(F, columns, at);
+            FloatVector c1 = FloatVector.fromArray(F, columns, at + v);
+            FloatVector row = FloatVector.broadcast(F, rows[x * QUAD]);
+            s00 = c0.fma(row, s00);
+            s01 = c1.fma(row, s01);
+            row = FloatVector.broadcast(F, rows[x * QUAD + 1]);
+            s10 = c0.fma(row, s10);
+            s11 = c1.fma(row, s11);
+            row = FloatVector.broadcast(F, rows[x * QUAD + 2]);
+            s20 = c0.fma(row, s20);
+            s21 = c1.fma(row, s21);
+            row = FloatVector.broadcast(F, rows[x * QUAD + 3]);
+            s30 = c0.fma(row, s30);
+            s31 = c1.fma(row, s31);
         }
-        store(out[0], j, scale, s00, s01, s02, s03);
-        store(out[1], j, scale, s10, s11, s12, s13);
-        store(out[2], j, scale, s20, s21, s22, s23);
-        store(out[3], j, scale, s30, s31, s32, s33);
+        s00.mul(scale).intoArray(out[0], j);
+        s01.mul(scale).intoArray(out[0], j + v);
+        s10.mul(scale).intoArray(out[1], j);
+        s11.mul(scale).intoArray(out[1], j + v);
+        s20.mul(scale).intoArray(out[2], j);
+        s21.mul(scale).intoArray(out[2], j + v);
+        s30.mul(scale).intoArray(out[3], j);
+        s31.mul(scale).intoArray(out[3], j + v);
     }
 
-    private static void store(float[] row, int j, float scale, FloatVector a, FloatVector b, FloatVector c,
-                              FloatVector d) {
-        row[j] = a.reduceLanes(VectorOperators.ADD) * scale;
-        row[j + 1] = b.reduceLanes(VectorOperators.ADD) * scale;
-        row[j + 2] = c.reduceLanes(VectorOperators.ADD) * scale;
-        row[j + 3] = d.reduceLanes(VectorOperators.ADD) * scale;
+    /** The features of tokens {@code r[0..3]} from the tiled layout into {@code rows[x * QUAD + q]}. */
+    private static void quadRows(float[] columns, int dim, int[] r, float[] rows) {
+        for (int q = 0; q < QUAD; q++) {
+            for (int x = 0; x < dim; x++) {
+                rows[x * QUAD + q] = columns[tiled(r[q], x, dim)];
+            }
+        }
     }
 
     /**
      * The similarities of rows {@code i0 .. i0 + valid - 1} on both sides into {@code sc.ss[q]} and
      * {@code sc.st[q]}: {@code -inf} for the excluded diagonal and past the sequence's {@code n}
-     * valid tokens. A partial quad of rows or columns repeats its last token (those results are
-     * overwritten or never read).
+     * valid tokens. A partial quad of rows repeats its last token, and a partial block of columns
+     * reads zero features (those results are overwritten or never read).
      */
     private static void similarities(RelationGraphKl.GraphJob job, Units u, int i0, int valid, int n, int strideS,
                                      int strideT, Scratch sc) {
         float invT = job.invT();
-        int r1 = i0 + Math.min(1, valid - 1);
-        int r2 = i0 + Math.min(2, valid - 1);
-        int r3 = i0 + Math.min(3, valid - 1);
-        for (int j = 0; j < n; j += QUAD) {
-            int c1 = Math.min(j + 1, n - 1);
-            int c2 = Math.min(j + 2, n - 1);
-            int c3 = Math.min(j + 3, n - 1);
-            gram(u.student(), strideS, i0, r1, r2, r3, j, c1, c2, c3, invT, sc.ss, j);
-            gram(u.teacher(), strideT, i0, r1, r2, r3, j, c1, c2, c3, invT, sc.st, j);
+        for (int q = 0; q < QUAD; q++) {
+            sc.quad[q] = i0 + Math.min(q, valid - 1);
+        }
+        quadRows(u.studentColumns(), job.studentDim(), sc.quad, sc.rowsS);
+        quadRows(u.teacherColumns(), job.teacherDim(), sc.quad, sc.rowsT);
+        for (int j = 0; j < n; j += COLUMNS) {
+            gram(u.studentColumns(), job.studentDim(), sc.rowsS, j, invT, sc.ss);
+            gram(u.teacherColumns(), job.teacherDim(), sc.rowsT, j, invT, sc.st);
         }
         for (int q = 0; q < valid; q++) {
             Arrays.fill(sc.ss[q], n, sc.ss[q].length, Float.NEGATIVE_INFINITY);
@@ -313,7 +330,7 @@ final class RelationGraphKlCpu {
                 FloatVector pt = VectorMath.expNonPositive(xt.min(0f));
                 acc = acc.add(pt.mul(xt.sub(xs)).blend(0f, pt.eq(0f)));
             }
-            job.rowLoss()[row] = acc.reduceLanes(VectorOperators.ADD);
+            job.rowLoss()[row] = (float) VectorMath.sumLanes(acc);
         }
     }
 
@@ -328,7 +345,7 @@ final class RelationGraphKlCpu {
         for (int j = 0; j < length; j += F.length()) {
             sum = sum.add(VectorMath.expNonPositive(FloatVector.fromArray(F, x, j).sub(max)));
         }
-        return (float) (max + Math.log(sum.reduceLanes(VectorOperators.ADD)));
+        return (float) (max + Math.log(VectorMath.sumLanes(sum)));
     }
 
     /** Pass 2 for the quad of rows from {@code i0} of sequence {@code b}: their gradient rows. */
@@ -368,9 +385,8 @@ final class RelationGraphKlCpu {
             }
             float rowS = lseS[first + i0 + q];
             float rowT = lseT[first + i0 + q];
-            // c_j = coef (P_s(k,j) - P_t(k,j) + P_s(j,k) - P_t(j,k)), S(j,k) = S(k,j). The min(0)
-            // only guards exp's domain: S(k,j) <= lse(j) holds in real numbers, and a vector sum
-            // whose lane order differs between interpreted and compiled code may round past it.
+            // c_j = coef (P_s(k,j) - P_t(k,j) + P_s(j,k) - P_t(j,k)), S(j,k) = S(k,j) bit for bit,
+            // so S(k,j) <= max of row j <= lse(j); the min(0) only guards exp's domain.
             for (int j = 0; j < length; j += F.length()) {
                 FloatVector s = FloatVector.fromArray(F, sc.ss[q], j);
                 FloatVector t = FloatVector.fromArray(F, sc.st[q], j);
