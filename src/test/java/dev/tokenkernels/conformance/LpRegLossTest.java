@@ -1,5 +1,6 @@
 package dev.tokenkernels.conformance;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static dev.tokenkernels.conformance.BadInput.expect;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -132,5 +133,32 @@ class LpRegLossTest {
         expect(() -> new LpRegLoss(0.01f, 0.02f, -1f, 0.2f, 0.28f, 1f, null), "beta");
         expect(() -> new LpRegLoss(0.01f, 0.02f, 1f, -0.2f, 0.28f, 1f, null), "epsLow");
         expect(() -> new LpRegLoss(0.01f, 0.02f, 1f, 0.2f, Float.NaN, 1f, null), "epsHigh");
+    }
+
+    /**
+     * int(rho N_neg) with rho the decimal it prints as: 200 negatives at rho = 1% select the two
+     * lowest (the float 0.01f widened to double would give floor(1.99999996) = 1, so none), and
+     * 300 select three.
+     */
+    @Test
+    void selectionCountsRhoAsItsDecimal() {
+        for (int rows : new int[] {200, 300}) {
+            float[] logp = new float[rows];
+            float[] proxy = new float[rows]; // 0, above every logp
+            float[] a = new float[rows];
+            boolean[] counted = new boolean[rows];
+            for (int t = 0; t < rows; t++) {
+                logp[t] = -1f - 0.01f * t;
+                a[t] = -1f;
+                counted[t] = true;
+            }
+            boolean[] selected = LpRegLoss.regularized(logp, proxy, a, counted, 0.01f);
+            int n = 0;
+            for (int t = 0; t < rows; t++) {
+                n += selected[t] ? 1 : 0;
+                assertEquals(t >= rows - rows / 100, selected[t], rows + " negatives, token " + t);
+            }
+            assertEquals(rows / 100, n, rows + " negatives");
+        }
     }
 }

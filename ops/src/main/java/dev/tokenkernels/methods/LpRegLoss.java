@@ -79,6 +79,9 @@ public final class LpRegLoss {
      * Lp-Reg's selection: true for the counted ({@code counted[t]}) tokens with {@code A < 0}
      * among the {@code floor(rho * N_neg)} lowest {@code logp} (ties: lower index first), when
      * that count is above 1, whose {@code logp < proxy} ({@code -inf} or NaN proxies never).
+     * {@code rho} counts as the decimal it prints as ({@code 0.01f} as 0.01, not as the float's
+     * 0.0099999998), the product in double as the released code's {@code int(rho * N_neg)}: with
+     * the float itself, 200 negatives at rho 1% would select 1 token, so none.
      */
     public static boolean[] regularized(float[] logp, float[] proxy, float[] advantages, boolean[] counted, float rho) {
         try (Tensor scores = Tensor.of(logp, logp.length)) {
@@ -104,7 +107,7 @@ public final class LpRegLoss {
                     m.set(ValueLayout.JAVA_BYTE, t, (byte) (Float.isNaN(logp[t]) ? 0 : 1));
                 }
             }
-            int k = (int) ((double) rho * negative);
+            int k = (int) (Double.parseDouble(Float.toString(rho)) * negative);
             if (k <= 1) {
                 return selected;
             }
