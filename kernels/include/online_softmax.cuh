@@ -91,12 +91,20 @@ __device__ __forceinline__ SoftmaxState block_merge(SoftmaxState s) {
     return s;
 }
 
-// The log-sum-exp of a row of x = z * inv_t (z of dtype code `dtype`, n elements from `base`),
-// computed by the whole block and returned to every thread: NaN if an element is NaN or the max
-// is +inf, -inf for a row of all -inf. x is rounded as a product; the CPU sweeps take
+// The log-sum-exp and entropy of a row's softmax.
+struct RowSoftmax {
+    float lse;
+    float entropy;
+};
+
+// The log-sum-exp and entropy (log s - w / s, relative to the max, so large logits do not cancel)
+// of a row of x = z * inv_t (z of dtype code `dtype`, n elements from `base`), computed by the whole
+// block and returned to every thread: NaN for both if an element is NaN or the max is +inf, lse -inf
+// (entropy 0) for a row of all -inf. x is rounded as a product; the CPU sweeps take
 // fp32(z - m) log2(e) inv_t instead (exact near the max), so the backends agree within tolerances, not bits.
-__device__ __forceinline__ float block_row_lse(const void* z, int dtype, long long base, long long n, float inv_t) {
-    __shared__ float lse;
+__device__ __forceinline__ RowSoftmax block_row_softmax(const void* z, int dtype, long long base, long long n,
+                                                        float inv_t) {
+    __shared__ RowSoftmax row;
     SoftmaxState state = SoftmaxState::empty();
     bool nan = false;
     for (long long j = threadIdx.x; j < n; j += blockDim.x) {
@@ -106,9 +114,23 @@ __device__ __forceinline__ float block_row_lse(const void* z, int dtype, long lo
     }
     const int any_nan = __syncthreads_or(nan);
     state = block_merge(state);  // complete in thread 0 (warp 0)
-    if (threadIdx.x == 0) lse = any_nan || state.max == positive_infinity() ? quiet_nan() : state.max + logf(state.sum);
+    if (threadIdx.x == 0) {
+        if (any_nan || state.max == positive_infinity()) {
+            row = RowSoftmax{quiet_nan(), quiet_nan()};
+        } else if (state.max == negative_infinity()) {
+            row = RowSoftmax{negative_infinity(), 0.0f};
+        } else {
+            float log_sum = logf(state.sum);
+            row = RowSoftmax{state.max + log_sum, fmaxf(0.0f, log_sum - state.weighted / state.sum)};
+        }
+    }
     __syncthreads();
-    return lse;
+    return row;
+}
+
+// The log-sum-exp alone (block_row_softmax's).
+__device__ __forceinline__ float block_row_lse(const void* z, int dtype, long long base, long long n, float inv_t) {
+    return block_row_softmax(z, dtype, base, n, inv_t).lse;
 }
 
 }  // namespace tk

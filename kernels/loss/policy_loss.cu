@@ -74,10 +74,11 @@ __device__ Token policy_token(float logp, const TokenArgs& k, float dual_clip, f
             slope += lp_beta * (1.0 - exp(e));
         }
     }
-    if (beta != 0.0f) {
+    if (beta != 0.0f) {  // k3, d clamped as the log-ratio (slope 0 beyond): a masked target gives no inf - inf
         double d = static_cast<double>(k.reference) - logp;
-        loss += beta * (exp(d) - d - 1.0);
-        slope += beta * (1.0 - exp(d));
+        double clamped_d = fmax(-kLogRatioClamp, fmin(kLogRatioClamp, d));
+        loss += beta * (exp(clamped_d) - clamped_d - 1.0);
+        if (clamped_d == d) slope += beta * (1.0 - exp(d));
     }
     return Token{loss, slope, r};
 }
@@ -105,7 +106,8 @@ extern "C" __global__ void __launch_bounds__(256, 1)
         return;
     }
 
-    const float lse = tk::block_row_lse(logits, dtype, base, vocab, inv_t);
+    const tk::RowSoftmax softmax = tk::block_row_softmax(logits, dtype, base, vocab, inv_t);
+    const float lse = softmax.lse;
     if (threadIdx.x == 0) {
         float x = __fmul_rn(tk::load_float(logits, dtype, base + target), inv_t);
         float logp = isfinite(lse) ? x - lse : lse;  // NaN, or -inf for a row of all -inf
@@ -128,6 +130,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
             token_loss[row] = t.loss;
             ratio[row] = t.ratio;
             shared_coefficient = static_cast<float>(coefficient_scale[row] * t.slope);
+            entropy[row] = softmax.entropy;
         }
     }
     __syncthreads();
@@ -136,14 +139,10 @@ extern "C" __global__ void __launch_bounds__(256, 1)
             for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g.set(j, tk::quiet_nan());
         return;
     }
+    if (!g) return;
     const float c = shared_coefficient;
-    float log_sum = 0.0f;  // sum p log p, relative to lse so large logits do not cancel
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float d = fminf(__fmul_rn(tk::load_float(logits, dtype, base + j), inv_t) - lse, 0.0f);
-        float p = expf(d);
-        if (p != 0.0f) log_sum += p * d;
-        if (g) g.set(j, (j == target ? c : 0.0f) - c * p);
+        float p = expf(fminf(__fmul_rn(tk::load_float(logits, dtype, base + j), inv_t) - lse, 0.0f));
+        g.set(j, (j == target ? c : 0.0f) - c * p);
     }
-    log_sum = tk::block_sum(log_sum);
-    if (threadIdx.x == 0) entropy[row] = -log_sum;
 }

@@ -421,4 +421,63 @@ class PolicyLossTest {
             }
         }
     }
+
+    /**
+     * The reference KL's d is clamped as the log-ratio: a sampled token whose logit is -inf gives
+     * the finite k3(20) (slope 0 there), not inf - inf, on every backend; the other row is untouched.
+     */
+    @Test
+    void referenceKlOfAMaskedSampledTokenIsFinite() {
+        float ninf = Float.NEGATIVE_INFINITY;
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor z = Tensor.of(new float[] {ninf, 1f, 2f, 0f, 1f, 2f}, 2, 3);
+                 Tensor y = Tensor.ofInts(new int[] {0, 1}, 2); Tensor o = Tensor.of(new float[] {-1f, -1f}, 2);
+                 Tensor a = Tensor.of(new float[] {1f, 1f}, 2); Tensor ref = Tensor.of(new float[] {-1f, -1f}, 2);
+                 PolicyLoss.Result r = PolicyLoss.computeWithGradient(z, y, o, a, ref, new int[] {0, 2},
+                         Options.defaults().withReferenceKl(0.1f).withAggregation(Aggregation.TOKEN_MEAN).on(backend),
+                         1f)) {
+                double logp1 = 1 - Math.log(Math.exp(0) + Math.exp(1) + Math.exp(2));
+                double d1 = -1 - logp1;
+                double policy0 = -Math.exp(-20); // r = exp(clamp(-inf + 1)) = e^-20, A = 1
+                double kl0 = 0.1 * (Math.exp(20) - 21);
+                double r1 = Math.exp(logp1 + 1);
+                double policy1 = -Math.min(r1, Math.max(0.8, Math.min(1.2, r1)));
+                double kl1 = 0.1 * (Math.exp(d1) - d1 - 1);
+                assertEquals((policy0 + kl0 + policy1 + kl1) / 2, r.loss(), 1e-6 * kl0, backend.toString());
+                for (int i = 0; i < 6; i++) {
+                    assertTrue(Float.isFinite(r.gradient().getFloat(i)), backend + " gradient " + i);
+                }
+            }
+        }
+    }
+
+    /**
+     * The entropy of a row of large logits stays accurate on every backend: at z = [300, 291.5]
+     * the kernel once took -sum p (x - lse) with lse rounded at 300's scale, 0.5% off.
+     */
+    @Test
+    void entropyOfLargeLogitsMatchesTheReference() {
+        double p1 = Math.exp(-8.5) / (1 + Math.exp(-8.5));
+        double p0 = 1 - p1;
+        double expected = -(p0 * Math.log(p0) + p1 * Math.log(p1));
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor z = Tensor.of(new float[] {300f, 291.5f}, 1, 2); Tensor y = Tensor.ofInts(new int[] {0}, 1);
+                 Tensor o = Tensor.of(new float[] {0f}, 1); Tensor a = Tensor.of(new float[] {1f}, 1);
+                 PolicyLoss.Result r = PolicyLoss.compute(z, y, o, a, null, new int[] {0, 1}, Options.defaults().on(backend))) {
+                assertEquals(expected, r.entropy().getFloat(0), 1e-4 * expected, backend + " entropy");
+                assertEquals(expected, r.meanEntropy(), 1e-4 * expected, backend + " mean entropy");
+            }
+        }
+    }
+
+    /** A targets tensor of the wrong length is named against the logits, the op's own input. */
+    @Test
+    void targetsOfTheWrongLengthNameTheLogits() {
+        try (Tensor z = Tensor.of(new float[6], 2, 3); Tensor y = Tensor.ofInts(new int[] {0}, 1);
+             Tensor o = Tensor.of(new float[2], 2); Tensor a = Tensor.of(new float[2], 2)) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> PolicyLoss.compute(z, y, o, a, null, new int[] {0, 2}, Options.defaults()));
+            assertTrue(e.getMessage().contains("rows of logits"), e.getMessage());
+        }
+    }
 }

@@ -301,7 +301,8 @@ public final class ClippedKl {
             Checks.apart("gradient", gradientOut, "teacher", teacher, false);
         }
         int n = (int) rows;
-        float[] weights = Divergence.rowWeights(options.weights(), options.targets(), options.ignoreIndex(), n, vocab);
+        float[] weights = Divergence.rowWeights(options.weights(), options.targets(), options.ignoreIndex(), n, vocab,
+                "student");
         float[] l = new float[n];
         float[] u = new float[n];
         int[] keep = new int[n];

@@ -112,7 +112,7 @@ public final class ContrastiveTargetProb {
         Checks.require(Float.isFinite(options.lambda()) && options.lambda() >= 0f, "lambda", "a finite value >= 0",
                 options.lambda());
         Checks.temperature("temperature", options.temperature());
-        float[] counted = Divergence.rowWeights(null, targets, options.ignoreIndex(), (int) rows, vocab);
+        float[] counted = Divergence.rowWeights(null, targets, options.ignoreIndex(), (int) rows, vocab, "positive");
         int[] y = new int[(int) rows];
         for (int i = 0; i < rows; i++) {
             y[i] = counted[i] == 0f ? -1 : (int) targets.getLong(i);

@@ -309,7 +309,8 @@ public final class Divergence {
                         false);
             }
         }
-        float[] weights = rowWeights(options.weights(), options.targets(), options.ignoreIndex(), (int) rows, vocab);
+        float[] weights = rowWeights(options.weights(), options.targets(), options.ignoreIndex(), (int) rows, vocab,
+                "student");
         student.segment(); // closed tensors fail here, before any work
         teacher.segment();
         double weightSum = 0;
@@ -350,13 +351,16 @@ public final class Divergence {
         }
     }
 
-    /** The weight of each row: the weights tensor, 0/1 from the targets, or all 1. */
-    static float[] rowWeights(Tensor weights, Tensor targets, long ignoreIndex, int rows, long vocab) {
+    /**
+     * The weight of each row: the weights tensor, 0/1 from the targets, or all 1. {@code rowsOf}
+     * names the input whose N rows they must match, in error messages.
+     */
+    static float[] rowWeights(Tensor weights, Tensor targets, long ignoreIndex, int rows, long vocab, String rowsOf) {
         float[] w = new float[rows];
         if (weights != null) {
             Tensor t = weights;
             Checks.rank("weights", t, 1, "[N]");
-            Checks.dim("weights", t, 0, rows, "N, the rows of student");
+            Checks.dim("weights", t, 0, rows, "N, the rows of " + rowsOf);
             Checks.dtype("weights", t, DType.F32);
             for (int i = 0; i < rows; i++) {
                 w[i] = t.getFloat(i);
@@ -367,7 +371,7 @@ public final class Divergence {
         } else if (targets != null) {
             Tensor t = targets;
             Checks.rank("targets", t, 1, "[N]");
-            Checks.dim("targets", t, 0, rows, "N, the rows of student");
+            Checks.dim("targets", t, 0, rows, "N, the rows of " + rowsOf);
             Checks.dtype("targets", t, DType.I32, DType.I64);
             for (int i = 0; i < rows; i++) {
                 long y = t.getLong(i);

@@ -223,7 +223,7 @@ public final class OneTokenRollout {
             Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of logits");
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of logits");
         }
-        float[] weights = Divergence.rowWeights(null, targets, o.ignoreIndex(), rows, vocab);
+        float[] weights = Divergence.rowWeights(null, targets, o.ignoreIndex(), rows, vocab, "logits");
         int[] target = new int[rows];
         boolean[] counted = new boolean[rows];
         long count = 0;

@@ -23,13 +23,16 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *   p_t  = min(p_t, -c a_t)  for a_t < 0                                       (dual clip c, off by default)
  *   p_t  = -a_t r'_t         for the tokens Lp-Reg regularizes (no clip, no dual clip)
  *   l_t  = w_t p_t                                                             (token weights, 1 by default)
- *        + beta (exp(d_t) - d_t - 1),  d_t = ref_t - logp_t                    (k3 reference KL, beta = 0 by default)
+ *        + beta (exp(d_t) - d_t - 1),  d_t = clamp(ref_t - logp_t, -20, 20)   (k3 reference KL, beta = 0 by default)
  *        + beta_lp min(exp(e_t) - e_t - 1, 10),  e_t = lp_t - logp_t         (regularized tokens only)
  * </pre>
  * {@code eps_low}, {@code eps_high} are scalars or per-token tensors. The gradient follows the
  * branch each {@code min}/{@code clip}/zone takes (0 where the log-ratio clamp, the cap, a clip, the
- * dual clip or Lp-Reg's cap of its KL at 10 is active; the zone's choice of advantage is a constant), as automatic
- * differentiation of these formulas does.
+ * dual clip or Lp-Reg's cap of its KL at 10 is active, and the reference KL's slope 0 where its
+ * {@code d_t} is clamped; the zone's choice of advantage is a constant), as automatic
+ * differentiation of these formulas does. The reference KL's clamp is the log-ratio's: a sampled
+ * token whose logit is {@code -inf} (masked at training but not at sampling) costs
+ * {@code beta k3(20)}, a large finite penalty, not {@code inf - inf}.
  *
  * <p>Decisions on the extensions:
  * <ul>
@@ -387,7 +390,7 @@ public final class PolicyLoss {
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of logits");
         }
 
-        float[] weights = Divergence.rowWeights(null, targets, o.ignoreIndex(), rows, vocab);
+        float[] weights = Divergence.rowWeights(null, targets, o.ignoreIndex(), rows, vocab, "logits");
         boolean[] counted = new boolean[rows];
         int[] target = new int[rows];
         for (int t = 0; t < rows; t++) {
@@ -572,8 +575,11 @@ public final class PolicyLoss {
         }
         if (beta != 0) {
             double d = (double) reference - logp;
-            loss += beta * (Math.exp(d) - d - 1);
-            slope += beta * (1 - Math.exp(d)); // d/dlogp of k3
+            double clampedD = Math.max(-LOG_RATIO_CLAMP, Math.min(LOG_RATIO_CLAMP, d));
+            loss += beta * (Math.exp(clampedD) - clampedD - 1);
+            if (clampedD == d) {
+                slope += beta * (1 - Math.exp(d)); // d/dlogp of k3
+            }
         }
         return new Token(loss, slope, r);
     }

@@ -146,7 +146,7 @@ public final class TargetLogProb {
         Checks.require(rows <= Integer.MAX_VALUE, "logits", "N < 2^31 rows", rows);
         Checks.require(vocab >= 1 && vocab <= Integer.MAX_VALUE, "logits", "1 <= V < 2^31 columns", vocab);
         Checks.temperature("temperature", options.temperature());
-        float[] weights = Divergence.rowWeights(null, targets, options.ignoreIndex(), (int) rows, vocab);
+        float[] weights = Divergence.rowWeights(null, targets, options.ignoreIndex(), (int) rows, vocab, "logits");
         int[] y = new int[(int) rows];
         for (int i = 0; i < rows; i++) {
             y[i] = weights[i] == 0f ? -1 : (int) targets.getLong(i);
