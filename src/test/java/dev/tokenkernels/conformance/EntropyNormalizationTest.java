@@ -207,4 +207,23 @@ class EntropyNormalizationTest {
             expect(() -> EntropyNormalization.compute(ok, null, o.withRank(null)), "rank");
         }
     }
+
+    /**
+     * The pivot is the 'nearest' q-quantile as torch.quantile takes it (issue 5): of {1, 2, 3, 4}
+     * at q = 0.8 rank 1 + rint(2.4) = 3, so the largest token has h_hat = 1; the nearest-rank rule
+     * (ceil(3.2) = 4, selectable) picks the largest itself.
+     */
+    @Test
+    void defaultPivotIsTorchsNearestQuantile() {
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor h = Tensor.of(new float[] {1f, 2f, 3f, 4f}, 4);
+                 EntropyNormalization.Result r = EntropyNormalization.compute(h, null, Options.defaults().on(backend));
+                 EntropyNormalization.Result rank = EntropyNormalization.compute(h, null,
+                         Options.defaults().withRank(TokenSelection.Rank.NEAREST_RANK).on(backend))) {
+                assertEquals(2, r.pivotIndex(), backend.toString());
+                assertEquals(1f, r.normalized().getFloat(3), 1e-6f, backend.toString());
+                assertEquals(3, rank.pivotIndex(), backend.toString());
+            }
+        }
+    }
 }

@@ -138,7 +138,8 @@ class HapoLossTest {
             }
         }
         Arrays.sort(counted);
-        double pivot = counted[Math.max(1, (int) Math.ceil(0.8 * counted.length)) - 1]; // nearest rank
+        // torch.quantile's 'nearest': rank 1 + rint(0.8 (n - 1))
+        double pivot = counted[(int) TokenSelectionReference.rank(0.8, counted.length, true) - 1];
         double squares = 0;
         for (double v : counted) {
             squares += (v - pivot) * (v - pivot);

@@ -32,9 +32,11 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * {@code compute_entropy_h}) divides {@code h <= 0} by {@code min h} itself, a negative number,
  * so there {@code h_hat = |h| / Q >= 0}: below-pivot tokens get a positive {@code h_hat} like
  * above-pivot ones, where the paper's formula gives a negative one. The flag reproduces that
- * (all of {@code h_hat} in {@code [0, 1]}); off (default), the paper's signs. The released code's
- * pivot uses {@code torch.quantile}-style 'nearest' ranks, {@link TokenSelection.Rank#ROUND_LINEAR},
- * which {@link Options#withRank} selects; the default is {@link TokenSelection.Rank#NEAREST_RANK}.
+ * (all of {@code h_hat} in {@code [0, 1]}); off (default), the paper's signs. The pivot's rank is
+ * 'nearest' as the released code's {@code torch.quantile} takes it,
+ * {@link TokenSelection.Rank#ROUND_LINEAR} ({@code 1 + rint(q (n - 1))}; of {1, 2, 3, 4} at q = 0.8
+ * the third), by default; {@link Options#withRank} selects {@link TokenSelection.Rank#NEAREST_RANK}
+ * ({@code ceil(q n)}, there the fourth: the largest, which leaves no token above the pivot).
  *
  * <p>Input validation: masked entropies must be finite (negative values are clamped by the
  * {@code 1e-8} floor). Exactness: the pivot token is the same on every backend (an exact
@@ -55,7 +57,7 @@ public final class EntropyNormalization {
      */
     public record Options(double pivotQuantile, TokenSelection.Rank rank, boolean releasedCodeSigns, Backend backend) {
         public static Options defaults() {
-            return new Options(0.8, TokenSelection.Rank.NEAREST_RANK, false, null);
+            return new Options(0.8, TokenSelection.Rank.ROUND_LINEAR, false, null);
         }
 
         public Options withPivotQuantile(double q) {
