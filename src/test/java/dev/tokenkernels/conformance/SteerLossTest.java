@@ -122,16 +122,22 @@ class SteerLossTest {
         }
     }
 
-    /** Equal Omega everywhere (all advantages 0): the linear map's w_max, the exponential map's 1. */
+    /**
+     * Equal Omega everywhere (all advantages 0): the linear map's midpoint (issue 5: "equal Omega
+     * gives the midpoint"), the exponential map's 1.
+     */
     @Test
-    void equalOmegaGivesTheTopWeight() {
+    void equalOmegaGivesTheMidpoint() {
         try (Tensor logits = Tensor.of(new float[] {0f, 1f, 2f, 1f}, 2, 2); Tensor targets = Tensor.ofInts(new int[] {0, 1}, 2);
              Tensor o = Tensor.of(new float[] {-1f, -1f}, 2); Tensor a = Tensor.of(new float[2], 2);
              Tensor linear = SteerLoss.defaults().weights(logits, targets, o, a);
              Tensor exponential = new SteerLoss(0.2f, 3f, 0.8f, 1.2f, SteerLoss.Mapping.EXPONENTIAL, 1f, null)
+                     .weights(logits, targets, o, a);
+             Tensor asymmetric = new SteerLoss(0.2f, 3f, 0.5f, 1.1f, SteerLoss.Mapping.LINEAR, 1f, null)
                      .weights(logits, targets, o, a)) {
-            assertEquals(1.2f, linear.getFloat(0), 1e-7);
-            assertEquals(1.2f, linear.getFloat(1), 1e-7);
+            assertEquals(0.8f, asymmetric.getFloat(0), 1e-7);
+            assertEquals(1f, linear.getFloat(0), 1e-7);
+            assertEquals(1f, linear.getFloat(1), 1e-7);
             assertEquals(1f, exponential.getFloat(0), 1e-7);
             assertEquals(1f, exponential.getFloat(1), 1e-7);
         }

@@ -19,7 +19,8 @@ import dev.tokenkernels.runtime.Tensor;
  * </pre>
  * Omega_min and Omega_max over the batch's counted tokens. The linear map runs downward: the token
  * that moves entropy most gets {@code w_min}, the least {@code w_max}; when every Omega is equal
- * (no range), every token is at Omega_min and gets {@code w_max} (s is taken as 0). The
+ * (no range, s undefined) every token gets the midpoint {@code (w_min + w_max) / 2}: no token is
+ * told apart, so none is weighted up or down against the others (1 for the defaults). The
  * exponential map starts at 1 for Omega = 0 and reaches {@code w_min} at Omega_max (or at 0.02
  * when Omega_max is smaller); it does not use {@code w_max}. As in the paper's reference, the old
  * probability is floored at 1e-8 and a non-finite Omega (NaN logits, a NaN advantage) becomes 0
@@ -120,11 +121,13 @@ public final class SteerLoss {
                 high = Math.max(high, omega[t]);
             }
             float[] w = new float[rows];
-            double scale = high > low ? (maxWeight - (double) minWeight) / (high - low) : 0;
+            boolean range = high > low;
+            double scale = range ? (maxWeight - (double) minWeight) / (high - low) : 0;
+            double midpoint = 0.5 * ((double) minWeight + maxWeight);
             double rate = -Math.log(minWeight) / Math.max(high, EXPONENTIAL_OMEGA_FLOOR);
             for (int t = 0; t < rows; t++) {
                 if (counted[t]) {
-                    w[t] = (float) (mapping == Mapping.LINEAR ? maxWeight - (omega[t] - low) * scale
+                    w[t] = (float) (mapping == Mapping.LINEAR ? (range ? maxWeight - (omega[t] - low) * scale : midpoint)
                             : Math.min(1, Math.max(minWeight, Math.exp(-rate * omega[t]))));
                 }
             }
