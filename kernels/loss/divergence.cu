@@ -100,7 +100,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     tk::SoftmaxState s_state = tk::SoftmaxState::empty(), t_state = tk::SoftmaxState::empty();
     bool nan = false;
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float xs = tk::load_float(student, student_dtype, s_base + j) * inv_t;
+        float xs = __fmul_rn(tk::load_float(student, student_dtype, s_base + j), inv_t);
         float xt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold, reference,
                   reference_dtype, alpha);
         nan |= tk::is_nan(xs) || tk::is_nan(xt);
@@ -131,7 +131,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     const float coef = has_grad ? grad_coef[row] : 0.0f;
     float first = 0.0f, second = 0.0f;
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float ls = tk::load_float(student, student_dtype, s_base + j) * inv_t - lse_s;
+        float ls = __fmul_rn(tk::load_float(student, student_dtype, s_base + j), inv_t) - lse_s;
         float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold, reference,
                   reference_dtype, alpha) - lse_t;
         float p = expf(ls), q = expf(lt);
@@ -175,7 +175,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
 
     // C: gradient coef * p (d(loss)/dp - sum p d(loss)/dp).
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float ls = tk::load_float(student, student_dtype, s_base + j) * inv_t - lse_s;
+        float ls = __fmul_rn(tk::load_float(student, student_dtype, s_base + j), inv_t) - lse_s;
         float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold, reference,
                   reference_dtype, alpha) - lse_t;
         float p = expf(ls), q = expf(lt);

@@ -1,5 +1,6 @@
 // Logit statistics (ops: dev.tokenkernels.ops.loss.LogitStats): per row of z [N, V], with
-// x = z * inv_t, the max, log-sum-exp, entropy, and optionally log p(target).
+// x = z * inv_t (rounded, never contracted into an fma), the max, log-sum-exp, entropy, and optionally
+// log p(target).
 //
 // One block of 256 threads per row. Each thread streams its strided share of the row with
 // 16-byte loads (when the row is 16-byte aligned) into an online softmax state; states merge by
@@ -31,7 +32,7 @@ __device__ __forceinline__ void logit_stats_row(const T* __restrict__ logits, co
             const T* e = reinterpret_cast<const T*>(&bits);
 #pragma unroll
             for (int i = 0; i < kPack; i++) {
-                float x = tk::to_float(e[i]) * inv_t;
+                float x = __fmul_rn(tk::to_float(e[i]), inv_t);
                 nan |= tk::is_nan(x);
                 state.add(x);
             }
@@ -39,7 +40,7 @@ __device__ __forceinline__ void logit_stats_row(const T* __restrict__ logits, co
         done = packs * kPack;
     }
     for (long long j = done + threadIdx.x; j < vocab; j += blockDim.x) {
-        float x = tk::to_float(z[j]) * inv_t;
+        float x = __fmul_rn(tk::to_float(z[j]), inv_t);
         nan |= tk::is_nan(x);
         state.add(x);
     }
@@ -68,7 +69,7 @@ __device__ __forceinline__ void logit_stats_row(const T* __restrict__ logits, co
         long long y = targets[row];
         float lp = 0.0f;
         if (y != ignore_index) {
-            float x = tk::to_float(z[y]) * inv_t;
+            float x = __fmul_rn(tk::to_float(z[y]), inv_t);
             lp = (lse == tk::negative_infinity() && x == tk::negative_infinity()) ? x : x - lse;
         }
         logprob_out[row] = lp;

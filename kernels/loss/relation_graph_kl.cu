@@ -88,7 +88,7 @@ __device__ __forceinline__ float inv_norm(float norm2) {
 
 // S = (h_r . h_c) / (max(|h_r|, eps) max(|h_c|, eps)) / tau, symmetric in r and c.
 __device__ __forceinline__ float similarity(float dot, float inv_norm_r, float inv_norm_c, float inv_t) {
-    return dot * (inv_norm_r * inv_norm_c) * inv_t;
+    return __fmul_rn(dot * (inv_norm_r * inv_norm_c), inv_t);  // rounded: rows and their lse use the same S
 }
 
 // Online softmax statistics of a row on both sides (Milakov & Gimelshein, 2018): running maxima,

@@ -18,8 +18,9 @@ import org.junit.jupiter.api.TestFactory;
  * Static checks of every kernel file of {@code kernels/}: NVRTC compiles it for sm_80 and sm_90
  * with no warnings and no register spills; every {@code extern "C" __global__} entry is in the
  * PTX, and its parameter list there has the sizes the emulator's build of the same source has
- * (so a launch checked on cuda-emu is checked against the GPU's signature too). Writes the kernel
- * report to {@code target/kernel-report.md}.
+ * (so a launch checked on cuda-emu is checked against the GPU's signature too); no multiply by an
+ * {@code inv_t} parameter may be contracted into an fma ({@link InverseTemperatureProducts}).
+ * Writes the kernel report to {@code target/kernel-report.md}.
  */
 class KernelStaticCheckTest {
     private static final List<KernelReport.Row> REPORT = new ArrayList<>();
@@ -41,6 +42,8 @@ class KernelStaticCheckTest {
         NvrtcOptionsTest.assertNoFastMath(compiled.options());
         List<String> entries = EmuModuleBuilder.entryPoints(source.text());
         assertFalse(entries.isEmpty(), "no entry points found in " + path);
+        assertEquals(List.of(), InverseTemperatureProducts.contractible(source.text(), compiled.ptx()),
+                "multiplies by inv_t that ptxas may contract (use __fmul_rn)");
         Map<String, int[]> ptx = PtxEntries.parse(compiled.ptx());
         for (String entry : entries) {
             assertTrue(ptx.containsKey(entry), entry + " is not a PTX entry of " + path);
