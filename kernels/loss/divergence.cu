@@ -170,7 +170,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
             pg = second;
             break;
     }
-    if (threadIdx.x == 0) row_loss[row] = loss;
+    if (threadIdx.x == 0) row_loss[row] = loss < 0.0f ? 0.0f : loss;  // rounding below the lower bound; NaN stays
     if (!g || kind == kForwardKl) return;
 
     // C: gradient coef * p (d(loss)/dp - sum p d(loss)/dp).

@@ -210,11 +210,12 @@ final class DivergenceCpu {
                             ((long) row * vocab + start) * gradientType.byteSize());
                 }
             }
-            return (float) switch (kind) {
+            double divergence = switch (kind) {
                 case FORWARD_KL, REVERSE_KL -> first;
                 case JSD -> beta * first + (1 - beta) * second;
                 case TOTAL_VARIATION -> 0.5 * first;
             };
+            return divergence < 0 ? 0f : (float) divergence; // rounding below the lower bound; NaN stays
         }
 
         private float noDistribution(int row) {
