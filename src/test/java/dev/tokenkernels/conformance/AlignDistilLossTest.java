@@ -174,5 +174,12 @@ class AlignDistilLossTest {
             assertThrows(IllegalArgumentException.class, () -> AlignDistilLoss.defaults().compute(z, z, z, y, null, 1f));
             assertThrows(IllegalArgumentException.class, () -> AlignDistilLoss.defaults().compute(z, z, z, y, new int[] {0, 2, 1, 2}, 1f));
         }
+        // float labels: refused by name in both modes (the fixed-weight one once failed in Tensor.getLong)
+        try (Tensor z = Tensor.of(new float[6], 2, 3); Tensor labels = Tensor.of(new float[] {1, 2}, 2)) {
+            BadInput.expect(() -> AlignDistilLoss.fixedWeight(0.5f, 1f, null).compute(z, z, z, labels, new int[] {0, 2}, 1f)
+                    .close(), "labels");
+            BadInput.expect(() -> AlignDistilLoss.defaults().compute(z, z, z, labels, new int[] {0, 2}, 1f).close(),
+                    "labels");
+        }
     }
 }

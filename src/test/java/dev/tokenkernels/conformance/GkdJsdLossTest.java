@@ -69,5 +69,10 @@ class GkdJsdLossTest {
         assertThrows(IllegalArgumentException.class, () -> new GkdJsdLoss(1.5f, 1f, null));
         assertThrows(IllegalArgumentException.class, () -> new GkdJsdLoss(0.5f, 0f, null));
         assertThrows(IllegalArgumentException.class, () -> GkdJsdLoss.defaults().compute(null, null, null, 1f));
+        // the mean is over labelled tokens: no labels is an error, not a mean over every row
+        try (Tensor s = Tensor.of(new float[] {0, 1, 2, 3, 0, 0}, 2, 3);
+             Tensor t = Tensor.of(new float[] {1, 0, 2, 0, 3, 0}, 2, 3)) {
+            BadInput.expect(() -> GkdJsdLoss.defaults().compute(s, t, null, 1f).close(), "labels");
+        }
     }
 }

@@ -5,6 +5,7 @@ import dev.tokenkernels.ops.loss.LogitStats;
 import dev.tokenkernels.ops.loss.Reduction;
 import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.Checks;
+import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
 
 /**
@@ -100,6 +101,9 @@ public final class AlignDistilLoss {
                     + (sequenceStarts == null ? "null" : sequenceStarts.length));
         }
         int rows = (int) policy.dim(0);
+        Checks.rank("labels", labels, 1, "[N]");
+        Checks.dim("labels", labels, 0, rows, "N, the rows of policy");
+        Checks.dtype("labels", labels, DType.I32, DType.I64); // before the TVD, which would call them targets
         Checks.require(sequenceStarts[0] == 0 && sequenceStarts[sequenceStarts.length - 1] == rows, "sequenceStarts",
                 "offsets from 0 to N = " + rows, java.util.Arrays.toString(sequenceStarts));
         float[] alpha = new float[rows];
@@ -134,8 +138,6 @@ public final class AlignDistilLoss {
     /** {@code scale_t / (labelled tokens of t's sequence) / (sequences with a labelled token)}, 0 for unlabelled tokens. */
     private static float[] sequenceWeights(Tensor labels, int[] starts, float[] scale) {
         int rows = scale.length;
-        Checks.rank("labels", labels, 1, "[N]");
-        Checks.dim("labels", labels, 0, rows, "N, the rows of policy");
         float[] w = new float[rows];
         int sequences = 0;
         for (int b = 0; b + 1 < starts.length; b++) {

@@ -64,6 +64,7 @@ public final class GkdJsdLoss {
     private Divergence.Result run(Tensor student, Tensor teacher, Tensor labels, float gradScale, Tensor gradient) {
         Checks.notNull("teacher", teacher);
         Checks.notNull("student", student);
+        Checks.notNull("labels", labels); // the mean is over labelled tokens: null would silently count every row
         Divergence.Options options = Divergence.Options.jsd(beta).withTemperature(temperature)
                 .withReduction(Reduction.TOKEN_MEAN).withTargets(labels, LogitStats.DEFAULT_IGNORE_INDEX).on(backend);
         if (teacher.rank() == 2 && student.rank() == 2 && teacher.dim(1) > student.dim(1)) {
