@@ -158,7 +158,10 @@ public final class ClippedKl {
             return loss;
         }
 
-        /** The loss as a number, for the reductions other than {@link Reduction#NONE}. */
+        /**
+         * The loss as a number: the reduced loss, or with {@link Reduction#NONE} the single token's
+         * when there is one (more is an error).
+         */
         public float value() {
             if (loss.elementCount() != 1 || loss.rank() != 1 || loss.dim(0) != 1) {
                 throw new IllegalStateException("loss is per token (Reduction.NONE): read loss() instead");
