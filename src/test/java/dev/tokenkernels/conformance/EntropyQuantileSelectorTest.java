@@ -19,7 +19,12 @@ import org.junit.jupiter.api.Test;
 /** EntropyQuantileSelector against a sort-based float64 reference on random batches, and its bad inputs. */
 class EntropyQuantileSelectorTest {
 
-    /** keep_t = masked and H_t >= the sorted masked entropies' entry of rank max(1, ceil((1 - rho) n)). */
+    /**
+     * keep_t = masked and H_t >= torch.quantile(H over the mask, 1 - rho) (linear interpolation at
+     * position (1 - rho)(n - 1) of the sorted entropies): at or above the lower order statistic when
+     * the position is whole, strictly above it otherwise (the interpolated value lies above it and
+     * at most at the next one).
+     */
     static boolean[] reference(float[] h, boolean[] mask, double rho) {
         double[] counted = new double[h.length];
         int n = 0;
@@ -34,10 +39,11 @@ class EntropyQuantileSelectorTest {
         }
         double[] sorted = Arrays.copyOf(counted, n);
         Arrays.sort(sorted);
-        int rank = (int) Math.max(1, Math.ceil((1 - rho) * n));
-        double quantile = sorted[rank - 1];
+        double position = (1 - rho) * (n - 1);
+        int below = (int) Math.floor(position);
+        boolean between = position > below && sorted[Math.min(n - 1, below + 1)] > sorted[below];
         for (int t = 0; t < h.length; t++) {
-            keep[t] = (mask == null || mask[t]) && h[t] >= quantile;
+            keep[t] = (mask == null || mask[t]) && (between ? h[t] > sorted[below] : h[t] >= sorted[below]);
         }
         return keep;
     }
@@ -69,7 +75,7 @@ class EntropyQuantileSelectorTest {
             n += m == null || m[t] ? 1 : 0;
             kept += expected[t] ? 1 : 0;
         }
-        assertTrue(kept >= Math.min(n, Math.ceil(rho * n) - 1e-9), "the reference keeps at least ceil(rho n)");
+        assertTrue(kept >= Math.floor(rho * (n - 1)), "the reference keeps about rho n");
         try (Tensor entropy = Tensor.of(h, size); Tensor mask = m == null ? null : TokenSelectionTest.maskOf(m)) {
             for (Backend backend : ConformanceBackends.all()) {
                 try (Tensor keep = new EntropyQuantileSelector(rho, backend).keep(entropy, mask)) {
@@ -111,6 +117,26 @@ class EntropyQuantileSelectorTest {
             // a NaN where the mask does not count is not read
             try (Tensor keep = selector.keep(nan, skipNan)) {
                 assertArrayEquals(new boolean[] {false, false, true}, TokenSelectionTest.read(keep));
+            }
+        }
+    }
+
+    /**
+     * Worked examples of torch.quantile's linear rule: of 10 distinct entropies at rho = 0.2 the
+     * quantile interpolates at position 7.2, so the top 2 are kept (the nearest-rank rule kept 3);
+     * of 11 the position is 8.0, a whole rank, and the top 3 are kept.
+     */
+    @Test
+    void keepsWhatTorchQuantileKeeps() {
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor ten = Tensor.of(new float[] {5f, 1f, 9f, 3f, 7f, 2f, 8f, 4f, 6f, 0f}, 10);
+                 Tensor eleven = Tensor.of(new float[] {5f, 1f, 9f, 3f, 7f, 2f, 8f, 4f, 6f, 0f, 10f}, 11);
+                 Tensor keepTen = new EntropyQuantileSelector(0.2, backend).keep(ten, null);
+                 Tensor keepEleven = new EntropyQuantileSelector(0.2, backend).keep(eleven, null)) {
+                assertArrayEquals(new boolean[] {false, false, true, false, false, false, true, false, false, false},
+                        TokenSelectionTest.read(keepTen), backend.toString());
+                assertArrayEquals(new boolean[] {false, false, true, false, false, false, true, false, false, false, true},
+                        TokenSelectionTest.read(keepEleven), backend.toString());
             }
         }
     }

@@ -130,6 +130,10 @@ class TokenSelectionTest {
     @Test
     void rankFormulas() {
         assertEquals(1, TokenSelection.rank(0, 10, Rank.NEAREST_RANK));
+        assertEquals(9, TokenSelection.rank(0.8, 10, Rank.LINEAR_CEILING)); // 1 + ceil(7.2)
+        assertEquals(9, TokenSelection.rank(0.8, 11, Rank.LINEAR_CEILING)); // 1 + 8, a whole position
+        assertEquals(1, TokenSelection.rank(0, 10, Rank.LINEAR_CEILING));
+        assertEquals(10, TokenSelection.rank(1, 10, Rank.LINEAR_CEILING));
         assertEquals(8, TokenSelection.rank(0.8, 10, Rank.NEAREST_RANK));
         assertEquals(9, TokenSelection.rank(0.81, 10, Rank.NEAREST_RANK));
         assertEquals(10, TokenSelection.rank(1, 10, Rank.NEAREST_RANK));

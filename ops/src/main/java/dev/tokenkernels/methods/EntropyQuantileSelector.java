@@ -13,10 +13,13 @@ import java.lang.foreign.ValueLayout;
  * "Beyond the 80/20 Rule: High-Entropy Minority Tokens Drive Effective Reinforcement Learning for
  * LLM Reasoning", arXiv:2506.01939, keep the top 20%: rho = 0.2).
  *
- * <p>{@code keep_t = H_t >= quantile(H over the mask, 1 - rho)} with the nearest rank
- * {@code max(1, ceil((1 - rho) n))} ({@link TokenSelection#atLeastQuantile}): all tokens tied
- * with the quantile are kept, so at least {@code ceil(rho n)} tokens are (about {@code rho n}
- * for continuous entropies). Exact on every backend. Apply the mask to a loss with
+ * <p>{@code keep_t = H_t >= quantile(H over the mask, 1 - rho)} with the quantile as the paper's
+ * {@code torch.quantile} takes it by default (linear interpolation between order statistics):
+ * the tokens at or above the entry of rank {@code 1 + ceil((1 - rho)(n - 1))}
+ * ({@link TokenSelection.Rank#LINEAR_CEILING}, {@link TokenSelection#atLeastQuantile}), which are
+ * exactly those at or above the interpolated value. Without ties that keeps
+ * {@code n - ceil((1 - rho)(n - 1))} tokens, {@code rho n} rounded (2 of 10 at rho = 0.2); tokens
+ * tied with the quantile are all kept. Exact on every backend. Apply the mask to a loss with
  * {@link TokenSelection#ignoreUnselected}.
  */
 public final class EntropyQuantileSelector {
@@ -31,7 +34,7 @@ public final class EntropyQuantileSelector {
     public EntropyQuantileSelector(double rho, Backend backend) {
         Checks.require(rho > 0 && rho <= 1, "rho", "a fraction in (0, 1]", rho);
         this.rho = rho;
-        this.rank = TokenSelection.Rank.NEAREST_RANK;
+        this.rank = TokenSelection.Rank.LINEAR_CEILING;
         this.backend = backend;
     }
 

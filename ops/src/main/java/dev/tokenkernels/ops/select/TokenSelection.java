@@ -61,7 +61,14 @@ public final class TokenSelection {
         /** {@code max(1, ceil(q n))}: the smallest value with at least a fraction q of the entries at or below it. */
         NEAREST_RANK,
         /** {@code 1 + rint(q (n - 1))}: numpy/torch's {@code 'nearest'} interpolation (ties to even). */
-        ROUND_LINEAR
+        ROUND_LINEAR,
+        /**
+         * {@code 1 + ceil(q (n - 1))}: the smallest entry at or above numpy/torch's default
+         * {@code 'linear'} quantile, which interpolates between ranks {@code floor} and {@code ceil}
+         * of {@code 1 + q (n - 1)}; keeping the entries at or above it keeps exactly those at or
+         * above the interpolated value.
+         */
+        LINEAR_CEILING
     }
 
     /** The backend; start from {@link #defaults()}. */
@@ -121,6 +128,7 @@ public final class TokenSelection {
         long r = switch (rule) {
             case NEAREST_RANK -> (long) Math.ceil(q * n);
             case ROUND_LINEAR -> 1 + (long) Math.rint(q * (n - 1));
+            case LINEAR_CEILING -> 1 + (long) Math.ceil(q * (n - 1));
         };
         return Math.max(1, Math.min(n, r));
     }
