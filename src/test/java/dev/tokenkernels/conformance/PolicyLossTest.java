@@ -480,4 +480,38 @@ class PolicyLossTest {
             assertTrue(e.getMessage().contains("rows of logits"), e.getMessage());
         }
     }
+
+    /**
+     * An ignored token's per-token inputs are not read: NaN there (padding) gives the same loss,
+     * statistics and gradient as zeros, on every backend; a NaN on a counted token is an error.
+     */
+    @Test
+    void ignoredTokensInputsAreNotRead() {
+        float nan = Float.NaN;
+        float[] z = {0.5f, 1f, -1f, 2f, 0f, 1f, 3f, -2f, 0.5f};
+        for (Backend backend : ConformanceBackends.all()) {
+            Options o = Options.defaults().withReferenceKl(0.05f).on(backend);
+            try (Tensor logits = Tensor.of(z, 3, 3); Tensor y = Tensor.ofInts(new int[] {1, -100, 2}, 3);
+                 Tensor oldNan = Tensor.of(new float[] {-1f, nan, -0.5f}, 3);
+                 Tensor oldZero = Tensor.of(new float[] {-1f, 0f, -0.5f}, 3);
+                 Tensor aNan = Tensor.of(new float[] {1f, nan, -0.7f}, 3);
+                 Tensor aZero = Tensor.of(new float[] {1f, 0f, -0.7f}, 3);
+                 Tensor epsNan = Tensor.of(new float[] {0.2f, nan, 0.1f}, 3);
+                 Tensor epsZero = Tensor.of(new float[] {0.2f, 0f, 0.1f}, 3);
+                 PolicyLoss.Result padded = PolicyLoss.computeWithGradient(logits, y, oldNan, aNan, oldNan,
+                         new int[] {0, 3}, o.withClipPerToken(epsNan, epsNan), 1f);
+                 PolicyLoss.Result zeros = PolicyLoss.computeWithGradient(logits, y, oldZero, aZero, oldZero,
+                         new int[] {0, 3}, o.withClipPerToken(epsZero, epsZero), 1f)) {
+                assertEquals(zeros.loss(), padded.loss(), backend.toString());
+                assertEquals(zeros.meanRatio(), padded.meanRatio(), backend.toString());
+                for (int i = 0; i < 9; i++) {
+                    assertEquals(zeros.gradient().getFloat(i), padded.gradient().getFloat(i), backend + " gradient " + i);
+                }
+                try (Tensor counted = Tensor.ofInts(new int[] {1, 0, 2}, 3)) {
+                    expect(() -> PolicyLoss.compute(logits, counted, oldNan, aZero, null, new int[] {0, 3}, o),
+                            "oldLogProb[1]");
+                }
+            }
+        }
+    }
 }

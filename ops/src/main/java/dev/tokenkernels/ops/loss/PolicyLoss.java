@@ -60,7 +60,9 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *       bit for bit.</li>
  * </ul>
  *
- * <p>Tokens whose target is the ignore index do not count. Sequences are consecutive runs of
+ * <p>Tokens whose target is the ignore index do not count, and their per-token inputs (old and
+ * reference log-probabilities, advantages, clip ranges, weights) are not read: padding may hold
+ * anything, NaN included. Sequences are consecutive runs of
  * tokens given by offsets {@code [B + 1]} (0 to N). {@link Aggregation} turns per-token losses
  * into the loss; the statistics ({@link Result}) are over the counted tokens.
  *
@@ -360,9 +362,17 @@ public final class PolicyLoss {
         Checks.require(n <= Integer.MAX_VALUE, "logits", "N < 2^31 rows", n);
         Checks.require(vocab >= 1 && vocab <= Integer.MAX_VALUE, "logits", "1 <= V < 2^31 columns", vocab);
         int rows = (int) n;
-        float[] old = perToken("oldLogProb", oldLogProb, rows);
-        float[] advantage = perToken("advantages", advantages, rows);
-        float[] reference = referenceLogProb == null ? null : perToken("referenceLogProb", referenceLogProb, rows);
+        float[] weights = Divergence.rowWeights(null, targets, o.ignoreIndex(), rows, vocab, "logits");
+        boolean[] counted = new boolean[rows];
+        int[] target = new int[rows];
+        for (int t = 0; t < rows; t++) {
+            counted[t] = weights[t] != 0f;
+            target[t] = counted[t] ? (int) targets.getLong(t) : -1;
+        }
+        float[] old = perToken("oldLogProb", oldLogProb, rows, counted);
+        float[] advantage = perToken("advantages", advantages, rows, counted);
+        float[] reference = referenceLogProb == null ? null
+                : perToken("referenceLogProb", referenceLogProb, rows, counted);
         Checks.require(o.klBeta() == 0f || reference != null, "referenceLogProb",
                 "reference log-probabilities with withReferenceKl(beta != 0)", "null");
         Checks.require(Float.isFinite(o.klBeta()) && o.klBeta() >= 0f, "klBeta", "a finite value >= 0", o.klBeta());
@@ -374,10 +384,11 @@ public final class PolicyLoss {
                 o.ratioCap());
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
         Checks.temperature("temperature", o.temperature());
-        float[] epsLow = clipRange("epsLow", o.epsLow(), o.epsLowPerToken(), rows);
-        float[] epsHigh = clipRange("epsHigh", o.epsHigh(), o.epsHighPerToken(), rows);
-        float[] tokenWeight = tokenWeights(o.tokenWeights(), rows);
-        float[] outside = o.zoneAdvantages() == null ? advantage : perToken("zoneAdvantages", o.zoneAdvantages(), rows);
+        float[] epsLow = clipRange("epsLow", o.epsLow(), o.epsLowPerToken(), rows, counted);
+        float[] epsHigh = clipRange("epsHigh", o.epsHigh(), o.epsHighPerToken(), rows, counted);
+        float[] tokenWeight = tokenWeights(o.tokenWeights(), rows, counted);
+        float[] outside = o.zoneAdvantages() == null ? advantage
+                : perToken("zoneAdvantages", o.zoneAdvantages(), rows, counted);
         Checks.require(Float.isFinite(o.controlTokenWeight()) && o.controlTokenWeight() >= 0f, "controlTokenWeight",
                 "a finite value >= 0", o.controlTokenWeight());
         int[] sequence = sequenceOf(starts, rows);
@@ -390,13 +401,6 @@ public final class PolicyLoss {
             Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of logits");
         }
 
-        float[] weights = Divergence.rowWeights(null, targets, o.ignoreIndex(), rows, vocab, "logits");
-        boolean[] counted = new boolean[rows];
-        int[] target = new int[rows];
-        for (int t = 0; t < rows; t++) {
-            counted[t] = weights[t] != 0f;
-            target[t] = counted[t] ? (int) targets.getLong(t) : -1;
-        }
         LpReg lpReg = lpReg(o, counted, rows);
         double[] weight = aggregationWeights(o, counted, sequence, starts);
         float invT = 1f / o.temperature();
@@ -645,39 +649,44 @@ public final class PolicyLoss {
         return sequence;
     }
 
-    private static float[] perToken(String name, Tensor t, int rows) {
+    /** A per-token F32 [N] input, finite on the counted tokens; the others read as 0 (never used). */
+    private static float[] perToken(String name, Tensor t, int rows, boolean[] counted) {
         Checks.notNull(name, t);
         Checks.rank(name, t, 1, "[N]");
         Checks.dtype(name, t, DType.F32);
         Checks.dim(name, t, 0, rows, "N, the rows of logits");
         float[] v = t.toFloatArray();
         for (int i = 0; i < rows; i++) {
-            Checks.require(Float.isFinite(v[i]), name + "[" + i + "]", "a finite number", v[i]);
+            if (counted[i]) {
+                Checks.require(Float.isFinite(v[i]), name + "[" + i + "]", "a finite number", v[i]);
+            } else {
+                v[i] = 0f;
+            }
         }
         return v;
     }
 
-    private static float[] clipRange(String name, float scalar, Tensor perToken, int rows) {
+    private static float[] clipRange(String name, float scalar, Tensor perToken, int rows, boolean[] counted) {
         float[] eps = new float[rows];
         if (perToken == null) {
             Checks.require(scalar >= 0f && scalar < Float.POSITIVE_INFINITY, name, "a finite value >= 0", scalar);
             java.util.Arrays.fill(eps, scalar);
             return eps;
         }
-        float[] v = perToken(name + "PerToken", perToken, rows);
+        float[] v = perToken(name + "PerToken", perToken, rows, counted);
         for (int i = 0; i < rows; i++) {
             Checks.require(v[i] >= 0f, name + "PerToken[" + i + "]", "a value >= 0", v[i]);
         }
         return v;
     }
 
-    private static float[] tokenWeights(Tensor w, int rows) {
+    private static float[] tokenWeights(Tensor w, int rows, boolean[] counted) {
         float[] weights = new float[rows];
         if (w == null) {
             java.util.Arrays.fill(weights, 1f);
             return weights;
         }
-        float[] v = perToken("tokenWeights", w, rows);
+        float[] v = perToken("tokenWeights", w, rows, counted);
         for (int i = 0; i < rows; i++) {
             Checks.require(v[i] >= 0f, "tokenWeights[" + i + "]", "a value >= 0", v[i]);
         }
