@@ -41,8 +41,10 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * <p>Input validation: masked entropies must be finite (negative values are clamped by the
  * {@code 1e-8} floor). Exactness: the pivot token is the same on every backend (an exact
  * selection); {@code e} is computed by each backend's own {@code log} (Vector API on the CPU,
- * {@code logf} in CUDA), so {@code h_hat} agrees across backends to a few ulps, and tokens whose
- * entropy equals the pivot's get exactly 0 on each. Cost: the selection, then two passes over
+ * {@code logf} in CUDA), so {@code h_hat} agrees across backends within a few 1e-7 absolute, not
+ * in ulps: near the pivot, where {@code h_hat} is near 0, its sign may differ between backends
+ * (HAPO's two branches then give nearly equal values); tokens whose entropy equals the pivot's
+ * get exactly 0 on each. Cost: the selection, then two passes over
  * {@code [N]} (the sum of squares and extremes per block, the output), {@code kernels/select/entropy_normalization.cu}.
  */
 public final class EntropyNormalization {
