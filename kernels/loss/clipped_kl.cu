@@ -435,7 +435,8 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
     const float mean = reverse ? acc / kept_s : acc / kept_t;
     if (tid == 0) {
         kept_mass[row] = expf(log_kept_t);
-        row_loss[row] = reverse ? mean + log_kept_t - log_kept_s : mean + log_kept_s - log_kept_t;
+        const float kl = reverse ? mean + log_kept_t - log_kept_s : mean + log_kept_s - log_kept_t;
+        row_loss[row] = kl < 0.0f ? 0.0f : kl;  // rounding below the lower bound; NaN stays
     }
     if (!has_grad) return;
 

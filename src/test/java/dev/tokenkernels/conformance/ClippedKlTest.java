@@ -571,4 +571,35 @@ class ClippedKlTest {
             expect(() -> ClippedKl.compute(s, s, l, u, jsd), "FORWARD_KL or REVERSE_KL");
         }
     }
+
+    /**
+     * A student within 1e-3 or 1e-4 of its teacher: the clipped KL is at most a few 1e-7, and the
+     * CPU once summed it to -5e-11 (reverse, hard) and -9.6e-9 (reverse, soft). Never below 0.
+     */
+    @Test
+    void klOfNearIdenticalRowsIsNeverNegative() {
+        int vocab = 32000;
+        for (double eps : new double[] {1e-3, 1e-4}) {
+            java.util.SplittableRandom r = new java.util.SplittableRandom(vocab + (long) (eps * 1e6));
+            float[] zt = new float[vocab];
+            float[] zs = new float[vocab];
+            for (int j = 0; j < vocab; j++) {
+                zt[j] = (float) (r.nextGaussian() * 3);
+                zs[j] = (float) (zt[j] + r.nextGaussian() * eps);
+            }
+            for (float gamma : new float[] {0f, 0.05f}) {
+                for (ClippedKl.Options o : new ClippedKl.Options[] {ClippedKl.Options.forwardKl(gamma),
+                    ClippedKl.Options.reverseKl(gamma)}) {
+                    for (Backend b : ConformanceBackends.all()) {
+                        try (Tensor s = Tensor.of(zs, 1, vocab); Tensor t = Tensor.of(zt, 1, vocab);
+                             Tensor lo = Tensor.of(new float[] {0.1f}, 1); Tensor hi = Tensor.of(new float[] {0.9f}, 1);
+                             ClippedKl.Result res = ClippedKl.compute(s, t, lo, hi, o.on(b))) {
+                            String at = b + " eps " + eps + " gamma " + gamma + " " + o;
+                            assertTrue(res.value() >= 0f && res.value() < 1e-6f, at + ": " + res.value());
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -45,6 +45,8 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * student's kept mass; for reverse KL they add nothing at all, for forward KL one of them with
  * teacher mass makes the loss {@code +inf} (and a soft band's bound gradients NaN). A student with
  * no probability at all on the band gives {@code +inf} and a NaN gradient in both directions.
+ * As {@link Divergence}, a row whose KL sums below 0 (rounding, for a student within 1e-4 of its
+ * teacher) reports 0; the gradients are unaffected.
  *
  * <p>How the band is found without sorting the row: one pass puts every class in one of
  * {@value #BUCKETS} buckets by {@code max(x) - x_j} ({@value #BUCKETS_PER_UNIT} per unit, the last
