@@ -122,4 +122,20 @@ final class DivergenceReference {
         }
         return out;
     }
+
+    /**
+     * A teacher row {@code z_t ~ N(0, 3)} and a student {@code z_s = z_t + N(0, eps)} of
+     * {@code vocab} classes, {@code {z_s, z_t}}: a student close to its teacher (self-distillation),
+     * whose divergences lie below the fp32 sums' absolute error.
+     */
+    static float[][] nearIdenticalRows(int vocab, double eps) {
+        java.util.SplittableRandom r = new java.util.SplittableRandom(vocab + (long) (eps * 1e6));
+        float[] zt = new float[vocab];
+        float[] zs = new float[vocab];
+        for (int j = 0; j < vocab; j++) {
+            zt[j] = (float) (r.nextGaussian() * 3);
+            zs[j] = (float) (zt[j] + r.nextGaussian() * eps);
+        }
+        return new float[][] {zs, zt};
+    }
 }
