@@ -1,9 +1,10 @@
 // The clipped policy loss of PPO/GRPO/DAPO, with token weights, HAPO's zones and Lp-Reg, and its gradient,
 // fused per row (ops: dev.tokenkernels.ops.loss.PolicyLoss, which states the formulas; CPU twin: PolicyLossCpu).
 //
-// One block of 256 threads per row: an online softmax gives the log-sum-exp; thread 0 computes
-// logp, the token's loss and slope dl/dlogp (in fp64, as the CPU does) and shares the gradient's
-// coefficient; one more sweep (from L2) writes c (onehot - p) and sums p log p for the entropy.
+// One block of 256 threads per row: an online softmax gives the log-sum-exp and the entropy (both
+// relative to the max); thread 0 computes logp, the token's loss and slope dl/dlogp (in fp64, as
+// the CPU does) and shares the gradient's coefficient; with a gradient, one more sweep (from L2)
+// writes c (onehot - p).
 // Rows that do not count (target -1) are not read: gradient 0. The gradient is F32, F16 or BF16
 // (grad_dtype), formed in fp32 and rounded once (tk::FloatRow). It may be the logits themselves:
 // every read of the row (the lse, thread 0's target) comes before the barrier, and after it each

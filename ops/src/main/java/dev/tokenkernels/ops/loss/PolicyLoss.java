@@ -67,9 +67,9 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * into the loss; the statistics ({@link Result}) are over the counted tokens.
  *
  * <p>One fused pass per row ({@code kernels/loss/policy_loss.cu}, {@code PolicyLossCpu}): the
- * row's log-sum-exp, {@code logp}, the token's loss and slope {@code dl/dlogp}, then from cache
- * (L2 on a GPU) the gradient {@code gradScale g_t slope (onehot - softmax) / T} ({@code g_t} the
- * token's aggregation weight) and the entropy.
+ * row's log-sum-exp and entropy, {@code logp}, the token's loss and slope {@code dl/dlogp}, then
+ * from cache (L2 on a GPU) the gradient {@code gradScale g_t slope (onehot - softmax) / T}
+ * ({@code g_t} the token's aggregation weight).
  * The row is read from memory once and the gradient written once; no other {@code [N, V]} buffer
  * (none at all with the gradient in place of the logits).
  * Rows whose logits hold NaN or {@code +inf}, or are all {@code -inf}, have NaN loss and gradient.

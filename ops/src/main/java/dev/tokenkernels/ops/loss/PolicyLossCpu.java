@@ -7,9 +7,9 @@ import java.lang.foreign.MemorySegment;
 
 /**
  * Vector API implementation of {@link PolicyLoss}, fused per row ({@link SoftmaxRowCpu}): the
- * row's log-sum-exp (its one read from memory), {@code logp}, the token's loss and slope
- * ({@link PolicyLoss#token}), then one sweep from cache that writes the gradient
- * {@code c (onehot - p)} into the caller's buffer and sums {@code p log p} for the entropy.
+ * row's log-sum-exp and entropy (one read from memory; the entropy from that sweep's block sums),
+ * {@code logp}, the token's loss and slope ({@link PolicyLoss#token}), then one sweep from cache
+ * that writes the gradient {@code c (onehot - p)} into the caller's buffer.
  */
 final class PolicyLossCpu {
     private static final int ELEMENTS_PER_TASK = 1 << 16;
