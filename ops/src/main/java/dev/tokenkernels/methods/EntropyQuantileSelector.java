@@ -18,8 +18,8 @@ import java.lang.foreign.ValueLayout;
  * the tokens at or above the entry of rank {@code 1 + ceil((1 - rho)(n - 1))}
  * ({@link TokenSelection.Rank#LINEAR_CEILING}, {@link TokenSelection#atLeastQuantile}), which are
  * exactly those at or above the interpolated value. Without ties that keeps
- * {@code n - ceil((1 - rho)(n - 1))} tokens, {@code rho n} rounded (2 of 10 at rho = 0.2); tokens
- * tied with the quantile are all kept. Exact on every backend. Apply the mask to a loss with
+ * {@code floor(1 + rho (n - 1))} tokens (2 of 10 at rho = 0.2, 3 of 11); tokens tied with the
+ * quantile are all kept. Exact on every backend. Apply the mask to a loss with
  * {@link TokenSelection#ignoreUnselected}.
  */
 public final class EntropyQuantileSelector {
