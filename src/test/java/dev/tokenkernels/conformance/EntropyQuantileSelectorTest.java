@@ -39,9 +39,12 @@ class EntropyQuantileSelectorTest {
         }
         double[] sorted = Arrays.copyOf(counted, n);
         Arrays.sort(sorted);
-        double position = (1 - rho) * (n - 1);
-        int below = (int) Math.floor(position);
-        boolean between = position > below && sorted[Math.min(n - 1, below + 1)] > sorted[below];
+        // the position in exact decimal: 1 - 0.7 is 0.3, and 0.3 * 10 is 3, a whole rank
+        java.math.BigDecimal position = java.math.BigDecimal.ONE.subtract(new java.math.BigDecimal(Double.toString(rho)))
+                .multiply(java.math.BigDecimal.valueOf(n - 1));
+        int below = position.setScale(0, java.math.RoundingMode.FLOOR).intValue();
+        boolean whole = position.compareTo(java.math.BigDecimal.valueOf(below)) == 0;
+        boolean between = !whole && sorted[Math.min(n - 1, below + 1)] > sorted[below];
         for (int t = 0; t < h.length; t++) {
             keep[t] = (mask == null || mask[t]) && (between ? h[t] > sorted[below] : h[t] >= sorted[below]);
         }
@@ -75,7 +78,8 @@ class EntropyQuantileSelectorTest {
             n += m == null || m[t] ? 1 : 0;
             kept += expected[t] ? 1 : 0;
         }
-        assertTrue(kept >= Math.floor(rho * (n - 1)), "the reference keeps about rho n");
+        // without ties floor(1 + rho (n - 1)) are kept; ties only add (the 1e-9: rho's float64 product)
+        assertTrue(kept >= Math.min(n, Math.floor(1 + rho * (n - 1) + 1e-9)), "the reference keeps about rho n");
         try (Tensor entropy = Tensor.of(h, size); Tensor mask = m == null ? null : TokenSelectionTest.maskOf(m)) {
             for (Backend backend : ConformanceBackends.all()) {
                 try (Tensor keep = new EntropyQuantileSelector(rho, backend).keep(entropy, mask)) {
@@ -124,7 +128,7 @@ class EntropyQuantileSelectorTest {
     /**
      * Worked examples of torch.quantile's linear rule: of 10 distinct entropies at rho = 0.2 the
      * quantile interpolates at position 7.2, so the top 2 are kept (the nearest-rank rule kept 3);
-     * of 11 the position is 8.0, a whole rank, and the top 3 are kept.
+     * of 11 the position is 8.0, a whole rank, and the top 3 are kept; at rho = 0.7 of 11, 8.
      */
     @Test
     void keepsWhatTorchQuantileKeeps() {
@@ -132,11 +136,15 @@ class EntropyQuantileSelectorTest {
             try (Tensor ten = Tensor.of(new float[] {5f, 1f, 9f, 3f, 7f, 2f, 8f, 4f, 6f, 0f}, 10);
                  Tensor eleven = Tensor.of(new float[] {5f, 1f, 9f, 3f, 7f, 2f, 8f, 4f, 6f, 0f, 10f}, 11);
                  Tensor keepTen = new EntropyQuantileSelector(0.2, backend).keep(ten, null);
-                 Tensor keepEleven = new EntropyQuantileSelector(0.2, backend).keep(eleven, null)) {
+                 Tensor keepEleven = new EntropyQuantileSelector(0.2, backend).keep(eleven, null);
+                 Tensor keepSeventy = new EntropyQuantileSelector(0.7, backend).keep(eleven, null)) {
                 assertArrayEquals(new boolean[] {false, false, true, false, false, false, true, false, false, false},
                         TokenSelectionTest.read(keepTen), backend.toString());
                 assertArrayEquals(new boolean[] {false, false, true, false, false, false, true, false, false, false, true},
                         TokenSelectionTest.read(keepEleven), backend.toString());
+                // rho = 0.7 of 11: position 0.3 * 10 = 3, whole, so the 8 tokens >= 3 (float64's 1 - 0.7 kept 7)
+                assertArrayEquals(new boolean[] {true, false, true, true, true, false, true, true, true, false, true},
+                        TokenSelectionTest.read(keepSeventy), backend.toString());
             }
         }
     }

@@ -29,9 +29,15 @@ final class TokenSelectionReference {
         return idx;
     }
 
-    /** 1-based rank of quantile q among n: NEAREST_RANK max(1, ceil(q n)) or ROUND_LINEAR 1 + rint(q (n - 1)). */
+    /**
+     * 1-based rank of quantile q among n: NEAREST_RANK max(1, ceil(q n)) or ROUND_LINEAR
+     * 1 + rint(q (n - 1)), with q the decimal it prints as and the products exact.
+     */
     static long rank(double q, long n, boolean roundLinear) {
-        long r = roundLinear ? 1 + (long) Math.rint(q * (n - 1)) : (long) Math.ceil(q * n);
+        java.math.BigDecimal exact = new java.math.BigDecimal(Double.toString(q));
+        long r = roundLinear
+                ? 1 + exact.multiply(java.math.BigDecimal.valueOf(n - 1)).setScale(0, java.math.RoundingMode.HALF_EVEN).longValue()
+                : exact.multiply(java.math.BigDecimal.valueOf(n)).setScale(0, java.math.RoundingMode.CEILING).longValue();
         return Math.max(1, Math.min(n, r));
     }
 

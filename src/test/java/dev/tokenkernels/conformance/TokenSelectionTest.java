@@ -134,6 +134,10 @@ class TokenSelectionTest {
         assertEquals(9, TokenSelection.rank(0.8, 11, Rank.LINEAR_CEILING)); // 1 + 8, a whole position
         assertEquals(1, TokenSelection.rank(0, 10, Rank.LINEAR_CEILING));
         assertEquals(10, TokenSelection.rank(1, 10, Rank.LINEAR_CEILING));
+        // q as its decimal: 0.07 * 100 = 7 exactly (float64 gives 7.000000000000001, whose ceiling is 8)
+        assertEquals(8, TokenSelection.rank(0.07, 101, Rank.LINEAR_CEILING));
+        assertEquals(7, TokenSelection.rank(0.07, 100, Rank.NEAREST_RANK));
+        assertEquals(5, TokenSelection.rank(1 - 0.7, 11, Rank.LINEAR_CEILING)); // 0.30000000000000004 itself
         assertEquals(8, TokenSelection.rank(0.8, 10, Rank.NEAREST_RANK));
         assertEquals(9, TokenSelection.rank(0.81, 10, Rank.NEAREST_RANK));
         assertEquals(10, TokenSelection.rank(1, 10, Rank.NEAREST_RANK));

@@ -63,7 +63,9 @@ public final class EntropyQuantileSelector {
             Checks.require(!counted || !Float.isNaN(entropy.getFloat(t)), "entropy[" + t + "]",
                     "a number at a counted token (NaN has no rank)", "NaN");
         }
-        return TokenSelection.atLeastQuantile(entropy, mask, 1 - rho, rank,
+        // 1 - rho in decimal: 1 - 0.7 is 0.3, not float64's 0.30000000000000004 (a rank too far at n = 11)
+        double q = java.math.BigDecimal.ONE.subtract(java.math.BigDecimal.valueOf(rho)).doubleValue();
+        return TokenSelection.atLeastQuantile(entropy, mask, q, rank,
                 TokenSelection.Options.defaults().on(backend));
     }
 }

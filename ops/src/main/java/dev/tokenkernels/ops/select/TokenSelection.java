@@ -8,6 +8,8 @@ import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.KernelBackend;
 import dev.tokenkernels.runtime.Tensor;
 import dev.tokenkernels.runtime.TokenKernelsException;
+import java.math.BigDecimal;
+import java.math.RoundingMode;
 
 /**
  * Exact order statistics of a per-token score vector and the selection masks built on them: the
@@ -27,11 +29,14 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *
  * <p><b>Quantiles.</b> With {@code n} masked entries, the q-quantile is the element of 1-based
  * ascending rank {@link #rank(double, long, Rank)}: {@link Rank#NEAREST_RANK} {@code max(1,
- * ceil(q n))} (q = 0 gives the smallest, q = 1 the largest), or {@link Rank#ROUND_LINEAR}
+ * ceil(q n))} (q = 0 gives the smallest, q = 1 the largest), {@link Rank#ROUND_LINEAR}
  * {@code 1 + rint(q (n - 1))} (numpy/torch {@code interpolation='nearest'}, ties to even, as
- * HAPO's released code). Both are computed in float64 on the host, identically for every
- * backend. With {@code n = 0} there is no quantile: {@link Element#index()} is -1 and the
- * value NaN; the masks keep nothing.
+ * HAPO's released code), or {@link Rank#LINEAR_CEILING} {@code 1 + ceil(q (n - 1))} (the smallest
+ * entry at or above numpy/torch's default linear quantile). All are computed on the host, in
+ * exact decimal arithmetic on the decimal {@code q} prints as ({@code 0.07 * 100} is 7, not the
+ * 7.000000000000001 of float64, whose ceiling would be one rank too far),
+ * identically for every backend. With {@code n = 0} there is no quantile:
+ * {@link Element#index()} is -1 and the value NaN; the masks keep nothing.
  *
  * <p><b>Method and cost.</b> Scores become order-preserving unsigned keys ({@code bits ^ 0x80000000}
  * for a positive sign, {@code ~bits} for a negative one; complemented for LARGEST) and the element
@@ -125,10 +130,13 @@ public final class TokenSelection {
         Checks.require(q >= 0 && q <= 1, "q", "a quantile in [0, 1]", q);
         Checks.require(n >= 1, "n", "at least one entry", n);
         Checks.require(rule != null, "rank", "a Rank rule", "null");
+        BigDecimal exact = BigDecimal.valueOf(q); // the decimal q prints as
         long r = switch (rule) {
-            case NEAREST_RANK -> (long) Math.ceil(q * n);
-            case ROUND_LINEAR -> 1 + (long) Math.rint(q * (n - 1));
-            case LINEAR_CEILING -> 1 + (long) Math.ceil(q * (n - 1));
+            case NEAREST_RANK -> exact.multiply(BigDecimal.valueOf(n)).setScale(0, RoundingMode.CEILING).longValue();
+            case ROUND_LINEAR -> 1 + exact.multiply(BigDecimal.valueOf(n - 1)).setScale(0, RoundingMode.HALF_EVEN)
+                    .longValue();
+            case LINEAR_CEILING -> 1 + exact.multiply(BigDecimal.valueOf(n - 1)).setScale(0, RoundingMode.CEILING)
+                    .longValue();
         };
         return Math.max(1, Math.min(n, r));
     }
