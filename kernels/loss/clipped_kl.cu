@@ -436,7 +436,7 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
     if (tid == 0) {
         kept_mass[row] = expf(log_kept_t);
         const float kl = reverse ? mean + log_kept_t - log_kept_s : mean + log_kept_s - log_kept_t;
-        row_loss[row] = kl < 0.0f ? 0.0f : kl;  // rounding below the lower bound; NaN stays
+        row_loss[row] = kl < 0.0f && kl > tk::negative_infinity() ? 0.0f : kl;  // rounding below 0; NaN, +-inf stay
     }
     if (!has_grad) return;
 

@@ -170,7 +170,8 @@ extern "C" __global__ void __launch_bounds__(256, 1)
             pg = second;
             break;
     }
-    if (threadIdx.x == 0) row_loss[row] = loss < 0.0f ? 0.0f : loss;  // rounding below the lower bound; NaN stays
+    // rounding below the lower bound 0; NaN, +inf and a -inf (a bug, not rounding) stay
+    if (threadIdx.x == 0) row_loss[row] = loss < 0.0f && loss > tk::negative_infinity() ? 0.0f : loss;
     if (!g || kind == kForwardKl) return;
 
     // C: gradient coef * p (d(loss)/dp - sum p d(loss)/dp).

@@ -423,29 +423,38 @@ class PolicyLossTest {
     }
 
     /**
-     * The reference KL's d is clamped as the log-ratio: a sampled token whose logit is -inf gives
-     * the finite k3(20) (slope 0 there), not inf - inf, on every backend; the other row is untouched.
+     * The reference KL's d is clamped as the log-ratio, with slope 0 beyond: a sampled token whose
+     * logit is -inf (row 0) and one whose d is a finite 41 (row 2) each cost the finite
+     * 0.1 k3(20) instead of inf - inf or k3(41), and, their log-ratios being clamped too, get a
+     * zero gradient; row 1 keeps its own gradient (as if alone, at a third of the scale), on
+     * every backend.
      */
     @Test
-    void referenceKlOfAMaskedSampledTokenIsFinite() {
+    void referenceKlIsClampedAsTheLogRatio() {
         float ninf = Float.NEGATIVE_INFINITY;
         for (Backend backend : ConformanceBackends.all()) {
-            try (Tensor z = Tensor.of(new float[] {ninf, 1f, 2f, 0f, 1f, 2f}, 2, 3);
-                 Tensor y = Tensor.ofInts(new int[] {0, 1}, 2); Tensor o = Tensor.of(new float[] {-1f, -1f}, 2);
-                 Tensor a = Tensor.of(new float[] {1f, 1f}, 2); Tensor ref = Tensor.of(new float[] {-1f, -1f}, 2);
-                 PolicyLoss.Result r = PolicyLoss.computeWithGradient(z, y, o, a, ref, new int[] {0, 2},
-                         Options.defaults().withReferenceKl(0.1f).withAggregation(Aggregation.TOKEN_MEAN).on(backend),
-                         1f)) {
+            Options o = Options.defaults().withReferenceKl(0.1f).withAggregation(Aggregation.TOKEN_MEAN).on(backend);
+            try (Tensor z = Tensor.of(new float[] {ninf, 1f, 2f, 0f, 1f, 2f, -40f, 1f, 2f}, 3, 3);
+                 Tensor y = Tensor.ofInts(new int[] {0, 1, 0}, 3);
+                 Tensor old = Tensor.of(new float[] {-1f, -1f, -1f}, 3); Tensor a = Tensor.of(new float[] {1f, 1f, 1f}, 3);
+                 Tensor ref = Tensor.of(new float[] {-1f, -1f, -1f}, 3);
+                 Tensor z1 = Tensor.of(new float[] {0f, 1f, 2f}, 1, 3); Tensor y1 = Tensor.ofInts(new int[] {1}, 1);
+                 Tensor one = Tensor.of(new float[] {-1f}, 1); Tensor a1 = Tensor.of(new float[] {1f}, 1);
+                 PolicyLoss.Result r = PolicyLoss.computeWithGradient(z, y, old, a, ref, new int[] {0, 3}, o, 1f);
+                 PolicyLoss.Result alone = PolicyLoss.computeWithGradient(z1, y1, one, a1, one, new int[] {0, 1}, o,
+                         1f / 3)) {
+                double clampedKl = 0.1 * (Math.exp(20) - 21);
                 double logp1 = 1 - Math.log(Math.exp(0) + Math.exp(1) + Math.exp(2));
-                double d1 = -1 - logp1;
-                double policy0 = -Math.exp(-20); // r = exp(clamp(-inf + 1)) = e^-20, A = 1
-                double kl0 = 0.1 * (Math.exp(20) - 21);
                 double r1 = Math.exp(logp1 + 1);
-                double policy1 = -Math.min(r1, Math.max(0.8, Math.min(1.2, r1)));
-                double kl1 = 0.1 * (Math.exp(d1) - d1 - 1);
-                assertEquals((policy0 + kl0 + policy1 + kl1) / 2, r.loss(), 1e-6 * kl0, backend.toString());
-                for (int i = 0; i < 6; i++) {
-                    assertTrue(Float.isFinite(r.gradient().getFloat(i)), backend + " gradient " + i);
+                double d1 = -1 - logp1;
+                double row1 = -Math.min(r1, Math.max(0.8, Math.min(1.2, r1))) + 0.1 * (Math.exp(d1) - d1 - 1);
+                double expected = (2 * (-Math.exp(-20) + clampedKl) + row1) / 3;
+                assertEquals(expected, r.loss(), 1e-6 * expected, backend.toString());
+                for (int j = 0; j < 3; j++) {
+                    assertEquals(0f, Math.abs(r.gradient().getFloat(j)), backend + " row 0, class " + j);
+                    assertEquals(0f, Math.abs(r.gradient().getFloat(6 + j)), backend + " row 2, class " + j);
+                    float own = alone.gradient().getFloat(j);
+                    assertEquals(own, r.gradient().getFloat(3 + j), 1e-6f * Math.abs(own), backend + " row 1, class " + j);
                 }
             }
         }

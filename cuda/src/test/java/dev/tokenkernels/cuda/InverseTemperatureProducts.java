@@ -34,15 +34,18 @@ final class InverseTemperatureProducts {
                 String body = body(ptx, entry.group(1));
                 Matcher load = Pattern.compile("ld\\.param\\.f32\\s+(%f\\d+), \\[" + entry.group(1) + "_param_" + i + "\\]")
                         .matcher(body);
-                if (!load.find()) {
-                    found.add(entry.group(1) + ": inv_t is never loaded (renamed parameter?)");
-                    continue;
+                boolean loaded = false;
+                while (load.find()) { // every register the parameter is loaded into
+                    loaded = true;
+                    String register = Pattern.quote(load.group(1));
+                    Matcher mul = Pattern.compile("mul\\.f32\\s+%f\\d+, (%f\\d+, " + register + "|" + register
+                            + ", %f\\d+);").matcher(body);
+                    while (mul.find()) {
+                        found.add(entry.group(1) + ": " + mul.group());
+                    }
                 }
-                String register = Pattern.quote(load.group(1));
-                Matcher mul = Pattern.compile("mul\\.f32\\s+%f\\d+, (%f\\d+, " + register + "|" + register + ", %f\\d+);")
-                        .matcher(body);
-                while (mul.find()) {
-                    found.add(entry.group(1) + ": " + mul.group());
+                if (!loaded) {
+                    found.add(entry.group(1) + ": inv_t is never loaded (renamed parameter?)");
                 }
             }
         }

@@ -202,7 +202,8 @@ final class ClippedKlCpu {
         // Forward: E_{P~t}[d] + log A_s - log A_t; reverse: E_{P~s}[-d] + log A_t - log A_s.
         double mean = forward ? sums[2] / sums[0] : sums[2] / sums[1];
         double kl = forward ? mean + logKeptS - logKeptT : mean + logKeptT - logKeptS;
-        job.rowLoss()[row] = kl < 0 ? 0f : (float) kl; // rounding below the lower bound; NaN stays
+        // rounding below the lower bound 0; NaN, +inf and a -inf (a bug, not rounding) stay
+        job.rowLoss()[row] = kl < 0 && kl > Double.NEGATIVE_INFINITY ? 0f : (float) kl;
         if (withGradient) {
             double[] bounds = gradient(sc, lseS, lseT, forward, (float) (1 / sums[1]), (float) (1 / sums[0]),
                     (float) mean, job.gradCoef()[row]);

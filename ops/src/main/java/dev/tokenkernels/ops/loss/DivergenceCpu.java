@@ -216,7 +216,8 @@ final class DivergenceCpu {
                 case JSD -> beta * first + (1 - beta) * second;
                 case TOTAL_VARIATION -> 0.5 * first;
             };
-            return divergence < 0 ? 0f : (float) divergence; // rounding below the lower bound; NaN stays
+            // rounding below the lower bound 0; NaN, +inf and a -inf (a bug, not rounding) stay
+            return divergence < 0 && divergence > Double.NEGATIVE_INFINITY ? 0f : (float) divergence;
         }
 
         private float noDistribution(int row) {
