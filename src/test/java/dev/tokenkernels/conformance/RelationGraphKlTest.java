@@ -13,6 +13,7 @@ import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.Backends;
 import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
+import java.lang.foreign.ValueLayout;
 import java.util.SplittableRandom;
 import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
@@ -318,7 +319,7 @@ class RelationGraphKlTest {
              Tensor negative = Tensor.ofLongs(new long[] {-1, 1}, 2); Tensor floatLengths = Tensor.of(new float[2], 2);
              Tensor shortLengths = Tensor.ofInts(new int[] {3}, 1); Tensor matrixLengths = Tensor.ofInts(new int[2], 2, 1);
              Tensor gradWrong = Tensor.of(new float[18], 2, 3, 3);
-             Tensor gradHalf = Tensor.ofFloats(new float[12], DType.F16, 2, 3, 2);
+             Tensor gradInts = Tensor.ofInts(new int[12], 2, 3, 2);
              Tensor aliasStudent = Tensor.of(s.segment(), DType.F32, 2, 3, 2);
              Tensor aliasTeacher = Tensor.of(t.segment().asSlice(8, 48), DType.F32, 2, 3, 2)) {
             Options o = Options.defaults();
@@ -344,14 +345,55 @@ class RelationGraphKlTest {
             expect(() -> RelationGraphKl.compute(s, t, o.withLengths(matrixLengths)), "lengths: expected rank 1");
             expect(() -> RelationGraphKl.computeWithGradient(s, t, o, 1f, null), "gradient: expected a tensor");
             expect(() -> RelationGraphKl.computeWithGradient(s, t, o, 1f, gradWrong), "gradient: expected dimension 2 = 2");
-            expect(() -> RelationGraphKl.computeWithGradient(s, t, o, 1f, gradHalf), "gradient: expected dtype F32");
-            expect(() -> RelationGraphKl.computeWithGradient(s, t, o, 1f, s), "does not overlap student");
+            expect(() -> RelationGraphKl.computeWithGradient(s, t, o, 1f, gradInts), "gradient: expected dtype");
             expect(() -> RelationGraphKl.computeWithGradient(s, t, o, 1f, aliasStudent), "does not overlap student");
             expect(() -> RelationGraphKl.computeWithGradient(s, t, o, 1f, aliasTeacher), "does not overlap teacher");
             try (RelationGraphKl.Result r = RelationGraphKl.compute(s, t, o.withLengths(lengths));
                  RelationGraphKl.Result none = RelationGraphKl.compute(s, t, o.withReduction(Reduction.NONE))) {
                 assertTrue(Float.isFinite(r.value()), "valid lengths are fine");
                 assertThrows(IllegalStateException.class, none::value, "a per-token loss has no single value");
+            }
+        }
+    }
+
+    /**
+     * The gradient into a caller's F16 or BF16 buffer is the F32 gradient rounded once, and in
+     * place of the student features (F32 or BF16) it is the gradient a separate buffer gets, bit
+     * for bit, on every backend.
+     */
+    @Test
+    void halfGradientBuffersAndInPlaceUpdates() {
+        SplittableRandom random = new SplittableRandom(31);
+        float[] hs = new float[2 * 7 * 5];
+        float[] ht = new float[2 * 7 * 3];
+        for (int i = 0; i < hs.length; i++) {
+            hs[i] = (float) random.nextGaussian();
+        }
+        for (int i = 0; i < ht.length; i++) {
+            ht[i] = (float) random.nextGaussian();
+        }
+        for (Backend backend : ConformanceBackends.all()) {
+            Options o = Options.defaults().withTemperature(0.5f).on(backend);
+            for (DType studentType : new DType[] {DType.F32, DType.BF16}) {
+                try (Tensor s = Tensor.ofFloats(hs, studentType, 2, 7, 5); Tensor t = Tensor.of(ht, 2, 7, 3);
+                     RelationGraphKl.Result full = RelationGraphKl.computeWithGradient(s, t, o, 0.7f)) {
+                    float[] g = full.gradient().toFloatArray();
+                    for (DType type : new DType[] {DType.F16, DType.BF16}) {
+                        try (Tensor buffer = Tensor.allocate(type, 2, 7, 5); Tensor rounded = Tensor.ofFloats(g, type, 2, 7, 5);
+                             RelationGraphKl.Result r = RelationGraphKl.computeWithGradient(s, t, o, 0.7f, buffer)) {
+                            assertEquals(full.value(), r.value(), backend + " " + type + " loss");
+                            assertArrayEquals(rounded.segment().toArray(ValueLayout.JAVA_BYTE),
+                                    buffer.segment().toArray(ValueLayout.JAVA_BYTE), backend + " " + studentType + " -> " + type);
+                        }
+                    }
+                    try (Tensor inPlace = Tensor.ofFloats(hs, studentType, 2, 7, 5);
+                         Tensor rounded = Tensor.ofFloats(g, studentType, 2, 7, 5);
+                         RelationGraphKl.Result r = RelationGraphKl.computeWithGradient(inPlace, t, o, 0.7f, inPlace)) {
+                        assertEquals(full.value(), r.value(), backend + " in place loss");
+                        assertArrayEquals(rounded.segment().toArray(ValueLayout.JAVA_BYTE),
+                                inPlace.segment().toArray(ValueLayout.JAVA_BYTE), backend + " " + studentType + " in place");
+                    }
+                }
             }
         }
     }

@@ -44,8 +44,10 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * <pre>  dL/du_k = (1/tau) sum_j (G_kj + G_jk) u_j           (S_s is symmetric)
  *   dL/dh_k = (dL/du_k - (u_k . dL/du_k) u_k) / ||h_k||   (||h_k|| >= 1e-8)
  *   dL/dh_k = dL/du_k / 1e-8                           (||h_k|| < 1e-8)</pre>
- * as F32 {@code [B, L, d_s]}, in a new tensor or a caller's buffer (which may not overlap either
- * input); padding rows get 0. The teacher gets no gradient.
+ * in a new F32 tensor {@code [B, L, d_s]}, or a caller's buffer (F32, F16 or BF16: each value
+ * formed in fp32 and rounded once), which may be the student features themselves for an in-place
+ * update (every backend reads them into its own copy before it writes a gradient row; the teacher
+ * may not overlap it); padding rows get 0. The teacher gets no gradient.
  *
  * <p>Special values: if a valid token of either side has a NaN or infinite feature, or a squared
  * norm that overflows fp32 ({@code ||h|| > ~1.8e19}), every valid row of its sequence has loss NaN
@@ -143,7 +145,7 @@ public final class RelationGraphKl {
             return loss.getFloat(0);
         }
 
-        /** F32 {@code [B, L, d_s]}: the gradient w.r.t. the student features, or null for the loss only. */
+        /** {@code [B, L, d_s]} (F32, or the caller's buffer): the gradient w.r.t. the student features, or null for the loss only. */
         public Tensor gradient() {
             return gradient;
         }
@@ -193,9 +195,9 @@ public final class RelationGraphKl {
     }
 
     /**
-     * The loss and the gradient w.r.t. {@code student}, written into {@code gradient} (F32
-     * {@code [B, L, d_s]}, overlapping neither input: the kernels read every token's features
-     * while rows of the gradient are written).
+     * The loss and the gradient w.r.t. {@code student}, written into {@code gradient}
+     * ({@code [B, L, d_s]}, F32, F16 or BF16), which may be {@code student} itself (in place) but
+     * may not overlap {@code teacher}.
      */
     public static Result computeWithGradient(Tensor student, Tensor teacher, Options options, float gradScale,
                                              Tensor gradient) {
@@ -238,12 +240,11 @@ public final class RelationGraphKl {
         int[] lengths = lengths(options.lengths(), b, l);
         if (withGradient && gradientOut != null) {
             Checks.rank("gradient", gradientOut, 3, "[B, L, d_s]");
-            Checks.require(gradientOut.dtype() == DType.F32, "gradient",
-                    "dtype F32 (this op stores no F16/BF16 gradients)", gradientOut.dtype());
+            Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);
             Checks.dim("gradient", gradientOut, 0, batch, "B, the sequences of student");
             Checks.dim("gradient", gradientOut, 1, tokens, "L, the tokens per sequence of student");
             Checks.dim("gradient", gradientOut, 2, studentDim, "d_s, the features of student");
-            Checks.apart("gradient", gradientOut, "student", student, false);
+            Checks.apart("gradient", gradientOut, "student", student, true);
             Checks.apart("gradient", gradientOut, "teacher", teacher, false);
         }
         student.segment(); // closed tensors fail here, before any work

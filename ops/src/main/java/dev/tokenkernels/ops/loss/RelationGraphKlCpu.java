@@ -114,6 +114,8 @@ final class RelationGraphKlCpu {
         final float[] lseS;
         final float[] lseT;
         final float[][] grad;
+        /** F16/BF16 bits of a gradient row on its way out. */
+        final short[] bits;
         /** The quad's tokens (a partial quad repeats its last) and their features, feature-major. */
         final int[] quad = new int[QUAD];
         final float[] rowsS;
@@ -127,6 +129,7 @@ final class RelationGraphKlCpu {
             lseS = new float[n];
             lseT = new float[n];
             grad = new float[QUAD][strideS];
+            bits = new short[strideS];
             rowsS = new float[QUAD * strideS];
             rowsT = new float[QUAD * strideT];
         }
@@ -357,15 +360,15 @@ final class RelationGraphKlCpu {
         int count = Math.min(QUAD, job.tokens() - i0);
         int valid = Math.max(0, Math.min(count, n - i0));
         MemorySegment out = job.gradient().segment();
+        DType type = job.gradient().dtype();
         Units u = units[b];
         boolean zero = valid > 0 && u.finite() && n == 1 && !job.selfLoops(); // a lone row without columns
         for (int q = 0; q < count; q++) {
-            long at = 4L * (first + i0 + q) * dim;
+            long at = (long) (first + i0 + q) * dim;
             if (q >= valid || zero) {
-                out.asSlice(at, 4L * dim).fill((byte) 0);
+                HalfFloats.fill(out, type, at, dim, 0f);
             } else if (!u.finite()) {
-                Arrays.fill(sc.grad[0], Float.NaN);
-                MemorySegment.copy(sc.grad[0], 0, out, ValueLayout.JAVA_FLOAT, at, dim);
+                HalfFloats.fill(out, type, at, dim, Float.NaN);
             }
         }
         if (valid == 0 || zero || !u.finite()) {
@@ -409,7 +412,7 @@ final class RelationGraphKlCpu {
                 FloatVector.fromArray(F, g, x).sub(FloatVector.fromArray(F, us, k * strideS + x).mul(along)).mul(invNorm)
                         .intoArray(g, x);
             }
-            MemorySegment.copy(g, 0, out, ValueLayout.JAVA_FLOAT, 4L * (first + k) * dim, dim);
+            HalfFloats.store(g, dim, type, sc.bits, out, (long) (first + k) * dim * type.byteSize());
         }
     }
 

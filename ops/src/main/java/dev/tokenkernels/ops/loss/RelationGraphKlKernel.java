@@ -5,11 +5,16 @@ import static dev.tokenkernels.runtime.KernelParam.i32;
 import static dev.tokenkernels.runtime.KernelParam.i64;
 import static dev.tokenkernels.runtime.KernelParam.pointer;
 
+import dev.tokenkernels.ops.cpu.HalfFloats;
+import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.DeviceBuffer;
 import dev.tokenkernels.runtime.Kernel;
 import dev.tokenkernels.runtime.KernelBackend;
 import dev.tokenkernels.runtime.LaunchConfig;
+import dev.tokenkernels.runtime.Tensor;
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 
 /**
  * {@link RelationGraphKl} on a {@link KernelBackend}: {@code kernels/loss/relation_graph_kl.cu},
@@ -31,6 +36,27 @@ final class RelationGraphKlKernel {
     private RelationGraphKlKernel() {
     }
 
+    /**
+     * The kernel's F32 gradient (it accumulates column tiles in place, so it needs fp32 rows) into
+     * the caller's tensor: as is for F32, else rounded once per value, a row at a time.
+     */
+    private static void copyGradient(KernelBackend gpu, DeviceBuffer grad, Tensor out, int rows, int dim) {
+        if (out.dtype() == DType.F32) {
+            gpu.copyToHost(grad, out.segment());
+            return;
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment values = arena.allocate(4L * rows * dim, 4);
+            gpu.copyToHost(grad, values);
+            float[] row = new float[dim];
+            short[] bits = new short[dim];
+            for (int r = 0; r < rows; r++) {
+                MemorySegment.copy(values, ValueLayout.JAVA_FLOAT, 4L * r * dim, row, 0, dim);
+                HalfFloats.store(row, dim, out.dtype(), bits, out.segment(), (long) r * dim * out.dtype().byteSize());
+            }
+        }
+    }
+
     static void run(KernelBackend gpu, RelationGraphKl.GraphJob job) {
         int rows = job.rows();
         if (rows == 0) {
@@ -43,7 +69,7 @@ final class RelationGraphKlKernel {
              DeviceBuffer rowLoss = gpu.allocate(4L * rows);
              DeviceBuffer lseS = gpu.allocate(4L * rows);
              DeviceBuffer lseT = gpu.allocate(4L * rows);
-             DeviceBuffer grad = gpu.allocate(withGradient ? job.gradient().byteSize() : 4)) {
+             DeviceBuffer grad = gpu.allocate(withGradient ? 4L * rows * job.studentDim() : 4)) {
             gpu.copyToDevice(job.student().segment(), student);
             gpu.copyToDevice(job.teacher().segment(), teacher);
             gpu.copyToDevice(MemorySegment.ofArray(job.lengths()), lengths);
@@ -58,7 +84,7 @@ final class RelationGraphKlKernel {
                 gpu.launch(GRAD, perRow, student, studentDtype, (long) job.studentDim(), teacher, teacherDtype,
                         (long) job.teacherDim(), lengths, lseS, lseT, grad, (long) job.tokens(), job.invT(),
                         job.gradCoef(), selfLoops);
-                gpu.copyToHost(grad, job.gradient().segment());
+                copyGradient(gpu, grad, job.gradient(), rows, job.studentDim());
             }
         }
     }
