@@ -6,6 +6,7 @@ import dev.tokenkernels.runtime.Checks;
 import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
 import java.lang.foreign.ValueLayout;
+import java.math.BigDecimal;
 
 /**
  * Entropy-quantile token selection: train only on the tokens whose entropy is at or above the
@@ -64,7 +65,7 @@ public final class EntropyQuantileSelector {
                     "a number at a counted token (NaN has no rank)", "NaN");
         }
         // 1 - rho in decimal: 1 - 0.7 is 0.3, not float64's 0.30000000000000004 (a rank too far at n = 11)
-        double q = java.math.BigDecimal.ONE.subtract(java.math.BigDecimal.valueOf(rho)).doubleValue();
+        double q = BigDecimal.ONE.subtract(BigDecimal.valueOf(rho)).doubleValue();
         return TokenSelection.atLeastQuantile(entropy, mask, q, rank,
                 TokenSelection.Options.defaults().on(backend));
     }
