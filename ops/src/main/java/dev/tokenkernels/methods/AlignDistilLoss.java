@@ -38,7 +38,9 @@ public final class AlignDistilLoss {
     private AlignDistilLoss(float beta, float beta2, float fixedWeight, boolean adaptive, float temperature,
                             Backend backend) {
         Checks.require(Float.isFinite(beta) && beta > 0f, "beta", "a finite value > 0", beta);
-        Checks.require(Float.isFinite(beta2) && beta2 >= 0f, "beta2", "a finite value >= 0", beta2);
+        // alpha_t reaches 2 beta2 + 1e-3 (TVD_t <= 2): it must stay a finite float.
+        Checks.require(beta2 >= 0f && Float.isFinite(2 * beta2 + 1e-3f), "beta2",
+                "a value >= 0 with 2 beta2 + 1e-3 finite", beta2);
         Checks.require(Float.isFinite(fixedWeight), "w", "a finite weight", fixedWeight);
         Checks.temperature("temperature", temperature);
         this.beta = beta;
