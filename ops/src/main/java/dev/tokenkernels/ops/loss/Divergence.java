@@ -142,7 +142,9 @@ public final class Divergence {
          * filter drops get probability 0 and the rest is renormalized ({@link ProxyDistribution}
          * defines the rule; it is applied to {@code z_t / T} with this call's temperature). With
          * forward KL this is {@code KL(proxy || P_s)}; reverse KL is {@code +inf} as soon as the
-         * student gives probability to a dropped class.
+         * student gives probability to a dropped class. With {@link #withSharedPrefix()} the filter
+         * sees only the shared prefix: its max and renormalization are over the student's {@code V}
+         * classes; with {@link #withExtrapolatedTeacher} it filters {@code z*}.
          */
         public Options withTeacherFilter(ProxyDistribution.Mode mode, float threshold) {
             return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex, sharedPrefix, backend,
@@ -155,7 +157,9 @@ public final class Divergence {
          * AlignDistil's token-adaptive logit extrapolation ({@code z_t} the DPO model,
          * {@code z_ref} the reverse-DPO or reference model), or with a constant
          * {@code alpha = w - 1} the weighted mix {@code w z_t + (1 - w) z_ref}. A class masked
-         * ({@code -inf}) in the teacher or in the reference is masked in {@code z*}.
+         * ({@code -inf}) in the teacher or in the reference is masked in {@code z*}. A {@code z*}
+         * beyond fp32's range is an infinite logit like any other: {@code -inf} masks the class,
+         * {@code +inf} makes the row's loss NaN.
          *
          * @param reference logits of the teacher's shape (F32, F16 or BF16)
          * @param alpha F32 [N], finite
