@@ -101,9 +101,13 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     const int target = targets[row];
     const tk::FloatRow g(has_grad ? grad : nullptr, grad_dtype, base);
 
-    if (target < 0) {  // not counted: not read
+    if (target < 0) {  // not counted: not read; its outputs are 0, as on the CPU
         if (g)
             for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g.set(j, 0.0f);
+        if (threadIdx.x == 0) {
+            log_prob[row] = entropy[row] = 0.0f;
+            token_loss[row] = ratio[row] = 0.0;
+        }
         return;
     }
 

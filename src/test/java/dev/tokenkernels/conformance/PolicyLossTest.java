@@ -513,6 +513,9 @@ class PolicyLossTest {
                          new int[] {0, 3}, o.withClipPerToken(epsZero, epsZero), 1f)) {
                 assertEquals(zeros.loss(), padded.loss(), backend.toString());
                 assertEquals(zeros.meanRatio(), padded.meanRatio(), backend.toString());
+                // the ignored token's outputs are 0 (its kernel once left device memory unwritten)
+                assertEquals(0f, padded.logProb().getFloat(1), backend + " logp of the ignored token");
+                assertEquals(0f, padded.entropy().getFloat(1), backend + " entropy of the ignored token");
                 for (int i = 0; i < 9; i++) {
                     assertEquals(zeros.gradient().getFloat(i), padded.gradient().getFloat(i), backend + " gradient " + i);
                 }
