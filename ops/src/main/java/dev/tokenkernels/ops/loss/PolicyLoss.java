@@ -60,11 +60,16 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *       bit for bit.</li>
  * </ul>
  *
- * <p>Tokens whose target is the ignore index do not count, and their per-token inputs (old and
- * reference log-probabilities, advantages, clip ranges, weights) are not read: padding may hold
- * anything, NaN included. Sequences are consecutive runs of
- * tokens given by offsets {@code [B + 1]} (0 to N). {@link Aggregation} turns per-token losses
- * into the loss; the statistics ({@link Result}) are over the counted tokens.
+ * <p>Two layouts: packed, logits {@code [N, V]} whose sequences are consecutive runs of tokens
+ * given by offsets {@code [B + 1]} (0 to N), per-token inputs {@code [N]}; or padded, logits
+ * {@code [B, L, V]} with null offsets, each of the B rows one sequence, per-token inputs and
+ * outputs {@code [B, L]} (the same numbers as the packed call over the real tokens, bit for bit).
+ * Advantages are per token, or per sequence ({@code [B]}) with {@link Options#withSequenceAdvantages}.
+ * Tokens whose target is the ignore index, or where a {@link Options#withResponseMask response mask}
+ * is 0, do not count, and their per-token inputs (old and reference log-probabilities, advantages,
+ * clip ranges, weights; under a mask's 0 the target too) are not read: padding may hold anything,
+ * NaN included. {@link Aggregation} turns per-token losses into the loss (with the padded layout
+ * Dr. GRPO's default maxLength is L); the statistics ({@link Result}) are over the counted tokens.
  *
  * <p>One fused pass per row ({@code kernels/loss/policy_loss.cu}, {@code PolicyLossCpu}): the
  * row's log-sum-exp and entropy, {@code logp}, the token's loss and slope {@code dl/dlogp}, then
@@ -100,6 +105,8 @@ public final class PolicyLoss {
     /**
      * Options of one call; start from {@link #defaults()}.
      *
+     * <p>Per-token tensors have the targets' shape, {@code [N]} or {@code [B, L]}.
+     *
      * @param epsLowPerToken F32 [N] overriding {@code epsLow}, or null
      * @param epsHighPerToken F32 [N] overriding {@code epsHigh}, or null
      * @param dualClip {@code c > 1}, or 0 for none
@@ -113,11 +120,14 @@ public final class PolicyLoss {
      * @param lpRegMask [N] (U8, I8, I32, I64 or F32) 1 for the tokens Lp-Reg regularizes, else 0; or null
      * @param lpRegBeta Lp-Reg's coefficient of its proxy KL
      * @param controlTokenWeight DEGRPO's {@code alpha}, the weight of the control tokens' mean
+     * @param responseMask 1 for the tokens that may count, 0 for the others; or null
+     * @param sequenceAdvantages the advantages are per sequence ({@code [B]}), not per token
      */
     public record Options(float epsLow, float epsHigh, Tensor epsLowPerToken, Tensor epsHighPerToken, float dualClip,
                           float ratioCap, float klBeta, float temperature, Aggregation aggregation, long normalizer,
                           Tensor tokenWeights, Tensor zoneAdvantages, Tensor lpRegProxyLogProb, Tensor lpRegMask,
-                          float lpRegBeta, float controlTokenWeight, long ignoreIndex, Backend backend) {
+                          float lpRegBeta, float controlTokenWeight, Tensor responseMask, boolean sequenceAdvantages,
+                          long ignoreIndex, Backend backend) {
 
         /** DEGRPO's default control-token weight, Thinkless' {@code alpha = 1/1000}. */
         public static final float DEFAULT_CONTROL_TOKEN_WEIGHT = 0.001f;
@@ -128,51 +138,52 @@ public final class PolicyLoss {
          */
         public static Options defaults() {
             return new Options(0.2f, 0.2f, null, null, 0f, Float.POSITIVE_INFINITY, 0f, 1f, Aggregation.TOKEN_MEAN, 0,
-                    null, null, null, null, 0f, DEFAULT_CONTROL_TOKEN_WEIGHT, LogitStats.DEFAULT_IGNORE_INDEX, null);
+                    null, null, null, null, 0f, DEFAULT_CONTROL_TOKEN_WEIGHT, null, false,
+                    LogitStats.DEFAULT_IGNORE_INDEX, null);
         }
 
         public Options withClip(float low, float high) {
             return new Options(low, high, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta, temperature,
                     aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
-                    controlTokenWeight, ignoreIndex, backend);
+                    controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
         /** Per-token clip ranges (F32 [N] each), e.g. HAPO's entropy-adaptive ones. */
         public Options withClipPerToken(Tensor low, Tensor high) {
             return new Options(epsLow, epsHigh, low, high, dualClip, ratioCap, klBeta, temperature, aggregation,
                     normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
-                    controlTokenWeight, ignoreIndex, backend);
+                    controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
         public Options withDualClip(float c) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, c, ratioCap, klBeta, temperature,
                     aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
-                    controlTokenWeight, ignoreIndex, backend);
+                    controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
         public Options withRatioCap(float delta) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, delta, klBeta, temperature,
                     aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
-                    controlTokenWeight, ignoreIndex, backend);
+                    controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
         public Options withReferenceKl(float beta) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, beta,
                     temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
-                    lpRegBeta, controlTokenWeight, ignoreIndex, backend);
+                    lpRegBeta, controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
         public Options withTemperature(float t) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta, t,
                     aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
-                    controlTokenWeight, ignoreIndex, backend);
+                    controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
         /** The aggregation, with its normalizer ({@code numItems} or {@code maxLength}; 0 for the default). */
         public Options withAggregation(Aggregation a, long normalizerValue) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
                     temperature, a, normalizerValue, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
-                    lpRegBeta, controlTokenWeight, ignoreIndex, backend);
+                    lpRegBeta, controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
         public Options withAggregation(Aggregation a) {
@@ -186,7 +197,7 @@ public final class PolicyLoss {
         public Options withTokenWeights(Tensor w) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
                     temperature, aggregation, normalizer, w, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
-                    controlTokenWeight, ignoreIndex, backend);
+                    controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
         /**
@@ -201,7 +212,7 @@ public final class PolicyLoss {
         public Options withZoneAdvantages(Tensor outside) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
                     temperature, aggregation, normalizer, tokenWeights, outside, lpRegProxyLogProb, lpRegMask,
-                    lpRegBeta, controlTokenWeight, ignoreIndex, backend);
+                    lpRegBeta, controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
         /**
@@ -213,27 +224,57 @@ public final class PolicyLoss {
         public Options withLpReg(Tensor proxyLogProb, Tensor regularized, float beta) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
                     temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, proxyLogProb, regularized,
-                    beta, controlTokenWeight, ignoreIndex, backend);
+                    beta, controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
         /** DEGRPO's {@code alpha}, the weight of the control tokens' mean (finite, {@code >= 0}). */
         public Options withControlTokenWeight(float alpha) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
                     temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
-                    lpRegBeta, alpha, ignoreIndex, backend);
+                    lpRegBeta, alpha, responseMask, sequenceAdvantages, ignoreIndex, backend);
+        }
+
+        /**
+         * Which tokens count besides the ignore index: {@code mask} of the targets' shape
+         * ({@code [N]} or {@code [B, L]}; U8, I8, I32, I64 or F32 of 0 and 1), a token counting where
+         * it is 1 and its target is not the ignore index; null for none. The other tokens' inputs,
+         * targets included, are not read.
+         */
+        public Options withResponseMask(Tensor mask) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
+                    temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
+                    lpRegBeta, controlTokenWeight, mask, sequenceAdvantages, ignoreIndex, backend);
+        }
+
+        /**
+         * The call's {@code advantages} hold one value per sequence (F32 {@code [B]}, e.g. GRPO's
+         * group-normalized rewards), which every token of the sequence takes; by default they are
+         * per token ({@code [N]} or {@code [B, L]}).
+         */
+        public Options withSequenceAdvantages() {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
+                    temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
+                    lpRegBeta, controlTokenWeight, responseMask, true, ignoreIndex, backend);
+        }
+
+        /** The target value of tokens that do not count (default -100). */
+        public Options withIgnoreIndex(long index) {
+            return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
+                    temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
+                    lpRegBeta, controlTokenWeight, responseMask, sequenceAdvantages, index, backend);
         }
 
         public Options on(Backend b) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
                     temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
-                    lpRegBeta, controlTokenWeight, ignoreIndex, b);
+                    lpRegBeta, controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, b);
         }
     }
 
     /**
-     * The loss, the gradient w.r.t. the logits ([N, V], null when not asked for), per token
-     * {@code logp} and entropy (F32 [N]; 0 for tokens that do not count), and over the counted
-     * tokens: the fraction clipped at the low side ({@code a < 0}, {@code r' < 1 - eps_low}) and at
+     * The loss, the gradient w.r.t. the logits (of their shape, null when not asked for), per token
+     * {@code logp} and entropy (F32 of the targets' shape; 0 for tokens that do not count), and over
+     * the counted tokens: the fraction clipped at the low side ({@code a < 0}, {@code r' < 1 - eps_low}) and at
      * the high side ({@code a > 0}, {@code r' > 1 + eps_high}), with {@code a} the token's advantage
      * after HAPO's zone choice and Lp-Reg's regularized tokens never counted; the mean capped ratio
      * {@code r'} and the mean entropy. Closing closes what the call allocated, not a caller's
@@ -333,7 +374,7 @@ public final class PolicyLoss {
     }
 
     /**
-     * With {@code gradScale} times the gradient written into {@code gradient} ({@code [N, V]}; F32,
+     * With {@code gradScale} times the gradient written into {@code gradient} (the logits' shape; F32,
      * or F16/BF16 to halve its memory: each value is formed in fp32 and rounded once, to nearest
      * even). {@code gradient} may be the logits themselves (in place, as fused cross-entropy
      * kernels do: a row is read before its gradient is written, and no [N, V] buffer is needed
@@ -355,24 +396,19 @@ public final class PolicyLoss {
         if (o == null) {
             throw new IllegalArgumentException("options: expected Options (e.g. Options.defaults()), got null");
         }
-        Checks.rank("logits", logits, 2, "[N, V]");
         Checks.dtype("logits", logits, DType.F32, DType.F16, DType.BF16);
-        long n = logits.dim(0);
-        long vocab = logits.dim(1);
-        Checks.require(n <= Integer.MAX_VALUE, "logits", "N < 2^31 rows", n);
-        Checks.require(vocab >= 1 && vocab <= Integer.MAX_VALUE, "logits", "1 <= V < 2^31 columns", vocab);
-        int rows = (int) n;
-        float[] weights = Divergence.rowWeights(null, targets, o.ignoreIndex(), rows, vocab, "logits");
+        TokenLayout layout = TokenLayout.of(logits, starts);
+        Tensor logitRows = layout.packedRows("logits", logits);
+        int rows = layout.rows();
+        long vocab = logitRows.dim(1);
         boolean[] counted = new boolean[rows];
-        int[] target = new int[rows];
-        for (int t = 0; t < rows; t++) {
-            counted[t] = weights[t] != 0f;
-            target[t] = counted[t] ? (int) targets.getLong(t) : -1;
-        }
-        float[] old = perToken("oldLogProb", oldLogProb, rows, counted);
-        float[] advantage = perToken("advantages", advantages, rows, counted);
+        int[] target = targets(layout, targets, o, vocab, counted);
+        float[] old = perToken("oldLogProb", layout.packedTokens("oldLogProb", oldLogProb), rows, counted);
+        float[] advantage = o.sequenceAdvantages() ? layout.perSequence("advantages", advantages, counted)
+                : perToken("advantages", layout.packedTokens("advantages", advantages), rows, counted);
         float[] reference = referenceLogProb == null ? null
-                : perToken("referenceLogProb", referenceLogProb, rows, counted);
+                : perToken("referenceLogProb", layout.packedTokens("referenceLogProb", referenceLogProb), rows,
+                        counted);
         Checks.require(o.klBeta() == 0f || reference != null, "referenceLogProb",
                 "reference log-probabilities with withReferenceKl(beta != 0)", "null");
         Checks.require(Float.isFinite(o.klBeta()) && o.klBeta() >= 0f, "klBeta", "a finite value >= 0", o.klBeta());
@@ -384,38 +420,42 @@ public final class PolicyLoss {
                 o.ratioCap());
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
         Checks.temperature("temperature", o.temperature());
-        float[] epsLow = clipRange("epsLow", o.epsLow(), o.epsLowPerToken(), rows, counted);
-        float[] epsHigh = clipRange("epsHigh", o.epsHigh(), o.epsHighPerToken(), rows, counted);
-        float[] tokenWeight = tokenWeights(o.tokenWeights(), rows, counted);
+        float[] epsLow = clipRange("epsLow", o.epsLow(), layout.packedTokens("epsLowPerToken", o.epsLowPerToken()),
+                rows, counted);
+        float[] epsHigh = clipRange("epsHigh", o.epsHigh(),
+                layout.packedTokens("epsHighPerToken", o.epsHighPerToken()), rows, counted);
+        float[] tokenWeight = tokenWeights(layout.packedTokens("tokenWeights", o.tokenWeights()), rows, counted);
         float[] outside = o.zoneAdvantages() == null ? advantage
-                : perToken("zoneAdvantages", o.zoneAdvantages(), rows, counted);
+                : perToken("zoneAdvantages", layout.packedTokens("zoneAdvantages", o.zoneAdvantages()), rows, counted);
         Checks.require(Float.isFinite(o.controlTokenWeight()) && o.controlTokenWeight() >= 0f, "controlTokenWeight",
                 "a finite value >= 0", o.controlTokenWeight());
-        int[] sequence = sequenceOf(starts, rows);
+        int[] sequence = sequenceOf(layout.starts(), rows);
+        Tensor gradientRows = null;
         if (withGradient && gradientOut != null) {
             Checks.apart("gradient", gradientOut, "logits", logits, true);
-            // the backends write N * V floats with stride V: anything else overruns or misplaces rows
-            Checks.rank("gradient", gradientOut, 2, "[N, V]");
             Checks.dtype("gradient", gradientOut, DType.F32, DType.F16, DType.BF16);
-            Checks.dim("gradient", gradientOut, 0, rows, "N, the rows of logits");
-            Checks.dim("gradient", gradientOut, 1, vocab, "V, the columns of logits");
+            // the backends write N * V floats with stride V: any other shape overruns or misplaces rows
+            gradientRows = gradientOut == logits ? logitRows : layout.packedRows("gradient", gradientOut);
         }
 
-        LpReg lpReg = lpReg(o, counted, rows);
-        double[] weight = aggregationWeights(o, counted, sequence, starts);
+        LpReg lpReg = lpReg(o, layout, counted, rows);
+        double[] weight = aggregationWeights(o, counted, sequence, layout.starts());
         float invT = 1f / o.temperature();
         double[] coefficientScale = new double[rows];
         for (int t = 0; t < rows; t++) {
             coefficientScale[t] = gradScale * weight[t] * invT; // dL/dz = that * slope * (onehot - p)
         }
         logits.segment(); // closed tensors fail here, before any work
-        Tensor gradient = withGradient ? (gradientOut != null ? gradientOut : Tensor.allocate(DType.F32, rows,
-                vocab)) : null;
+        Tensor gradient = withGradient ? (gradientOut != null ? gradientOut
+                : Tensor.allocate(DType.F32, layout.logitsShape())) : null;
         boolean owns = withGradient && gradientOut == null;
         try {
-            PolicyRows job = new PolicyRows(logits, target, invT, old, advantage, outside, reference, epsLow, epsHigh,
-                    o.dualClip(), o.ratioCap(), o.klBeta(), tokenWeight, lpReg.regularized(), lpReg.proxy(),
-                    lpReg.beta(), coefficientScale, gradient, new float[rows], new float[rows], new double[rows],
+            if (owns) {
+                gradientRows = layout.packedRows("gradient", gradient);
+            }
+            PolicyRows job = new PolicyRows(logitRows, target, invT, old, advantage, outside, reference, epsLow,
+                    epsHigh, o.dualClip(), o.ratioCap(), o.klBeta(), tokenWeight, lpReg.regularized(), lpReg.proxy(),
+                    lpReg.beta(), coefficientScale, gradientRows, new float[rows], new float[rows], new double[rows],
                     new double[rows]);
             Backend backend = Backends.select(o.backend());
             if (backend instanceof CpuBackend cpu) {
@@ -446,7 +486,8 @@ public final class PolicyLoss {
                 entropySum += job.entropy()[t];
             }
             double per = tokens == 0 ? 0 : 1.0 / tokens;
-            return new Result((float) loss, gradient, owns, Tensor.of(job.logProb(), rows), Tensor.of(job.entropy(), rows),
+            return new Result((float) loss, gradient, owns, Tensor.of(job.logProb(), layout.tokenShape()),
+                    Tensor.of(job.entropy(), layout.tokenShape()),
                     low * per, high * per, ratioSum * per, entropySum * per, tokens);
         } catch (RuntimeException | Error e) {
             if (owns) {
@@ -630,18 +671,10 @@ public final class PolicyLoss {
         return w;
     }
 
-    /** The sequence of each token from offsets {@code [B + 1]}, checked. */
+    /** The sequence of each token from offsets {@code [B + 1]} ({@link TokenLayout} checked them). */
     private static int[] sequenceOf(int[] starts, int rows) {
-        if (starts == null || starts.length < 2) {
-            throw new IllegalArgumentException("sequenceStarts: expected B + 1 >= 2 offsets, got "
-                    + (starts == null ? "null" : starts.length));
-        }
-        Checks.require(starts[0] == 0 && starts[starts.length - 1] == rows, "sequenceStarts",
-                "offsets from 0 to N = " + rows, java.util.Arrays.toString(starts));
         int[] sequence = new int[rows];
         for (int b = 0; b + 1 < starts.length; b++) {
-            Checks.require(starts[b] <= starts[b + 1], "sequenceStarts", "non-decreasing offsets",
-                    starts[b] + " > " + starts[b + 1]);
             for (int t = starts[b]; t < starts[b + 1]; t++) {
                 sequence[t] = b;
             }
@@ -697,26 +730,19 @@ public final class PolicyLoss {
     private record LpReg(int[] regularized, float[] proxy, float beta) {
     }
 
-    private static LpReg lpReg(Options o, boolean[] counted, int rows) {
+    private static LpReg lpReg(Options o, TokenLayout layout, boolean[] counted, int rows) {
         int[] flags = new int[rows];
         float[] proxy = new float[rows];
         if (o.lpRegProxyLogProb() == null && o.lpRegMask() == null) {
             return new LpReg(flags, proxy, 0f);
         }
-        Tensor lp = Checks.notNull("lpRegProxyLogProb", o.lpRegProxyLogProb());
-        Tensor mask = Checks.notNull("lpRegMask", o.lpRegMask());
+        Tensor lp = layout.packedTokens("lpRegProxyLogProb", Checks.notNull("lpRegProxyLogProb", o.lpRegProxyLogProb()));
+        Tensor mask = maskType("lpRegMask", layout.packedTokens("lpRegMask", Checks.notNull("lpRegMask", o.lpRegMask())));
         Checks.require(Float.isFinite(o.lpRegBeta()) && o.lpRegBeta() >= 0f, "lpRegBeta", "a finite value >= 0",
                 o.lpRegBeta());
-        Checks.rank("lpRegProxyLogProb", lp, 1, "[N]");
         Checks.dtype("lpRegProxyLogProb", lp, DType.F32);
-        Checks.dim("lpRegProxyLogProb", lp, 0, rows, "N, the rows of logits");
-        Checks.rank("lpRegMask", mask, 1, "[N]");
-        Checks.dtype("lpRegMask", mask, DType.U8, DType.I8, DType.I32, DType.I64, DType.F32);
-        Checks.dim("lpRegMask", mask, 0, rows, "N, the rows of logits");
         for (int i = 0; i < rows; i++) {
-            double flag = mask.dtype() == DType.F32 ? mask.getFloat(i) : mask.getLong(i);
-            Checks.require(flag == 0 || flag == 1, "lpRegMask[" + i + "]", "0 or 1", flag);
-            if (flag == 1 && counted[i]) { // the proxy is read only where it is used
+            if (maskFlag("lpRegMask", mask, i) && counted[i]) { // the proxy is read only where it is used
                 float v = lp.getFloat(i);
                 Checks.require(Float.isFinite(v), "lpRegProxyLogProb[" + i + "]",
                         "a finite proxy log-probability on a regularized token (Lp-Reg selects only logp < lp;"
@@ -726,5 +752,46 @@ public final class PolicyLoss {
             }
         }
         return new LpReg(flags, proxy, o.lpRegBeta());
+    }
+
+    /**
+     * Each token's target, -1 where it does not count, and which count ({@code counted}): the
+     * response mask's 1s whose target is not the ignore index. Targets under a mask's 0 are not read.
+     */
+    private static int[] targets(TokenLayout layout, Tensor targets, Options o, long vocab, boolean[] counted) {
+        Tensor y = layout.packedTokens("targets", targets);
+        Checks.dtype("targets", y, DType.I32, DType.I64);
+        Tensor mask = maskType("responseMask", layout.packedTokens("responseMask", o.responseMask()));
+        int[] target = new int[counted.length];
+        for (int i = 0; i < counted.length; i++) {
+            target[i] = -1;
+            if (mask != null && !maskFlag("responseMask", mask, i)) {
+                continue;
+            }
+            long v = y.getLong(i);
+            if (v == o.ignoreIndex()) {
+                continue;
+            }
+            Checks.require(v >= 0 && v < vocab, "targets[" + i + "]",
+                    "a class index in [0, " + vocab + ") or ignoreIndex " + o.ignoreIndex(), v);
+            target[i] = (int) v;
+            counted[i] = true;
+        }
+        return target;
+    }
+
+    /** A 0/1 mask's dtype, checked (U8, I8, I32, I64 or F32); null passes. */
+    private static Tensor maskType(String name, Tensor mask) {
+        if (mask != null) {
+            Checks.dtype(name, mask, DType.U8, DType.I8, DType.I32, DType.I64, DType.F32);
+        }
+        return mask;
+    }
+
+    /** Element {@code i} of a 0/1 mask, checked to be 0 or 1. */
+    private static boolean maskFlag(String name, Tensor mask, int i) {
+        double flag = mask.dtype() == DType.F32 ? mask.getFloat(i) : mask.getLong(i);
+        Checks.require(flag == 0 || flag == 1, name + "[" + i + "]", "0 or 1", flag);
+        return flag == 1;
     }
 }

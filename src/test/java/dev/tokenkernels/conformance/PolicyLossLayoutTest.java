@@ -1,0 +1,206 @@
+package dev.tokenkernels.conformance;
+
+import static dev.tokenkernels.conformance.BadInput.expect;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import dev.tokenkernels.ops.loss.PolicyLoss;
+import dev.tokenkernels.ops.loss.PolicyLoss.Aggregation;
+import dev.tokenkernels.ops.loss.PolicyLoss.Options;
+import dev.tokenkernels.runtime.Backend;
+import dev.tokenkernels.runtime.DType;
+import dev.tokenkernels.runtime.Tensor;
+import java.util.Arrays;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+/**
+ * PolicyLoss's second input layout, {@code [B, L, V]} logits with {@code [B, L]} per-token inputs
+ * and a response mask, and per-sequence advantages: the same numbers as the packed call over the
+ * sequences' real tokens (whose float64 references PolicyLossTest and PolicyLossProperties check),
+ * bit for bit, on every backend.
+ */
+class PolicyLossLayoutTest {
+    private static final int B = 3;
+    private static final int L = 6;
+    private static final int V = 41;
+    /** Real tokens per padded row; the rest is padding (mask 0). Row 1 has none. */
+    private static final int[] LENGTHS = {6, 0, 4};
+
+    /** A batch in both layouts: padded rows of L, and the real tokens packed. */
+    private record Batch(float[] paddedLogits, int[] paddedTargets, float[] paddedOld, int[] mask,
+                         float[] sequenceAdvantage, float[] packedLogits, int[] packedTargets, float[] packedOld,
+                         float[] packedAdvantage, int[] starts) {
+    }
+
+    private static Batch batch(long seed) {
+        SplittableRandom random = new SplittableRandom(seed);
+        float[] logits = new float[B * L * V];
+        int[] targets = new int[B * L];
+        float[] old = new float[B * L];
+        int[] mask = new int[B * L];
+        float[] advantage = {1.5f, Float.NaN, -0.75f}; // the empty sequence's is never read
+        for (int i = 0; i < logits.length; i++) {
+            logits[i] = (float) (3 * random.nextGaussian());
+        }
+        int packed = Arrays.stream(LENGTHS).sum();
+        float[] packedLogits = new float[packed * V];
+        int[] packedTargets = new int[packed];
+        float[] packedOld = new float[packed];
+        float[] packedAdvantage = new float[packed];
+        int[] starts = new int[B + 1];
+        int n = 0;
+        for (int b = 0; b < B; b++) {
+            for (int t = 0; t < L; t++) {
+                int i = b * L + t;
+                if (t < LENGTHS[b]) {
+                    mask[i] = 1;
+                    targets[i] = random.nextInt(V);
+                    old[i] = (float) (-3 - random.nextDouble());
+                    System.arraycopy(logits, i * V, packedLogits, n * V, V);
+                    packedTargets[n] = targets[i];
+                    packedOld[n] = old[i];
+                    packedAdvantage[n] = advantage[b];
+                    n++;
+                } else { // padding: a target out of range and a NaN input, neither read
+                    targets[i] = V + 7;
+                    old[i] = Float.NaN;
+                }
+            }
+            starts[b + 1] = n;
+        }
+        // the packed rows keep token 4 of sequence 0 out by the ignore index, the padded ones by the mask
+        packedTargets[4] = (int) Options.defaults().ignoreIndex();
+        mask[4] = 0;
+        return new Batch(logits, targets, old, mask, advantage, packedLogits, packedTargets, packedOld,
+                packedAdvantage, starts);
+    }
+
+    @Test
+    void paddedRowsWithAMaskEqualThePackedTokens() {
+        Batch d = batch(11);
+        for (Aggregation aggregation : new Aggregation[] {Aggregation.TOKEN_MEAN, Aggregation.SEQ_MEAN_TOKEN_MEAN,
+                Aggregation.SEQ_MEAN_TOKEN_SUM, Aggregation.SEQ_MEAN_TOKEN_SUM_NORM, Aggregation.DEGRPO}) {
+            for (Backend backend : ConformanceBackends.all()) {
+                String at = backend + " " + aggregation;
+                // Dr. GRPO divides by B * maxLength: the padded rows' L, given to the packed call
+                Options options = Options.defaults().withClip(0.2f, 0.28f).withAggregation(aggregation,
+                        aggregation == Aggregation.SEQ_MEAN_TOKEN_SUM_NORM ? L : 0).on(backend);
+                try (Tensor z = Tensor.of(d.paddedLogits(), B, L, V); Tensor y = Tensor.ofInts(d.paddedTargets(), B, L);
+                     Tensor o = Tensor.of(d.paddedOld(), B, L); Tensor a = Tensor.of(d.sequenceAdvantage(), B);
+                     Tensor m = Tensor.ofInts(d.mask(), B, L);
+                     Tensor pz = Tensor.of(d.packedLogits(), d.packedTargets().length, V);
+                     Tensor py = Tensor.ofInts(d.packedTargets(), d.packedTargets().length);
+                     Tensor po = Tensor.of(d.packedOld(), d.packedOld().length);
+                     Tensor pa = Tensor.of(d.packedAdvantage(), d.packedAdvantage().length);
+                     PolicyLoss.Result padded = PolicyLoss.computeWithGradient(z, y, o, a, null, null,
+                             options.withResponseMask(m).withSequenceAdvantages(), 0.5f);
+                     PolicyLoss.Result packed = PolicyLoss.computeWithGradient(pz, py, po, pa, null, d.starts(),
+                             options, 0.5f)) {
+                    assertEquals(packed.loss(), padded.loss(), at + " loss");
+                    assertEquals(packed.tokens(), padded.tokens(), at + " tokens");
+                    assertEquals(packed.meanRatio(), padded.meanRatio(), at + " mean ratio");
+                    assertEquals(packed.meanEntropy(), padded.meanEntropy(), at + " mean entropy");
+                    assertEquals(packed.clipFractionLow(), padded.clipFractionLow(), at + " clipped low");
+                    assertEquals(packed.clipFractionHigh(), padded.clipFractionHigh(), at + " clipped high");
+                    assertArrayEquals(new long[] {B, L, V}, padded.gradient().shape(), at + " gradient shape");
+                    assertArrayEquals(new long[] {B, L}, padded.logProb().shape(), at + " logProb shape");
+                    assertArrayEquals(new long[] {B, L}, padded.entropy().shape(), at + " entropy shape");
+                    assertSameTokens(at, d, padded, packed);
+                }
+            }
+        }
+    }
+
+    /** Per padded position: a real token's outputs are the packed ones, padding's are 0. */
+    private static void assertSameTokens(String at, Batch d, PolicyLoss.Result padded, PolicyLoss.Result packed) {
+        int n = 0;
+        for (int b = 0; b < B; b++) {
+            for (int t = 0; t < L; t++) {
+                int i = b * L + t;
+                boolean real = t < LENGTHS[b];
+                boolean counted = d.mask()[i] == 1;
+                assertEquals(counted ? packed.logProb().getFloat(n) : 0f, padded.logProb().getFloat(i),
+                        at + " logp of " + i);
+                for (int v = 0; v < V; v++) {
+                    assertEquals(counted ? packed.gradient().getFloat((long) n * V + v) : 0f,
+                            padded.gradient().getFloat((long) i * V + v), at + " gradient " + i + "," + v);
+                }
+                n += real ? 1 : 0;
+            }
+        }
+    }
+
+    /** In place over [B, L, V] logits: the gradient a separate buffer gets, bit for bit. */
+    @Test
+    void paddedGradientInPlaceEqualsASeparateBuffer() {
+        Batch d = batch(12);
+        for (Backend backend : ConformanceBackends.all()) {
+            Options options = Options.defaults().on(backend).withSequenceAdvantages();
+            try (Tensor z = Tensor.ofFloats(d.paddedLogits(), DType.BF16, B, L, V);
+                 Tensor zInPlace = Tensor.ofFloats(d.paddedLogits(), DType.BF16, B, L, V);
+                 Tensor y = Tensor.ofInts(d.paddedTargets(), B, L); Tensor o = Tensor.of(d.paddedOld(), B, L);
+                 Tensor a = Tensor.of(d.sequenceAdvantage(), B); Tensor m = Tensor.ofInts(d.mask(), B, L);
+                 Tensor g = Tensor.allocate(DType.BF16, B, L, V);
+                 PolicyLoss.Result separate = PolicyLoss.computeWithGradient(z, y, o, a, null, null,
+                         options.withResponseMask(m), 1f, g);
+                 PolicyLoss.Result inPlace = PolicyLoss.computeWithGradient(zInPlace, y, o, a, null, null,
+                         options.withResponseMask(m), 1f, zInPlace)) {
+                assertEquals(separate.loss(), inPlace.loss(), backend + " loss");
+                assertArrayEquals(g.toFloatArray(), zInPlace.toFloatArray(), backend + " gradient");
+            }
+        }
+    }
+
+    /** withIgnoreIndex: targets of -1 do not count, and the call equals one with the default -100. */
+    @Test
+    void anotherIgnoreIndex() {
+        Batch d = batch(13);
+        int[] minusOne = d.packedTargets().clone();
+        minusOne[4] = -1;
+        int n = minusOne.length;
+        try (Tensor z = Tensor.of(d.packedLogits(), n, V); Tensor y = Tensor.ofInts(d.packedTargets(), n);
+             Tensor y1 = Tensor.ofInts(minusOne, n); Tensor o = Tensor.of(d.packedOld(), n);
+             Tensor a = Tensor.of(d.packedAdvantage(), n);
+             PolicyLoss.Result byDefault = PolicyLoss.compute(z, y, o, a, null, d.starts(), Options.defaults());
+             PolicyLoss.Result byMinusOne = PolicyLoss.compute(z, y1, o, a, null, d.starts(),
+                     Options.defaults().withIgnoreIndex(-1))) {
+            assertEquals(byDefault.loss(), byMinusOne.loss());
+            assertEquals(n - 1, byMinusOne.tokens());
+        }
+    }
+
+    @Test
+    void badLayoutsAreClearErrors() {
+        Batch d = batch(14);
+        try (Tensor z = Tensor.of(d.paddedLogits(), B, L, V); Tensor y = Tensor.ofInts(d.paddedTargets(), B, L);
+             Tensor yFlat = Tensor.ofInts(d.paddedTargets(), B * L); Tensor o = Tensor.of(d.paddedOld(), B, L);
+             Tensor a = Tensor.of(d.sequenceAdvantage(), B); Tensor m = Tensor.ofInts(d.mask(), B, L);
+             Tensor mFlat = Tensor.ofInts(d.mask(), B * L); Tensor a2 = Tensor.of(new float[2], 2);
+             Tensor g = Tensor.allocate(DType.F32, B * L, V); Tensor z4 = Tensor.allocate(DType.F32, 1, B, L, V)) {
+            Options masked = Options.defaults().withResponseMask(m);
+            Options perSequence = masked.withSequenceAdvantages();
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, new int[] {0, L, 2 * L, 3 * L}, perSequence),
+                    "sequenceStarts");
+            expect(() -> PolicyLoss.compute(z4, y, o, a, null, null, perSequence), "[B, L, V]");
+            expect(() -> PolicyLoss.compute(z, yFlat, o, a, null, null, perSequence), "targets");
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, null, Options.defaults().withResponseMask(mFlat)
+                    .withSequenceAdvantages()), "responseMask");
+            // [B] advantages without withSequenceAdvantages: per token, so [B, L] is expected
+            expect(() -> PolicyLoss.compute(z, y, o, a, null, null, masked), "[B, L]");
+            expect(() -> PolicyLoss.compute(z, y, o, a2, null, null, perSequence), "B, the sequences");
+            expect(() -> PolicyLoss.computeWithGradient(z, y, o, a, null, null, perSequence, 1f, g), "gradient");
+            int[] two = d.mask().clone();
+            two[0] = 2;
+            try (Tensor bad = Tensor.ofInts(two, B, L)) {
+                expect(() -> PolicyLoss.compute(z, y, o, a, null, null, Options.defaults().withResponseMask(bad)
+                        .withSequenceAdvantages()), "responseMask[0]");
+            }
+            float[] nan = d.sequenceAdvantage().clone();
+            nan[0] = Float.NaN; // sequence 0 has counted tokens: its advantage is read
+            try (Tensor bad = Tensor.of(nan, B)) {
+                expect(() -> PolicyLoss.compute(z, y, o, bad, null, null, perSequence), "advantages[0]");
+            }
+        }
+    }
+}
