@@ -25,6 +25,8 @@ public final class Tensor implements AutoCloseable {
     /** Alignment of every allocation: one 512-bit vector. */
     static final long ALIGNMENT = 64;
     private static final Cleaner CLEANER = Cleaner.create();
+    /** A thread that owns no arena, never started: a segment it may access is not confined. */
+    private static final Thread ANY_OTHER_THREAD = Thread.ofPlatform().unstarted(() -> { });
 
     private final long[] shape;
     private final DType dtype;
@@ -86,7 +88,11 @@ public final class Tensor implements AutoCloseable {
     /**
      * A tensor over {@code segment}, whose bytes are elements of {@code dtype} in native byte
      * order: a zero-copy view of a native segment (which must stay alive as long as the tensor),
-     * a copy of a heap segment (kernels need native memory).
+     * a copy of a heap segment (kernels need native memory). A native segment must start at a
+     * multiple of the element size (as GPU loads and the CPU ops' bulk copies need) and be
+     * accessible from any thread (the CPU backend splits work across threads): a segment of
+     * {@code Arena.ofConfined()} is refused; use {@code Arena.ofShared()}, {@code ofAuto()} or
+     * {@code global()}.
      */
     public static Tensor of(MemorySegment segment, DType dtype, long... shape) {
         Objects.requireNonNull(segment, "segment");
@@ -96,6 +102,12 @@ public final class Tensor implements AutoCloseable {
         Checks.require(segment.byteSize() == bytes, "segment",
                 bytes + " bytes for " + dtype + " " + Arrays.toString(dims), segment.byteSize() + " bytes");
         if (segment.isNative()) {
+            Checks.require(segment.address() % dtype.byteSize() == 0, "segment",
+                    "an address aligned to " + dtype.byteSize() + " bytes for " + dtype,
+                    "address 0x" + Long.toHexString(segment.address()));
+            Checks.require(segment.isAccessibleBy(ANY_OTHER_THREAD), "segment",
+                    "a segment every thread may access (Arena.ofShared, ofAuto or global)",
+                    "a segment confined to thread " + Thread.currentThread().getName());
             return new Tensor(dims, dtype, segment, null);
         }
         Tensor t = allocate(dtype, dims);

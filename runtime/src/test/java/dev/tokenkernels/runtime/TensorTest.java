@@ -81,7 +81,7 @@ class TensorTest {
 
     @Test
     void viewsNativeSegmentsAndCopiesHeapSegments() {
-        try (Arena arena = Arena.ofConfined()) {
+        try (Arena arena = Arena.ofShared()) {
             MemorySegment native_ = arena.allocate(8);
             Tensor t = Tensor.of(native_, DType.F32, 2);
             native_.setAtIndex(ValueLayout.JAVA_FLOAT, 1, 7f);
@@ -94,6 +94,29 @@ class TensorTest {
             backing[0] = 9;
             assertEquals(1f, t.getFloat(0));
             assertTrue(t.segment().isNative());
+        }
+    }
+
+    /**
+     * Segments the ops cannot use are refused by name: a confined one (the CPU backend's worker
+     * threads failed on it with WrongThreadException, from a size on) and a misaligned one (the
+     * bulk copies failed with the FFM's own message).
+     */
+    @Test
+    void refusesConfinedAndMisalignedSegments() {
+        try (Arena confined = Arena.ofConfined(); Arena shared = Arena.ofShared()) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> Tensor.of(confined.allocate(8, 8), DType.F32, 2));
+            assertTrue(e.getMessage().startsWith("segment:") && e.getMessage().contains("confined"), e.getMessage());
+            MemorySegment offByTwo = shared.allocate(12, 8).asSlice(2, 8);
+            e = assertThrows(IllegalArgumentException.class, () -> Tensor.of(offByTwo, DType.F32, 2));
+            assertTrue(e.getMessage().startsWith("segment:") && e.getMessage().contains("aligned"), e.getMessage());
+            e = assertThrows(IllegalArgumentException.class,
+                    () -> Tensor.of(shared.allocate(12, 8).asSlice(1, 4), DType.BF16, 2));
+            assertTrue(e.getMessage().contains("aligned to 2 bytes"), e.getMessage());
+            try (Tensor ok = Tensor.of(shared.allocate(12, 8).asSlice(2, 4), DType.BF16, 2)) {
+                assertEquals(2, ok.elementCount(), "BF16 at an even offset is aligned");
+            }
         }
     }
 
