@@ -35,7 +35,7 @@ import java.util.stream.IntStream;
  *
  * <p><b>Why "k largest + (m - k) smallest" is optimal.</b> Sort the group's advantages. Take a
  * best subset S of size m and suppose its complement is not one contiguous block of the sorted
- * order: then some kept y lies between two dropped x < y < x' (sorted positions). Replacing y by
+ * order: then some kept y lies between two dropped {@code x < y < x'} (sorted positions). Replacing y by
  * a value v with the rest of S fixed, the variance is {@code g(v) = (sum a^2 + v^2)/m - ((sum a + v)/m)^2},
  * a quadratic in v with leading coefficient {@code (m - 1)/m^2 >= 0}, so convex: on the interval
  * {@code [x, x']} it is largest at an end, {@code max(g(x), g(x')) >= g(y)}. Swapping y for that

@@ -16,7 +16,7 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *
  * <p>Per token {@code t} with policy logits {@code z_t [V]}, sampled token {@code y_t}, old
  * log-probability {@code o_t} and advantage {@code A_t}: {@code logp_t = log softmax(z_t / T)[y_t]},
- * <pre>
+ * <pre>{@code
  *   r_t  = exp(clamp(logp_t - o_t, -20, 20)),   r'_t = min(r_t, delta)        (ratio cap, off by default)
  *   a_t  = A_t inside 1 - eps_low_t/2 < r'_t < 1 + eps_high_t/2, else Aout_t   (HAPO zones; off: a_t = A_t)
  *   p_t  = -min(r'_t a_t, clip(r'_t, 1 - eps_low_t, 1 + eps_high_t) a_t)
@@ -25,7 +25,7 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *   l_t  = w_t p_t                                                             (token weights, 1 by default)
  *        + beta (exp(d_t) - d_t - 1),  d_t = clamp(ref_t - logp_t, -20, 20)   (k3 reference KL, beta = 0 by default)
  *        + beta_lp min(exp(e_t) - e_t - 1, 10),  e_t = lp_t - logp_t         (regularized tokens only)
- * </pre>
+ * }</pre>
  * {@code eps_low}, {@code eps_high} are scalars or per-token tensors. The gradient follows the
  * branch each {@code min}/{@code clip}/zone takes (0 where the log-ratio clamp, the cap, a clip, the
  * dual clip or Lp-Reg's cap of its KL at 10 is active, and the reference KL's slope 0 where its

@@ -41,9 +41,9 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * <p>Gradient w.r.t. {@code h_s}, scaled by {@code gradScale} and the reduction: with
  * {@code w} the reduction's weight of a valid row and {@code G_ij = w (P_s(i, j) - P_t(i, j))}
  * (0 for a pair that is not a column),
- * <pre>  dL/du_k = (1/tau) sum_j (G_kj + G_jk) u_j           (S_s is symmetric)
+ * <pre>{@code  dL/du_k = (1/tau) sum_j (G_kj + G_jk) u_j           (S_s is symmetric)
  *   dL/dh_k = (dL/du_k - (u_k . dL/du_k) u_k) / ||h_k||   (||h_k|| >= 1e-8)
- *   dL/dh_k = dL/du_k / 1e-8                           (||h_k|| < 1e-8)</pre>
+ *   dL/dh_k = dL/du_k / 1e-8                           (||h_k|| < 1e-8)}</pre>
  * in a new F32 tensor {@code [B, L, d_s]}, or a caller's buffer (F32, F16 or BF16: each value
  * formed in fp32 and rounded once), which may be the student features themselves for an in-place
  * update (every backend reads them into its own copy before it writes a gradient row; the teacher

@@ -21,7 +21,7 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *           so e_p is the q-quantile of e)
  *   s     = sqrt(max(mean_M (e_t - pivot)^2, 1e-8)),   h_t = (e_t - pivot) / s
  *   P     = max(1e-8, max_M h_t),   Q = max(1e-8, -min_M h_t)
- *   h_hat = h_t / P for h_t > 0,   h_t / Q for h_t <= 0           (so h_hat in [-1, 1])
+ *   h_hat = h_t / P for h_t > 0,   h_t / Q for h_t &lt;= 0        (so h_hat in [-1, 1])
  * </pre>
  * Tokens outside the mask get {@code h_hat = 0} (neutral). Degenerate cases give no NaN: no
  * masked token gives all zeros (pivot 0, s = 1e-4); all equal {@code e} give {@code h = 0}

@@ -217,7 +217,7 @@ final class TokenSelectionCpu {
         return index[(int) r - 1];
     }
 
-    /** Mask bytes of {@code [from, to)}: UP_TO keeps (key, i) <= (threshold, selected), AT_LEAST_VALUE key >= threshold. */
+    /** Mask bytes of {@code [from, to)}: {@code UP_TO} keeps {@code (key, i) <= (threshold, selected)}, {@code AT_LEAST_VALUE} {@code key >= threshold}. */
     private static void writeMask(MemorySegment scores, MemorySegment mask, boolean largest,
                                   TokenSelection.MaskMode mode, int threshold, int selected, int from, int to,
                                   MemorySegment out) {

@@ -20,12 +20,12 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *     and {@code 0 <= tau < 1} so that {@code T_t > 0} (the paper: T0 = 1, tau = 0.05).</li>
  * <li>{@link #adaptiveClipping}: HAPO's Asymmetric Adaptive Clipping and Differential Advantage
  *     Redistribution. With {@code A_ent = A (1 + beta h_hat)}:
- *     <pre>
+ *     <pre>{@code
  *       h_hat <= 0:  eps_low' = eps_low (1 - alpha h_hat),  eps_high' = eps_high,
  *                    inside = A_ent,  outside = A
  *       h_hat >  0:  eps_low' = eps_low,  eps_high' = eps_high (1 + alpha h_hat),
  *                    inside = A,  outside = A_ent
- *     </pre>
+ *     }</pre>
  *     (alpha = beta = 1, eps = 0.2 in the paper). "Inside" is the advantage a token uses while
  *     its ratio is in the neutral zone, which the authors' released code takes as the open
  *     interval {@code (1 - eps_low' / 2, 1 + eps_high' / 2)} of the adapted ranges, "outside"
