@@ -73,6 +73,12 @@ public final class CudaKernelBackend implements KernelBackend {
         return name;
     }
 
+    /** The backend's name, as test messages and logs should show it. */
+    @Override
+    public String toString() {
+        return "CudaKernelBackend[" + name + "]";
+    }
+
     @Override
     public Device device() {
         return new Device(name, 0);
