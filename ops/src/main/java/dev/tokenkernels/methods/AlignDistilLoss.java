@@ -98,16 +98,11 @@ public final class AlignDistilLoss {
         Checks.notNull("dpo", dpo);
         Checks.notNull("reverse", reverse);
         Checks.notNull("labels", labels);
-        if (sequenceStarts == null || sequenceStarts.length < 2) {
-            throw new IllegalArgumentException("sequenceStarts: expected B + 1 >= 2 offsets, got "
-                    + (sequenceStarts == null ? "null" : sequenceStarts.length));
-        }
         int rows = (int) policy.dim(0);
         Checks.rank("labels", labels, 1, "[N]");
         Checks.dim("labels", labels, 0, rows, "N, the rows of policy");
         Checks.dtype("labels", labels, DType.I32, DType.I64); // before the TVD, which would call them targets
-        Checks.require(sequenceStarts[0] == 0 && sequenceStarts[sequenceStarts.length - 1] == rows, "sequenceStarts",
-                "offsets from 0 to N = " + rows, java.util.Arrays.toString(sequenceStarts));
+        int[] starts = Checks.offsets("sequenceStarts", sequenceStarts, rows);
         float[] alpha = new float[rows];
         float[] scale = new float[rows];
         if (adaptive) {
@@ -126,7 +121,7 @@ public final class AlignDistilLoss {
             java.util.Arrays.fill(alpha, fixedWeight - 1f);
             java.util.Arrays.fill(scale, 1f);
         }
-        float[] weights = sequenceWeights(labels, sequenceStarts, scale);
+        float[] weights = sequenceWeights(labels, starts, scale);
         try (Tensor w = Tensor.of(weights, rows); Tensor a = Tensor.of(alpha, rows)) {
             Divergence.Options kl = Divergence.Options.reverseKl().withTemperature(temperature)
                     .withReduction(Reduction.SUM).withWeights(w).withExtrapolatedTeacher(reverse, a).on(backend);
@@ -143,7 +138,6 @@ public final class AlignDistilLoss {
         float[] w = new float[rows];
         int sequences = 0;
         for (int b = 0; b + 1 < starts.length; b++) {
-            Checks.require(starts[b] <= starts[b + 1], "sequenceStarts", "non-decreasing offsets", starts[b] + " > " + starts[b + 1]);
             int counted = 0;
             for (int t = starts[b]; t < starts[b + 1]; t++) {
                 counted += labels.getLong(t) == LogitStats.DEFAULT_IGNORE_INDEX ? 0 : 1;

@@ -22,6 +22,25 @@ public final class Checks {
     }
 
     /**
+     * Sequence offsets {@code [B + 1]} over {@code rows} tokens, checked in full before any is used
+     * (an offset past the end must fail here, not index out of bounds in a loop): at least two,
+     * from 0 to {@code rows}, non-decreasing. Returns a copy the caller's later edits cannot change.
+     */
+    public static int[] offsets(String name, int[] starts, long rows) {
+        if (starts == null || starts.length < 2) {
+            throw new IllegalArgumentException(name + ": expected B + 1 >= 2 offsets, got "
+                    + (starts == null ? "null" : starts.length));
+        }
+        int[] copy = starts.clone();
+        require(copy[0] == 0 && copy[copy.length - 1] == rows, name, "offsets from 0 to N = " + rows,
+                Arrays.toString(copy));
+        for (int b = 0; b + 1 < copy.length; b++) {
+            require(copy[b] <= copy[b + 1], name, "non-decreasing offsets", copy[b] + " > " + copy[b + 1]);
+        }
+        return copy;
+    }
+
+    /**
      * Requires that the output {@code buffer} shares no memory with the input {@code input}, or,
      * with {@code inPlace}, is {@code input} itself: an op that writes a row's output after reading
      * that row can update in place, but a buffer overlapping the input otherwise (a view of other

@@ -465,18 +465,9 @@ public final class PreferenceLoss {
                     "a class index in [0, " + vocab + ") or ignoreIndex " + o.ignoreIndex(), y);
             counted[t] = y != o.ignoreIndex();
         }
-        int[] starts = r.sequenceStarts();
-        if (starts == null || starts.length < 2) {
-            throw new IllegalArgumentException(name + ".sequenceStarts: expected B + 1 >= 2 offsets, got "
-                    + (starts == null ? "null" : starts.length));
-        }
-        starts = starts.clone();
-        Checks.require(starts[0] == 0 && starts[starts.length - 1] == rows, name + ".sequenceStarts",
-                "offsets from 0 to N = " + rows, java.util.Arrays.toString(starts));
+        int[] starts = Checks.offsets(name + ".sequenceStarts", r.sequenceStarts(), rows);
         int[] tokens = new int[starts.length - 1];
         for (int b = 0; b + 1 < starts.length; b++) {
-            Checks.require(starts[b] <= starts[b + 1], name + ".sequenceStarts", "non-decreasing offsets",
-                    starts[b] + " > " + starts[b + 1]);
             for (int t = starts[b]; t < starts[b + 1]; t++) {
                 tokens[b] += counted[t] ? 1 : 0;
             }

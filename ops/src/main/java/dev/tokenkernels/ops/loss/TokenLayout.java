@@ -36,7 +36,7 @@ final class TokenLayout {
         Checks.require(tokens <= Integer.MAX_VALUE, "logits", "fewer than 2^31 tokens", tokens);
         Checks.require(vocab >= 1 && vocab <= Integer.MAX_VALUE, "logits", "1 <= V < 2^31 columns", vocab);
         if (logits.rank() == 2) {
-            return new TokenLayout((int) tokens, vocab, checkedStarts(starts, (int) tokens),
+            return new TokenLayout((int) tokens, vocab, Checks.offsets("sequenceStarts", starts, tokens),
                     new long[] {tokens});
         }
         if (starts != null) {
@@ -51,21 +51,6 @@ final class TokenLayout {
             padded[b] = (int) (b * length);
         }
         return new TokenLayout((int) tokens, vocab, padded, new long[] {batch, length});
-    }
-
-    /** Offsets {@code [B + 1]}, checked: from 0 to N, non-decreasing. */
-    private static int[] checkedStarts(int[] starts, int rows) {
-        if (starts == null || starts.length < 2) {
-            throw new IllegalArgumentException("sequenceStarts: expected B + 1 >= 2 offsets with [N, V] logits, got "
-                    + (starts == null ? "null" : starts.length));
-        }
-        Checks.require(starts[0] == 0 && starts[starts.length - 1] == rows, "sequenceStarts",
-                "offsets from 0 to N = " + rows, Arrays.toString(starts));
-        for (int b = 0; b + 1 < starts.length; b++) {
-            Checks.require(starts[b] <= starts[b + 1], "sequenceStarts", "non-decreasing offsets",
-                    starts[b] + " > " + starts[b + 1]);
-        }
-        return starts.clone();
     }
 
     /** N, the tokens of the batch (padding included). */
