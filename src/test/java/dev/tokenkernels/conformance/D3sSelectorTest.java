@@ -76,6 +76,46 @@ class D3sSelectorTest {
     }
 
     /**
+     * The schedule in exact decimal: 4.5 samples round up (float64 has (1 - 0.7) 1 + 0.7 * 6 =
+     * 4.499999999999999), and K = 0.07 of 100 tokens keeps 7 (float64 has 0.07 * 100 = 7.000000000000001).
+     */
+    @Test
+    void scheduleCountsAreThoseOfTheDecimals() {
+        assertEquals(5, new D3sSelector.Schedule(1, 0.5, 6, 0.5).samplesAt(0.7));
+        assertEquals(4, new D3sSelector.Schedule(3, 0.5, 13, 0.5).samplesAt(0.05)); // 3.5
+        assertEquals(0.07, new D3sSelector.Schedule(1, 0.05, 1, 0.09).tokenFractionAt(0.5));
+        int n = 100;
+        float[] advantages = new float[n];
+        float[] entropy = new float[n];
+        for (int i = 0; i < n; i++) {
+            advantages[i] = 1f;
+            entropy[i] = i + 1;
+        }
+        for (Backend backend : ConformanceBackends.all()) {
+            D3sSelector d3s = new D3sSelector(new D3sSelector.Schedule(1, 0.07, 1, 0.07), backend);
+            try (Tensor a = Tensor.of(advantages, n); Tensor h = Tensor.of(entropy, n);
+                 D3sSelector.Selection s = d3s.select(new float[] {1f}, new int[] {0, n}, new int[] {0, 1}, a, h,
+                         null, 0)) {
+                long inMask = 0;
+                for (int i = 0; i < n; i++) {
+                    inMask += s.tokenMask().getLong(i);
+                }
+                assertEquals(7, s.keptTokens(), backend + " kept tokens");
+                assertEquals(7, inMask, backend + " tokens in the mask");
+                assertEquals(1, s.tokenMask().getLong(n - 1), backend + " the largest score is kept");
+            }
+        }
+    }
+
+    /** Ties in value go to the lower index on both ends: of {-10, 0, 6, 6} keep 2 gives {0, 2}; of three -1s and a 5, {0, 3}. */
+    @Test
+    void maxVarianceTiesGoToTheLowerIndex() {
+        assertArrayEquals(new int[] {0, 2}, D3sSelector.maxVarianceSubset(new float[] {-10f, 0f, 6f, 6f}, 0, 4, 2));
+        assertArrayEquals(new int[] {0, 3}, D3sSelector.maxVarianceSubset(new float[] {-1f, -1f, -1f, 5f}, 0, 4, 2));
+        assertArrayEquals(new int[] {1, 2}, D3sSelector.maxVarianceSubset(new float[] {9f, 3f, 3f, 3f}, 1, 4, 2));
+    }
+
+    /**
      * Two groups of three responses, m = 2: group 0 (A = 1, 0, -1) keeps 0 and 2, group 1 (A = 0.5, 0.4, -2)
      * keeps 0 and 2. Their 8 tokens, K = 0.5: the 4 largest |A| H.
      */
@@ -155,5 +195,7 @@ class D3sSelectorTest {
                     a, a, null, 0), "sequenceAdvantages[2]");
         }
         expect(() -> new D3sSelector(null, null), "schedule");
+        expect(() -> D3sSelector.maxVarianceSubset(null, 0, 0, 1), "values");
+        expect(() -> D3sSelector.maxVarianceSubset(new float[] {0f, Float.NaN, 1f}, 0, 3, 2), "values[1]");
     }
 }

@@ -8,6 +8,8 @@ import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.math.BigDecimal;
+import java.math.RoundingMode;
 import java.util.Arrays;
 import java.util.Comparator;
 import java.util.stream.IntStream;
@@ -29,8 +31,9 @@ import java.util.stream.IntStream;
  *     {@link TokenSelection#topK}: exactly that many, ties to the lower index, the same tokens on every backend).</li>
  * <li><b>Schedule.</b> At training progress {@code p in [0, 1]},
  *     {@code [m, K] = (1 - p) [N0, K0] + p [N1, K1]}: {@code m} rounded half up to an integer,
- *     {@code K} a fraction in (0, 1] not rounded ({@link Schedule}). Start aggressive (small
- *     {@code N0}, {@code K0}), end relaxed.</li>
+ *     {@code K} a fraction in (0, 1] not rounded ({@link Schedule}; both in exact decimal arithmetic
+ *     on the decimals the parameters print as, like {@link TokenSelection}'s quantile ranks). Start
+ *     aggressive (small {@code N0}, {@code K0}), end relaxed.</li>
  * </ol>
  *
  * <p><b>Why "k largest + (m - k) smallest" is optimal.</b> Sort the group's advantages. Take a
@@ -56,6 +59,8 @@ public final class D3sSelector {
      * progress 0 and at progress 1.
      */
     public record Schedule(int samplesStart, double tokenFractionStart, int samplesEnd, double tokenFractionEnd) {
+        private static final BigDecimal HALF = new BigDecimal("0.5");
+
         public Schedule {
             Checks.require(samplesStart >= 1, "samplesStart", "at least 1 response per group", samplesStart);
             Checks.require(samplesEnd >= 1, "samplesEnd", "at least 1 response per group", samplesEnd);
@@ -65,16 +70,35 @@ public final class D3sSelector {
                     tokenFractionEnd);
         }
 
-        /** {@code m = floor((1 - p) N0 + p N1 + 1/2)}. */
+        /**
+         * {@code m = floor((1 - p) N0 + p N1 + 1/2)}, in exact decimal arithmetic on the decimal
+         * {@code p} prints as: 4.5 rounds to 5 (in float64, (1 - 0.7) * 1 + 0.7 * 6 is 4.499999999999999).
+         */
         public int samplesAt(double progress) {
             checkProgress(progress);
-            return (int) Math.floor((1 - progress) * samplesStart + progress * samplesEnd + 0.5);
+            return interpolate(progress, BigDecimal.valueOf(samplesStart), BigDecimal.valueOf(samplesEnd))
+                    .add(HALF).setScale(0, RoundingMode.FLOOR).intValueExact();
         }
 
-        /** {@code K = (1 - p) K0 + p K1}. */
+        /** {@code K = (1 - p) K0 + p K1}, the decimal of {@link #tokenFractionDecimal} rounded to a double. */
         public double tokenFractionAt(double progress) {
+            return tokenFractionDecimal(progress).doubleValue();
+        }
+
+        /**
+         * {@code K} exactly, from the decimals {@code p}, {@code K0} and {@code K1} print as, so that
+         * the token count {@code ceil(K n)} is that of the decimal (0.07 of 100 tokens is 7, where
+         * float64 has 0.07 * 100 = 7.000000000000001).
+         */
+        BigDecimal tokenFractionDecimal(double progress) {
             checkProgress(progress);
-            return Math.min(1, (1 - progress) * tokenFractionStart + progress * tokenFractionEnd);
+            return interpolate(progress, BigDecimal.valueOf(tokenFractionStart), BigDecimal.valueOf(tokenFractionEnd))
+                    .min(BigDecimal.ONE);
+        }
+
+        private static BigDecimal interpolate(double progress, BigDecimal start, BigDecimal end) {
+            BigDecimal p = BigDecimal.valueOf(progress);
+            return BigDecimal.ONE.subtract(p).multiply(start).add(p.multiply(end));
         }
 
         private static void checkProgress(double p) {
@@ -122,7 +146,7 @@ public final class D3sSelector {
     public Selection select(float[] sequenceAdvantages, int[] sequenceStarts, int[] groupStarts, Tensor tokenAdvantages,
                             Tensor entropy, Tensor mask, double progress) {
         int m = schedule.samplesAt(progress);
-        double fraction = schedule.tokenFractionAt(progress);
+        BigDecimal fraction = schedule.tokenFractionDecimal(progress);
         if (sequenceAdvantages == null) {
             throw new IllegalArgumentException("sequenceAdvantages: expected one advantage per response, got null");
         }
@@ -169,9 +193,9 @@ public final class D3sSelector {
                     }
                 }
             }
-            long k = (long) Math.ceil(fraction * count);
+            long k = fraction.multiply(BigDecimal.valueOf(count)).setScale(0, RoundingMode.CEILING).longValueExact();
             Tensor tokenMask = TokenSelection.topK(scores, candidates, k, TokenSelection.Options.defaults().on(backend));
-            return new Selection(kept, tokenMask, Math.min(k, count), m, fraction);
+            return new Selection(kept, tokenMask, Math.min(k, count), m, fraction.doubleValue());
         }
     }
 
@@ -186,9 +210,15 @@ public final class D3sSelector {
      * largest population variance, searched over "k largest + (m - k) smallest"; see the class doc.
      */
     public static int[] maxVarianceSubset(float[] values, int from, int to, int m) {
+        if (values == null) {
+            throw new IllegalArgumentException("values: expected an array of advantages, got null");
+        }
         Checks.require(m >= 0, "m", "a count >= 0", m);
         Checks.require(from >= 0 && from <= to && to <= values.length, "range", "0 <= from <= to <= " + values.length,
                 from + ".." + to);
+        for (int i = from; i < to; i++) { // a NaN would make the search keep an arbitrary set
+            Checks.require(Float.isFinite(values[i]), "values[" + i + "]", "a finite advantage", values[i]);
+        }
         int size = to - from;
         if (m >= size) {
             return IntStream.range(from, to).toArray();
@@ -214,9 +244,30 @@ public final class D3sSelector {
                 bestK = k;
             }
         }
-        int[] chosen = new int[m];
+        return lowestIndicesOfTies(values, sorted, m, bestK);
+    }
+
+    /**
+     * The indices of "the k largest and m - k smallest" with ties in value going to the lower
+     * index: per run of equal values in {@code sorted} (ascending by value, then index), as many
+     * as the picked positions hold, taken from the run's start. The values picked, and so the
+     * variance, are those of the positions.
+     */
+    private static int[] lowestIndicesOfTies(float[] values, Integer[] sorted, int m, int k) {
+        boolean[] picked = new boolean[sorted.length];
         for (int j = 0; j < m; j++) {
-            chosen[j] = pick(sorted, size, m, bestK, j);
+            picked[j < m - k ? j : sorted.length - (m - j)] = true;
+        }
+        int[] chosen = new int[m];
+        int n = 0;
+        for (int run = 0, end; run < sorted.length; run = end) {
+            int count = 0;
+            for (end = run; end < sorted.length && values[sorted[end]] == values[sorted[run]]; end++) {
+                count += picked[end] ? 1 : 0;
+            }
+            for (int i = run; i < run + count; i++) {
+                chosen[n++] = sorted[i];
+            }
         }
         Arrays.sort(chosen);
         return chosen;
