@@ -118,5 +118,17 @@ class CdpoLossTest {
             expect(() -> loss.computeWeightingChosen(r, r, null, z, z, z, 1f), "chosenPositive");
             expect(() -> loss.compute(null, r, z, z, 1f), "responses");
         }
+        // contrast models over another vocabulary than the policy's: refused by name, wider or narrower
+        // (wider was silently normalized over its extra classes, narrower failed as a bare "targets[0]")
+        try (Tensor z = Tensor.of(new float[] {0f, 1f, 2f}, 1, 3); Tensor y = Tensor.ofInts(new int[] {2}, 1);
+             Tensor ref = Tensor.of(new float[] {-1f}, 1); Tensor wide = Tensor.of(new float[5], 1, 5);
+             Tensor narrow = Tensor.of(new float[2], 1, 2)) {
+            Responses r = Responses.of(z, y, new int[] {0, 1}, ref);
+            CdpoLoss loss = CdpoLoss.defaults();
+            expect(() -> loss.compute(r, r, wide, wide, 1f).close(), "rejectedPositive: expected dimension 1 = 3");
+            expect(() -> loss.compute(r, r, narrow, narrow, 1f).close(), "rejectedPositive: expected dimension 1 = 3");
+            expect(() -> loss.compute(r, r, z, wide, 1f).close(), "rejectedNegative: expected dimension 1 = 3");
+            expect(() -> loss.computeWeightingChosen(r, r, wide, wide, z, z, 1f).close(), "chosenPositive");
+        }
     }
 }

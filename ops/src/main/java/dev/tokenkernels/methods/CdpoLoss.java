@@ -140,7 +140,11 @@ public final class CdpoLoss {
         long rows = targets.dim(0);
         Checks.dim(positiveName, positive, 0, rows, "N, the tokens of " + side + ".targets");
         Checks.dim(negativeName, negative, 0, rows, "N, the tokens of " + side + ".targets");
-        Checks.dim(negativeName, negative, 1, positive.dim(1), "V, the columns of " + positiveName);
+        // p_ce weighs the policy's tokens: over another vocabulary it would be a different distribution
+        Tensor policy = Checks.notNull(side + ".logits", r.logits());
+        Checks.rank(side + ".logits", policy, 2, "[N, V]");
+        Checks.dim(positiveName, positive, 1, policy.dim(1), "V, the columns of " + side + ".logits (the policy's)");
+        Checks.dim(negativeName, negative, 1, policy.dim(1), "V, the columns of " + side + ".logits (the policy's)");
         Checks.dtype(positiveName, positive, DType.F32, DType.F16, DType.BF16);
         Checks.dtype(negativeName, negative, DType.F32, DType.F16, DType.BF16);
         try (ContrastiveTargetProb.Result p = ContrastiveTargetProb.compute(positive, negative, targets, contrast)) {
