@@ -187,6 +187,37 @@ class PreferenceLossTest {
         }
     }
 
+    /**
+     * A masked target on one side only, as the class doc gives it on every backend: chosen masked,
+     * {@code h = -inf}, infinite loss; rejected masked, {@code h = +inf}, loss 0 and no gradient, but
+     * an infinite loss with label smoothing; the gradients stay finite.
+     */
+    @Test
+    void maskedTargetOnOneSide() {
+        float ninf = Float.NEGATIVE_INFINITY;
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor open = Tensor.of(new float[] {0f, 0f}, 1, 2); Tensor masked = Tensor.of(new float[] {0f, ninf}, 1, 2);
+                 Tensor y = Tensor.ofInts(new int[] {1}, 1); Tensor ref = Tensor.of(new float[] {-0.7f}, 1)) {
+                Responses openSide = Responses.of(open, y, new int[] {0, 1}, ref);
+                Responses maskedSide = Responses.of(masked, y, new int[] {0, 1}, ref);
+                Options dpo = Options.dpo(0.1f).on(backend);
+                try (PreferenceLoss.Result chosenMasked = PreferenceLoss.computeWithGradient(maskedSide, openSide, dpo, 1f);
+                     PreferenceLoss.Result rejectedMasked = PreferenceLoss.computeWithGradient(openSide, maskedSide, dpo, 1f);
+                     PreferenceLoss.Result smoothed = PreferenceLoss.computeWithGradient(openSide, maskedSide,
+                             dpo.withLabelSmoothing(0.1f), 1f)) {
+                    assertEquals(Float.POSITIVE_INFINITY, chosenMasked.loss(), backend + " chosen masked");
+                    assertEquals(0f, rejectedMasked.loss(), backend + " rejected masked");
+                    assertEquals(Float.POSITIVE_INFINITY, smoothed.loss(), backend + " rejected masked, eps 0.1");
+                    for (int v = 0; v < 2; v++) {
+                        assertTrue(Float.isFinite(chosenMasked.chosenGradient().getFloat(v)), backend + " finite");
+                        assertTrue(Float.isFinite(smoothed.chosenGradient().getFloat(v)), backend + " finite");
+                        assertEquals(0f, rejectedMasked.chosenGradient().getFloat(v), backend + " no gradient");
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void badInputsAreClearErrors() {
         try (Pair p = Pair.byHand(); Tensor nan = Tensor.of(new float[] {Float.NaN}, 1);

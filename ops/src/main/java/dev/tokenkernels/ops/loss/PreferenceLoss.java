@@ -41,8 +41,10 @@ import dev.tokenkernels.runtime.Tensor;
  * softmax) / T} written into (or added to) the gradient buffers. No other {@code [N, V]} buffer.
  * A pair whose {@code dl/dh} is not finite gets a NaN gradient on every row of both its responses:
  * NaN logits, a masked target ({@code logp = -inf}) on both sides (then {@code h = -inf - (-inf) =
- * NaN}), or IPO with an infinite {@code h}. A masked target on one side only gives DPO an infinite
- * loss with a finite gradient. A reference log-probability or weight that is not finite at a counted
+ * NaN}), or IPO with an infinite {@code h}. A masked target on one side only gives DPO and SimPO
+ * {@code h = -inf} on the chosen side, an infinite loss with a finite gradient, and {@code h = +inf}
+ * on the rejected side, a loss and gradient of 0 (with label smoothing {@code eps > 0} an infinite
+ * loss and a finite gradient again). A reference log-probability or weight that is not finite at a counted
  * token is refused ({@link IllegalArgumentException}), not turned into a NaN gradient, and so are
  * finite weights, beta or gradScale so large (or an IPO {@code h} so large) that a gradient
  * coefficient overflows fp32.
