@@ -21,7 +21,7 @@ import dev.tokenkernels.runtime.Tensor;
  * with {@code rho_t = logp_theta(y_t) - logp_ref(y_t)}, mean over pairs, and chosen weights
  * {@code w_w,t = 1}, or {@code p_ce,t} of the chosen tokens ({@link #computeWeightingChosen}).
  * The weights are constants: no gradient flows into {@code z_pos} or {@code z_neg}, only into the
- * policy's logits.
+ * policy's logits. They replace any weights the caller's {@code Responses} carry.
  *
  * <p>One fused {@link ContrastiveTargetProb} pass over the two models' logits of each weighted
  * side (each read once, the combined logits never written), then {@link PreferenceLoss}'s two

@@ -29,7 +29,8 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * is the ignore index do not count (nothing drawn, zero gradient); the loss is the token mean
  * {@code sum_t l_t / n} over the {@code n} counted tokens (or {@code / normalizer} when given), and
  * the gradient {@code gradScale} times its derivative. Rows whose logits hold NaN or {@code +inf},
- * or are all {@code -inf}, have NaN loss and gradient and samples -1.
+ * or a finite logit whose {@code z / T} overflows fp32, or are all {@code -inf}, have NaN loss and
+ * gradient and samples -1.
  *
  * <p>Defaults (this project's choice; the paper's exact settings are not given here): {@code K = 4}
  * (one Philox call per vocabulary entry gives all four draws), {@code beta = 0.1} (a missed draw
