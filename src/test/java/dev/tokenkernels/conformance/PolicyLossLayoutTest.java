@@ -12,6 +12,12 @@ import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
 import java.util.Arrays;
 import java.util.SplittableRandom;
+import net.jqwik.api.Arbitraries;
+import net.jqwik.api.Arbitrary;
+import net.jqwik.api.ForAll;
+import net.jqwik.api.Property;
+import net.jqwik.api.Provide;
+import net.jqwik.api.constraints.IntRange;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -28,32 +34,47 @@ class PolicyLossLayoutTest {
     private static final int[] LENGTHS = {6, 0, 4};
 
     /** A batch in both layouts: padded rows of L, and the real tokens packed. */
-    private record Batch(float[] paddedLogits, int[] paddedTargets, float[] paddedOld, int[] mask,
-                         float[] sequenceAdvantage, float[] packedLogits, int[] packedTargets, float[] packedOld,
-                         float[] packedAdvantage, int[] starts) {
+    private record Batch(int batch, int length, int vocab, int[] lengths, float[] paddedLogits, int[] paddedTargets,
+                         float[] paddedOld, int[] mask, float[] sequenceAdvantage, float[] packedLogits,
+                         int[] packedTargets, float[] packedOld, float[] packedAdvantage, int[] starts) {
     }
 
     private static Batch batch(long seed) {
+        return batch(seed, L, V, LENGTHS);
+    }
+
+    /**
+     * Rows of {@code length} tokens over {@code vocab} classes, {@code lengths[b]} of them real;
+     * the first real token of the first sequence with more than one is left out (by the mask in
+     * the padded layout, by the ignore index in the packed one). An empty sequence's advantage is NaN.
+     */
+    private static Batch batch(long seed, int length, int vocab, int[] lengths) {
+        int batch = lengths.length;
+        int L = length;
+        int V = vocab;
         SplittableRandom random = new SplittableRandom(seed);
-        float[] logits = new float[B * L * V];
-        int[] targets = new int[B * L];
-        float[] old = new float[B * L];
-        int[] mask = new int[B * L];
-        float[] advantage = {1.5f, Float.NaN, -0.75f}; // the empty sequence's is never read
+        float[] logits = new float[batch * L * V];
+        int[] targets = new int[batch * L];
+        float[] old = new float[batch * L];
+        int[] mask = new int[batch * L];
+        float[] advantage = new float[batch];
+        for (int b = 0; b < batch; b++) {
+            advantage[b] = lengths[b] == 0 ? Float.NaN : (float) random.nextGaussian(); // never read when empty
+        }
         for (int i = 0; i < logits.length; i++) {
             logits[i] = (float) (3 * random.nextGaussian());
         }
-        int packed = Arrays.stream(LENGTHS).sum();
+        int packed = Arrays.stream(lengths).sum();
         float[] packedLogits = new float[packed * V];
         int[] packedTargets = new int[packed];
         float[] packedOld = new float[packed];
         float[] packedAdvantage = new float[packed];
-        int[] starts = new int[B + 1];
+        int[] starts = new int[batch + 1];
         int n = 0;
-        for (int b = 0; b < B; b++) {
+        for (int b = 0; b < batch; b++) {
             for (int t = 0; t < L; t++) {
                 int i = b * L + t;
-                if (t < LENGTHS[b]) {
+                if (t < lengths[b]) {
                     mask[i] = 1;
                     targets[i] = random.nextInt(V);
                     old[i] = (float) (-3 - random.nextDouble());
@@ -69,64 +90,92 @@ class PolicyLossLayoutTest {
             }
             starts[b + 1] = n;
         }
-        // the packed rows keep token 4 of sequence 0 out by the ignore index, the padded ones by the mask
-        packedTargets[4] = (int) Options.defaults().ignoreIndex();
-        mask[4] = 0;
-        return new Batch(logits, targets, old, mask, advantage, packedLogits, packedTargets, packedOld,
-                packedAdvantage, starts);
+        for (int b = 0; b < batch; b++) {
+            if (lengths[b] > 1) { // not counted: by the ignore index when packed, by the mask when padded
+                packedTargets[starts[b]] = (int) Options.defaults().ignoreIndex();
+                mask[b * L] = 0;
+                break;
+            }
+        }
+        return new Batch(batch, L, V, lengths, logits, targets, old, mask, advantage, packedLogits, packedTargets,
+                packedOld, packedAdvantage, starts);
     }
 
     @Test
     void paddedRowsWithAMaskEqualThePackedTokens() {
         Batch d = batch(11);
-        for (Aggregation aggregation : new Aggregation[] {Aggregation.TOKEN_MEAN, Aggregation.SEQ_MEAN_TOKEN_MEAN,
-                Aggregation.SEQ_MEAN_TOKEN_SUM, Aggregation.SEQ_MEAN_TOKEN_SUM_NORM, Aggregation.DEGRPO}) {
+        for (Aggregation aggregation : Aggregation.values()) {
             for (Backend backend : ConformanceBackends.all()) {
-                String at = backend + " " + aggregation;
-                // Dr. GRPO divides by B * maxLength: the padded rows' L, given to the packed call
-                Options options = Options.defaults().withClip(0.2f, 0.28f).withAggregation(aggregation,
-                        aggregation == Aggregation.SEQ_MEAN_TOKEN_SUM_NORM ? L : 0).on(backend);
-                try (Tensor z = Tensor.of(d.paddedLogits(), B, L, V); Tensor y = Tensor.ofInts(d.paddedTargets(), B, L);
-                     Tensor o = Tensor.of(d.paddedOld(), B, L); Tensor a = Tensor.of(d.sequenceAdvantage(), B);
-                     Tensor m = Tensor.ofInts(d.mask(), B, L);
-                     Tensor pz = Tensor.of(d.packedLogits(), d.packedTargets().length, V);
-                     Tensor py = Tensor.ofInts(d.packedTargets(), d.packedTargets().length);
-                     Tensor po = Tensor.of(d.packedOld(), d.packedOld().length);
-                     Tensor pa = Tensor.of(d.packedAdvantage(), d.packedAdvantage().length);
-                     PolicyLoss.Result padded = PolicyLoss.computeWithGradient(z, y, o, a, null, null,
-                             options.withResponseMask(m).withSequenceAdvantages(), 0.5f);
-                     PolicyLoss.Result packed = PolicyLoss.computeWithGradient(pz, py, po, pa, null, d.starts(),
-                             options, 0.5f)) {
-                    assertEquals(packed.loss(), padded.loss(), at + " loss");
-                    assertEquals(packed.tokens(), padded.tokens(), at + " tokens");
-                    assertEquals(packed.meanRatio(), padded.meanRatio(), at + " mean ratio");
-                    assertEquals(packed.meanEntropy(), padded.meanEntropy(), at + " mean entropy");
-                    assertEquals(packed.clipFractionLow(), padded.clipFractionLow(), at + " clipped low");
-                    assertEquals(packed.clipFractionHigh(), padded.clipFractionHigh(), at + " clipped high");
-                    assertArrayEquals(new long[] {B, L, V}, padded.gradient().shape(), at + " gradient shape");
-                    assertArrayEquals(new long[] {B, L}, padded.logProb().shape(), at + " logProb shape");
-                    assertArrayEquals(new long[] {B, L}, padded.entropy().shape(), at + " entropy shape");
-                    assertSameTokens(at, d, padded, packed);
-                }
+                assertPaddedEqualsPacked(backend + " " + aggregation, d, aggregation, DType.F32, backend);
             }
         }
     }
 
-    /** Per padded position: a real token's outputs are the packed ones, padding's are 0. */
-    private static void assertSameTokens(String at, Batch d, PolicyLoss.Result padded, PolicyLoss.Result packed) {
-        int n = 0;
-        for (int b = 0; b < B; b++) {
-            for (int t = 0; t < L; t++) {
-                int i = b * L + t;
-                boolean real = t < LENGTHS[b];
+    /** The same on random shapes: sequence lengths (empty ones included), L, V, dtype and aggregation. */
+    @Property(tries = 40)
+    void paddedEqualsPackedOnRandomShapes(@ForAll @IntRange(min = 1, max = 5) int batch,
+                                          @ForAll @IntRange(min = 1, max = 9) int length,
+                                          @ForAll @IntRange(min = 1, max = 300) int vocab,
+                                          @ForAll Aggregation aggregation, @ForAll("dtypes") DType dtype,
+                                          @ForAll long seed) {
+        SplittableRandom random = new SplittableRandom(seed);
+        int[] lengths = new int[batch];
+        for (int b = 0; b < batch; b++) {
+            lengths[b] = random.nextInt(length + 1);
+        }
+        Batch d = batch(seed, length, vocab, lengths);
+        for (Backend backend : ConformanceBackends.all()) {
+            assertPaddedEqualsPacked(backend + " " + aggregation + " " + dtype + " lengths " + Arrays.toString(lengths)
+                    + " of " + length + ", V " + vocab, d, aggregation, dtype, backend);
+        }
+    }
+
+    @Provide
+    Arbitrary<DType> dtypes() {
+        return Arbitraries.of(DType.F32, DType.BF16, DType.F16);
+    }
+
+    /**
+     * The padded call (mask, per-sequence advantages) against the packed call over the real tokens:
+     * loss and statistics bit for bit, each real token's logp and gradient row, padding's 0.
+     */
+    private static void assertPaddedEqualsPacked(String at, Batch d, Aggregation aggregation, DType dtype,
+                                                 Backend backend) {
+        int b = d.batch();
+        int l = d.length();
+        int v = d.vocab();
+        int n = d.packedTargets().length;
+        // Dr. GRPO divides by B * maxLength: the padded rows' L, given to the packed call
+        Options options = Options.defaults().withClip(0.2f, 0.28f).withAggregation(aggregation,
+                aggregation == Aggregation.SEQ_MEAN_TOKEN_SUM_NORM ? l : 0).on(backend);
+        try (Tensor z = Tensor.ofFloats(d.paddedLogits(), dtype, b, l, v); Tensor y = Tensor.ofInts(d.paddedTargets(), b, l);
+             Tensor o = Tensor.of(d.paddedOld(), b, l); Tensor a = Tensor.of(d.sequenceAdvantage(), b);
+             Tensor m = Tensor.ofInts(d.mask(), b, l);
+             Tensor pz = Tensor.ofFloats(d.packedLogits(), dtype, n, v); Tensor py = Tensor.ofInts(d.packedTargets(), n);
+             Tensor po = Tensor.of(d.packedOld(), n); Tensor pa = Tensor.of(d.packedAdvantage(), n);
+             PolicyLoss.Result padded = PolicyLoss.computeWithGradient(z, y, o, a, null, null,
+                     options.withResponseMask(m).withSequenceAdvantages(), 0.5f);
+             PolicyLoss.Result packed = PolicyLoss.computeWithGradient(pz, py, po, pa, null, d.starts(), options, 0.5f)) {
+            assertEquals(packed.loss(), padded.loss(), at + " loss");
+            assertEquals(packed.tokens(), padded.tokens(), at + " tokens");
+            assertEquals(packed.meanRatio(), padded.meanRatio(), at + " mean ratio");
+            assertEquals(packed.meanEntropy(), padded.meanEntropy(), at + " mean entropy");
+            assertEquals(packed.clipFractionLow(), padded.clipFractionLow(), at + " clipped low");
+            assertEquals(packed.clipFractionHigh(), padded.clipFractionHigh(), at + " clipped high");
+            assertArrayEquals(new long[] {b, l, v}, padded.gradient().shape(), at + " gradient shape");
+            assertArrayEquals(new long[] {b, l}, padded.logProb().shape(), at + " logProb shape");
+            assertArrayEquals(new long[] {b, l}, padded.entropy().shape(), at + " entropy shape");
+            int token = 0;
+            for (int i = 0; i < b * l; i++) {
+                boolean real = i % l < d.lengths()[i / l];
                 boolean counted = d.mask()[i] == 1;
-                assertEquals(counted ? packed.logProb().getFloat(n) : 0f, padded.logProb().getFloat(i),
+                assertEquals(counted ? packed.logProb().getFloat(token) : 0f, padded.logProb().getFloat(i),
                         at + " logp of " + i);
-                for (int v = 0; v < V; v++) {
-                    assertEquals(counted ? packed.gradient().getFloat((long) n * V + v) : 0f,
-                            padded.gradient().getFloat((long) i * V + v), at + " gradient " + i + "," + v);
+                for (int c = 0; c < v; c++) {
+                    assertEquals(counted ? packed.gradient().getFloat((long) token * v + c) : 0f,
+                            padded.gradient().getFloat((long) i * v + c), at + " gradient " + i + "," + c);
                 }
-                n += real ? 1 : 0;
+                token += real ? 1 : 0;
             }
         }
     }
@@ -157,7 +206,9 @@ class PolicyLossLayoutTest {
     void anotherIgnoreIndex() {
         Batch d = batch(13);
         int[] minusOne = d.packedTargets().clone();
-        minusOne[4] = -1;
+        for (int i = 0; i < minusOne.length; i++) {
+            minusOne[i] = minusOne[i] == Options.defaults().ignoreIndex() ? -1 : minusOne[i];
+        }
         int n = minusOne.length;
         try (Tensor z = Tensor.of(d.packedLogits(), n, V); Tensor y = Tensor.ofInts(d.packedTargets(), n);
              Tensor y1 = Tensor.ofInts(minusOne, n); Tensor o = Tensor.of(d.packedOld(), n);
