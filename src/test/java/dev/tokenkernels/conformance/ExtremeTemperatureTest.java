@@ -71,12 +71,12 @@ class ExtremeTemperatureTest {
                 try (var r = LogitStats.compute(z, y, LogitStats.Options.defaults().withTemperature(t).on(backend))) {
                     float lse = r.lse().getFloat(0);
                     float h = r.entropy().getFloat(0);
-                    float logp = r.logprob().getFloat(0);
-                    System.out.println("hugeZ " + backend + " lse=" + lse + " entropy=" + h + " logprob[1]=" + logp
+                    float logp = r.logProb().getFloat(0);
+                    System.out.println("hugeZ " + backend + " lse=" + lse + " entropy=" + h + " logProb[1]=" + logp
                             + " (expected " + lseExpected + ", " + hExpected + ", " + Math.log(p1) + ")");
                     checks.add(() -> assertEquals(lseExpected, lse, 1e-5, backend + " lse"));
                     checks.add(() -> assertEquals(hExpected, h, 1e-5, backend + " entropy"));
-                    checks.add(() -> assertEquals(Math.log(p1), logp, 1e-5, backend + " logprob"));
+                    checks.add(() -> assertEquals(Math.log(p1), logp, 1e-5, backend + " logProb"));
                 }
                 try (Tensor yi = Tensor.ofInts(new int[] {1}, 1);
                      var lp = TargetLogProb.compute(z, yi, TargetLogProb.Options.defaults().withTemperature(t).on(backend))) {

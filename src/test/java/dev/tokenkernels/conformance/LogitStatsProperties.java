@@ -91,8 +91,8 @@ class LogitStatsProperties {
                     LogitStatsReference.tolerance(ref[1], z, offset, vocab, temperature));
             Approx.assertClose(row + " entropy", ref[2], r.entropy().getFloat(i),
                     LogitStatsReference.tolerance(ref[2], z, offset, vocab, temperature));
-            double lp = LogitStatsReference.logprob(z, offset, targets[i], -100, temperature, ref[1]);
-            Approx.assertClose(row + " logprob", lp, r.logprob().getFloat(i),
+            double lp = LogitStatsReference.logProb(z, offset, targets[i], -100, temperature, ref[1]);
+            Approx.assertClose(row + " logProb", lp, r.logProb().getFloat(i),
                     LogitStatsReference.tolerance(lp, z, offset, vocab, temperature));
             if (targets[i] != -100) {
                 valid++;

@@ -43,7 +43,7 @@ final class LogitStatsReference {
     }
 
     /** {@code z[row, target] / T - lse}, 0 if ignored, -inf for a fully masked row. */
-    static double logprob(float[] z, int offset, long target, long ignoreIndex, double temperature, double lse) {
+    static double logProb(float[] z, int offset, long target, long ignoreIndex, double temperature, double lse) {
         if (target == ignoreIndex) {
             return 0;
         }

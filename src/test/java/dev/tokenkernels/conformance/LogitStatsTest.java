@@ -26,13 +26,13 @@ class LogitStatsTest {
                     double h = -(0.25 * Math.log(0.25) + 0.75 * Math.log(0.75));
                     Approx.assertClose("lse", Math.log(4), r.lse().getFloat(0), 1e-6);
                     Approx.assertClose("entropy", h, r.entropy().getFloat(0), 1e-6);
-                    Approx.assertClose("logprob", Math.log(0.75), r.logprob().getFloat(0), 1e-6);
+                    Approx.assertClose("logProb", Math.log(0.75), r.logProb().getFloat(0), 1e-6);
                     Approx.assertClose("max", 2 * Math.log(3), r.max().getFloat(1), 1e-6);
                     assertEquals(2, r.validTargets());
                 }
                 try (var r = LogitStats.compute(z, y, LogitStats.Options.defaults().withTemperature(2f).on(backend))) {
                     Approx.assertClose("lse at T=2", Math.log(4), r.lse().getFloat(1), 1e-6);
-                    Approx.assertClose("logprob at T=2", Math.log(0.25), r.logprob().getFloat(1), 1e-6);
+                    Approx.assertClose("logProb at T=2", Math.log(0.25), r.logProb().getFloat(1), 1e-6);
                 }
             }
         }
@@ -48,11 +48,11 @@ class LogitStatsTest {
                     assertEquals(inf, r.max().getFloat(0));
                     assertEquals(inf, r.lse().getFloat(0));
                     assertEquals(0f, r.entropy().getFloat(0));
-                    assertEquals(inf, r.logprob().getFloat(0));
+                    assertEquals(inf, r.logProb().getFloat(0));
                     // A masked class in an ordinary row has probability 0.
                     Approx.assertClose("lse", 1 + Math.log(2), r.lse().getFloat(1), 1e-6);
                     Approx.assertClose("entropy", Math.log(2), r.entropy().getFloat(1), 1e-6);
-                    assertEquals(inf, r.logprob().getFloat(1));
+                    assertEquals(inf, r.logProb().getFloat(1));
                 }
             }
         }
@@ -66,7 +66,7 @@ class LogitStatsTest {
                     assertEquals(Float.POSITIVE_INFINITY, r.max().getFloat(0));
                     assertTrue(Float.isNaN(r.lse().getFloat(0)));
                     assertTrue(Float.isNaN(r.entropy().getFloat(0)));
-                    assertEquals(null, r.logprob());
+                    assertEquals(null, r.logProb());
                 }
             }
         }
@@ -78,7 +78,7 @@ class LogitStatsTest {
              Tensor y = Tensor.ofInts(new int[] {7, 2}, 2)) {
             var options = LogitStats.Options.defaults().withIgnoreIndex(7);
             try (var r = LogitStats.compute(z, y, options)) {
-                assertEquals(0f, r.logprob().getFloat(0));
+                assertEquals(0f, r.logProb().getFloat(0));
                 assertEquals(1, r.validTargets());
             }
         }

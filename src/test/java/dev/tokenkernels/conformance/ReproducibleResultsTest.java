@@ -82,7 +82,7 @@ class ReproducibleResultsTest {
              Tensor studentFeatures = Tensor.ofFloats(features(4, 2 * 37 * 40), DType.BF16, 2, 37, 40);
              Tensor teacherFeatures = Tensor.of(features(5, 2 * 37 * 24), 2, 37, 24)) {
             try (var r = LogitStats.compute(z, y, LogitStats.Options.defaults().withTemperature(0.7f).on(cpu))) {
-                lines.add(line("logit_stats", r.max(), r.lse(), r.entropy(), r.logprob()));
+                lines.add(line("logit_stats", r.max(), r.lse(), r.entropy(), r.logProb()));
             }
             for (Divergence.Options o : new Divergence.Options[] {Divergence.Options.forwardKl(),
                 Divergence.Options.jsd(0.4f), Divergence.Options.totalVariation()}) {

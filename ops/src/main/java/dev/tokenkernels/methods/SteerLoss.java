@@ -112,7 +112,7 @@ public final class SteerLoss {
                 if (!counted[t]) {
                     continue;
                 }
-                double x = Math.min(1 - PROBABILITY_FLOOR, Math.max(PROBABILITY_FLOOR, Math.exp(stats.logprob().getFloat(t))));
+                double x = Math.min(1 - PROBABILITY_FLOOR, Math.max(PROBABILITY_FLOOR, Math.exp(stats.logProb().getFloat(t))));
                 double f = x * (1 - x) * (Math.log(x) + stats.entropy().getFloat(t));
                 double old = Math.max(PROBABILITY_FLOOR, Math.exp(oldLogProb.getFloat(t)));
                 double o = Math.abs(advantages.getFloat(t) / old * f);

@@ -17,7 +17,7 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *   <li>{@code max[i] = max_j x_ij},</li>
  *   <li>{@code lse[i] = log sum_j exp(x_ij)},</li>
  *   <li>{@code entropy[i] = lse[i] - sum_j softmax(x_i)_j x_ij}, the entropy of {@code softmax(x_i)} in nats,</li>
- *   <li>with targets {@code y [N]}: {@code logprob[i] = x_{i,y_i} - lse[i]}, or 0 where
+ *   <li>with targets {@code y [N]}: {@code logProb[i] = x_{i,y_i} - lse[i]}, or 0 where
  *       {@code y_i == ignoreIndex}; {@link Result#validTargets()} counts the other rows.</li>
  * </ul>
  * Each row is read once (an online max and rescaled sum of exponentials) and no softmax is
@@ -26,9 +26,9 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * <p>Special rows, defined rather than left to chance:
  * <ul>
  *   <li>all entries {@code -inf} (a fully masked row): {@code max = lse = -inf}, {@code entropy = 0},
- *       {@code logprob = -inf} (0 if ignored);</li>
- *   <li>any NaN: {@code max}, {@code lse}, {@code entropy} and {@code logprob} are NaN for that row
- *       only ({@code logprob} stays 0 if ignored);</li>
+ *       {@code logProb = -inf} (0 if ignored);</li>
+ *   <li>any NaN: {@code max}, {@code lse}, {@code entropy} and {@code logProb} are NaN for that row
+ *       only ({@code logProb} stays 0 if ignored);</li>
  *   <li>{@code +inf} without NaN: {@code max = +inf}, the other statistics NaN;</li>
  *   <li>{@code -inf} entries elsewhere are ordinary zero-probability classes.</li>
  * </ul>
@@ -71,17 +71,17 @@ public final class LogitStats {
 
     /**
      * The statistics, as F32 tensors of shape {@code [N]} that the caller owns and closes.
-     * {@code logprob} is {@code null} when no targets were given.
+     * {@code logProb} is {@code null} when no targets were given.
      */
-    public record Result(Tensor max, Tensor lse, Tensor entropy, Tensor logprob, long validTargets)
+    public record Result(Tensor max, Tensor lse, Tensor entropy, Tensor logProb, long validTargets)
             implements AutoCloseable {
         @Override
         public void close() {
             max.close();
             lse.close();
             entropy.close();
-            if (logprob != null) {
-                logprob.close();
+            if (logProb != null) {
+                logProb.close();
             }
         }
     }
@@ -123,8 +123,8 @@ public final class LogitStats {
         Tensor max = Tensor.allocate(DType.F32, rows);
         Tensor lse = Tensor.allocate(DType.F32, rows);
         Tensor entropy = Tensor.allocate(DType.F32, rows);
-        Tensor logprob = targets == null ? null : Tensor.allocate(DType.F32, rows);
-        Result result = new Result(max, lse, entropy, logprob, valid);
+        Tensor logProb = targets == null ? null : Tensor.allocate(DType.F32, rows);
+        Result result = new Result(max, lse, entropy, logProb, valid);
         try {
             Backend backend = Backends.select(options.backend());
             if (backend instanceof CpuBackend cpu) {

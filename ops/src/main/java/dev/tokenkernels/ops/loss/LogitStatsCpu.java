@@ -51,7 +51,7 @@ final class LogitStatsCpu {
         MemorySegment max = out.max().segment();
         MemorySegment lse = out.lse().segment();
         MemorySegment entropy = out.entropy().segment();
-        MemorySegment logprob = out.logprob() == null ? null : out.logprob().segment();
+        MemorySegment logProb = out.logProb() == null ? null : out.logProb().segment();
         MemorySegment y = targets == null ? null : targets.segment();
         boolean longTargets = targets != null && targets.dtype() == DType.I64;
         long rowBytes = (long) vocab * dtype.byteSize();
@@ -71,12 +71,12 @@ final class LogitStatsCpu {
                 max.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[0]);
                 lse.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[1]);
                 entropy.setAtIndex(ValueLayout.JAVA_FLOAT, row, stats[2]);
-                if (logprob != null) {
+                if (logProb != null) {
                     long target = longTargets ? y.getAtIndex(ValueLayout.JAVA_LONG, row)
                             : y.getAtIndex(ValueLayout.JAVA_INT, row);
                     float lp = target == ignoreIndex ? 0f
                             : logProb(dtype.getFloat(z, (long) row * vocab + target) * invT, stats[1]);
-                    logprob.setAtIndex(ValueLayout.JAVA_FLOAT, row, lp);
+                    logProb.setAtIndex(ValueLayout.JAVA_FLOAT, row, lp);
                 }
             }
         });

@@ -57,18 +57,18 @@ final class LogitStatsKernel {
              DeviceBuffer max = gpu.allocate(statBytes);
              DeviceBuffer lse = gpu.allocate(statBytes);
              DeviceBuffer entropy = gpu.allocate(statBytes);
-             DeviceBuffer logprob = gpu.allocate(targets == null ? 4 : statBytes)) {
+             DeviceBuffer logProb = gpu.allocate(targets == null ? 4 : statBytes)) {
             gpu.copyToDevice(logits.segment(), z);
             if (targets != null) {
                 gpu.copyToDevice(asLongs(targets), y);
             }
-            gpu.launch(kernel, LaunchConfig.of1d(rows, THREADS, 0), z, y, max, lse, entropy, logprob, vocab, invT,
+            gpu.launch(kernel, LaunchConfig.of1d(rows, THREADS, 0), z, y, max, lse, entropy, logProb, vocab, invT,
                     ignoreIndex, targets == null ? 0 : 1);
             gpu.copyToHost(max, out.max().segment());
             gpu.copyToHost(lse, out.lse().segment());
             gpu.copyToHost(entropy, out.entropy().segment());
             if (targets != null) {
-                gpu.copyToHost(logprob, out.logprob().segment());
+                gpu.copyToHost(logProb, out.logProb().segment());
             }
         }
     }
