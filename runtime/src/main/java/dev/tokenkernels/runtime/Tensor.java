@@ -29,6 +29,7 @@ public final class Tensor implements AutoCloseable {
     private static final Thread ANY_OTHER_THREAD = Thread.ofPlatform().unstarted(() -> { });
 
     private final long[] shape;
+    private final long count;
     private final DType dtype;
     private final MemorySegment segment;
     private final Cleaner.Cleanable cleanable;
@@ -36,6 +37,7 @@ public final class Tensor implements AutoCloseable {
 
     private Tensor(long[] shape, DType dtype, MemorySegment segment, Arena owner) {
         this.shape = shape;
+        this.count = elementCount(shape);
         this.dtype = dtype;
         this.segment = segment;
         this.cleanable = owner == null ? null : CLEANER.register(this, new ArenaCloser(owner));
@@ -193,7 +195,7 @@ public final class Tensor implements AutoCloseable {
     }
 
     public long elementCount() {
-        return elementCount(shape);
+        return count;
     }
 
     public long byteSize() {
@@ -220,12 +222,14 @@ public final class Tensor implements AutoCloseable {
     /** Element {@code index} (flat, row-major) of a floating tensor, decoded to fp32. */
     public float getFloat(long index) {
         ensureOpen();
+        checkIndex(index);
         return dtype.getFloat(segment, index);
     }
 
     /** Sets element {@code index} of a floating tensor, rounding to its dtype. */
     public void setFloat(long index, float value) {
         ensureOpen();
+        checkIndex(index);
         if (!dtype.isFloating()) {
             throw new IllegalStateException("setFloat on a " + dtype + " tensor");
         }
@@ -235,6 +239,7 @@ public final class Tensor implements AutoCloseable {
     /** Element {@code index} of an integer tensor. */
     public long getLong(long index) {
         ensureOpen();
+        checkIndex(index);
         return switch (dtype) {
             case I8 -> segment.get(ValueLayout.JAVA_BYTE, index);
             case U8 -> segment.get(ValueLayout.JAVA_BYTE, index) & 0xFF;
@@ -267,6 +272,13 @@ public final class Tensor implements AutoCloseable {
         closed = true;
         if (cleanable != null) {
             cleanable.clean();
+        }
+    }
+
+    /** Element indices are flat, row-major: out of range is this tensor's error, not a byte offset's. */
+    private void checkIndex(long index) {
+        if (index < 0 || index >= elementCount()) {
+            throw new IndexOutOfBoundsException("index " + index + " outside [0, " + elementCount() + ") of " + this);
         }
     }
 

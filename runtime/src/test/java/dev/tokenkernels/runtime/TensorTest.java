@@ -120,6 +120,18 @@ class TensorTest {
         }
     }
 
+    /** An element index out of range names the index and the tensor (it was the FFM's byte-offset message). */
+    @Test
+    void elementIndicesAreChecked() {
+        try (Tensor t = Tensor.of(new float[] {1f}, 1); Tensor ints = Tensor.ofInts(new int[] {1, 2}, 2)) {
+            IndexOutOfBoundsException e = assertThrows(IndexOutOfBoundsException.class, () -> t.getFloat(5));
+            assertTrue(e.getMessage().startsWith("index 5 outside [0, 1) of Tensor[F32 [1]"), e.getMessage());
+            assertThrows(IndexOutOfBoundsException.class, () -> t.setFloat(-1, 0f));
+            assertThrows(IndexOutOfBoundsException.class, () -> ints.getLong(2));
+            assertEquals(2, ints.getLong(1));
+        }
+    }
+
     @Test
     void roundsToHalfPrecisionTypes() {
         float[] values = {1f, -2.5f, 65504f, 1e-7f, Float.NaN, Float.NEGATIVE_INFINITY, 3.14159f};
