@@ -112,6 +112,16 @@ public final class D3sSelector {
      */
     public record Selection(int[] keptSequences, Tensor tokenMask, long keptTokens, int samplesPerGroup,
                             double tokenFraction) implements AutoCloseable {
+        public Selection {
+            keptSequences = keptSequences.clone();
+        }
+
+        /** A copy: the selection cannot be changed through it. */
+        @Override
+        public int[] keptSequences() {
+            return keptSequences.clone();
+        }
+
         @Override
         public void close() {
             tokenMask.close();
