@@ -33,6 +33,8 @@ public final class Backends {
     private static volatile Map<String, BackendProvider> providers;
     private static final Map<String, Status> started = new java.util.concurrent.ConcurrentHashMap<>();
     private static volatile String discoveryProblem;
+    /** Whether the JVM resolved {@code jdk.incubator.vector} (it is not resolved by default). */
+    private static final boolean VECTOR_API = ModuleLayer.boot().findModule("jdk.incubator.vector").isPresent();
 
     private Backends() {
     }
@@ -94,9 +96,19 @@ public final class Backends {
                 : "automatic: cuda unavailable (" + cuda.unavailableReason() + "), using cpu";
     }
 
-    /** The backend for one op call: {@code explicit} if not null, else {@link #defaultBackend()}. */
+    /**
+     * The backend for one op call: {@code explicit} if not null, else {@link #defaultBackend()}.
+     *
+     * @throws BackendUnavailableException for the cpu backend in a JVM without the Vector API
+     *     module, which its ops are written in (they would fail with a bare NoClassDefFoundError)
+     */
     public static Backend select(Backend explicit) {
-        return explicit != null ? explicit : defaultBackend();
+        Backend backend = explicit != null ? explicit : defaultBackend();
+        if (backend instanceof CpuBackend && !VECTOR_API) {
+            throw new BackendUnavailableException("cpu", "its ops use the Vector API; start the JVM with"
+                    + " --add-modules jdk.incubator.vector");
+        }
+        return backend;
     }
 
     private static String requestedBackend() {
