@@ -20,6 +20,8 @@ public final class Cli {
                                             memory of every kernel for sm_80 and sm_90 (NVRTC)
               jmh [JMH options]             run the JMH benchmarks, e.g. jmh LogitStatsBenchmark -p threads=1
               test [Maven options]          run the test suite (mvn verify)
+              install [Maven options]       put the jars into the local Maven repository
+                                            (mvn install -DskipTests), for your own builds
               build                         rebuild the jar
               help                          this text
             """;
