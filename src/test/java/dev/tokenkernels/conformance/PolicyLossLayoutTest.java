@@ -201,6 +201,26 @@ class PolicyLossLayoutTest {
         }
     }
 
+    /** Packed rows with per-sequence advantages: the same as each token given its sequence's, on every backend. */
+    @Test
+    void packedSequenceAdvantages() {
+        Batch d = batch(15);
+        int n = d.packedTargets().length;
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor z = Tensor.of(d.packedLogits(), n, V); Tensor y = Tensor.ofInts(d.packedTargets(), n);
+                 Tensor o = Tensor.of(d.packedOld(), n); Tensor perToken = Tensor.of(d.packedAdvantage(), n);
+                 Tensor perSequence = Tensor.of(d.sequenceAdvantage(), B);
+                 PolicyLoss.Result tokens = PolicyLoss.computeWithGradient(z, y, o, perToken, null, d.starts(),
+                         Options.defaults().on(backend), 1f);
+                 PolicyLoss.Result sequences = PolicyLoss.computeWithGradient(z, y, o, perSequence, null, d.starts(),
+                         Options.defaults().withSequenceAdvantages().on(backend), 1f)) {
+                assertEquals(tokens.loss(), sequences.loss(), backend + " loss");
+                assertArrayEquals(tokens.gradient().toFloatArray(), sequences.gradient().toFloatArray(),
+                        backend + " gradient");
+            }
+        }
+    }
+
     /** withIgnoreIndex: targets of -1 do not count, and the call equals one with the default -100. */
     @Test
     void anotherIgnoreIndex() {
