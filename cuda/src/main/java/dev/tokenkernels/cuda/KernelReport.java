@@ -21,6 +21,7 @@ public final class KernelReport {
     /** One entry point compiled for one architecture. */
     public record Row(String source, String entry, String arch, int registers, int spillStoreBytes,
                       int spillLoadBytes, int stackFrameBytes, int sharedBytes, int barriers, List<String> warnings) {
+        /** Copies {@code warnings}. */
         public Row {
             warnings = List.copyOf(warnings);
         }

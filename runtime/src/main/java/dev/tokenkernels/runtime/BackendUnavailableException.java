@@ -4,6 +4,7 @@ package dev.tokenkernels.runtime;
 public class BackendUnavailableException extends TokenKernelsException {
     private static final long serialVersionUID = 1L;
 
+    /** Says that {@code backend} is unavailable, and why. */
     public BackendUnavailableException(String backend, String reason) {
         super("backend '" + backend + "' is unavailable: " + reason);
     }

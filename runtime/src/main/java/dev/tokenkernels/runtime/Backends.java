@@ -19,11 +19,14 @@ import java.util.ServiceLoader;
  * at discovery), so picking {@code cpu} never pays for compiling or loading another backend.
  */
 public final class Backends {
+    /** Environment variable naming the default backend. */
     public static final String ENV_BACKEND = "TOKENKERNELS_BACKEND";
+    /** System property naming the default backend; it wins over {@link #ENV_BACKEND}. */
     public static final String PROPERTY_BACKEND = "tokenkernels.backend";
 
     /** Outcome of starting one backend: exactly one of the two fields is set. */
     public record Status(String name, Backend backend, String unavailableReason) {
+        /** Whether the backend started; {@code false} means {@link #unavailableReason()} says why. */
         public boolean available() {
             return backend != null;
         }

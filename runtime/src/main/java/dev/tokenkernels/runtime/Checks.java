@@ -55,6 +55,7 @@ public final class Checks {
                 buffer == input ? inputName : "an overlapping buffer");
     }
 
+    /** Returns {@code tensor}, or throws if it is null. */
     public static Tensor notNull(String name, Tensor tensor) {
         if (tensor == null) {
             throw new IllegalArgumentException(name + ": expected a tensor, got null");
@@ -74,6 +75,7 @@ public final class Checks {
                 "shape " + Arrays.toString(tensor.shape()));
     }
 
+    /** The tensor's dtype is one of {@code allowed}. */
     public static void dtype(String name, Tensor tensor, DType... allowed) {
         for (DType d : allowed) {
             if (tensor.dtype() == d) {

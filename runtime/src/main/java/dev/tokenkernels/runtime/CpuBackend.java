@@ -13,12 +13,15 @@ import java.util.concurrent.RecursiveAction;
  * With one thread, work runs on the calling thread and no pool is created.
  */
 public final class CpuBackend implements Backend, AutoCloseable {
+    /** Environment variable with the thread count of {@link #shared()}. */
     public static final String ENV_THREADS = "TOKENKERNELS_CPU_THREADS";
+    /** System property with the thread count of {@link #shared()}; it wins over {@link #ENV_THREADS}. */
     public static final String PROPERTY_THREADS = "tokenkernels.cpu.threads";
 
     /** Work on rows {@code [from, to)}. */
     @FunctionalInterface
     public interface RowRange {
+        /** Processes rows {@code [from, to)}. */
         void run(int from, int to);
     }
 
@@ -81,6 +84,7 @@ public final class CpuBackend implements Backend, AutoCloseable {
         return Device.CPU;
     }
 
+    /** Number of threads work is split over. */
     public int threads() {
         return threads;
     }

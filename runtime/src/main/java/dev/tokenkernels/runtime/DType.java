@@ -8,14 +8,19 @@ import java.lang.foreign.ValueLayout;
  * do all their math in fp32 (or wider) whatever the storage type.
  */
 public enum DType {
+    /** IEEE 754 binary32. */
     F32(4, true),
     /** IEEE 754 binary16. */
     F16(2, true),
     /** bfloat16: the upper 16 bits of an fp32. */
     BF16(2, true),
+    /** Signed 8-bit integer. */
     I8(1, false),
+    /** Unsigned 8-bit integer. */
     U8(1, false),
+    /** Signed 32-bit integer, e.g. token ids. */
     I32(4, false),
+    /** Signed 64-bit integer. */
     I64(8, false);
 
     private final int byteSize;
@@ -31,6 +36,7 @@ public enum DType {
         return byteSize;
     }
 
+    /** Whether this is a floating-point type (F32, F16, BF16). */
     public boolean isFloating() {
         return floating;
     }

@@ -11,6 +11,7 @@ public record Device(String backend, int index) {
     /** Host memory, the home of every tensor created from Java arrays, buffers or segments. */
     public static final Device CPU = new Device("cpu", 0);
 
+    /** Checks {@code backend} is not null and {@code index >= 0}. */
     public Device {
         Objects.requireNonNull(backend, "backend");
         if (index < 0) {
@@ -18,6 +19,7 @@ public record Device(String backend, int index) {
         }
     }
 
+    /** Whether this is host memory, {@link #CPU}. */
     public boolean isHost() {
         return equals(CPU);
     }

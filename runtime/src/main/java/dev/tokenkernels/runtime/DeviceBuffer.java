@@ -6,6 +6,7 @@ public interface DeviceBuffer extends AutoCloseable {
     /** The device address, valid until {@link #close()}. */
     long address();
 
+    /** Size of the allocation in bytes. */
     long byteSize();
 
     @Override

@@ -11,12 +11,14 @@ import java.util.Objects;
  */
 public record Kernel(String source, String entry, List<KernelParam> params) {
 
+    /** Checks source and entry are not null and copies {@code params}. */
     public Kernel {
         Objects.requireNonNull(source, "source");
         Objects.requireNonNull(entry, "entry");
         params = List.copyOf(params);
     }
 
+    /** A kernel with the parameters {@code params}, in order. */
     public Kernel(String source, String entry, KernelParam... params) {
         this(source, entry, List.of(params));
     }

@@ -12,8 +12,10 @@ public interface KernelBackend extends Backend {
     /** Uninitialized device memory of {@code bytes} bytes. */
     DeviceBuffer allocate(long bytes);
 
+    /** Copies all of {@code source} to the start of {@code destination}, which must be at least as large. */
     void copyToDevice(MemorySegment source, DeviceBuffer destination);
 
+    /** Fills the writable {@code destination} from the start of {@code source}, which must be at least as large. */
     void copyToHost(DeviceBuffer source, MemorySegment destination);
 
     /**

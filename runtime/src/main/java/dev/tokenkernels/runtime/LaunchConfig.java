@@ -3,6 +3,10 @@ package dev.tokenkernels.runtime;
 /** Grid and block sizes of one kernel launch, and its dynamic shared memory in bytes. */
 public record LaunchConfig(int gridX, int gridY, int gridZ, int blockX, int blockY, int blockZ, int sharedBytes) {
 
+    /**
+     * Checks every grid and block dimension is at least 1, a block has at most 1024 threads and {@code sharedBytes >=
+     * 0}.
+     */
     public LaunchConfig {
         Checks.require(gridX >= 1 && gridY >= 1 && gridZ >= 1, "grid", "all dimensions >= 1",
                 gridX + "x" + gridY + "x" + gridZ);

@@ -172,6 +172,7 @@ public final class Tensor implements AutoCloseable {
 
     // ---- description ----------------------------------------------------------------------
 
+    /** The element type. */
     public DType dtype() {
         return dtype;
     }
@@ -181,6 +182,7 @@ public final class Tensor implements AutoCloseable {
         return shape.clone();
     }
 
+    /** Number of dimensions; 0 for a scalar. */
     public int rank() {
         return shape.length;
     }
@@ -194,10 +196,12 @@ public final class Tensor implements AutoCloseable {
         return shape[k];
     }
 
+    /** Number of elements: the product of the shape (1 for a scalar). */
     public long elementCount() {
         return count;
     }
 
+    /** Size of the storage in bytes: {@link #elementCount()} times the dtype's byte size. */
     public long byteSize() {
         return segment.byteSize();
     }
@@ -207,6 +211,7 @@ public final class Tensor implements AutoCloseable {
         return Device.CPU;
     }
 
+    /** Whether {@link #close()} has been called. */
     public boolean isClosed() {
         return closed;
     }

@@ -7,10 +7,12 @@ package dev.tokenkernels.runtime;
 public class TokenKernelsException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
+    /** A failure described by {@code message}. */
     public TokenKernelsException(String message) {
         super(message);
     }
 
+    /** A failure described by {@code message}, caused by {@code cause}. */
     public TokenKernelsException(String message, Throwable cause) {
         super(message, cause);
     }
