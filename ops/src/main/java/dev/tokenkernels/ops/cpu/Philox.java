@@ -22,9 +22,13 @@ import jdk.incubator.vector.VectorSpecies;
 public final class Philox {
     /** Multipliers and Weyl increments of Philox4x32 (Salmon et al., 2011, table 2). */
     public static final int M0 = 0xD2511F53;
+    /** Multiplier of counter word 2. */
     public static final int M1 = 0xCD9E8D57;
+    /** Weyl increment of key word 0, added before every round but the first. */
     public static final int W0 = 0x9E3779B9;
+    /** Weyl increment of key word 1, added before every round but the first. */
     public static final int W1 = 0xBB67AE85;
+    /** Rounds per block: Philox4x32-10. */
     public static final int ROUNDS = 10;
 
     private static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;

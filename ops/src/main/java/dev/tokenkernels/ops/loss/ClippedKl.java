@@ -91,32 +91,51 @@ public final class ClippedKl {
     public record Options(Divergence.Kind direction, float gamma, float temperature, Reduction reduction,
                           Tensor weights, Tensor targets, long ignoreIndex, boolean targetAlwaysKept, Backend backend) {
 
+        /**
+         * Forward KL {@code KL(P~_t || P~_s)} with gate softness {@code gamma} (finite, >= 0; 0 the hard band):
+         * temperature 1, {@link Reduction#TOKEN_MEAN}, every row of weight 1, no target kept, the default backend.
+         */
         public static Options forwardKl(float gamma) {
             return new Options(Divergence.Kind.FORWARD_KL, gamma, 1f, Reduction.TOKEN_MEAN, null, null,
                     LogitStats.DEFAULT_IGNORE_INDEX, false, null);
         }
 
+        /**
+         * Reverse KL {@code KL(P~_s || P~_t)} with gate softness {@code gamma}; the other defaults as
+         * {@link #forwardKl(float)}.
+         */
         public static Options reverseKl(float gamma) {
             return new Options(Divergence.Kind.REVERSE_KL, gamma, 1f, Reduction.TOKEN_MEAN, null, null,
                     LogitStats.DEFAULT_IGNORE_INDEX, false, null);
         }
 
+        /** Softmax temperature {@code T} of both sides (default 1): see {@link Checks#temperature}. */
         public Options withTemperature(float t) {
             return new Options(direction, gamma, t, reduction, weights, targets, ignoreIndex, targetAlwaysKept, backend);
         }
 
+        /** How the per-row losses are reduced (default {@link Reduction#TOKEN_MEAN}). */
         public Options withReduction(Reduction r) {
             return new Options(direction, gamma, temperature, r, weights, targets, ignoreIndex, targetAlwaysKept, backend);
         }
 
+        /** Per-row weights {@code [N]} (F32, finite, >= 0; 0 leaves the row out); not together with targets. */
         public Options withWeights(Tensor w) {
             return new Options(direction, gamma, temperature, reduction, w, targets, ignoreIndex, targetAlwaysKept, backend);
         }
 
+        /**
+         * Per-row targets {@code [N]} (I32 or I64): rows whose target is {@code ignore} get weight 0, the others 1; not
+         * together with weights.
+         */
         public Options withTargets(Tensor y, long ignore) {
             return new Options(direction, gamma, temperature, reduction, weights, y, ignore, targetAlwaysKept, backend);
         }
 
+        /**
+         * Per-row targets as in {@link #withTargets(Tensor, long)}, with the current ignore index (default
+         * {@link LogitStats#DEFAULT_IGNORE_INDEX}).
+         */
         public Options withTargets(Tensor y) {
             return withTargets(y, ignoreIndex);
         }
@@ -126,6 +145,7 @@ public final class ClippedKl {
             return new Options(direction, gamma, temperature, reduction, weights, targets, ignoreIndex, true, backend);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(direction, gamma, temperature, reduction, weights, targets, ignoreIndex, targetAlwaysKept, b);
         }
@@ -156,6 +176,7 @@ public final class ClippedKl {
             this.weightSum = weightSum;
         }
 
+        /** The loss, F32: {@code [N]} per-row values for {@link Reduction#NONE}, else {@code [1]}. */
         public Tensor loss() {
             return loss;
         }
@@ -191,6 +212,7 @@ public final class ClippedKl {
             return upperGradient;
         }
 
+        /** Sum of the row weights (the number of rows that count, with targets). */
         public double weightSum() {
             return weightSum;
         }

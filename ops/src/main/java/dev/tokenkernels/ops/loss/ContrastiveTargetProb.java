@@ -38,6 +38,8 @@ import dev.tokenkernels.runtime.TokenKernelsException;
 public final class ContrastiveTargetProb {
 
     /**
+     * Options of one call; start from {@link #defaults()}.
+     *
      * @param lambda the contrast strength, finite and {@code >= 0} (0 gives the positive model's own softmax)
      */
     public record Options(float lambda, float temperature, long ignoreIndex, Backend backend) {
@@ -46,18 +48,22 @@ public final class ContrastiveTargetProb {
             return new Options(1f, 1f, LogitStats.DEFAULT_IGNORE_INDEX, null);
         }
 
+        /** Contrast strength {@code lambda}, finite and >= 0 (default 1; 0 gives the positive model's own softmax). */
         public Options withLambda(float l) {
             return new Options(l, temperature, ignoreIndex, backend);
         }
 
+        /** Softmax temperature {@code T} (default 1): see {@link Checks#temperature}. */
         public Options withTemperature(float t) {
             return new Options(lambda, t, ignoreIndex, backend);
         }
 
+        /** Target value of the rows that are not read (default {@link LogitStats#DEFAULT_IGNORE_INDEX}). */
         public Options withIgnoreIndex(long index) {
             return new Options(lambda, temperature, index, backend);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(lambda, temperature, ignoreIndex, b);
         }
@@ -88,6 +94,8 @@ public final class ContrastiveTargetProb {
     }
 
     /**
+     * The target's log-probability and probability under the contrast, per row.
+     *
      * @param positive logits {@code [N, V]} of the model of good answers (F32, F16 or BF16)
      * @param negative logits {@code [N, V]} of the model of bad answers (F32, F16 or BF16)
      * @param targets {@code [N]} (I32/I64) class indices or the ignore index

@@ -51,7 +51,17 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  */
 public final class Divergence {
 
-    public enum Kind { FORWARD_KL, REVERSE_KL, JSD, TOTAL_VARIATION }
+    /** Which divergence to compute; the class description gives each formula. */
+    public enum Kind {
+        /** {@code KL(P_t || P_s)}. */
+        FORWARD_KL,
+        /** {@code KL(P_s || P_t)}. */
+        REVERSE_KL,
+        /** Generalized Jensen-Shannon divergence with mixture weight {@code beta}. */
+        JSD,
+        /** {@code 0.5 sum_v |P_t - P_s|}. */
+        TOTAL_VARIATION
+    }
 
     /**
      * Options of one call; start from {@link #forwardKl()}, {@link #reverseKl()},
@@ -73,11 +83,17 @@ public final class Divergence {
                           ProxyDistribution.Mode teacherFilter, float teacherFilterThreshold,
                           Tensor extrapolationReference, Tensor extrapolationAlpha) {
 
+        /**
+         * Forward KL {@code KL(P_t || P_s)} at temperature 1, {@link Reduction#TOKEN_MEAN}, every row of weight 1
+         * (ignore index {@link LogitStats#DEFAULT_IGNORE_INDEX} for targets), equal vocabularies, no teacher filter or
+         * extrapolation, the default backend.
+         */
         public static Options forwardKl() {
             return new Options(Kind.FORWARD_KL, 0f, 1f, Reduction.TOKEN_MEAN, null, null,
                     LogitStats.DEFAULT_IGNORE_INDEX, false, null, null, 0f, null, null);
         }
 
+        /** Reverse KL {@code KL(P_s || P_t)}, with the defaults of {@link #forwardKl()}. */
         public static Options reverseKl() {
             return forwardKl().withKind(Kind.REVERSE_KL, 0f);
         }
@@ -87,6 +103,7 @@ public final class Divergence {
             return forwardKl().withKind(Kind.JSD, beta);
         }
 
+        /** Total variation {@code 0.5 sum_v |P_t - P_s|}, with the defaults of {@link #forwardKl()}. */
         public static Options totalVariation() {
             return forwardKl().withKind(Kind.TOTAL_VARIATION, 0f);
         }
@@ -97,40 +114,56 @@ public final class Divergence {
                     extrapolationReference, extrapolationAlpha);
         }
 
+        /** Softmax temperature {@code T} of both sides (default 1): finite and > 0, see {@link Checks#temperature}. */
         public Options withTemperature(float t) {
             return new Options(kind, beta, t, reduction, weights, targets, ignoreIndex, sharedPrefix,
                     backend, teacherFilter, teacherFilterThreshold,
                     extrapolationReference, extrapolationAlpha);
         }
 
+        /** How the per-row losses are reduced (default {@link Reduction#TOKEN_MEAN}). */
         public Options withReduction(Reduction r) {
             return new Options(kind, beta, temperature, r, weights, targets, ignoreIndex, sharedPrefix,
                     backend, teacherFilter, teacherFilterThreshold,
                     extrapolationReference, extrapolationAlpha);
         }
 
+        /** Per-row weights {@code [N]} (F32, finite, >= 0; 0 leaves the row out); not together with targets. */
         public Options withWeights(Tensor w) {
             return new Options(kind, beta, temperature, reduction, w, targets, ignoreIndex, sharedPrefix,
                     backend, teacherFilter, teacherFilterThreshold,
                     extrapolationReference, extrapolationAlpha);
         }
 
+        /**
+         * Per-row targets {@code [N]} (I32 or I64): rows whose target is {@code ignore} get weight 0, the others 1; not
+         * together with weights.
+         */
         public Options withTargets(Tensor y, long ignore) {
             return new Options(kind, beta, temperature, reduction, weights, y, ignore, sharedPrefix,
                     backend, teacherFilter, teacherFilterThreshold,
                     extrapolationReference, extrapolationAlpha);
         }
 
+        /**
+         * Per-row targets as in {@link #withTargets(Tensor, long)}, with the current ignore index (default
+         * {@link LogitStats#DEFAULT_IGNORE_INDEX}).
+         */
         public Options withTargets(Tensor y) {
             return withTargets(y, ignoreIndex);
         }
 
+        /**
+         * Allows a teacher with more columns than the student, compared over the student's first {@code V} classes (the
+         * teacher's softmax renormalized over them).
+         */
         public Options withSharedPrefix() {
             return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex, true,
                     backend, teacherFilter, teacherFilterThreshold,
                     extrapolationReference, extrapolationAlpha);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex,
                     sharedPrefix, b, teacherFilter, teacherFilterThreshold,
@@ -196,6 +229,7 @@ public final class Divergence {
             this.weightSum = weightSum;
         }
 
+        /** The loss, F32: {@code [N]} per-row values for {@link Reduction#NONE}, else {@code [1]}. */
         public Tensor loss() {
             return loss;
         }
@@ -216,6 +250,7 @@ public final class Divergence {
             return gradient;
         }
 
+        /** Sum of the row weights (the number of rows that count, with targets). */
         public double weightSum() {
             return weightSum;
         }

@@ -52,18 +52,22 @@ public final class LogitStats {
      * @param backend where to run, or {@code null} for {@link Backends#defaultBackend()}
      */
     public record Options(float temperature, long ignoreIndex, Backend backend) {
+        /** Temperature 1, ignore index {@link #DEFAULT_IGNORE_INDEX}, the default backend. */
         public static Options defaults() {
             return new Options(1f, DEFAULT_IGNORE_INDEX, null);
         }
 
+        /** Softmax temperature {@code T} (default 1): see {@link Checks#temperature}. */
         public Options withTemperature(float t) {
             return new Options(t, ignoreIndex, backend);
         }
 
+        /** Target value of the rows that are skipped (default {@link #DEFAULT_IGNORE_INDEX}). */
         public Options withIgnoreIndex(long index) {
             return new Options(temperature, index, backend);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(temperature, ignoreIndex, b);
         }

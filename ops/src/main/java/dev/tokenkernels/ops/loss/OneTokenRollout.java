@@ -64,22 +64,29 @@ public final class OneTokenRollout {
             return new Options(4, 0.1f, 1f, 0L, 0L, 0L, LogitStats.DEFAULT_IGNORE_INDEX, null);
         }
 
+        /** Draws per token {@code K}, 1 to {@link TokenSampler#MAX_SAMPLES} (default 4). */
         public Options withSamples(int k) {
             return new Options(k, beta, temperature, seed, firstPosition, normalizer, ignoreIndex, backend);
         }
 
+        /** Penalty {@code beta} of a draw that misses the ground truth, finite (default 0.1). */
         public Options withBeta(float b) {
             return new Options(samples, b, temperature, seed, firstPosition, normalizer, ignoreIndex, backend);
         }
 
+        /**
+         * Softmax temperature {@code T} of the draws and log-probabilities (default 1): see {@link Checks#temperature}.
+         */
         public Options withTemperature(float t) {
             return new Options(samples, beta, t, seed, firstPosition, normalizer, ignoreIndex, backend);
         }
 
+        /** Philox key of the draws (default 0); change it every step to draw fresh samples. */
         public Options withSeed(long s) {
             return new Options(samples, beta, temperature, s, firstPosition, normalizer, ignoreIndex, backend);
         }
 
+        /** Position of row 0 in the draws' counter (default 0), as in {@link TokenSampler.Options#firstPosition()}. */
         public Options withFirstPosition(long p) {
             return new Options(samples, beta, temperature, seed, p, normalizer, ignoreIndex, backend);
         }
@@ -89,10 +96,12 @@ public final class OneTokenRollout {
             return new Options(samples, beta, temperature, seed, firstPosition, n, ignoreIndex, backend);
         }
 
+        /** Target value of the tokens that do not count (default {@link LogitStats#DEFAULT_IGNORE_INDEX}). */
         public Options withIgnoreIndex(long index) {
             return new Options(samples, beta, temperature, seed, firstPosition, normalizer, index, backend);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(samples, beta, temperature, seed, firstPosition, normalizer, ignoreIndex, b);
         }
@@ -127,30 +136,40 @@ public final class OneTokenRollout {
             this.hitRate = hitRate;
         }
 
+        /**
+         * The loss: the sum of {@link #tokenLoss()} over the counted tokens divided by their number, or by the
+         * normalizer when given.
+         */
         public float loss() {
             return loss;
         }
 
+        /** {@code gradScale} times the gradient w.r.t. the logits, {@code [N, V]}, or null when not asked for. */
         public Tensor gradient() {
             return gradient;
         }
 
+        /** The draws, I32 {@code [N, K]}; -1 for tokens that do not count or have no distribution. */
         public Tensor samples() {
             return samples;
         }
 
+        /** Log-probabilities of the draws, F32 {@code [N, K]}; 0 for tokens that do not count. */
         public Tensor sampleLogProb() {
             return sampleLogProb;
         }
 
+        /** Per token loss {@code l_t}, F32 {@code [N]}; 0 for tokens that do not count. */
         public Tensor tokenLoss() {
             return tokenLoss;
         }
 
+        /** Number of counted tokens. */
         public long tokens() {
             return tokens;
         }
 
+        /** Fraction of the counted tokens' draws that hit the ground truth. */
         public double hitRate() {
             return hitRate;
         }

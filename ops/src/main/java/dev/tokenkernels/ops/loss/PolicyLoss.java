@@ -142,6 +142,10 @@ public final class PolicyLoss {
                     LogitStats.DEFAULT_IGNORE_INDEX, null);
         }
 
+        /**
+         * Scalar clip ranges {@code eps_low}, {@code eps_high} (finite, >= 0; default 0.2 each), used where no
+         * per-token range is given.
+         */
         public Options withClip(float low, float high) {
             return new Options(low, high, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta, temperature,
                     aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
@@ -155,24 +159,31 @@ public final class PolicyLoss {
                     controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
+        /** Dual clip {@code c}: finite and > 1, or 0 (the default) for none. */
         public Options withDualClip(float c) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, c, ratioCap, klBeta, temperature,
                     aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
                     controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
+        /** Ratio cap {@code delta} (> 0), or {@code +inf} (the default) for none. */
         public Options withRatioCap(float delta) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, delta, klBeta, temperature,
                     aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
                     controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
+        /**
+         * Coefficient {@code beta} of the k3 reference KL (finite, >= 0; default 0 = off); non-zero needs reference
+         * log-probabilities.
+         */
         public Options withReferenceKl(float beta) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, beta,
                     temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
                     lpRegBeta, controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
+        /** Softmax temperature {@code T} (default 1): see {@link Checks#temperature}. */
         public Options withTemperature(float t) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta, t,
                     aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
@@ -186,6 +197,7 @@ public final class PolicyLoss {
                     lpRegBeta, controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
+        /** The aggregation with its default normalizer (default {@link Aggregation#TOKEN_MEAN}). */
         public Options withAggregation(Aggregation a) {
             return withAggregation(a, 0);
         }
@@ -264,6 +276,7 @@ public final class PolicyLoss {
                     lpRegBeta, controlTokenWeight, responseMask, sequenceAdvantages, index, backend);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
                     temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
@@ -306,34 +319,42 @@ public final class PolicyLoss {
             this.tokens = tokens;
         }
 
+        /** The aggregated loss. */
         public float loss() {
             return loss;
         }
 
+        /** {@code gradScale} times the gradient w.r.t. the logits, of their shape, or null when not asked for. */
         public Tensor gradient() {
             return gradient;
         }
 
+        /** {@code logp} of each token, F32 of the targets' shape, 0 for tokens that do not count. */
         public Tensor logProb() {
             return logProb;
         }
 
+        /** The entropy of each token's softmax, F32 of the targets' shape, 0 for tokens that do not count. */
         public Tensor entropy() {
             return entropy;
         }
 
+        /** Fraction of the counted tokens clipped at the low side ({@code a < 0}, {@code r' < 1 - eps_low}). */
         public double clipFractionLow() {
             return clipFractionLow;
         }
 
+        /** Fraction of the counted tokens clipped at the high side ({@code a > 0}, {@code r' > 1 + eps_high}). */
         public double clipFractionHigh() {
             return clipFractionHigh;
         }
 
+        /** Mean capped ratio {@code r'} over the counted tokens. */
         public double meanRatio() {
             return meanRatio;
         }
 
+        /** Mean entropy over the counted tokens. */
         public double meanEntropy() {
             return meanEntropy;
         }

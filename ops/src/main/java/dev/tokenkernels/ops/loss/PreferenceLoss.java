@@ -53,7 +53,12 @@ public final class PreferenceLoss {
 
     /** The pairwise loss on the preference margin. */
     public enum Kind {
-        DPO, IPO, SIMPO
+        /** Direct Preference Optimization, with optional label smoothing. */
+        DPO,
+        /** Identity Preference Optimization: squared distance of the margin to {@code 1 / (2 tau)}. */
+        IPO,
+        /** SimPO: reference-free, length-normalized rewards and a target margin {@code gamma}. */
+        SIMPO
     }
 
     /**
@@ -72,6 +77,7 @@ public final class PreferenceLoss {
             return new Responses(logits, targets, sequenceStarts, referenceLogProb, null);
         }
 
+        /** The same responses with per-token weights {@code w} (F32 {@code [N]}, finite at counted tokens). */
         public Responses withWeights(Tensor w) {
             return new Responses(logits, targets, sequenceStarts, referenceLogProb, w);
         }
@@ -89,14 +95,23 @@ public final class PreferenceLoss {
     public record Options(Kind kind, float beta, float tau, float gamma, float labelSmoothing, float temperature,
                           long ignoreIndex, boolean accumulate, Backend backend) {
 
+        /**
+         * DPO with scale {@code beta} (finite, > 0): no label smoothing, temperature 1, ignore index
+         * {@link LogitStats#DEFAULT_IGNORE_INDEX}, gradients overwrite, the default backend.
+         */
         public static Options dpo(float beta) {
             return new Options(Kind.DPO, beta, 1f, 0f, 0f, 1f, LogitStats.DEFAULT_IGNORE_INDEX, false, null);
         }
 
+        /** IPO with regularization {@code tau} (finite, > 0); the other defaults as {@link #dpo}. */
         public static Options ipo(float tau) {
             return new Options(Kind.IPO, 1f, tau, 0f, 0f, 1f, LogitStats.DEFAULT_IGNORE_INDEX, false, null);
         }
 
+        /**
+         * SimPO with scale {@code beta} (finite, > 0) and target margin {@code gamma} (finite); the other defaults as
+         * {@link #dpo}.
+         */
         public static Options simpo(float beta, float gamma) {
             return new Options(Kind.SIMPO, beta, 1f, gamma, 0f, 1f, LogitStats.DEFAULT_IGNORE_INDEX, false, null);
         }
@@ -106,10 +121,12 @@ public final class PreferenceLoss {
             return new Options(kind, beta, tau, gamma, eps, temperature, ignoreIndex, accumulate, backend);
         }
 
+        /** Softmax temperature {@code T} of the log-probabilities (default 1): see {@link Checks#temperature}. */
         public Options withTemperature(float t) {
             return new Options(kind, beta, tau, gamma, labelSmoothing, t, ignoreIndex, accumulate, backend);
         }
 
+        /** Target value of the tokens that do not count (default {@link LogitStats#DEFAULT_IGNORE_INDEX}). */
         public Options withIgnoreIndex(long index) {
             return new Options(kind, beta, tau, gamma, labelSmoothing, temperature, index, accumulate, backend);
         }
@@ -119,6 +136,7 @@ public final class PreferenceLoss {
             return new Options(kind, beta, tau, gamma, labelSmoothing, temperature, ignoreIndex, true, backend);
         }
 
+        /** Runs on {@code b}; null (the default) means the default backend. */
         public Options on(Backend b) {
             return new Options(kind, beta, tau, gamma, labelSmoothing, temperature, ignoreIndex, accumulate, b);
         }
@@ -161,26 +179,37 @@ public final class PreferenceLoss {
             this.meanMargin = meanMargin;
         }
 
+        /** The loss: the mean of {@link #pairLoss()} over the {@code B} pairs. */
         public float loss() {
             return loss;
         }
 
+        /**
+         * {@code gradScale} times the gradient w.r.t. the chosen logits, {@code [N_w, V]}, or null when not asked for.
+         */
         public Tensor chosenGradient() {
             return chosenGradient;
         }
 
+        /**
+         * {@code gradScale} times the gradient w.r.t. the rejected logits, {@code [N_l, V]}, or null when not asked
+         * for.
+         */
         public Tensor rejectedGradient() {
             return rejectedGradient;
         }
 
+        /** Each pair's loss, F32 {@code [B]}. */
         public Tensor pairLoss() {
             return pairLoss;
         }
 
+        /** Each pair's chosen reward, F32 {@code [B]} (see the class description for each kind's reward). */
         public Tensor chosenReward() {
             return chosenReward;
         }
 
+        /** Each pair's rejected reward, F32 {@code [B]}. */
         public Tensor rejectedReward() {
             return rejectedReward;
         }
@@ -190,10 +219,12 @@ public final class PreferenceLoss {
             return margin;
         }
 
+        /** The policy's {@code logp} of each chosen token, F32 {@code [N_w]}, 0 for tokens that do not count. */
         public Tensor chosenLogProb() {
             return chosenLogProb;
         }
 
+        /** The policy's {@code logp} of each rejected token, F32 {@code [N_l]}, 0 for tokens that do not count. */
         public Tensor rejectedLogProb() {
             return rejectedLogProb;
         }
@@ -203,6 +234,7 @@ public final class PreferenceLoss {
             return accuracy;
         }
 
+        /** The mean of {@link #margin()} over the pairs. */
         public double meanMargin() {
             return meanMargin;
         }

@@ -35,7 +35,13 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  */
 public final class ProxyDistribution {
 
-    public enum Mode { MIN_P, FIXED }
+    /** How the kept classes are chosen. */
+    public enum Mode {
+        /** Keep {@code p_v >= kappa * max(p)}. */
+        MIN_P,
+        /** Keep {@code p_v >= tau}, and always the most likely class. */
+        FIXED
+    }
 
     /**
      * Options of one call; start from {@link #minP(float)} or {@link #fixed(float)}.
@@ -54,14 +60,17 @@ public final class ProxyDistribution {
             return new Options(Mode.FIXED, tau, 1f, LogitStats.DEFAULT_IGNORE_INDEX, null);
         }
 
+        /** Softmax temperature {@code T} (default 1): see {@link Checks#temperature}. */
         public Options withTemperature(float t) {
             return new Options(mode, threshold, t, ignoreIndex, backend);
         }
 
+        /** Target value of the rows that are ignored (default {@link LogitStats#DEFAULT_IGNORE_INDEX}). */
         public Options withIgnoreIndex(long index) {
             return new Options(mode, threshold, temperature, index, backend);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(mode, threshold, temperature, ignoreIndex, b);
         }

@@ -92,10 +92,12 @@ public final class RelationGraphKl {
             return new Options(1f, Reduction.TOKEN_MEAN, null, false, null);
         }
 
+        /** Similarity temperature {@code tau} (default 1): finite, > 0, with a finite reciprocal. */
         public Options withTemperature(float tau) {
             return new Options(tau, reduction, lengths, selfLoops, backend);
         }
 
+        /** How the per-row losses are reduced (default {@link Reduction#TOKEN_MEAN}). */
         public Options withReduction(Reduction r) {
             return new Options(temperature, r, lengths, selfLoops, backend);
         }
@@ -110,6 +112,7 @@ public final class RelationGraphKl {
             return new Options(temperature, reduction, lengths, true, backend);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(temperature, reduction, lengths, selfLoops, b);
         }
@@ -133,6 +136,7 @@ public final class RelationGraphKl {
             this.validTokens = validTokens;
         }
 
+        /** The loss, F32: {@code [B, L]} per-row values (0 at padding) for {@link Reduction#NONE}, else {@code [1]}. */
         public Tensor loss() {
             return loss;
         }

@@ -30,17 +30,25 @@ import dev.tokenkernels.runtime.TokenKernelsException;
 public final class TargetLogProb {
 
     /**
+     * Options of one call; start from {@link #defaults()}.
+     *
      * @param accumulate add the gradient to the buffer instead of overwriting it
      */
     public record Options(float temperature, long ignoreIndex, boolean accumulate, Backend backend) {
+        /**
+         * Temperature 1, ignore index {@link LogitStats#DEFAULT_IGNORE_INDEX}, the gradient overwrites the buffer, the
+         * default backend.
+         */
         public static Options defaults() {
             return new Options(1f, LogitStats.DEFAULT_IGNORE_INDEX, false, null);
         }
 
+        /** Softmax temperature {@code T} (default 1): see {@link Checks#temperature}. */
         public Options withTemperature(float t) {
             return new Options(t, ignoreIndex, accumulate, backend);
         }
 
+        /** Target value of the rows that do not count (default {@link LogitStats#DEFAULT_IGNORE_INDEX}). */
         public Options withIgnoreIndex(long index) {
             return new Options(temperature, index, accumulate, backend);
         }
@@ -50,6 +58,7 @@ public final class TargetLogProb {
             return new Options(temperature, ignoreIndex, true, backend);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(temperature, ignoreIndex, accumulate, b);
         }
@@ -67,10 +76,12 @@ public final class TargetLogProb {
             this.ownsGradient = ownsGradient;
         }
 
+        /** {@code logp} of each row's target, F32 {@code [N]}; 0 for ignored rows. */
         public Tensor logProb() {
             return logProb;
         }
 
+        /** The gradient {@code [N, V]} (the caller's buffer when one was given), or null without coefficients. */
         public Tensor gradient() {
             return gradient;
         }

@@ -79,6 +79,8 @@ public final class TokenSampler {
     public static final int MAX_SAMPLES = 64;
 
     /**
+     * Options of one call; start from {@link #defaults()}.
+     *
      * @param samples {@code K}, 1 to {@link #MAX_SAMPLES}
      * @param seed the Philox key: change it for every training step to draw fresh samples
      * @param firstPosition the position of row 0 in the counter (rows are consecutive positions)
@@ -89,22 +91,27 @@ public final class TokenSampler {
             return new Options(1, 1f, 0L, 0L, null);
         }
 
+        /** Samples per row {@code K}, 1 to {@link #MAX_SAMPLES} (default 1). */
         public Options withSamples(int k) {
             return new Options(k, temperature, seed, firstPosition, backend);
         }
 
+        /** Softmax temperature {@code T} of the draws (default 1): see {@link Checks#temperature}. */
         public Options withTemperature(float t) {
             return new Options(samples, t, seed, firstPosition, backend);
         }
 
+        /** Philox key of the draws (default 0); change it for every training step to draw fresh samples. */
         public Options withSeed(long s) {
             return new Options(samples, temperature, s, firstPosition, backend);
         }
 
+        /** Position of row 0 in the counter (default 0); rows are consecutive positions. */
         public Options withFirstPosition(long p) {
             return new Options(samples, temperature, seed, p, backend);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(samples, temperature, seed, firstPosition, b);
         }

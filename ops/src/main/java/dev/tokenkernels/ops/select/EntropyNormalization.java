@@ -48,32 +48,42 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * {@code [N]} (the sum of squares and extremes per block, the output), {@code kernels/select/entropy_normalization.cu}.
  */
 public final class EntropyNormalization {
+    /** Floor of the entropy before its log: {@code e_t = ln(max(H_t, 1e-8))}. */
     public static final float ENTROPY_FLOOR = 1e-8f;
+    /** Floor of the variance: {@code s = sqrt(max(mean_M (e_t - pivot)^2, 1e-8))}. */
     public static final double VARIANCE_FLOOR = 1e-8;
+    /** Floor of the scales {@code P} and {@code Q}. */
     public static final float SCALE_FLOOR = 1e-8f;
 
     /**
+     * Options of one call; start from {@link #defaults()}.
+     *
      * @param pivotQuantile q of the pivot, in [0, 1] (0.8 in the paper)
      * @param rank how q becomes a rank
      * @param releasedCodeSigns reproduce the released code's non-negative {@code h_hat} for {@code h <= 0}
      */
     public record Options(double pivotQuantile, TokenSelection.Rank rank, boolean releasedCodeSigns, Backend backend) {
+        /** Pivot quantile 0.8, {@link TokenSelection.Rank#ROUND_LINEAR}, the paper's signs, the default backend. */
         public static Options defaults() {
             return new Options(0.8, TokenSelection.Rank.ROUND_LINEAR, false, null);
         }
 
+        /** Quantile {@code q} of the pivot, in [0, 1] (default 0.8). */
         public Options withPivotQuantile(double q) {
             return new Options(q, rank, releasedCodeSigns, backend);
         }
 
+        /** How {@code q} becomes a rank (default {@link TokenSelection.Rank#ROUND_LINEAR}, as the released code). */
         public Options withRank(TokenSelection.Rank r) {
             return new Options(pivotQuantile, r, releasedCodeSigns, backend);
         }
 
+        /** Whether to reproduce the released code's non-negative {@code h_hat} for {@code h <= 0} (default false). */
         public Options withReleasedCodeSigns(boolean released) {
             return new Options(pivotQuantile, rank, released, backend);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(pivotQuantile, rank, releasedCodeSigns, b);
         }
@@ -105,6 +115,10 @@ public final class EntropyNormalization {
     private EntropyNormalization() {
     }
 
+    /**
+     * {@code h_hat} of {@code entropy} (F32 {@code [N]}) over the tokens where {@code mask} (U8 {@code [N]}) is
+     * non-zero, or over all tokens when it is null.
+     */
     public static Result compute(Tensor entropy, Tensor mask, Options options) {
         int n = TokenVectors.vector("entropy", entropy, null, null);
         TokenVectors.mask(mask, n, "entropy");

@@ -34,7 +34,9 @@ import java.util.Arrays;
  * value, a memory-bound fill with no arithmetic that costs less than a device round trip.
  */
 public final class TokenGroupAdvantage {
+    /** Added to the standard deviation before dividing by it, in both the token-level and the fallback advantage. */
     public static final double EPSILON = 1e-6;
+    /** A token-level advantage {@code |A_i|} at or above this makes the group fall back to GRPO's. */
     public static final double FALLBACK_THRESHOLD = 5;
 
     /**
@@ -51,6 +53,11 @@ public final class TokenGroupAdvantage {
     private TokenGroupAdvantage() {
     }
 
+    /**
+     * The advantages of responses with finite {@code rewards [B]}, grouped by {@code groupStarts [G + 1]} over offsets
+     * {@code sequenceStarts [B + 1]}; {@code mask} (U8 {@code [N]}, non-zero for counted tokens) may be null for all
+     * tokens.
+     */
     public static Result compute(float[] rewards, int[] sequenceStarts, int[] groupStarts, Tensor mask) {
         if (rewards == null) {
             throw new IllegalArgumentException("rewards: expected one reward per response, got null");

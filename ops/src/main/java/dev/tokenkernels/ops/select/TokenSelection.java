@@ -57,7 +57,9 @@ public final class TokenSelection {
 
     /** Which end rank 1 is: the smallest score or the largest. */
     public enum Order {
+        /** Rank 1 is the smallest score. */
         SMALLEST,
+        /** Rank 1 is the largest score. */
         LARGEST
     }
 
@@ -78,10 +80,12 @@ public final class TokenSelection {
 
     /** The backend; start from {@link #defaults()}. */
     public record Options(Backend backend) {
+        /** The default backend. */
         public static Options defaults() {
             return new Options(null);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(b);
         }
@@ -96,6 +100,7 @@ public final class TokenSelection {
      * @param count the masked entries {@code n}
      */
     public record Element(long index, float value, long rank, long count) {
+        /** Whether an entry was selected: false when nothing is masked. */
         public boolean found() {
             return index >= 0;
         }

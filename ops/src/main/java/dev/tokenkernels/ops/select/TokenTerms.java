@@ -45,10 +45,12 @@ public final class TokenTerms {
 
     /** The backend; start from {@link #defaults()}. */
     public record Options(Backend backend) {
+        /** The default backend. */
         public static Options defaults() {
             return new Options(null);
         }
 
+        /** Runs on {@code b}; null (the default) means {@link Backends#defaultBackend()}. */
         public Options on(Backend b) {
             return new Options(b);
         }
