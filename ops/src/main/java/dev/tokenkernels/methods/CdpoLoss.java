@@ -33,6 +33,8 @@ public final class CdpoLoss {
     private final Backend backend;
 
     /**
+     * The cDPO loss with these settings; {@link #defaults()} has the defaults.
+     *
      * @param beta DPO's scale, finite and {@code > 0}
      * @param lambda the contrast strength, finite and {@code >= 0}
      * @param backend where to run, or null for the default backend
@@ -56,6 +58,7 @@ public final class CdpoLoss {
      */
     public record Result(PreferenceLoss.Result preference, Tensor chosenWeights, Tensor rejectedWeights)
             implements AutoCloseable {
+        /** The preference loss, {@code preference().loss()}. */
         public float loss() {
             return preference.loss();
         }

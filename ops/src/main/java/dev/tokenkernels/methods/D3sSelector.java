@@ -61,6 +61,7 @@ public final class D3sSelector {
     public record Schedule(int samplesStart, double tokenFractionStart, int samplesEnd, double tokenFractionEnd) {
         private static final BigDecimal HALF = new BigDecimal("0.5");
 
+        /** Checks both response counts are at least 1 and both token fractions are in (0, 1]. */
         public Schedule {
             Checks.require(samplesStart >= 1, "samplesStart", "at least 1 response per group", samplesStart);
             Checks.require(samplesEnd >= 1, "samplesEnd", "at least 1 response per group", samplesEnd);
@@ -112,6 +113,7 @@ public final class D3sSelector {
      */
     public record Selection(int[] keptSequences, Tensor tokenMask, long keptTokens, int samplesPerGroup,
                             double tokenFraction) implements AutoCloseable {
+        /** Copies {@code keptSequences}: the caller's array cannot change the selection. */
         public Selection {
             keptSequences = keptSequences.clone();
         }
@@ -132,6 +134,8 @@ public final class D3sSelector {
     private final Backend backend;
 
     /**
+     * A selector following {@code schedule}.
+     *
      * @param schedule the down-sampling schedule
      * @param backend where the token ops run, or null for the default backend
      */

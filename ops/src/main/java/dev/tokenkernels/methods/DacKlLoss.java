@@ -31,6 +31,8 @@ public final class DacKlLoss {
     private final Backend backend;
 
     /**
+     * The DAC-KL loss with these settings; {@link #defaults()} has the defaults.
+     *
      * @param klWeight lambda, finite and {@code >= 0}
      * @param gamma the band's softness ({@link ClippedKl}); 0 is the hard band
      * @param temperature of the KL, finite and {@code > 0}
@@ -68,6 +70,8 @@ public final class DacKlLoss {
     }
 
     /**
+     * The loss of one batch and {@code gradScale} times its gradients.
+     *
      * @param student logits {@code [N, V]}
      * @param teacher logits {@code [N, V]}
      * @param labels {@code [N]} (I32/I64), the ignore index for prompt and padding tokens

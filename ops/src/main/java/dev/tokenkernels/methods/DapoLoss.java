@@ -25,6 +25,8 @@ public final class DapoLoss {
     private final Backend backend;
 
     /**
+     * The DAPO loss with these settings; {@link #defaults()} gives DAPO's.
+     *
      * @param epsLow the lower clip range (DAPO: 0.2)
      * @param epsHigh the upper clip range (DAPO: 0.28)
      * @param temperature of the policy's softmax, as in sampling

@@ -28,6 +28,8 @@ public final class DeGrpoLoss {
     private final Backend backend;
 
     /**
+     * The DeGRPO loss with these settings; {@link #defaults()} gives Thinkless' alpha.
+     *
      * @param alpha the control token's weight, finite and {@code >= 0}
      * @param eps the clip range on both sides
      * @param temperature of the policy's softmax

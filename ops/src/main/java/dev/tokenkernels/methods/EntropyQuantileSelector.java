@@ -29,6 +29,8 @@ public final class EntropyQuantileSelector {
     private final Backend backend;
 
     /**
+     * A selector keeping the fraction {@code rho} of highest-entropy tokens; {@link #defaults()} keeps the paper's 20%.
+     *
      * @param rho the fraction to keep, in (0, 1]
      * @param backend where to run, or null for the default backend
      */

@@ -24,6 +24,8 @@ public final class GkdJsdLoss {
     private final Backend backend;
 
     /**
+     * The generalized JSD loss with these settings; {@link #defaults()} gives the symmetric JSD.
+     *
      * @param beta the teacher's weight in the mixture, in [0, 1]
      * @param temperature finite and {@code > 0}
      * @param backend where to run, or null for the default backend

@@ -46,6 +46,8 @@ public final class HapoLoss {
     private final Backend backend;
 
     /**
+     * The HAPO loss with these settings; {@link #defaults()} gives the paper's.
+     *
      * @param epsLow the base lower clip range (HAPO: 0.2)
      * @param epsHigh the base upper clip range (HAPO: 0.2)
      * @param alpha how far entropy widens the clip range (HAPO: 1)

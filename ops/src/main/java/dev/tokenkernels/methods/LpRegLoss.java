@@ -45,6 +45,8 @@ public final class LpRegLoss {
     private final Backend backend;
 
     /**
+     * The Lp-Reg loss with these settings; {@link #defaults()} has the defaults.
+     *
      * @param rho the fraction of the negative tokens examined, in (0, 1]
      * @param kappa the proxy's min-p threshold, in (0, 1]
      * @param beta the regularizer's weight, finite and {@code >= 0}

@@ -21,6 +21,8 @@ public final class OtrLoss {
     private final float sftWeight;
 
     /**
+     * OTR, plus {@code sftWeight} times the cross-entropy; {@link #defaults()} is OTR alone.
+     *
      * @param options K, beta, T, the base seed, backend ({@code firstPosition}, the ignore index and
      *     the normalizer are set per call by {@link #compute})
      * @param sftWeight lambda, finite and {@code >= 0}

@@ -37,7 +37,12 @@ import dev.tokenkernels.runtime.Tensor;
 public final class SteerLoss {
 
     /** How Omega becomes a weight: linear in {@code [w_min, w_max]}, or exponential in {@code [w_min, 1]}. */
-    public enum Mapping { LINEAR, EXPONENTIAL }
+    public enum Mapping {
+        /** {@code w_max} down to {@code w_min} as Omega goes from Omega_min to Omega_max. */
+        LINEAR,
+        /** {@code exp(-k Omega)}, clamped to {@code [w_min, 1]}. */
+        EXPONENTIAL
+    }
 
     static final double PROBABILITY_FLOOR = 1e-8;
     /** The exponential map's floor of Omega_max in its rate {@code k}. */
@@ -52,6 +57,8 @@ public final class SteerLoss {
     private final Backend backend;
 
     /**
+     * The STEER loss with these settings; {@link #defaults()} gives ours.
+     *
      * @param eps the clip range on both sides
      * @param dualClip {@code c > 1}, or 0 for none
      * @param minWeight {@code w_min >= 0} for the linear map; in {@code (0, 1]} for the exponential one

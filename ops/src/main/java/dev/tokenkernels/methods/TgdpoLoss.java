@@ -40,6 +40,8 @@ public final class TgdpoLoss {
     private final Backend backend;
 
     /**
+     * The TGDPO loss with these settings; {@link #defaults()} has the defaults.
+     *
      * @param beta DPO's scale, finite and {@code > 0}
      * @param alpha the strength of the token reward's guidance, finite and {@code >= 0} (0 is DPO)
      * @param backend where to run, or null for the default backend

@@ -24,6 +24,8 @@ public final class TrgLoss {
     private final Backend backend;
 
     /**
+     * The TRG term with these settings; {@link #defaults()} has the defaults.
+     *
      * @param weight lambda, finite and {@code >= 0}
      * @param temperature tau of the similarity graphs, finite and {@code > 0}
      * @param selfLoops whether a token's row includes itself
