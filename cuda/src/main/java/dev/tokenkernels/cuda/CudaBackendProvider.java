@@ -17,6 +17,10 @@ import java.nio.file.Path;
 @SuppressWarnings("restricted") // loads libcuda with FFM
 public final class CudaBackendProvider implements BackendProvider {
 
+    /** For {@link java.util.ServiceLoader}; the backend starts in {@link #start()}. */
+    public CudaBackendProvider() {
+    }
+
     @Override
     public String name() {
         return "cuda";

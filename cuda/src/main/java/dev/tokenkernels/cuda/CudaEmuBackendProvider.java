@@ -19,6 +19,10 @@ import java.nio.file.Path;
 @SuppressWarnings("restricted") // loads the emulator's driver library with FFM
 public final class CudaEmuBackendProvider implements BackendProvider {
 
+    /** For {@link java.util.ServiceLoader}; the backend starts in {@link #start()}. */
+    public CudaEmuBackendProvider() {
+    }
+
     @Override
     public String name() {
         return "cuda-emu";

@@ -11,8 +11,8 @@ import java.util.ServiceLoader;
  * Discovery and selection of backends.
  *
  * <p>Selection for an op call: an explicit backend passed to the op; else the device of a device
- * tensor argument; else {@link #defaultBackend()}: the backend named by the environment variable
- * {@code TOKENKERNELS_BACKEND} (or the system property {@code tokenkernels.backend}), which must
+ * tensor argument; else {@link #defaultBackend()}: the backend named by the system property
+ * {@code tokenkernels.backend} (else the environment variable {@code TOKENKERNELS_BACKEND}), which must
  * start or the call fails with the reason; else {@code cuda} if it starts, else {@code cpu}.
  * Discovery never throws: a backend that cannot start is recorded with its reason, which
  * {@link #status()} reports. A provider is started the first time its backend is asked for (not

@@ -7,8 +7,9 @@ import java.util.concurrent.RecursiveAction;
  * The always-available backend: ops run their Vector API code here, with rows split over a
  * fork-join pool.
  *
- * <p>{@link #shared()} uses {@code TOKENKERNELS_CPU_THREADS} threads (or the system property
- * {@code tokenkernels.cpu.threads}), by default all available processors.
+ * <p>{@link #shared()} uses as many threads as the system property {@code tokenkernels.cpu.threads}
+ * says (else the environment variable {@code TOKENKERNELS_CPU_THREADS}), by default all available
+ * processors.
  * {@link #withThreads(int)} makes a private backend with its own pool, closed by {@link #close()}.
  * With one thread, work runs on the calling thread and no pool is created.
  */
