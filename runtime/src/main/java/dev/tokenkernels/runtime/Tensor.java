@@ -182,6 +182,18 @@ public final class Tensor implements AutoCloseable {
         return shape.clone();
     }
 
+    /**
+     * The same memory under another shape of as many elements, e.g. {@code [B, L, V]} logits as the
+     * {@code [B * L, V]} rows an op takes: no copy. The view owns nothing (closing it frees nothing)
+     * and lives as long as this tensor: once this one is closed, the view's accesses fail.
+     */
+    public Tensor reshape(long... newShape) {
+        long[] dims = checkShape(newShape);
+        Checks.require(elementCount(dims) == count, "shape", count + " elements like " + Arrays.toString(shape),
+                Arrays.toString(dims));
+        return new Tensor(dims, dtype, segment(), null);
+    }
+
     /** Number of dimensions; 0 for a scalar. */
     public int rank() {
         return shape.length;

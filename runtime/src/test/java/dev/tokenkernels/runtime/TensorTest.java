@@ -132,6 +132,23 @@ class TensorTest {
         }
     }
 
+    /** A reshaped view shares the memory, frees nothing when closed, and fails once its tensor is closed. */
+    @Test
+    void reshapeIsAViewOfTheSameMemory() {
+        Tensor t = Tensor.of(new float[] {1, 2, 3, 4, 5, 6}, 2, 1, 3);
+        Tensor rows = t.reshape(2, 3);
+        assertArrayEquals(new long[] {2, 3}, rows.shape());
+        rows.setFloat(4, 50f);
+        assertEquals(50f, t.getFloat(4), "one memory");
+        rows.close();
+        assertEquals(50f, t.getFloat(4), "closing the view frees nothing");
+        Tensor again = t.reshape(6);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> t.reshape(4));
+        assertTrue(e.getMessage().startsWith("shape: expected 6 elements like [2, 1, 3]"), e.getMessage());
+        t.close();
+        assertThrows(IllegalStateException.class, () -> again.getFloat(0));
+    }
+
     @Test
     void roundsToHalfPrecisionTypes() {
         float[] values = {1f, -2.5f, 65504f, 1e-7f, Float.NaN, Float.NEGATIVE_INFINITY, 3.14159f};

@@ -84,7 +84,7 @@ final class TokenLayout {
     Tensor packedRows(String name, Tensor t) {
         requireShape(name, t, logitsShape(), tokenShape.length == 1 ? "[N, V]" : "[B, L, V]",
                 "the shape of logits");
-        return t.rank() == 2 ? t : Tensor.of(t.segment(), t.dtype(), rows, vocab);
+        return t.rank() == 2 ? t : t.reshape(rows, vocab);
     }
 
     /** A per-token input ({@code [N]} or {@code [B, L]} as the layout is), as {@code [N]}; null passes. */
@@ -94,7 +94,7 @@ final class TokenLayout {
         }
         requireShape(name, t, tokenShape, tokenShape.length == 1 ? "[N]" : "[B, L]",
                 tokenShape.length == 1 ? "the rows of logits" : "the first dimensions of logits");
-        return t.rank() == 1 ? t : Tensor.of(t.segment(), t.dtype(), rows);
+        return t.rank() == 1 ? t : t.reshape(rows);
     }
 
     /** A per-sequence input, {@code [B]}, as each token's value ({@code [N]} floats, finite where counted). */
