@@ -33,13 +33,19 @@ public final class Tensor implements AutoCloseable {
     private final DType dtype;
     private final MemorySegment segment;
     private final Cleaner.Cleanable cleanable;
+    /**
+     * The tensor a {@link #reshape} view shows, held so that its cleaner cannot free the memory
+     * while the view is reachable; null for other tensors.
+     */
+    private final Tensor viewed;
     private volatile boolean closed;
 
-    private Tensor(long[] shape, DType dtype, MemorySegment segment, Arena owner) {
+    private Tensor(long[] shape, DType dtype, MemorySegment segment, Arena owner, Tensor viewed) {
         this.shape = shape;
         this.count = elementCount(shape);
         this.dtype = dtype;
         this.segment = segment;
+        this.viewed = viewed;
         this.cleanable = owner == null ? null : CLEANER.register(this, new ArenaCloser(owner));
     }
 
@@ -62,7 +68,7 @@ public final class Tensor implements AutoCloseable {
         long[] dims = checkShape(shape);
         long bytes = Math.multiplyExact(elementCount(dims), (long) dtype.byteSize());
         Arena arena = Arena.ofShared();
-        return new Tensor(dims, dtype, HostMemory.allocate(arena, bytes, ALIGNMENT), arena);
+        return new Tensor(dims, dtype, HostMemory.allocate(arena, bytes, ALIGNMENT), arena, null);
     }
 
     /** An F32 tensor holding a copy of {@code values}. */
@@ -109,8 +115,8 @@ public final class Tensor implements AutoCloseable {
                     "address 0x" + Long.toHexString(segment.address()));
             Checks.require(segment.isAccessibleBy(ANY_OTHER_THREAD), "segment",
                     "a segment every thread may access (Arena.ofShared, ofAuto or global)",
-                    "a segment confined to thread " + Thread.currentThread().getName());
-            return new Tensor(dims, dtype, segment, null);
+                    "a segment confined to one thread (Arena.ofConfined)");
+            return new Tensor(dims, dtype, segment, null, null);
         }
         Tensor t = allocate(dtype, dims);
         t.segment.copyFrom(segment);
@@ -184,14 +190,15 @@ public final class Tensor implements AutoCloseable {
 
     /**
      * The same memory under another shape of as many elements, e.g. {@code [B, L, V]} logits as the
-     * {@code [B * L, V]} rows an op takes: no copy. The view owns nothing (closing it frees nothing)
-     * and lives as long as this tensor: once this one is closed, the view's accesses fail.
+     * {@code [B * L, V]} rows an op takes: no copy. The view owns nothing (closing it frees nothing),
+     * keeps this tensor from being freed by the GC while the view is in use, and is closed when this
+     * one is.
      */
     public Tensor reshape(long... newShape) {
         long[] dims = checkShape(newShape);
         Checks.require(elementCount(dims) == count, "shape", count + " elements like " + Arrays.toString(shape),
                 Arrays.toString(dims));
-        return new Tensor(dims, dtype, segment(), null);
+        return new Tensor(dims, dtype, segment(), null, this);
     }
 
     /** Number of dimensions; 0 for a scalar. */
@@ -225,7 +232,7 @@ public final class Tensor implements AutoCloseable {
 
     /** Whether {@link #close()} has been called. */
     public boolean isClosed() {
-        return closed;
+        return closed || viewed != null && viewed.closed;
     }
 
     /** The storage, for ops and native code. */
@@ -300,13 +307,13 @@ public final class Tensor implements AutoCloseable {
     }
 
     private void ensureOpen() {
-        if (closed) {
+        if (closed || viewed != null && viewed.closed) {
             throw new IllegalStateException("tensor " + dtype + Arrays.toString(shape) + " is closed");
         }
     }
 
     @Override
     public String toString() {
-        return "Tensor[" + dtype + " " + Arrays.toString(shape) + " on " + device() + (closed ? ", closed" : "") + "]";
+        return "Tensor[" + dtype + " " + Arrays.toString(shape) + " on " + device() + (isClosed() ? ", closed" : "") + "]";
     }
 }

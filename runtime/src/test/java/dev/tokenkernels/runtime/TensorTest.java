@@ -9,6 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.lang.ref.WeakReference;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
@@ -147,6 +148,25 @@ class TensorTest {
         assertTrue(e.getMessage().startsWith("shape: expected 6 elements like [2, 1, 3]"), e.getMessage());
         t.close();
         assertThrows(IllegalStateException.class, () -> again.getFloat(0));
+        assertTrue(again.isClosed(), "a view is closed with its tensor");
+    }
+
+    /**
+     * A view keeps the tensor it shows alive: made from a temporary ({@code Tensor.of(...).reshape(...)},
+     * as README suggests for {@code [B, L, V]} logits), it held only the segment, and once the GC
+     * collected the source its cleaner closed the arena under the live view (found in review).
+     */
+    @Test
+    void aViewOfATemporaryTensorStaysReadableAfterGc() throws InterruptedException {
+        Tensor view = Tensor.of(new float[] {1, 2, 3, 4, 5, 6}, 2, 3).reshape(6);
+        // wait until the GC has collected an unreachable tensor made the same way, then for its cleaner
+        WeakReference<Tensor> probe = new WeakReference<>(Tensor.of(new float[] {0}, 1));
+        for (int i = 0; i < 100 && probe.get() != null; i++) {
+            System.gc();
+            Thread.sleep(10);
+        }
+        Thread.sleep(200);
+        assertEquals(6f, view.getFloat(5), "a live view reads its memory");
     }
 
     @Test
