@@ -3,6 +3,7 @@ package dev.tokenkernels.conformance;
 import static dev.tokenkernels.conformance.BadInput.expect;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.tokenkernels.ops.loss.PolicyLoss;
 import dev.tokenkernels.ops.loss.PolicyLoss.Aggregation;
@@ -154,7 +155,7 @@ class PolicyLossLayoutTest {
              Tensor pz = Tensor.ofFloats(d.packedLogits(), dtype, n, v); Tensor py = Tensor.ofInts(d.packedTargets(), n);
              Tensor po = Tensor.of(d.packedOld(), n); Tensor pa = Tensor.of(d.packedAdvantage(), n);
              PolicyLoss.Result padded = PolicyLoss.computeWithGradient(z, y, o, a, null, null,
-                     options.withResponseMask(m).withSequenceAdvantages(), 0.5f);
+                     options.withResponseMask(m).withSequenceAdvantages(true), 0.5f);
              PolicyLoss.Result packed = PolicyLoss.computeWithGradient(pz, py, po, pa, null, d.starts(), options, 0.5f)) {
             assertEquals(packed.loss(), padded.loss(), at + " loss");
             assertEquals(packed.tokens(), padded.tokens(), at + " tokens");
@@ -185,7 +186,7 @@ class PolicyLossLayoutTest {
     void paddedGradientInPlaceEqualsASeparateBuffer() {
         Batch d = batch(12);
         for (Backend backend : ConformanceBackends.all()) {
-            Options options = Options.defaults().on(backend).withSequenceAdvantages();
+            Options options = Options.defaults().on(backend).withSequenceAdvantages(true);
             try (Tensor z = Tensor.ofFloats(d.paddedLogits(), DType.BF16, B, L, V);
                  Tensor zInPlace = Tensor.ofFloats(d.paddedLogits(), DType.BF16, B, L, V);
                  Tensor y = Tensor.ofInts(d.paddedTargets(), B, L); Tensor o = Tensor.of(d.paddedOld(), B, L);
@@ -213,10 +214,33 @@ class PolicyLossLayoutTest {
                  PolicyLoss.Result tokens = PolicyLoss.computeWithGradient(z, y, o, perToken, null, d.starts(),
                          Options.defaults().on(backend), 1f);
                  PolicyLoss.Result sequences = PolicyLoss.computeWithGradient(z, y, o, perSequence, null, d.starts(),
-                         Options.defaults().withSequenceAdvantages().on(backend), 1f)) {
+                         Options.defaults().withSequenceAdvantages(true).on(backend), 1f)) {
                 assertEquals(tokens.loss(), sequences.loss(), backend + " loss");
                 assertArrayEquals(tokens.gradient().toFloatArray(), sequences.gradient().toFloatArray(),
                         backend + " gradient");
+            }
+        }
+    }
+
+    /**
+     * Lp-Reg's inputs under the response mask's 0 are not read either: NaN there runs (the mask of
+     * regularized tokens was checked on every token, found in review), on every backend.
+     */
+    @Test
+    void lpRegInputsUnderPaddingAreNotRead() {
+        float nan = Float.NaN;
+        try (Tensor z = Tensor.of(new float[] {0, 1, 2, 1, 0, 2, 2, 1, 0, 0, 0, 0}, 2, 2, 3);
+             Tensor y = Tensor.ofInts(new int[] {0, 1, 2, 0}, 2, 2); Tensor o = Tensor.of(new float[] {-1, -1, -1, nan}, 2, 2);
+             Tensor a = Tensor.of(new float[] {1, -1}, 2); Tensor mask = Tensor.ofInts(new int[] {1, 1, 1, 0}, 2, 2);
+             Tensor lp = Tensor.of(new float[] {-0.5f, -0.5f, -0.5f, nan}, 2, 2);
+             Tensor regularized = Tensor.of(new float[] {0, 1, 0, nan}, 2, 2)) {
+            Options options = Options.defaults().withSequenceAdvantages(true).withResponseMask(mask)
+                    .withLpReg(lp, regularized, 0.1f);
+            for (Backend backend : ConformanceBackends.all()) {
+                try (PolicyLoss.Result r = PolicyLoss.compute(z, y, o, a, null, null, options.on(backend))) {
+                    assertEquals(3, r.tokens(), backend + " tokens");
+                    assertTrue(Float.isFinite(r.loss()), backend + " loss " + r.loss());
+                }
             }
         }
     }
@@ -250,13 +274,13 @@ class PolicyLossLayoutTest {
              Tensor mFlat = Tensor.ofInts(d.mask(), B * L); Tensor a2 = Tensor.of(new float[2], 2);
              Tensor g = Tensor.allocate(DType.F32, B * L, V); Tensor z4 = Tensor.allocate(DType.F32, 1, B, L, V)) {
             Options masked = Options.defaults().withResponseMask(m);
-            Options perSequence = masked.withSequenceAdvantages();
+            Options perSequence = masked.withSequenceAdvantages(true);
             expect(() -> PolicyLoss.compute(z, y, o, a, null, new int[] {0, L, 2 * L, 3 * L}, perSequence),
                     "sequenceStarts");
             expect(() -> PolicyLoss.compute(z4, y, o, a, null, null, perSequence), "[B, L, V]");
             expect(() -> PolicyLoss.compute(z, yFlat, o, a, null, null, perSequence), "targets");
             expect(() -> PolicyLoss.compute(z, y, o, a, null, null, Options.defaults().withResponseMask(mFlat)
-                    .withSequenceAdvantages()), "responseMask");
+                    .withSequenceAdvantages(true)), "responseMask");
             // [B] advantages without withSequenceAdvantages: per token, so [B, L] is expected
             expect(() -> PolicyLoss.compute(z, y, o, a, null, null, masked), "[B, L]");
             expect(() -> PolicyLoss.compute(z, y, o, a2, null, null, perSequence), "B, the sequences");
@@ -265,7 +289,16 @@ class PolicyLossLayoutTest {
             two[0] = 2;
             try (Tensor bad = Tensor.ofInts(two, B, L)) {
                 expect(() -> PolicyLoss.compute(z, y, o, a, null, null, Options.defaults().withResponseMask(bad)
-                        .withSequenceAdvantages()), "responseMask[0]");
+                        .withSequenceAdvantages(true)), "responseMask[0]");
+            }
+            // [B, 0, V] holds no element, so B is bounded apart from the token count (a review's
+            // B = 3e9 and 2^32 + 1 threw NegativeArraySize and ArrayIndexOutOfBounds)
+            for (long huge : new long[] {3_000_000_000L, (1L << 32) + 1}) {
+                try (Tensor none = Tensor.allocate(DType.F32, huge, 0, 5); Tensor noTargets = Tensor.allocate(DType.I32, huge, 0);
+                     Tensor noOld = Tensor.allocate(DType.F32, huge, 0)) {
+                    expect(() -> PolicyLoss.compute(none, noTargets, noOld, noOld, null, null, Options.defaults()).close(),
+                            "logits");
+                }
             }
             float[] nan = d.sequenceAdvantage().clone();
             nan[0] = Float.NaN; // sequence 0 has counted tokens: its advantage is read

@@ -62,14 +62,16 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *
  * <p>Two layouts: packed, logits {@code [N, V]} whose sequences are consecutive runs of tokens
  * given by offsets {@code [B + 1]} (0 to N), per-token inputs {@code [N]}; or padded, logits
- * {@code [B, L, V]} with null offsets, each of the B rows one sequence, per-token inputs and
- * outputs {@code [B, L]} (the same numbers as the packed call over the real tokens, bit for bit).
- * Advantages are per token, or per sequence ({@code [B]}) with {@link Options#withSequenceAdvantages}.
- * Tokens whose target is the ignore index, or where a {@link Options#withResponseMask response mask}
- * is 0, do not count, and their per-token inputs (old and reference log-probabilities, advantages,
- * clip ranges, weights; under a mask's 0 the target too) are not read: padding may hold anything,
- * NaN included. {@link Aggregation} turns per-token losses into the loss (with the padded layout
- * Dr. GRPO's default maxLength is L); the statistics ({@link Result}) are over the counted tokens.
+ * {@code [B, L, V]} with null offsets, each of the B rows one sequence starting at its position 0
+ * (right-padded: DEGRPO's control token is position 0), per-token inputs and outputs
+ * {@code [B, L]}. A padded call gives the numbers of the packed call over the real tokens bit for
+ * bit, given the same normalizer (Dr. GRPO's default maxLength is L when padded, the longest
+ * sequence when packed). Advantages are per token, or per sequence ({@code [B]}) with
+ * {@link Options#withSequenceAdvantages}. Tokens whose target is the ignore index, or where a
+ * {@link Options#withResponseMask response mask} is 0, do not count, and their per-token inputs
+ * (old and reference log-probabilities, advantages, clip ranges, weights, Lp-Reg's; under a mask's
+ * 0 the target too) are not read: padding may hold anything, NaN included. {@link Aggregation}
+ * turns per-token losses into the loss; the statistics ({@link Result}) are over the counted tokens.
  *
  * <p>One fused pass per row ({@code kernels/loss/policy_loss.cu}, {@code PolicyLossCpu}): the
  * row's log-sum-exp and entropy, {@code logp}, the token's loss and slope {@code dl/dlogp}, then
@@ -107,17 +109,17 @@ public final class PolicyLoss {
      *
      * <p>Per-token tensors have the targets' shape, {@code [N]} or {@code [B, L]}.
      *
-     * @param epsLowPerToken F32 [N] overriding {@code epsLow}, or null
-     * @param epsHighPerToken F32 [N] overriding {@code epsHigh}, or null
+     * @param epsLowPerToken F32 per token overriding {@code epsLow}, or null
+     * @param epsHighPerToken F32 per token overriding {@code epsHigh}, or null
      * @param dualClip {@code c > 1}, or 0 for none
      * @param ratioCap {@code delta > 0}, or {@code +inf} for none
      * @param klBeta the k3 reference KL's coefficient (needs reference log-probabilities), 0 for none
      * @param normalizer TOKEN_MEAN's {@code numItems} or SEQ_MEAN_TOKEN_SUM_NORM's {@code maxLength};
      *     0 for the default
-     * @param tokenWeights F32 [N] {@code w_t >= 0} multiplying each token's policy term, or null
-     * @param zoneAdvantages F32 [N] advantages used outside HAPO's neutral zone, or null
-     * @param lpRegProxyLogProb F32 [N] Lp-Reg's proxy log-probabilities, or null
-     * @param lpRegMask [N] (U8, I8, I32, I64 or F32) 1 for the tokens Lp-Reg regularizes, else 0; or null
+     * @param tokenWeights F32 per token {@code w_t >= 0} multiplying each token's policy term, or null
+     * @param zoneAdvantages F32 per token advantages used outside HAPO's neutral zone, or null
+     * @param lpRegProxyLogProb F32 per token Lp-Reg's proxy log-probabilities, or null
+     * @param lpRegMask per token (U8, I8, I32, I64 or F32) 1 for the tokens Lp-Reg regularizes, else 0; or null
      * @param lpRegBeta Lp-Reg's coefficient of its proxy KL
      * @param controlTokenWeight DEGRPO's {@code alpha}, the weight of the control tokens' mean
      * @param responseMask 1 for the tokens that may count, 0 for the others; or null
@@ -134,7 +136,8 @@ public final class PolicyLoss {
 
         /**
          * eps 0.2 both sides, no dual clip, no cap, no KL, temperature 1, token mean, no token
-         * weights, zone advantages or Lp-Reg, DEGRPO's alpha 0.001 (used only with DEGRPO).
+         * weights, zone advantages or Lp-Reg, DEGRPO's alpha 0.001 (used only with DEGRPO), no
+         * response mask, advantages per token, ignore index -100, the default backend.
          */
         public static Options defaults() {
             return new Options(0.2f, 0.2f, null, null, 0f, Float.POSITIVE_INFINITY, 0f, 1f, Aggregation.TOKEN_MEAN, 0,
@@ -152,7 +155,7 @@ public final class PolicyLoss {
                     controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
-        /** Per-token clip ranges (F32 [N] each), e.g. HAPO's entropy-adaptive ones. */
+        /** Per-token clip ranges (F32, of the targets' shape), e.g. HAPO's entropy-adaptive ones. */
         public Options withClipPerToken(Tensor low, Tensor high) {
             return new Options(epsLow, epsHigh, low, high, dualClip, ratioCap, klBeta, temperature, aggregation,
                     normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask, lpRegBeta,
@@ -203,7 +206,7 @@ public final class PolicyLoss {
         }
 
         /**
-         * Per-token weights {@code w_t} (F32 [N], finite, {@code >= 0}; null for none) of the
+         * Per-token weights {@code w_t} (F32 per token, finite, {@code >= 0}; null for none) of the
          * policy term, e.g. STEER's; the KL terms are not weighted (see the class doc).
          */
         public Options withTokenWeights(Tensor w) {
@@ -215,7 +218,7 @@ public final class PolicyLoss {
         /**
          * HAPO's differential advantages, per token: the call's {@code advantages} apply inside the
          * neutral zone {@code 1 - eps_low_t/2 < r'_t < 1 + eps_high_t/2}, {@code outside[t]} (F32
-         * [N], finite; null for none) outside it. Which of {@code A} and {@code A_ent} is inside
+         * per token, finite; null for none) outside it. Which of {@code A} and {@code A_ent} is inside
          * depends on the token (HAPO: {@code A_ent} inside for {@code h_hat <= 0}, outside for
          * {@code h_hat > 0}), so pass both per-token tensors as {@code TokenTerms.adaptiveClipping}
          * gives them: {@code advantageInside} as the call's {@code advantages},
@@ -228,9 +231,9 @@ public final class PolicyLoss {
         }
 
         /**
-         * Lp-Reg on the tokens {@code regularized} marks (U8, I8, I32, I64 or F32 [N] of 0 and 1):
+         * Lp-Reg on the tokens {@code regularized} marks (U8, I8, I32, I64 or F32 per token of 0 and 1):
          * the unclipped policy term plus {@code beta min(k3(proxyLogProb - logp), 10)};
-         * {@code proxyLogProb} (F32 [N]) must be finite on those tokens and is not read elsewhere.
+         * {@code proxyLogProb} (F32 per token) must be finite on those tokens and is not read elsewhere.
          * Null tensors turn it off.
          */
         public Options withLpReg(Tensor proxyLogProb, Tensor regularized, float beta) {
@@ -259,14 +262,14 @@ public final class PolicyLoss {
         }
 
         /**
-         * The call's {@code advantages} hold one value per sequence (F32 {@code [B]}, e.g. GRPO's
-         * group-normalized rewards), which every token of the sequence takes; by default they are
-         * per token ({@code [N]} or {@code [B, L]}).
+         * With {@code perSequence}, the call's {@code advantages} hold one value per sequence (F32
+         * {@code [B]}, e.g. GRPO's group-normalized rewards), which every token of the sequence
+         * takes; otherwise (the default) one per token ({@code [N]} or {@code [B, L]}).
          */
-        public Options withSequenceAdvantages() {
+        public Options withSequenceAdvantages(boolean perSequence) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
                     temperature, aggregation, normalizer, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
-                    lpRegBeta, controlTokenWeight, responseMask, true, ignoreIndex, backend);
+                    lpRegBeta, controlTokenWeight, responseMask, perSequence, ignoreIndex, backend);
         }
 
         /** The target value of tokens that do not count (default -100). */
@@ -763,7 +766,7 @@ public final class PolicyLoss {
                 o.lpRegBeta());
         Checks.dtype("lpRegProxyLogProb", lp, DType.F32);
         for (int i = 0; i < rows; i++) {
-            if (maskFlag("lpRegMask", mask, i) && counted[i]) { // the proxy is read only where it is used
+            if (counted[i] && maskFlag("lpRegMask", mask, i)) { // read only where the token counts
                 float v = lp.getFloat(i);
                 Checks.require(Float.isFinite(v), "lpRegProxyLogProb[" + i + "]",
                         "a finite proxy log-probability on a regularized token (Lp-Reg selects only logp < lp;"

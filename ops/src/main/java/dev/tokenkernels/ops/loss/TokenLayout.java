@@ -45,7 +45,9 @@ final class TokenLayout {
         }
         long batch = logits.dim(0);
         long length = logits.dim(1);
-        Checks.require(batch >= 1, "logits", "[B, L, V] with B >= 1 sequences", Arrays.toString(logits.shape()));
+        // B is not bounded by the token count when L = 0
+        Checks.require(batch >= 1 && batch < Integer.MAX_VALUE, "logits", "[B, L, V] with 1 <= B < 2^31 - 1 sequences",
+                Arrays.toString(logits.shape()));
         int[] padded = new int[(int) batch + 1];
         for (int b = 0; b <= batch; b++) {
             padded[b] = (int) (b * length);
