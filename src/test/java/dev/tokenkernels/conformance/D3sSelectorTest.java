@@ -113,6 +113,8 @@ class D3sSelectorTest {
         assertArrayEquals(new int[] {0, 2}, D3sSelector.maxVarianceSubset(new float[] {-10f, 0f, 6f, 6f}, 0, 4, 2));
         assertArrayEquals(new int[] {0, 3}, D3sSelector.maxVarianceSubset(new float[] {-1f, -1f, -1f, 5f}, 0, 4, 2));
         assertArrayEquals(new int[] {1, 2}, D3sSelector.maxVarianceSubset(new float[] {9f, 3f, 3f, 3f}, 1, 4, 2));
+        // -0.0 == 0.0 is a tie too (the sort once put -0.0 first whatever its index)
+        assertArrayEquals(new int[] {0, 2}, D3sSelector.maxVarianceSubset(new float[] {0f, -0f, 5f}, 0, 3, 2));
     }
 
     /**

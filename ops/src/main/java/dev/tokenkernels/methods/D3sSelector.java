@@ -238,7 +238,8 @@ public final class D3sSelector {
             return IntStream.range(from, to).toArray();
         }
         Integer[] sorted = IntStream.range(from, to).boxed().toArray(Integer[]::new);
-        Arrays.sort(sorted, Comparator.<Integer>comparingDouble(i -> values[i]).thenComparing(i -> i));
+        // + 0.0 makes -0.0 equal to 0.0, as the runs of ties in lowestIndicesOfTies see them
+        Arrays.sort(sorted, Comparator.<Integer>comparingDouble(i -> values[i] + 0.0).thenComparing(i -> i));
         int bestK = 0;
         double best = Double.NEGATIVE_INFINITY;
         for (int k = 0; k <= m; k++) {
