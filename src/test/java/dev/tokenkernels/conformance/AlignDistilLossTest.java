@@ -170,6 +170,8 @@ class AlignDistilLossTest {
         assertThrows(IllegalArgumentException.class, () -> AlignDistilLoss.adaptive(0.1f, -1f, 1f, null));
         // alpha_t up to 2 beta2 + 1e-3 would overflow: refused by its own name, not the op's extrapolationAlpha
         BadInput.expect(() -> AlignDistilLoss.adaptive(0.1f, 2e38f, 1f, null), "beta2");
+        // beta / alpha_t up to beta / 1e-3: 1e38 gave an infinite loss without a word (found in review)
+        BadInput.expect(() -> AlignDistilLoss.adaptive(1e38f, 10f, 1f, null), "beta");
         assertThrows(IllegalArgumentException.class, () -> AlignDistilLoss.fixedWeight(Float.NaN, 1f, null));
         try (Tensor z = Tensor.of(new float[6], 2, 3); Tensor y = Tensor.ofInts(new int[] {0, 1}, 2)) {
             assertThrows(IllegalArgumentException.class, () -> AlignDistilLoss.defaults().compute(z, z, z, y, new int[] {0, 1}, 1f));

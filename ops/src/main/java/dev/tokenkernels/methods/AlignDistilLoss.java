@@ -37,7 +37,8 @@ public final class AlignDistilLoss {
 
     private AlignDistilLoss(float beta, float beta2, float fixedWeight, boolean adaptive, float temperature,
                             Backend backend) {
-        Checks.require(Float.isFinite(beta) && beta > 0f, "beta", "a finite value > 0", beta);
+        // the token weight beta / alpha_t reaches beta / 1e-3 (alpha_t >= 1e-3): it must stay a finite float
+        Checks.require(beta > 0f && Float.isFinite(beta / 1e-3f), "beta", "a value > 0 with beta / 1e-3 finite", beta);
         // alpha_t reaches 2 beta2 + 1e-3 (TVD_t <= 2): it must stay a finite float.
         Checks.require(beta2 >= 0f && Float.isFinite(2 * beta2 + 1e-3f), "beta2",
                 "a value >= 0 with 2 beta2 + 1e-3 finite", beta2);
