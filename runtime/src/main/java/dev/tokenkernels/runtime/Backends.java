@@ -102,14 +102,15 @@ public final class Backends {
     /**
      * The backend for one op call: {@code explicit} if not null, else {@link #defaultBackend()}.
      *
-     * @throws BackendUnavailableException for the cpu backend in a JVM without the Vector API
-     *     module, which its ops are written in (they would fail with a bare NoClassDefFoundError)
+     * @throws BackendUnavailableException in a JVM without the Vector API module: the CPU ops are
+     *     written in it and the kernel backends' host code converts F16/BF16 with it (they would
+     *     fail with a bare NoClassDefFoundError)
      */
     public static Backend select(Backend explicit) {
         Backend backend = explicit != null ? explicit : defaultBackend();
-        if (backend instanceof CpuBackend && !VECTOR_API) {
-            throw new BackendUnavailableException("cpu", "its ops use the Vector API; start the JVM with"
-                    + " --add-modules jdk.incubator.vector");
+        if (!VECTOR_API) {
+            throw new BackendUnavailableException(backend.name(), "the ops use the Vector API; start the JVM"
+                    + " with --add-modules jdk.incubator.vector");
         }
         return backend;
     }
