@@ -200,13 +200,21 @@ class PreferenceLossTest {
                  Tensor y = Tensor.ofInts(new int[] {1}, 1); Tensor ref = Tensor.of(new float[] {-0.7f}, 1)) {
                 Responses openSide = Responses.of(open, y, new int[] {0, 1}, ref);
                 Responses maskedSide = Responses.of(masked, y, new int[] {0, 1}, ref);
+                Responses openFree = Responses.of(open, y, new int[] {0, 1}, null); // SimPO: no reference
+                Responses maskedFree = Responses.of(masked, y, new int[] {0, 1}, null);
                 Options dpo = Options.dpo(0.1f).on(backend);
+                Options simpo = Options.simpo(2f, 0.5f).on(backend);
                 try (PreferenceLoss.Result chosenMasked = PreferenceLoss.computeWithGradient(maskedSide, openSide, dpo, 1f);
                      PreferenceLoss.Result rejectedMasked = PreferenceLoss.computeWithGradient(openSide, maskedSide, dpo, 1f);
                      PreferenceLoss.Result smoothed = PreferenceLoss.computeWithGradient(openSide, maskedSide,
-                             dpo.withLabelSmoothing(0.1f), 1f)) {
+                             dpo.withLabelSmoothing(0.1f), 1f);
+                     PreferenceLoss.Result simpoChosen = PreferenceLoss.computeWithGradient(maskedFree, openFree, simpo, 1f);
+                     PreferenceLoss.Result simpoRejected = PreferenceLoss.computeWithGradient(openFree, maskedFree, simpo,
+                             1f)) {
                     assertEquals(Float.POSITIVE_INFINITY, chosenMasked.loss(), backend + " chosen masked");
                     assertEquals(0f, rejectedMasked.loss(), backend + " rejected masked");
+                    assertEquals(Float.POSITIVE_INFINITY, simpoChosen.loss(), backend + " SimPO, chosen masked");
+                    assertEquals(0f, simpoRejected.loss(), backend + " SimPO, rejected masked");
                     assertEquals(Float.POSITIVE_INFINITY, smoothed.loss(), backend + " rejected masked, eps 0.1");
                     for (int v = 0; v < 2; v++) {
                         assertTrue(Float.isFinite(chosenMasked.chosenGradient().getFloat(v)), backend + " finite");
