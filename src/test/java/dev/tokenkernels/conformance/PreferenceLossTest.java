@@ -226,6 +226,53 @@ class PreferenceLossTest {
         }
     }
 
+    /**
+     * A padded batch as Responses' doc writes it (reshaped views, offsets 0, L, 2L, the ignore index
+     * at padding) gives the packed batch's loss and gradient rows bit for bit, on every backend.
+     */
+    @Test
+    void paddedBatchThroughReshapeEqualsThePackedOne() {
+        int b = 2;
+        int l = 3;
+        int v = 5;
+        int[] lengths = {2, 3};
+        SplittableRandom random = new SplittableRandom(21);
+        float[] z = new float[b * l * v];
+        for (int i = 0; i < z.length; i++) {
+            z[i] = (float) random.nextGaussian();
+        }
+        int[] padded = {1, 4, -100, 0, 2, 3};
+        float[] ref = {-1.5f, -2f, Float.NaN, -1f, -1.2f, -2.5f}; // padding's is not read
+        float[] packedZ = new float[5 * v];
+        System.arraycopy(z, 0, packedZ, 0, 2 * v);
+        System.arraycopy(z, 3 * v, packedZ, 2 * v, 3 * v);
+        int[] packedY = {1, 4, 0, 2, 3};
+        float[] packedRef = {-1.5f, -2f, -1f, -1.2f, -2.5f};
+        for (Backend backend : ConformanceBackends.all()) {
+            try (Tensor zp = Tensor.of(z, b, l, v); Tensor yp = Tensor.ofInts(padded, b, l); Tensor rp = Tensor.of(ref, b, l);
+                 Tensor zk = Tensor.of(packedZ, 5, v); Tensor yk = Tensor.ofInts(packedY, 5); Tensor rk = Tensor.of(packedRef, 5)) {
+                Responses paddedSide = Responses.of(zp.reshape(b * l, v), yp.reshape(b * l), new int[] {0, l, 2 * l},
+                        rp.reshape(b * l));
+                Responses packedSide = Responses.of(zk, yk, new int[] {0, lengths[0], 5}, rk);
+                Options dpo = Options.dpo(0.1f).on(backend);
+                try (PreferenceLoss.Result p = PreferenceLoss.computeWithGradient(paddedSide, packedSide, dpo, 1f);
+                     PreferenceLoss.Result k = PreferenceLoss.computeWithGradient(packedSide, packedSide, dpo, 1f)) {
+                    assertEquals(k.loss(), p.loss(), backend + " loss");
+                    for (int row = 0, packedRow = 0; row < b * l; row++) {
+                        if (row % l >= lengths[row / l]) {
+                            continue;
+                        }
+                        for (int c = 0; c < v; c++) {
+                            assertEquals(k.chosenGradient().getFloat((long) packedRow * v + c),
+                                    p.chosenGradient().getFloat((long) row * v + c), backend + " row " + row);
+                        }
+                        packedRow++;
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void badInputsAreClearErrors() {
         try (Pair p = Pair.byHand(); Tensor nan = Tensor.of(new float[] {Float.NaN}, 1);

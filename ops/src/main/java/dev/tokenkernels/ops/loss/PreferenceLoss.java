@@ -62,7 +62,10 @@ public final class PreferenceLoss {
     }
 
     /**
-     * The responses of one side of the pairs.
+     * The responses of one side of the pairs. A padded batch of {@code B} responses of {@code L}
+     * positions is {@code Responses.of(logits.reshape(B * L, V), targets.reshape(B * L), offsets,
+     * referenceLogProb.reshape(B * L))} with offsets {@code 0, L, ..., B L} and the ignore index at
+     * the prompt and padding positions of {@code targets}.
      *
      * @param logits the policy's logits {@code [N, V]} (F32, F16 or BF16)
      * @param targets {@code [N]} I32/I64 response tokens, the ignore index for prompt and padding
