@@ -425,13 +425,14 @@ extern "C" __global__ void __launch_bounds__(kThreads, 2)
             for (long long j = tid; j < vocab; j += kThreads) g_row.set(j, empty ? 0.0f : tk::quiet_nan());
         if (tid == 0) {
             row_loss[row] = empty ? 0.0f : tk::positive_infinity();
-            kept_mass[row] = empty ? 0.0f : expf(logf(kept_t) + shift_t - lse_t);
+            kept_mass[row] = empty ? 0.0f : expf(logf(kept_t) + (shift_t - lse_t));
             if (has_grad) lower_grad[row] = upper_grad[row] = empty ? 0.0f : tk::quiet_nan();
         }
         return;
     }
-    // log A = log(sum g e) + shift - lse: the band's mass, without underflow.
-    const float log_kept_t = logf(kept_t) + shift_t - lse_t, log_kept_s = logf(kept_s) + shift_s - lse_s;
+    // log A = log(sum g e) + (shift - lse): the band's mass, without underflow. shift - lse first: added
+    // to shift, log(sum g e) would round to the ulp of |shift| (at T = 0.01 the kept mass moved 3e-5).
+    const float log_kept_t = logf(kept_t) + (shift_t - lse_t), log_kept_s = logf(kept_s) + (shift_s - lse_s);
     const float mean = reverse ? acc / kept_s : acc / kept_t;
     if (tid == 0) {
         kept_mass[row] = expf(log_kept_t);

@@ -85,7 +85,7 @@ public final class ClippedKl {
      * Options of one call; start from {@link #forwardKl(float)} or {@link #reverseKl(float)}.
      *
      * @param direction {@link Divergence.Kind#FORWARD_KL} or {@link Divergence.Kind#REVERSE_KL}
-     * @param gamma the gate's softness, {@code >= 0}; 0 is the hard band
+     * @param gamma the gate's softness: 0, the hard band, or a normal float {@code >= 1.18e-38}
      * @param targetAlwaysKept the target class (from {@code targets}) has gate 1
      */
     public record Options(Divergence.Kind direction, float gamma, float temperature, Reduction reduction,
@@ -305,8 +305,9 @@ public final class ClippedKl {
                 options.direction());
         Checks.require(options.reduction() != null, "reduction", "a Reduction", "null");
         Checks.temperature("temperature", options.temperature());
-        Checks.require(options.gamma() >= 0f && Float.isFinite(options.gamma()), "gamma", "a finite value >= 0",
-                options.gamma());
+        // a subnormal gamma makes 1/gamma, and so the bounds' gradient, overflow (0 * inf: NaN)
+        Checks.require(options.gamma() == 0f || options.gamma() >= Float.MIN_NORMAL && Float.isFinite(options.gamma()),
+                "gamma", "0 (the hard band) or a finite value >= " + Float.MIN_NORMAL, options.gamma());
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
         Checks.require(options.weights() == null || options.targets() == null, "weights", "weights or targets, not both",
                 "both");

@@ -181,9 +181,10 @@ final class ClippedKlCpu {
             }
             sums = bandSums(sc, lseS, lseT, forward);
         }
-        // log A = log(sum g e) + shift - lse: the band's mass, without underflow.
-        double logKeptT = Math.log(sums[0]) + shiftT - lseT;
-        double logKeptS = Math.log(sums[1]) + shiftS - lseS;
+        // log A = log(sum g e) + (shift - lse): the band's mass, without underflow. shift - lse first
+        // (exact in fp64): added to a shift of 1e20, log(sum g e) would round away.
+        double logKeptT = Math.log(sums[0]) + ((double) shiftT - lseT);
+        double logKeptS = Math.log(sums[1]) + ((double) shiftS - lseS);
         job.keptMass()[row] = (float) Math.exp(logKeptT);
         if (sums[0] == 0 || sums[1] == 0) {
             // No class of non-zero teacher probability in the band: loss 0. The student gives the
