@@ -64,7 +64,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
                long long teacher_stride, float inv_t, float beta, int kind, int has_grad, int filter_mode,
                float filter_log_threshold, const void* reference, int reference_dtype, const float* alphas,
                int has_reference) {
-    __shared__ float shared_lse[2];
+    __shared__ float shared_lse[4];
     const long long row = blockIdx.x;
     const long long s_base = row * vocab;
     const long long t_base = row * teacher_stride;
@@ -111,12 +111,16 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     s_state = tk::block_merge(s_state);
     t_state = tk::block_merge(t_state);
     if (threadIdx.x == 0) {
-        shared_lse[0] = s_state.max + logf(s_state.sum);
-        shared_lse[1] = t_state.max + logf(t_state.sum);
+        shared_lse[0] = s_state.max;
+        shared_lse[1] = logf(s_state.sum);
+        shared_lse[2] = t_state.max;
+        shared_lse[3] = logf(t_state.sum);
     }
     __syncthreads();
-    const float lse_s = shared_lse[0], lse_t = shared_lse[1];
-    if (any_nan || !isfinite(lse_s) || !isfinite(lse_t)) {
+    // log p = (x - max) - log S, not x - lse: lse = max + log S would round log S to the ulp of
+    // |max| (T = 1e-3: the teacher's row summed to 1 + 4.5e-5), while x - max is exact near the max.
+    const float max_s = shared_lse[0], log_sum_s = shared_lse[1], max_t = shared_lse[2], log_sum_t = shared_lse[3];
+    if (any_nan || !isfinite(max_s + log_sum_s) || !isfinite(max_t + log_sum_t)) {
         if (g)
             for (long long j = threadIdx.x; j < vocab; j += blockDim.x) g.set(j, tk::quiet_nan());
         if (threadIdx.x == 0) row_loss[row] = tk::quiet_nan();
@@ -131,9 +135,9 @@ extern "C" __global__ void __launch_bounds__(256, 1)
     const float coef = has_grad ? grad_coef[row] : 0.0f;
     float first = 0.0f, second = 0.0f;
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float ls = __fmul_rn(tk::load_float(student, student_dtype, s_base + j), inv_t) - lse_s;
-        float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold, reference,
-                  reference_dtype, alpha) - lse_t;
+        float ls = (__fmul_rn(tk::load_float(student, student_dtype, s_base + j), inv_t) - max_s) - log_sum_s;
+        float lt = (teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold,
+                              reference, reference_dtype, alpha) - max_t) - log_sum_t;
         float p = expf(ls), q = expf(lt);
         switch (kind) {
             case kForwardKl:
@@ -176,9 +180,9 @@ extern "C" __global__ void __launch_bounds__(256, 1)
 
     // C: gradient coef * p (d(loss)/dp - sum p d(loss)/dp).
     for (long long j = threadIdx.x; j < vocab; j += blockDim.x) {
-        float ls = __fmul_rn(tk::load_float(student, student_dtype, s_base + j), inv_t) - lse_s;
-        float lt = teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold, reference,
-                  reference_dtype, alpha) - lse_t;
+        float ls = (__fmul_rn(tk::load_float(student, student_dtype, s_base + j), inv_t) - max_s) - log_sum_s;
+        float lt = (teacher_x(teacher, teacher_dtype, t_base + j, inv_t, filter_mode, t_ref, t_max, filter_log_threshold,
+                              reference, reference_dtype, alpha) - max_t) - log_sum_t;
         float p = expf(ls), q = expf(lt);
         float dp;
         switch (kind) {
