@@ -232,7 +232,7 @@ public final class Tensor implements AutoCloseable {
 
     /** Whether {@link #close()} has been called. */
     public boolean isClosed() {
-        return closed || viewed != null && viewed.closed;
+        return closed || viewed != null && viewed.isClosed();
     }
 
     /** The storage, for ops and native code. */
@@ -307,7 +307,7 @@ public final class Tensor implements AutoCloseable {
     }
 
     private void ensureOpen() {
-        if (closed || viewed != null && viewed.closed) {
+        if (isClosed()) {
             throw new IllegalStateException("tensor " + dtype + Arrays.toString(shape) + " is closed");
         }
     }

@@ -144,11 +144,13 @@ class TensorTest {
         rows.close();
         assertEquals(50f, t.getFloat(4), "closing the view frees nothing");
         Tensor again = t.reshape(6);
+        Tensor nested = again.reshape(3, 2);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> t.reshape(4));
         assertTrue(e.getMessage().startsWith("shape: expected 6 elements like [2, 1, 3]"), e.getMessage());
         t.close();
         assertThrows(IllegalStateException.class, () -> again.getFloat(0));
         assertTrue(again.isClosed(), "a view is closed with its tensor");
+        assertTrue(nested.isClosed(), "and a view of a view too");
     }
 
     /**
