@@ -289,7 +289,7 @@ class PolicyLossLayoutTest {
             two[0] = 2;
             try (Tensor bad = Tensor.ofInts(two, B, L)) {
                 expect(() -> PolicyLoss.compute(z, y, o, a, null, null, Options.defaults().withResponseMask(bad)
-                        .withSequenceAdvantages(true)), "responseMask[0]");
+                        .withSequenceAdvantages(true)), "responseMask[0, 0]");
             }
             // [B, 0, V] holds no element, so B is bounded apart from the token count (a review's
             // B = 3e9 and 2^32 + 1 threw NegativeArraySize and ArrayIndexOutOfBounds)
@@ -299,6 +299,12 @@ class PolicyLossLayoutTest {
                     expect(() -> PolicyLoss.compute(none, noTargets, noOld, noOld, null, null, Options.defaults()).close(),
                             "logits");
                 }
+            }
+            // errors name a padded token by its [b, t]
+            float[] oldNan = d.paddedOld().clone();
+            oldNan[2 * L + 1] = Float.NaN; // sequence 2's second token counts
+            try (Tensor bad = Tensor.of(oldNan, B, L)) {
+                expect(() -> PolicyLoss.compute(z, y, bad, a, null, null, perSequence), "oldLogProb[2, 1]");
             }
             float[] nan = d.sequenceAdvantage().clone();
             nan[0] = Float.NaN; // sequence 0 has counted tokens: its advantage is read

@@ -427,12 +427,11 @@ public final class PolicyLoss {
         long vocab = logitRows.dim(1);
         boolean[] counted = new boolean[rows];
         int[] target = targets(layout, targets, o, vocab, counted);
-        float[] old = perToken("oldLogProb", layout.packedTokens("oldLogProb", oldLogProb), rows, counted);
+        float[] old = perToken("oldLogProb", oldLogProb, layout, counted);
         float[] advantage = o.sequenceAdvantages() ? layout.perSequence("advantages", advantages, counted)
-                : perToken("advantages", layout.packedTokens("advantages", advantages), rows, counted);
+                : perToken("advantages", advantages, layout, counted);
         float[] reference = referenceLogProb == null ? null
-                : perToken("referenceLogProb", layout.packedTokens("referenceLogProb", referenceLogProb), rows,
-                        counted);
+                : perToken("referenceLogProb", referenceLogProb, layout, counted);
         Checks.require(o.klBeta() == 0f || reference != null, "referenceLogProb",
                 "reference log-probabilities with withReferenceKl(beta != 0)", "null");
         Checks.require(Float.isFinite(o.klBeta()) && o.klBeta() >= 0f, "klBeta", "a finite value >= 0", o.klBeta());
@@ -444,13 +443,11 @@ public final class PolicyLoss {
                 o.ratioCap());
         Checks.require(Float.isFinite(gradScale), "gradScale", "a finite number", gradScale);
         Checks.temperature("temperature", o.temperature());
-        float[] epsLow = clipRange("epsLow", o.epsLow(), layout.packedTokens("epsLowPerToken", o.epsLowPerToken()),
-                rows, counted);
-        float[] epsHigh = clipRange("epsHigh", o.epsHigh(),
-                layout.packedTokens("epsHighPerToken", o.epsHighPerToken()), rows, counted);
-        float[] tokenWeight = tokenWeights(layout.packedTokens("tokenWeights", o.tokenWeights()), rows, counted);
+        float[] epsLow = clipRange("epsLow", o.epsLow(), o.epsLowPerToken(), layout, counted);
+        float[] epsHigh = clipRange("epsHigh", o.epsHigh(), o.epsHighPerToken(), layout, counted);
+        float[] tokenWeight = tokenWeights(o.tokenWeights(), layout, counted);
         float[] outside = o.zoneAdvantages() == null ? advantage
-                : perToken("zoneAdvantages", layout.packedTokens("zoneAdvantages", o.zoneAdvantages()), rows, counted);
+                : perToken("zoneAdvantages", o.zoneAdvantages(), layout, counted);
         Checks.require(Float.isFinite(o.controlTokenWeight()) && o.controlTokenWeight() >= 0f, "controlTokenWeight",
                 "a finite value >= 0", o.controlTokenWeight());
         int[] sequence = sequenceOf(layout.starts(), rows);
@@ -706,16 +703,14 @@ public final class PolicyLoss {
         return sequence;
     }
 
-    /** A per-token F32 [N] input, finite on the counted tokens; the others read as 0 (never used). */
-    private static float[] perToken(String name, Tensor t, int rows, boolean[] counted) {
-        Checks.notNull(name, t);
-        Checks.rank(name, t, 1, "[N]");
-        Checks.dtype(name, t, DType.F32);
-        Checks.dim(name, t, 0, rows, "N, the rows of logits");
-        float[] v = t.toFloatArray();
-        for (int i = 0; i < rows; i++) {
+    /** A per-token F32 input of the layout's shape, finite on the counted tokens; the others read as 0 (never used). */
+    private static float[] perToken(String name, Tensor t, TokenLayout layout, boolean[] counted) {
+        Tensor packed = layout.packedTokens(name, Checks.notNull(name, t));
+        Checks.dtype(name, packed, DType.F32);
+        float[] v = packed.toFloatArray();
+        for (int i = 0; i < v.length; i++) {
             if (counted[i]) {
-                Checks.require(Float.isFinite(v[i]), name + "[" + i + "]", "a finite number", v[i]);
+                Checks.require(Float.isFinite(v[i]), name + layout.at(i), "a finite number", v[i]);
             } else {
                 v[i] = 0f;
             }
@@ -723,29 +718,31 @@ public final class PolicyLoss {
         return v;
     }
 
-    private static float[] clipRange(String name, float scalar, Tensor perToken, int rows, boolean[] counted) {
-        float[] eps = new float[rows];
+    private static float[] clipRange(String name, float scalar, Tensor perToken, TokenLayout layout,
+                                     boolean[] counted) {
         if (perToken == null) {
             Checks.require(scalar >= 0f && scalar < Float.POSITIVE_INFINITY, name, "a finite value >= 0", scalar);
+            float[] eps = new float[layout.rows()];
             java.util.Arrays.fill(eps, scalar);
             return eps;
         }
-        float[] v = perToken(name + "PerToken", perToken, rows, counted);
-        for (int i = 0; i < rows; i++) {
-            Checks.require(v[i] >= 0f, name + "PerToken[" + i + "]", "a value >= 0", v[i]);
-        }
-        return v;
+        return nonNegative(name + "PerToken", perToken, layout, counted);
     }
 
-    private static float[] tokenWeights(Tensor w, int rows, boolean[] counted) {
-        float[] weights = new float[rows];
+    private static float[] tokenWeights(Tensor w, TokenLayout layout, boolean[] counted) {
         if (w == null) {
+            float[] weights = new float[layout.rows()];
             java.util.Arrays.fill(weights, 1f);
             return weights;
         }
-        float[] v = perToken("tokenWeights", w, rows, counted);
-        for (int i = 0; i < rows; i++) {
-            Checks.require(v[i] >= 0f, "tokenWeights[" + i + "]", "a value >= 0", v[i]);
+        return nonNegative("tokenWeights", w, layout, counted);
+    }
+
+    /** {@link #perToken} values that must also be {@code >= 0}. */
+    private static float[] nonNegative(String name, Tensor t, TokenLayout layout, boolean[] counted) {
+        float[] v = perToken(name, t, layout, counted);
+        for (int i = 0; i < v.length; i++) {
+            Checks.require(v[i] >= 0f, name + layout.at(i), "a value >= 0", v[i]);
         }
         return v;
     }
@@ -766,9 +763,9 @@ public final class PolicyLoss {
                 o.lpRegBeta());
         Checks.dtype("lpRegProxyLogProb", lp, DType.F32);
         for (int i = 0; i < rows; i++) {
-            if (counted[i] && maskFlag("lpRegMask", mask, i)) { // read only where the token counts
+            if (counted[i] && maskFlag("lpRegMask", mask, i, layout)) { // read only where the token counts
                 float v = lp.getFloat(i);
-                Checks.require(Float.isFinite(v), "lpRegProxyLogProb[" + i + "]",
+                Checks.require(Float.isFinite(v), "lpRegProxyLogProb" + layout.at(i),
                         "a finite proxy log-probability on a regularized token (Lp-Reg selects only logp < lp;"
                                 + " -inf means the proxy dropped the token)", v);
                 flags[i] = 1;
@@ -789,14 +786,14 @@ public final class PolicyLoss {
         int[] target = new int[counted.length];
         for (int i = 0; i < counted.length; i++) {
             target[i] = -1;
-            if (mask != null && !maskFlag("responseMask", mask, i)) {
+            if (mask != null && !maskFlag("responseMask", mask, i, layout)) {
                 continue;
             }
             long v = y.getLong(i);
             if (v == o.ignoreIndex()) {
                 continue;
             }
-            Checks.require(v >= 0 && v < vocab, "targets[" + i + "]",
+            Checks.require(v >= 0 && v < vocab, "targets" + layout.at(i),
                     "a class index in [0, " + vocab + ") or ignoreIndex " + o.ignoreIndex(), v);
             target[i] = (int) v;
             counted[i] = true;
@@ -813,9 +810,9 @@ public final class PolicyLoss {
     }
 
     /** Element {@code i} of a 0/1 mask, checked to be 0 or 1. */
-    private static boolean maskFlag(String name, Tensor mask, int i) {
+    private static boolean maskFlag(String name, Tensor mask, int i, TokenLayout layout) {
         double flag = mask.dtype() == DType.F32 ? mask.getFloat(i) : mask.getLong(i);
-        Checks.require(flag == 0 || flag == 1, name + "[" + i + "]", "0 or 1", flag);
+        Checks.require(flag == 0 || flag == 1, name + layout.at(i), "0 or 1", flag);
         return flag == 1;
     }
 }

@@ -99,6 +99,15 @@ final class TokenLayout {
         return t.rank() == 1 ? t : t.reshape(rows);
     }
 
+    /** How an error names token {@code i} (a packed row) of a per-token input: {@code [i]}, or {@code [b, t]} when padded. */
+    String at(int i) {
+        if (tokenShape.length == 1) {
+            return "[" + i + "]";
+        }
+        long length = tokenShape[1];
+        return "[" + i / length + ", " + i % length + "]";
+    }
+
     /** A per-sequence input, {@code [B]}, as each token's value ({@code [N]} floats, finite where counted). */
     float[] perSequence(String name, Tensor t, boolean[] counted) {
         Checks.notNull(name, t);
