@@ -51,13 +51,11 @@ class PolicyLossLayoutTest {
      */
     private static Batch batch(long seed, int length, int vocab, int[] lengths) {
         int batch = lengths.length;
-        int L = length;
-        int V = vocab;
         SplittableRandom random = new SplittableRandom(seed);
-        float[] logits = new float[batch * L * V];
-        int[] targets = new int[batch * L];
-        float[] old = new float[batch * L];
-        int[] mask = new int[batch * L];
+        float[] logits = new float[batch * length * vocab];
+        int[] targets = new int[batch * length];
+        float[] old = new float[batch * length];
+        int[] mask = new int[batch * length];
         float[] advantage = new float[batch];
         for (int b = 0; b < batch; b++) {
             advantage[b] = lengths[b] == 0 ? Float.NaN : (float) random.nextGaussian(); // never read when empty
@@ -66,26 +64,26 @@ class PolicyLossLayoutTest {
             logits[i] = (float) (3 * random.nextGaussian());
         }
         int packed = Arrays.stream(lengths).sum();
-        float[] packedLogits = new float[packed * V];
+        float[] packedLogits = new float[packed * vocab];
         int[] packedTargets = new int[packed];
         float[] packedOld = new float[packed];
         float[] packedAdvantage = new float[packed];
         int[] starts = new int[batch + 1];
         int n = 0;
         for (int b = 0; b < batch; b++) {
-            for (int t = 0; t < L; t++) {
-                int i = b * L + t;
+            for (int t = 0; t < length; t++) {
+                int i = b * length + t;
                 if (t < lengths[b]) {
                     mask[i] = 1;
-                    targets[i] = random.nextInt(V);
+                    targets[i] = random.nextInt(vocab);
                     old[i] = (float) (-3 - random.nextDouble());
-                    System.arraycopy(logits, i * V, packedLogits, n * V, V);
+                    System.arraycopy(logits, i * vocab, packedLogits, n * vocab, vocab);
                     packedTargets[n] = targets[i];
                     packedOld[n] = old[i];
                     packedAdvantage[n] = advantage[b];
                     n++;
                 } else { // padding: a target out of range and a NaN input, neither read
-                    targets[i] = V + 7;
+                    targets[i] = vocab + 7;
                     old[i] = Float.NaN;
                 }
             }
@@ -94,11 +92,11 @@ class PolicyLossLayoutTest {
         for (int b = 0; b < batch; b++) {
             if (lengths[b] > 1) { // not counted: by the ignore index when packed, by the mask when padded
                 packedTargets[starts[b]] = (int) Options.defaults().ignoreIndex();
-                mask[b * L] = 0;
+                mask[b * length] = 0;
                 break;
             }
         }
-        return new Batch(batch, L, V, lengths, logits, targets, old, mask, advantage, packedLogits, packedTargets,
+        return new Batch(batch, length, vocab, lengths, logits, targets, old, mask, advantage, packedLogits, packedTargets,
                 packedOld, packedAdvantage, starts);
     }
 
