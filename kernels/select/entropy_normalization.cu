@@ -5,7 +5,7 @@
 // e - pivot over the masked tokens, written to partials[3 * block] for the host to combine in
 // float64 (a fixed order, so the result does not depend on scheduling). entropy_normalize: one
 // thread per token writes h_hat. A token whose floored entropy equals the pivot's gets e - pivot = 0
-// by a compare, not by subtracting two logs (exact on every backend whatever its logf).
+// exactly (from the ratio, not by subtracting two logs), on every backend whatever its logf.
 #include "block_reduce.cuh"
 #include "tk_numeric.cuh"
 
@@ -13,10 +13,18 @@ namespace {
 
 __device__ __forceinline__ float floored(float h) { return fmaxf(h, 1e-8f); }
 
-// e_i - pivot, exactly 0 for a tie with the pivot's floored entropy.
+// e_i - pivot as EntropyNormalizationCpu.centered forms it: near the pivot's floored entropy from
+// the ratio w = f / f_p, ln(w) u / (w - 1) with u = (f - f_p) / f_p (accurate to a few ulps of
+// itself, so clustered entropies stay well-conditioned; u where w = 1, exactly 0 for a tie),
+// elsewhere ln f - pivot.
 __device__ __forceinline__ float centered(float h, float pivot_entropy, float pivot) {
     const float f = floored(h);
-    return f == pivot_entropy ? 0.0f : __fadd_rn(logf(f), -pivot);
+    const float w = __fdiv_rn(f, pivot_entropy);
+    if (w > 0.5f && w < 1.5f) {
+        const float u = __fdiv_rn(__fadd_rn(f, -pivot_entropy), pivot_entropy);
+        return w == 1.0f ? u : __fmul_rn(logf(w), __fdiv_rn(u, __fadd_rn(w, -1.0f)));
+    }
+    return __fadd_rn(logf(f), -pivot);
 }
 
 }  // namespace

@@ -40,10 +40,14 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *
  * <p>Input validation: masked entropies must be finite (negative values are clamped by the
  * {@code 1e-8} floor). Exactness: the pivot token is the same on every backend (an exact
- * selection); {@code e} is computed by each backend's own {@code log} (Vector API on the CPU,
- * {@code logf} in CUDA), so {@code h_hat} agrees across backends within a few 1e-7 absolute, not
- * in ulps: near the pivot, where {@code h_hat} is near 0, its sign may differ between backends
- * (HAPO's two branches then give nearly equal values); tokens whose entropy equals the pivot's
+ * selection). {@code e_t - pivot} is not a difference of two logs where it is small: with
+ * {@code f} the floored entropies and {@code w = f_t / f_p} in {@code (1/2, 3/2)} it is
+ * {@code ln(w) u / (w - 1)}, {@code u = (f_t - f_p) / f_p} (accurate to a few ulps of itself, so
+ * entropies that cluster within a few ulps keep their order and spacing: a difference of logs
+ * rounded at {@code |e|} turned them into noise); elsewhere it is {@code ln f_t - pivot}, at
+ * least 0.4 in magnitude. Each backend takes its own {@code log} (Vector API on the CPU,
+ * {@code logf} in CUDA), so {@code h_hat} agrees across backends to about 1e-6 relative, with the
+ * same sign on every backend; tokens whose floored entropy equals the pivot's
  * get exactly 0 on each. Cost: the selection, then two passes over
  * {@code [N]} (the sum of squares and extremes per block, the output), {@code kernels/select/entropy_normalization.cu}.
  */

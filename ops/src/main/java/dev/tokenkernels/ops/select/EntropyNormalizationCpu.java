@@ -6,6 +6,7 @@ import java.lang.foreign.MemorySegment;
 import java.nio.ByteOrder;
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShape;
@@ -21,9 +22,14 @@ import jdk.incubator.vector.VectorSpecies;
  * differently on a few percent of inputs, so results changed once C2 compiled the op.
  */
 final class EntropyNormalizationCpu {
-    private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED.length() >= 8
-            ? FloatVector.SPECIES_PREFERRED : FloatVector.SPECIES_256;
-    private static final VectorSpecies<Byte> B = VectorSpecies.of(byte.class, VectorShape.forBitSize(F.length() * 8));
+    private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
+    /**
+     * The mask's bytes for one float vector: as many lanes, but at least 64 bits (the narrowest
+     * byte vector), so with 128-bit floats (4 lanes, e.g. NEON) the low lanes of 8 are used.
+     */
+    private static final VectorSpecies<Byte> B = VectorSpecies.of(byte.class,
+            VectorShape.forBitSize(Math.max(64, F.length() * 8)));
+    private static final VectorSpecies<Integer> I = VectorSpecies.of(int.class, F.vectorShape());
     private static final int CHUNK = 1 << 16;
     private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
 
@@ -40,19 +46,30 @@ final class EntropyNormalizationCpu {
         if (mask == null) {
             return inRange;
         }
-        return ByteVector.fromMemorySegment(B, mask, i, NATIVE, B.indexInRange(i, n)).compare(VectorOperators.NE,
-                (byte) 0).cast(F).and(inRange);
+        // widened to F's lane count (the low lanes of B): a byte mask cast needs equal lane counts
+        IntVector flags = (IntVector) ByteVector.fromMemorySegment(B, mask, i, NATIVE, B.indexInRange(i, n))
+                .convertShape(VectorOperators.B2I, I, 0);
+        return flags.compare(VectorOperators.NE, 0).cast(F).and(inRange);
     }
 
     static float pivot(EntropyNormalization.Job job) {
         return logEntropy(FloatVector.broadcast(F, job.entropy().getFloat(job.pivotIndex()))).lane(0);
     }
 
-    /** {@code e - pivot} for the lanes of {@code h}, exactly 0 where the floored entropy is the pivot's. */
+    /**
+     * {@code e - pivot} for the lanes of {@code h} ({@link EntropyNormalization}'s "Exactness"):
+     * near the pivot's floored entropy {@code f_p} from the ratio {@code w = f / f_p},
+     * {@code ln(w) u / (w - 1)} with {@code u = (f - f_p) / f_p} ({@code u} itself where
+     * {@code w = 1}), elsewhere {@code ln f - pivot}. One log per lane, of {@code w} or {@code f}.
+     */
     static FloatVector centered(FloatVector h, float pivotEntropy, float pivot) {
         FloatVector floored = h.max(EntropyNormalization.ENTROPY_FLOOR);
-        return VectorMath.log(floored).sub(pivot)
-                .blend(0f, floored.compare(VectorOperators.EQ, pivotEntropy));
+        FloatVector ratio = floored.div(pivotEntropy);
+        FloatVector u = floored.sub(pivotEntropy).div(pivotEntropy);
+        VectorMask<Float> near = ratio.compare(VectorOperators.GT, 0.5f).and(ratio.compare(VectorOperators.LT, 1.5f));
+        FloatVector log = VectorMath.log(floored.blend(ratio, near));
+        FloatVector fromRatio = log.mul(u.div(ratio.sub(1f))).blend(u, ratio.compare(VectorOperators.EQ, 1f));
+        return log.sub(pivot).blend(fromRatio, near);
     }
 
     static EntropyNormalization.Stats stats(CpuBackend cpu, EntropyNormalization.Job job) {
@@ -62,7 +79,7 @@ final class EntropyNormalizationCpu {
         MemorySegment out = job.out().segment();
         float pivot = pivot(job);
         float pivotEntropy = Math.max(job.entropy().getFloat(job.pivotIndex()), EntropyNormalization.ENTROPY_FLOOR);
-        int chunks = (n + CHUNK - 1) / CHUNK;
+        int chunks = TokenVectors.chunks(n, CHUNK);
         double[] sums = new double[chunks];
         float[] max = new float[chunks];
         float[] min = new float[chunks];
@@ -71,7 +88,7 @@ final class EntropyNormalizationCpu {
                 FloatVector sum = FloatVector.zero(F);
                 FloatVector hi = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY);
                 FloatVector lo = FloatVector.broadcast(F, Float.POSITIVE_INFINITY);
-                int end = Math.min(n, (c + 1) * CHUNK);
+                int end = TokenVectors.chunkEnd(c, n, CHUNK);
                 for (int i = c * CHUNK; i < end; i += F.length()) {
                     VectorMask<Float> m = counted(mask, i, end);
                     FloatVector d = centered(FloatVector.fromMemorySegment(F, h, 4L * i, NATIVE, m), pivotEntropy, pivot);
@@ -103,10 +120,10 @@ final class EntropyNormalizationCpu {
         MemorySegment mask = job.mask() == null ? null : job.mask().segment();
         MemorySegment out = job.out().segment();
         float negativeScale = job.releasedSigns() ? -q : q;
-        int chunks = (n + CHUNK - 1) / CHUNK;
+        int chunks = TokenVectors.chunks(n, CHUNK);
         cpu.parallelFor(chunks, 1, (from, to) -> {
             for (int c = from; c < to; c++) {
-                int end = Math.min(n, (c + 1) * CHUNK);
+                int end = TokenVectors.chunkEnd(c, n, CHUNK);
                 for (int i = c * CHUNK; i < end; i += F.length()) {
                     VectorMask<Float> m = counted(mask, i, end);
                     FloatVector ht = FloatVector.fromMemorySegment(F, out, 4L * i, NATIVE, m).div(s);

@@ -111,11 +111,11 @@ final class TokenSelectionCpu {
         boolean largest = job.largest();
         int[] keys = new int[n];
         int[] index = new int[n];
-        int chunks = (n + CHUNK - 1) / CHUNK;
+        int chunks = TokenVectors.chunks(n, CHUNK);
         int[] counts = new int[chunks];
         cpu.parallelFor(chunks, 1, (from, to) -> {
             for (int c = from; c < to; c++) {
-                counts[c] = compact(scores, mask, largest, c * CHUNK, Math.min(n, (c + 1) * CHUNK), keys, index);
+                counts[c] = compact(scores, mask, largest, c * CHUNK, TokenVectors.chunkEnd(c, n, CHUNK), keys, index);
             }
         });
         int m = 0;
@@ -131,7 +131,7 @@ final class TokenSelectionCpu {
             MemorySegment o = out.segment();
             cpu.parallelFor(chunks, 1, (from, to) -> {
                 for (int c = from; c < to; c++) {
-                    writeMask(scores, mask, largest, mode, key, selected, c * CHUNK, Math.min(n, (c + 1) * CHUNK), o);
+                    writeMask(scores, mask, largest, mode, key, selected, c * CHUNK, TokenVectors.chunkEnd(c, n, CHUNK), o);
                 }
             });
         }

@@ -38,9 +38,9 @@ final class TokenTermsCpu {
             out[k] = job.outputs()[k].segment();
         }
         float[] c = job.scalars();
-        cpu.parallelFor((n + CHUNK - 1) / CHUNK, 1, (from, to) -> {
+        cpu.parallelFor(TokenVectors.chunks(n, CHUNK), 1, (from, to) -> {
             for (int chunk = from; chunk < to; chunk++) {
-                int end = Math.min(n, (chunk + 1) * CHUNK);
+                int end = TokenVectors.chunkEnd(chunk, n, CHUNK);
                 for (int i = chunk * CHUNK; i < end; i += F.length()) {
                     VectorMask<Float> m = F.indexInRange(i, end);
                     long at = 4L * i;

@@ -3,6 +3,8 @@ package dev.tokenkernels.ops.select;
 import dev.tokenkernels.runtime.Checks;
 import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 
 /** Argument checks the per-token ops of this package share. */
 final class TokenVectors {
@@ -41,6 +43,26 @@ final class TokenVectors {
                     + t.getFloat(countAndBad[1]));
         }
         return (int) countAndBad[0];
+    }
+
+    /** How many chunks of {@code chunk} entries cover {@code n} (no int overflow near 2^31). */
+    static int chunks(int n, int chunk) {
+        return (int) ((n + (long) chunk - 1) / chunk);
+    }
+
+    /** The end of chunk {@code c}: {@code min(n, (c + 1) chunk)} without int overflow. */
+    static int chunkEnd(int c, int n, int chunk) {
+        return (int) Math.min(n, (c + 1L) * chunk);
+    }
+
+    /** The largest {@code |x|} of an F32 vector (0 for none). */
+    static double maxAbs(Tensor t) {
+        MemorySegment x = t.segment();
+        float max = 0f;
+        for (long i = 0, n = t.dim(0); i < n; i++) {
+            max = Math.max(max, Math.abs(x.getAtIndex(ValueLayout.JAVA_FLOAT, i)));
+        }
+        return max;
     }
 
     static void options(Object options) {
