@@ -113,6 +113,9 @@ public final class HapoLoss {
         Checks.notNull("targets", targets);
         Checks.rank("targets", targets, 1, "[N]");
         Checks.dim("targets", targets, 0, logits.dim(0), "N, the rows of logits");
+        Checks.notNull("entropy", entropy);
+        Checks.rank("entropy", entropy, 1, "[N]");
+        Checks.dim("entropy", entropy, 0, targets.dim(0), "N, the entries of targets");
         try (Tensor mask = TokenSelection.countedMask(targets, LogitStats.DEFAULT_IGNORE_INDEX);
              EntropyNormalization.Result h = EntropyNormalization.compute(entropy, mask, normalization());
              TokenGroupAdvantage.Result a = TokenGroupAdvantage.compute(rewards, sequenceStarts, groupStarts, mask);
