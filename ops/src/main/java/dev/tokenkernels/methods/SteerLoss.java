@@ -134,7 +134,10 @@ public final class SteerLoss {
             double rate = -Math.log(minWeight) / Math.max(high, EXPONENTIAL_OMEGA_FLOOR);
             for (int t = 0; t < rows; t++) {
                 if (counted[t]) {
-                    w[t] = (float) (mapping == Mapping.LINEAR ? (range ? maxWeight - (omega[t] - low) * scale : midpoint)
+                    // the linear map held to [minWeight, maxWeight]: at omega = high it can round below
+                    // (-2e-16 for minWeight 0, which PolicyLoss refuses as a weight)
+                    w[t] = (float) (mapping == Mapping.LINEAR
+                            ? (range ? Math.max(minWeight, maxWeight - (omega[t] - low) * scale) : midpoint)
                             : Math.min(1, Math.max(minWeight, Math.exp(-rate * omega[t]))));
                 }
             }
