@@ -20,10 +20,12 @@ import java.math.BigDecimal;
  * ({@link TokenSelection.Rank#LINEAR_CEILING}, {@link TokenSelection#atLeastQuantile}), which are
  * exactly those at or above the interpolated value. Without ties that keeps
  * {@code floor(1 + rho (n - 1))} tokens (2 of 10 at rho = 0.2, 3 of 11); tokens tied with the
- * quantile are all kept. Exact on every backend. Apply the mask to a loss with
+ * quantile are all kept ({@code -0.0} is the entropy 0, tied with {@code +0.0}). Exact on every
+ * backend. Apply the mask to a loss with
  * {@link TokenSelection#ignoreUnselected}.
  */
 public final class EntropyQuantileSelector {
+    private static final int NEGATIVE_ZERO = Float.floatToRawIntBits(-0f);
     private final double rho;
     private final TokenSelection.Rank rank;
     private final Backend backend;
@@ -61,14 +63,26 @@ public final class EntropyQuantileSelector {
             Checks.dtype("mask", mask, DType.U8);
             Checks.dim("mask", mask, 0, n, "N, the entries of entropy");
         }
+        boolean negativeZero = false;
         for (long t = 0; t < n; t++) {
             boolean counted = mask == null || mask.segment().get(ValueLayout.JAVA_BYTE, t) != 0;
-            Checks.require(!counted || !Float.isNaN(entropy.getFloat(t)), "entropy[" + t + "]",
+            float h = entropy.getFloat(t);
+            Checks.require(!counted || !Float.isNaN(h), "entropy[" + t + "]",
                     "a number at a counted token (NaN has no rank)", "NaN");
+            negativeZero |= Float.floatToRawIntBits(h) == NEGATIVE_ZERO;
         }
         // 1 - rho in decimal: 1 - 0.7 is 0.3, not float64's 0.30000000000000004 (a rank too far at n = 11)
         double q = BigDecimal.ONE.subtract(BigDecimal.valueOf(rho)).doubleValue();
-        return TokenSelection.atLeastQuantile(entropy, mask, q, rank,
-                TokenSelection.Options.defaults().on(backend));
+        TokenSelection.Options options = TokenSelection.Options.defaults().on(backend);
+        if (!negativeZero) {
+            return TokenSelection.atLeastQuantile(entropy, mask, q, rank, options);
+        }
+        // The selection orders -0 below +0; as entropies they are one value, tied with a quantile of 0.
+        try (Tensor zeroed = Tensor.allocate(DType.F32, n)) {
+            for (long t = 0; t < n; t++) {
+                zeroed.setFloat(t, entropy.getFloat(t) + 0f); // -0 + 0 = +0
+            }
+            return TokenSelection.atLeastQuantile(zeroed, mask, q, rank, options);
+        }
     }
 }

@@ -52,7 +52,7 @@ final class PolicyLossCpu {
                     continue;
                 }
                 float c = (float) (job.coefficientScale()[row] * token.slope());
-                job.entropy()[row] = (float) -softmax.sumPLogP();
+                job.entropy()[row] = (float) (0.0 - softmax.sumPLogP()); // +0, not -0, for a one-hot row
                 if (g != null) {
                     softmax.gradient(c, target, g, gradType, row, false);
                 }
