@@ -30,6 +30,11 @@ class PolicyLossProperties {
     record Batch(double[][] z, PolicyLossReference.Tokens tokens, int[] starts, Settings s) {
     }
 
+    /** The aggregations with a normalizer ({@code numItems}, {@code maxLength}); PolicyLoss refuses one elsewhere. */
+    static boolean takesNormalizer(Aggregation aggregation) {
+        return aggregation == Aggregation.TOKEN_MEAN || aggregation == Aggregation.SEQ_MEAN_TOKEN_SUM_NORM;
+    }
+
     static Batch randomBatch(SplittableRandom random, float[] seen, int rows, int vocab, Aggregation aggregation,
                              boolean extensions) {
         Settings s = new Settings((float) random.nextDouble(0.1, 0.3), (float) random.nextDouble(0.1, 0.4),
@@ -37,7 +42,8 @@ class PolicyLossProperties {
                 random.nextBoolean() ? Float.POSITIVE_INFINITY : (float) random.nextDouble(1.6, 3),
                 random.nextBoolean() ? 0f : (float) random.nextDouble(0.01, 0.5),
                 random.nextBoolean() ? 1f : (float) random.nextDouble(0.5, 2), aggregation,
-                random.nextInt(3) == 0 ? 1 + random.nextInt(40) : 0, (float) random.nextDouble(0, 0.5));
+                takesNormalizer(aggregation) && random.nextInt(3) == 0 ? 1 + random.nextInt(40) : 0,
+                (float) random.nextDouble(0, 0.5));
         double[][] z = new double[rows][vocab];
         for (int t = 0; t < rows; t++) {
             for (int j = 0; j < vocab; j++) {

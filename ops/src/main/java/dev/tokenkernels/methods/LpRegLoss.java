@@ -86,9 +86,19 @@ public final class LpRegLoss {
      * the float itself, 200 negatives at rho 1% would select 1 token, so none.
      */
     public static boolean[] regularized(float[] logp, float[] proxy, float[] advantages, boolean[] counted, float rho) {
+        Checks.require(logp != null, "logp", "an array", "null");
+        sameLength("proxy", proxy == null ? -1 : proxy.length, logp.length);
+        sameLength("advantages", advantages == null ? -1 : advantages.length, logp.length);
+        sameLength("counted", counted == null ? -1 : counted.length, logp.length);
+        Checks.require(rho > 0f && rho <= 1f, "rho", "a fraction in (0, 1]", rho);
         try (Tensor scores = Tensor.of(logp, logp.length)) {
             return regularized(scores, logp, proxy, advantages, counted, rho, null);
         }
+    }
+
+    private static void sameLength(String name, int length, int expected) {
+        Checks.require(length == expected, name, "an array of " + expected + " entries, as logp",
+                length < 0 ? "null" : length + " entries");
     }
 
     /**

@@ -115,7 +115,7 @@ public final class PolicyLoss {
      * @param ratioCap {@code delta > 0}, or {@code +inf} for none
      * @param klBeta the k3 reference KL's coefficient (needs reference log-probabilities), 0 for none
      * @param normalizer TOKEN_MEAN's {@code numItems} or SEQ_MEAN_TOKEN_SUM_NORM's {@code maxLength};
-     *     0 for the default
+     *     0 for the default (and with the other aggregations, which take none)
      * @param tokenWeights F32 per token {@code w_t >= 0} multiplying each token's policy term, or null
      * @param zoneAdvantages F32 per token advantages used outside HAPO's neutral zone, or null
      * @param lpRegProxyLogProb F32 per token Lp-Reg's proxy log-probabilities, or null
@@ -193,7 +193,10 @@ public final class PolicyLoss {
                     controlTokenWeight, responseMask, sequenceAdvantages, ignoreIndex, backend);
         }
 
-        /** The aggregation, with its normalizer ({@code numItems} or {@code maxLength}; 0 for the default). */
+        /**
+         * The aggregation, with its normalizer ({@code numItems} for TOKEN_MEAN, {@code maxLength}
+         * for SEQ_MEAN_TOKEN_SUM_NORM; 0 for the default; a call refuses one with another aggregation).
+         */
         public Options withAggregation(Aggregation a, long normalizerValue) {
             return new Options(epsLow, epsHigh, epsLowPerToken, epsHighPerToken, dualClip, ratioCap, klBeta,
                     temperature, a, normalizerValue, tokenWeights, zoneAdvantages, lpRegProxyLogProb, lpRegMask,
@@ -437,6 +440,10 @@ public final class PolicyLoss {
         Checks.require(Float.isFinite(o.klBeta()) && o.klBeta() >= 0f, "klBeta", "a finite value >= 0", o.klBeta());
         Checks.require(o.aggregation() != null, "aggregation", "an Aggregation", "null");
         Checks.require(o.normalizer() >= 0, "normalizer", "a count >= 0 (0 for the default)", o.normalizer());
+        // only TOKEN_MEAN (numItems) and SEQ_MEAN_TOKEN_SUM_NORM (maxLength) read it: elsewhere it would be ignored
+        Checks.require(o.normalizer() == 0 || o.aggregation() == Aggregation.TOKEN_MEAN
+                || o.aggregation() == Aggregation.SEQ_MEAN_TOKEN_SUM_NORM, "normalizer",
+                "0 with " + o.aggregation() + " (it takes none)", o.normalizer());
         Checks.require(o.dualClip() == 0f || (Float.isFinite(o.dualClip()) && o.dualClip() > 1f), "dualClip",
                 "0 (none) or a finite c > 1", o.dualClip());
         Checks.require(o.ratioCap() > 0f && !Float.isNaN(o.ratioCap()), "ratioCap", "a value > 0 (+inf for none)",
