@@ -6,7 +6,9 @@
 //      them, block-reduced; thread 0 writes the kept log-sum-exp, the count, and the target's
 //      proxy log-probability (-inf if filtered, 0 if ignored).
 // x is rounded as a product (__fmul_rn: no fused multiply-add) and compared as a difference, the
-// same arithmetic as the CPU, so both backends keep the same classes.
+// same arithmetic as the CPU: MIN_P keeps the same classes on both backends; FIXED's reference (the
+// lse, summed in another order here) may differ from the CPU's in its last bits, and with it the fate
+// of a class on the cut (ProxyDistribution's doc).
 #include "block_reduce.cuh"
 #include "tk_numeric.cuh"
 

@@ -23,7 +23,11 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  * {@code z / T} over the kept classes, and how many classes are kept.
  *
  * <p>Membership is decided in fp32 on {@code x = z * (1 / T)}: MIN_P keeps {@code x_v - max(x) >=
- * log(kappa)}; FIXED keeps {@code x_v - lse(x) >= log(tau)}. Special rows: any NaN or {@code +inf}
+ * log(kappa)}; FIXED keeps {@code x_v - lse(x) >= log(tau)}. Across backends MIN_P keeps the
+ * same classes (its reference, the max, is exact); FIXED's reference, the row's lse, is summed in
+ * each backend's own order and may differ in its last bit or two, so a class whose {@code p_v}
+ * lies within that of {@code tau} (about 1e-7 relative) may be kept on one backend and not on
+ * another. Special rows: any NaN or {@code +inf}
  * gives NaN; a row of all {@code -inf} keeps nothing ({@code lse = -inf}, log-prob {@code -inf}).
  * One pass over each row for MIN_P (max, then the kept sum from L1/L2), two for FIXED.
  *
