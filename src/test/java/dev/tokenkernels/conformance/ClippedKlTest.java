@@ -72,10 +72,12 @@ class ClippedKlTest {
                      Divergence.Result plain = Divergence.computeWithGradient(s, t,
                              (reverse ? Divergence.Options.reverseKl() : Divergence.Options.forwardKl())
                                      .withTemperature(1.5f).on(backend), 1f)) {
-                    // Both are fp32 sums over 1500 classes, in different orders.
+                    // Both are fp32 sums over 1500 classes, in different orders (a few ulps apart, more
+                    // with 4-lane vectors).
                     assertEquals(plain.value(), clipped.value(), 1e-5 * (1 + Math.abs(plain.value())), backend + " loss");
                     for (int i = 0; i < rows * vocab; i++) {
-                        assertEquals(plain.gradient().getFloat(i), clipped.gradient().getFloat(i), 1e-7,
+                        float g = plain.gradient().getFloat(i);
+                        assertEquals(g, clipped.gradient().getFloat(i), 1e-7 + 2e-6 * Math.abs(g),
                                 backend + " reverse=" + reverse + " gradient[" + i + "]");
                     }
                 }

@@ -20,6 +20,7 @@ import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.lang.foreign.ValueLayout;
+import java.lang.management.ManagementFactory;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -43,9 +44,13 @@ class ReproducibleResultsTest {
         }
         List<String> compiled = outputs();
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        Process child = new ProcessBuilder(java, "-Xint", "--add-modules", "jdk.incubator.vector",
-                "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"),
-                ReproducibleResultsTest.class.getName()).redirectErrorStream(false).start();
+        List<String> command = new ArrayList<>(List.of(java, "-Xint", "--add-modules", "jdk.incubator.vector",
+                "--enable-native-access=ALL-UNNAMED"));
+        // the same vector width as this JVM (CI runs the suite with -XX:MaxVectorSize=16 too)
+        ManagementFactory.getRuntimeMXBean().getInputArguments().stream()
+                .filter(a -> a.startsWith("-XX:MaxVectorSize=")).forEach(command::add);
+        command.addAll(List.of("-cp", System.getProperty("java.class.path"), ReproducibleResultsTest.class.getName()));
+        Process child = new ProcessBuilder(command).redirectErrorStream(false).start();
         String out = read(child.getInputStream());
         String err = read(child.getErrorStream());
         assertEquals(0, child.waitFor(), "child JVM: " + err);

@@ -50,7 +50,7 @@ class VectorMathTest {
 
     @Test
     void underflowIsZeroAndNaNStaysNaN() {
-        float[] x = new float[LANES];
+        float[] x = new float[2 * LANES]; // two vectors where a vector has 4 lanes
         x[0] = -86.5f;
         x[1] = -1000f;
         x[2] = Float.NEGATIVE_INFINITY;
@@ -90,7 +90,7 @@ class VectorMathTest {
 
     @Test
     void exp2UnderflowIsZeroAndNaNStaysNaN() {
-        float[] x = new float[LANES];
+        float[] x = new float[2 * LANES];
         x[0] = -124.5f;
         x[1] = -1000f;
         x[2] = Float.NEGATIVE_INFINITY;
