@@ -23,6 +23,8 @@
 #include <thread>
 #include <vector>
 
+#include <link.h>
+
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
@@ -118,6 +120,12 @@ struct Worker {
     const TkEmuStackPool* pool = nullptr;
     TkEmuStacks stacks{};
     Fiber* running = nullptr;
+    // TOKENKERNELS_EMU_SCHEDULE=adversarial: run_block's stricter order (see adversarial_schedule).
+    bool adversarial = false;
+    // Adversarial only: this OS thread's copy of the module's thread-local storage, which holds
+    // every __shared__ variable, poisoned before each block.
+    unsigned char* shared_block = nullptr;
+    size_t shared_bytes = 0;
 #if defined(__x86_64__)
     void* scheduler_sp = nullptr;
 #else
@@ -223,10 +231,11 @@ void start_fiber(Worker* w, Fiber& f) {
     f.state = State::Runnable;
 }
 
-// Completes the warp collectives whose lanes have all arrived; returns whether any did.
-bool complete_warp_collectives(Worker* w, unsigned count) {
+// Completes the warp collectives whose lanes have all arrived, in the warps whose first thread is
+// in [from, to); returns whether any did.
+bool complete_warp_collectives(Worker* w, unsigned count, unsigned from = 0, unsigned to = ~0u) {
     bool released = false;
-    for (unsigned base = 0; base < count; base += 32) {
+    for (unsigned base = from; base < count && base < to; base += 32) {
         unsigned lanes = std::min(32u, count - base);
         Fiber* warp = &w->fibers[base];
         for (unsigned l = 0; l < lanes; l++) {
@@ -275,8 +284,10 @@ bool complete_warp_collectives(Worker* w, unsigned count) {
                     case SHFL_UP:
                     case SHFL_DOWN:
                     case SHFL_XOR:
-                        // A source lane outside the group has no defined value; give the lane its own.
-                        f.result = (src < lanes && (group >> src & 1u)) ? warp[src].bits : f.bits;
+                        // A source lane outside the group has no defined value; give the lane its own
+                        // (adversarial schedule: a huge value, 0x7f7fdead as a float, as garbage shows on hardware).
+                        f.result = (src < lanes && (group >> src & 1u)) ? warp[src].bits
+                                   : src == k || !w->adversarial ? f.bits : 0x7f7fdead7f7fdeadull;
                         break;
                     case BALLOT: f.result = ballot; break;
                     case ANY: f.result = ballot != 0; break;
@@ -320,8 +331,41 @@ std::string describe_deadlock(Worker* w, unsigned count, const dim3& block_idx) 
            std::to_string(done) + " exited";
 }
 
+// Finds the calling thread's block of this module's PT_TLS segment: the module is the object
+// whose loaded segments contain this function.
+int find_module_tls(dl_phdr_info* info, size_t, void* data) {
+    Worker* w = static_cast<Worker*>(data);
+    uintptr_t self = reinterpret_cast<uintptr_t>(&find_module_tls);
+    bool ours = false;
+    size_t tls = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr)& h = info->dlpi_phdr[i];
+        if (h.p_type == PT_LOAD && self - (info->dlpi_addr + h.p_vaddr) < h.p_memsz) ours = true;
+        if (h.p_type == PT_TLS) tls = h.p_memsz;
+    }
+    if (!ours) return 0;
+    w->shared_block = static_cast<unsigned char*>(info->dlpi_tls_data);
+    w->shared_bytes = w->shared_block ? tls : 0;
+    return 1;
+}
+
+// Fills shared memory with 0xff bytes (NaN as floats, -1 as ints), as uninitialized shared memory
+// holds garbage on hardware; the runtime's own thread-locals in the same block are kept.
+void poison_shared(Worker* w) {
+    if (!w->shared_block) {
+        dl_iterate_phdr(find_module_tls, w);
+        if (!w->shared_block) return;
+    }
+    ThreadContext* saved_current = current;
+    Worker* saved_worker = worker;
+    std::memset(w->shared_block, 0xff, w->shared_bytes);
+    current = saved_current;
+    worker = saved_worker;
+}
+
 bool run_block(Worker* w, const dim3& block_idx) {
     unsigned count = w->block.x * w->block.y * w->block.z;
+    if (w->adversarial) poison_shared(w);
     for (unsigned i = 0; i < count; i++) {
         Fiber& f = w->fibers[i];
         f.linear = i;
@@ -333,8 +377,22 @@ bool run_block(Worker* w, const dim3& block_idx) {
         start_fiber(w, f);
     }
     for (;;) {
-        for (unsigned i = 0; i < count && !w->failed; i++)
-            if (w->fibers[i].state == State::Runnable) resume(w, &w->fibers[i]);
+        if (!w->adversarial) {
+            for (unsigned i = 0; i < count && !w->failed; i++)
+                if (w->fibers[i].state == State::Runnable) resume(w, &w->fibers[i]);
+        } else {
+            // One warp at a time, last warp first, last lane first: each runs through its warp
+            // collectives until it waits at the block barrier (or exits) before the next warp starts,
+            // so a shared-memory hand-off between warps that lacks a barrier reads the wrong value.
+            for (unsigned base = (count - 1) & ~31u;; base -= 32) {
+                unsigned lanes = std::min(32u, count - base);
+                do {
+                    for (unsigned l = lanes; l-- > 0 && !w->failed;)
+                        if (w->fibers[base + l].state == State::Runnable) resume(w, &w->fibers[base + l]);
+                } while (!w->failed && complete_warp_collectives(w, count, base, base + 32));
+                if (base == 0 || w->failed) break;
+            }
+        }
         // Checked before the exit test: a failed thread must fail the launch even if every
         // other thread has finished.
         if (w->failed) return false;
@@ -480,6 +538,7 @@ struct Launch {
     const TkEmuStackPool* stacks;
     dim3 grid, block;
     unsigned long long blocks;
+    bool adversarial = false;
     std::atomic<unsigned long long> next{0};
     std::atomic<int> code{0};  // tk_emu_launch's result; the first failure sets it
     std::string error;
@@ -511,6 +570,7 @@ void run_blocks(Launch* launch) noexcept {
         w.grid = launch->grid;
         w.block = launch->block;
         w.pool = launch->stacks;
+        w.adversarial = launch->adversarial;
         worker = &w;
         bool ok = prepare_fibers(&w, w.block.x * w.block.y * w.block.z);
         while (ok && launch->code.load() == 0) {
@@ -529,6 +589,16 @@ void run_blocks(Launch* launch) noexcept {
         launch->fail(1, "unknown C++ exception");
     }
     worker = saved;
+}
+
+// TOKENKERNELS_EMU_SCHEDULE=adversarial, read at every launch (a test may change it): warps run one
+// at a time in reverse order, shuffles from lanes outside the group return a huge value, and shared
+// memory is filled with 0xff bytes before every block.
+// Results of a correct kernel do not change (up to the order of atomics); races that the default
+// order hides (a missing __syncthreads between warps) show.
+bool adversarial_schedule() noexcept {
+    const char* mode = std::getenv("TOKENKERNELS_EMU_SCHEDULE");
+    return mode && std::strcmp(mode, "adversarial") == 0;
 }
 
 void copy_message(const char* message, char* out, size_t capacity) noexcept {
@@ -603,6 +673,7 @@ TK_EMU_EXPORT int tk_emu_launch(int kernel, unsigned gx, unsigned gy, unsigned g
     launch.grid = dim3(gx, gy, gz);
     launch.block = dim3(bx, by, bz);
     launch.blocks = (unsigned long long)gx * gy * gz;
+    launch.adversarial = adversarial_schedule();
     unsigned long long helpers =
         std::min({threads > 1 ? (unsigned long long)threads : 1ull, launch.blocks,
                   std::max(1ull, kMaxLaunchStacks / block_threads)}) - 1;
