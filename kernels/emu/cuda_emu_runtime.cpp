@@ -366,6 +366,7 @@ void poison_shared(Worker* w) {
 bool run_block(Worker* w, const dim3& block_idx) {
     unsigned count = w->block.x * w->block.y * w->block.z;
     if (w->adversarial) poison_shared(w);
+    const bool reverse = ((block_idx.x + (unsigned long long)w->grid.x * (block_idx.y + (unsigned long long)w->grid.y * block_idx.z)) & 1) == 0;
     for (unsigned i = 0; i < count; i++) {
         Fiber& f = w->fibers[i];
         f.linear = i;
@@ -381,16 +382,21 @@ bool run_block(Worker* w, const dim3& block_idx) {
             for (unsigned i = 0; i < count && !w->failed; i++)
                 if (w->fibers[i].state == State::Runnable) resume(w, &w->fibers[i]);
         } else {
-            // One warp at a time, last warp first, last lane first: each runs through its warp
-            // collectives until it waits at the block barrier (or exits) before the next warp starts,
-            // so a shared-memory hand-off between warps that lacks a barrier reads the wrong value.
-            for (unsigned base = (count - 1) & ~31u;; base -= 32) {
+            // One warp at a time: each runs through its warp collectives until it waits at the block
+            // barrier (or exits) before the next warp starts, so a shared-memory hand-off between
+            // warps that lacks a barrier reads poison or a value of the wrong phase. Even blocks run
+            // their warps (and lanes) last first, odd blocks first first: a reader that runs ahead of
+            // its writer shows in one, a writer that runs ahead of the last reader in the other.
+            unsigned warps = (count + 31) / 32;
+            for (unsigned k = 0; k < warps && !w->failed; k++) {
+                unsigned base = 32 * (reverse ? warps - 1 - k : k);
                 unsigned lanes = std::min(32u, count - base);
                 do {
-                    for (unsigned l = lanes; l-- > 0 && !w->failed;)
-                        if (w->fibers[base + l].state == State::Runnable) resume(w, &w->fibers[base + l]);
+                    for (unsigned l = 0; l < lanes && !w->failed; l++) {
+                        Fiber& f = w->fibers[base + (reverse ? lanes - 1 - l : l)];
+                        if (f.state == State::Runnable) resume(w, &f);
+                    }
                 } while (!w->failed && complete_warp_collectives(w, count, base, base + 32));
-                if (base == 0 || w->failed) break;
             }
         }
         // Checked before the exit test: a failed thread must fail the launch even if every
@@ -592,7 +598,7 @@ void run_blocks(Launch* launch) noexcept {
 }
 
 // TOKENKERNELS_EMU_SCHEDULE=adversarial, read at every launch (a test may change it): warps run one
-// at a time in reverse order, shuffles from lanes outside the group return a huge value, and shared
+// at a time (last first in even blocks, first first in odd ones), shuffles from lanes outside the group return a huge value, and shared
 // memory is filled with 0xff bytes before every block.
 // Results of a correct kernel do not change (up to the order of atomics); races that the default
 // order hides (a missing __syncthreads between warps) show.

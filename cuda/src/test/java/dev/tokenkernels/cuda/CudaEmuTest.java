@@ -359,7 +359,7 @@ class CudaEmuTest {
             TokenKernelsException e = assertThrows(TokenKernelsException.class,
                     () -> backend().launch(k, LaunchConfig.of1d(2, 32, 0), dout, 1L << 62));
             assertTrue(e.getMessage().contains("CUDA_ERROR_OUT_OF_MEMORY") && e.getMessage().contains("std::bad_alloc")
-                    && e.getMessage().contains("thread 0 of block"), e.getMessage());
+                    && e.getMessage().matches("(?s).*thread \\d+ of block.*"), e.getMessage()); // any thread: the order is the emulator's
             backend().launch(k, LaunchConfig.of1d(2, 32, 0), dout, 64L); // the emulator still runs kernels
         }
     }
