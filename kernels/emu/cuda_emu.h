@@ -57,8 +57,10 @@ struct ThreadContext {
 extern thread_local ThreadContext* current;
 
 // Synchronization points; each suspends the calling fiber until the group completes.
-void sync_block();
-int sync_block_reduce(int predicate, int op);  // op: 0 count, 1 and, 2 or
+// `line` and `file` name the barrier's call site, which the adversarial schedule checks is the
+// same for every thread (a divergent __syncthreads is undefined).
+void sync_block(int line, const char* file);
+int sync_block_reduce(int predicate, int op, int line, const char* file);  // op: 0 count, 1 and, 2 or
 enum WarpOp : int { WARP_SYNC, SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR, BALLOT, ANY, ALL, MATCH_ANY };
 // Exchanges 8 bytes with the lanes of `mask`; returns the bits the lane receives (for votes:
 // the ballot or the predicate result).
@@ -88,10 +90,11 @@ inline T from_bits(uint64_t b) {
 #define gridDim (tk_emu::current->grid_dim)
 #define warpSize 32
 
-inline void __syncthreads() { tk_emu::sync_block(); }
-inline int __syncthreads_count(int p) { return tk_emu::sync_block_reduce(p, 0); }
-inline int __syncthreads_and(int p) { return tk_emu::sync_block_reduce(p, 1); }
-inline int __syncthreads_or(int p) { return tk_emu::sync_block_reduce(p, 2); }
+// Macros, so that each barrier knows its call site.
+#define __syncthreads() tk_emu::sync_block(__LINE__, __FILE__)
+#define __syncthreads_count(p) tk_emu::sync_block_reduce((p), 0, __LINE__, __FILE__)
+#define __syncthreads_and(p) tk_emu::sync_block_reduce((p), 1, __LINE__, __FILE__)
+#define __syncthreads_or(p) tk_emu::sync_block_reduce((p), 2, __LINE__, __FILE__)
 inline void __syncwarp(unsigned mask = 0xffffffffu) { tk_emu::warp_collective(tk_emu::WARP_SYNC, mask, 0, 0, 32); }
 inline unsigned __activemask() { return tk_emu::active_mask(); }
 

@@ -97,8 +97,10 @@ struct Fiber {
     ucontext_t uc;
 #endif
     char* stack = nullptr;
-    // Block barrier reductions.
+    // Block barrier reductions, and the call site of the barrier the fiber waits at.
     int predicate = 0;
+    int site_line = 0;
+    const char* site_file = "";
     int barrier_count = 0;    // threads that arrived with a non-zero predicate
     int barrier_arrived = 0;  // threads that arrived (every live thread)
     // The warp collective this fiber waits in, and its result.
@@ -363,6 +365,28 @@ void poison_shared(Worker* w) {
     worker = saved_worker;
 }
 
+// Whether every thread waiting at the block barrier waits at the same call site; if not, records
+// the divergent __syncthreads as the block's error.
+bool same_barrier(Worker* w, unsigned count) {
+    const Fiber* first = nullptr;
+    for (unsigned i = 0; i < count; i++) {
+        const Fiber& f = w->fibers[i];
+        if (f.state != State::AtBarrier) continue;
+        if (!first) {
+            first = &f;
+        } else if (f.site_line != first->site_line || std::strcmp(f.site_file, first->site_file) != 0) {
+            w->failed = true;
+            w->error = "divergent __syncthreads in block (" + std::to_string(f.ctx.block_idx.x) + "," +
+                       std::to_string(f.ctx.block_idx.y) + "," + std::to_string(f.ctx.block_idx.z) + "): thread " +
+                       std::to_string(first->linear) + " waits at " + first->site_file + ":" +
+                       std::to_string(first->site_line) + ", thread " + std::to_string(f.linear) + " at " +
+                       f.site_file + ":" + std::to_string(f.site_line);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool run_block(Worker* w, const dim3& block_idx) {
     unsigned count = w->block.x * w->block.y * w->block.z;
     if (w->adversarial) poison_shared(w);
@@ -412,6 +436,7 @@ bool run_block(Worker* w, const dim3& block_idx) {
         if (complete_warp_collectives(w, count)) continue;
         if (w->failed) return false;
         if (at_barrier == live) {
+            if (w->adversarial && !same_barrier(w, count)) return false;
             // Release the barrier; __syncthreads_count/and/or see the predicates of every live thread.
             int n = 0;
             for (unsigned i = 0; i < count; i++)
@@ -486,12 +511,14 @@ void record_exception(Worker* w, const Fiber* f) noexcept {
 
 // ---- Called by kernel code (declared in cuda_emu.h) ----
 
-void sync_block() { sync_block_reduce(0, 0); }
+void sync_block(int line, const char* file) { sync_block_reduce(0, 0, line, file); }
 
-int sync_block_reduce(int predicate, int op) {
+int sync_block_reduce(int predicate, int op, int line, const char* file) {
     Worker* w = worker;
     Fiber* f = w->running;
     f->predicate = predicate != 0;
+    f->site_line = line;
+    f->site_file = file;
     f->state = State::AtBarrier;
     suspend(w, f);
     switch (op) {
@@ -598,8 +625,9 @@ void run_blocks(Launch* launch) noexcept {
 }
 
 // TOKENKERNELS_EMU_SCHEDULE=adversarial, read at every launch (a test may change it): warps run one
-// at a time (last first in even blocks, first first in odd ones), shuffles from lanes outside the group return a huge value, and shared
-// memory is filled with 0xff bytes before every block.
+// at a time (last first in even blocks, first first in odd ones), shuffles from lanes outside the
+// group return a huge value, shared memory is filled with 0xff bytes before every block, and
+// threads that wait at different __syncthreads call sites fail the launch.
 // Results of a correct kernel do not change (up to the order of atomics); races that the default
 // order hides (a missing __syncthreads between warps) show.
 bool adversarial_schedule() noexcept {

@@ -43,3 +43,18 @@ extern "C" __global__ void partial_warp_max(const float* in, float* out) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     out[threadIdx.x] = v;
 }
+
+// Half the block waits at one __syncthreads, half at another (undefined: a divergent barrier).
+// out[t] = the slot of the thread 128 away.
+extern "C" __global__ void divergent_barrier(const float* in, float* out) {
+    __shared__ float slots[256];
+    const unsigned t = threadIdx.x;
+    slots[t] = in[t];
+    if (t < 128) {
+        __syncthreads();
+        out[t] = slots[t + 128];
+    } else {
+        __syncthreads();
+        out[t] = slots[t - 128];
+    }
+}

@@ -7,10 +7,13 @@ import static dev.tokenkernels.runtime.KernelParam.pointer;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.tokenkernels.runtime.DeviceBuffer;
 import dev.tokenkernels.runtime.Kernel;
 import dev.tokenkernels.runtime.LaunchConfig;
+import dev.tokenkernels.runtime.TokenKernelsException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.Linker;
@@ -44,6 +47,7 @@ class CudaEmuScheduleTest {
         }
     }
 
+    @SuppressWarnings("restricted") // the tests run with native access (tk.jvmArgs)
     private static void setenv(String name, String value) throws Throwable {
         Linker linker = Linker.nativeLinker();
         MethodHandle setenv = linker.downcallHandle(linker.defaultLookup().find("setenv").orElseThrow(),
@@ -94,5 +98,17 @@ class CudaEmuScheduleTest {
         assertEquals(7.0f, byDefault[40], "default: a missing lane gives the reader's own value, max hides it");
         assertEquals(Float.intBitsToFloat(0x7f7fdead), run("partial_warp_max", in, 52, true)[40],
                 "adversarial: a missing lane's value is undefined, shown as a huge value");
+    }
+
+    @Test
+    void aDivergentBarrierFailsTheLaunchOnlyInTheAdversarialSchedule() throws Throwable {
+        float[] in = ramp(256);
+        float[] expected = new float[256];
+        for (int t = 0; t < 256; t++) {
+            expected[t] = in[(t + 128) % 256];
+        }
+        assertArrayEquals(expected, run("divergent_barrier", in, 256, false), "default: any barrier releases any other");
+        TokenKernelsException e = assertThrows(TokenKernelsException.class, () -> run("divergent_barrier", in, 256, true));
+        assertTrue(e.getMessage().contains("divergent __syncthreads"), e.getMessage());
     }
 }
