@@ -4,7 +4,9 @@
 // Execution model (see cuda_emu_runtime.cpp): one OS thread runs one block at a time, with one
 // fiber per CUDA thread. Fibers switch only at synchronization points (__syncthreads, warp
 // shuffles and votes, __syncwarp), so a block-level barrier is a real barrier and a warp
-// collective sees the values of every lane that takes part, as on hardware. Static
+// collective sees the values of every lane that takes part, as on hardware. (Between those points
+// every thread runs in index order, so all warps move in step and a missing barrier often goes
+// unseen: TOKENKERNELS_EMU_SCHEDULE=adversarial, see cuda_emu_runtime.cpp, is stricter.) Static
 // __shared__ variables become thread_local: every fiber of a block shares them, and blocks that
 // run at the same time on other OS threads get their own copies.
 #pragma once

@@ -1,7 +1,8 @@
-// Kernels with the two shared-memory races that cuda-emu's default order (every thread in index
-// order to its next synchronization point, so all warps move in step) hides, for
-// CudaEmuScheduleTest: under TOKENKERNELS_EMU_SCHEDULE=adversarial they must give wrong answers.
-// Launched with 256 threads. They also compile with NVRTC (racy, not invalid).
+// Kernels with bugs that cuda-emu's default order (every thread in index order to its next
+// synchronization point, so all warps move in step) hides, for CudaEmuScheduleTest: two
+// shared-memory races, a shuffle from lanes that do not exist, a divergent barrier. Under
+// TOKENKERNELS_EMU_SCHEDULE=adversarial they must give wrong answers or fail. They also compile
+// with NVRTC (wrong, not invalid).
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
