@@ -3,10 +3,12 @@
 //
 //   #include "kernel.cu"
 //   #include "cuda_emu_module.h"
-//   TK_EMU_KERNELS(TK_EMU_KERNEL(name_a), TK_EMU_KERNEL(name_b))
+//   TK_EMU_KERNELS(TK_EMU_KERNEL(name_a, 256), TK_EMU_KERNEL(name_b, 0))
 //
-// Each entry records the parameter sizes (checked by the launcher against the Java signature)
-// and a trampoline that calls the kernel with cuLaunchKernel's `void** kernelParams`.
+// Each entry records the parameter sizes (checked by the launcher against the Java signature),
+// the first argument of the kernel's __launch_bounds__ (0 without one: a launch with more threads
+// per block fails, as on a GPU) and a trampoline that calls the kernel with cuLaunchKernel's
+// `void** kernelParams`.
 #pragma once
 
 #include <cstddef>
@@ -21,6 +23,7 @@ struct KernelEntry {
     void (*invoke)(void* function, void** args);
     int param_count;
     const int* param_sizes;
+    int max_threads;  // __launch_bounds__'s maxThreadsPerBlock, 0 for none
 };
 
 template <typename... A, std::size_t... I>
@@ -41,13 +44,14 @@ struct ParamSizes {
 };
 
 template <typename... A>
-KernelEntry entry(const char* name, void (*kernel)(A...)) {
-    return KernelEntry{name, reinterpret_cast<void*>(kernel), &invoke<A...>, (int)sizeof...(A), ParamSizes<A...>::value};
+KernelEntry entry(const char* name, void (*kernel)(A...), int max_threads) {
+    return KernelEntry{name, reinterpret_cast<void*>(kernel), &invoke<A...>, (int)sizeof...(A), ParamSizes<A...>::value,
+                       max_threads};
 }
 
 }  // namespace tk_emu
 
-#define TK_EMU_KERNEL(name) tk_emu::entry(#name, &name)
+#define TK_EMU_KERNEL(name, max_threads) tk_emu::entry(#name, &name, (int)(max_threads))
 #define TK_EMU_KERNELS(...)                                                  \
     namespace tk_emu {                                                       \
     extern const KernelEntry module_kernels[] = {__VA_ARGS__};               \

@@ -694,6 +694,14 @@ TK_EMU_EXPORT int tk_emu_launch(int kernel, unsigned gx, unsigned gy, unsigned g
                      error, error_capacity);
         return 2;
     }
+    const int bound = module_kernels[kernel].max_threads;
+    if (bound > 0 && block_threads > (unsigned long long)bound) {
+        // a GPU refuses the launch (too many resources requested): the kernel was built for fewer
+        copy_message("block of " + std::to_string(block_threads) + " threads exceeds " +
+                         module_kernels[kernel].name + "'s __launch_bounds__(" + std::to_string(bound) + ")",
+                     error, error_capacity);
+        return 2;
+    }
     if (shared_bytes > kMaxDynamicShared) {
         copy_message("dynamic shared memory of " + std::to_string(shared_bytes) + " bytes exceeds the maximum " +
                          std::to_string(kMaxDynamicShared),

@@ -5,6 +5,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
@@ -38,7 +39,7 @@ final class EmuModuleBuilder {
             "-fvisibility=hidden", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas",
             "-DTK_EMU_MAX_DYNAMIC_SHARED=" + MAX_DYNAMIC_SHARED);
     private static final Pattern ENTRY = Pattern.compile(
-            "extern\\s+\"C\"\\s+__global__\\s+void\\s+(?:__launch_bounds__\\s*\\([^)]*\\)\\s*)?(\\w+)\\s*\\(");
+            "extern\\s+\"C\"\\s+__global__\\s+void\\s+(?:__launch_bounds__\\s*\\(\\s*([^,)]+?)\\s*(?:,[^)]*)?\\)\\s*)?(\\w+)\\s*\\(");
     private static final Pattern DYNAMIC_SHARED = Pattern.compile(
             "extern\\s+__shared__\\s+[^;\\[]*?(\\w+)\\s*\\[\\s*\\]\\s*;");
     private static final Pattern COMMENTS = Pattern.compile("//[^\\n]*|/\\*.*?\\*/", Pattern.DOTALL);
@@ -95,7 +96,8 @@ final class EmuModuleBuilder {
         if (cached.isPresent()) {
             return cached.get();
         }
-        List<String> entries = entryPoints(source.text());
+        Map<String, String> bounds = launchBounds(source.text());
+        List<String> entries = List.copyOf(bounds.keySet());
         if (entries.isEmpty()) {
             throw new TokenKernelsException("kernel source " + source.path() + " has no extern \"C\" __global__ entry point");
         }
@@ -109,7 +111,8 @@ final class EmuModuleBuilder {
                     .append("#include \"cuda_emu_module.h\"\n")
                     .append("TK_EMU_KERNELS(");
             for (int i = 0; i < entries.size(); i++) {
-                table.append(i == 0 ? "" : ", ").append("TK_EMU_KERNEL(").append(entries.get(i)).append(')');
+                table.append(i == 0 ? "" : ", ").append("TK_EMU_KERNEL(").append(entries.get(i)).append(", ")
+                        .append(bounds.get(entries.get(i))).append(')');
             }
             table.append(")\n");
             Files.writeString(build.resolve("tk_emu_kernel_table.cpp"), table);
@@ -136,12 +139,20 @@ final class EmuModuleBuilder {
 
     /** The {@code extern "C" __global__} entry points of a kernel file, in source order. */
     static List<String> entryPoints(String text) {
-        Set<String> names = new LinkedHashSet<>();
+        return List.copyOf(launchBounds(text).keySet());
+    }
+
+    /**
+     * Each entry point with its {@code __launch_bounds__}' first argument as written (an
+     * expression the kernel file defines, e.g. {@code kThreads}), or {@code "0"} without one.
+     */
+    static Map<String, String> launchBounds(String text) {
+        Map<String, String> bounds = new LinkedHashMap<>();
         Matcher m = ENTRY.matcher(COMMENTS.matcher(text).replaceAll(" "));
         while (m.find()) {
-            names.add(m.group(1));
+            bounds.putIfAbsent(m.group(2), m.group(1) == null ? "0" : m.group(1));
         }
-        return List.copyOf(names);
+        return bounds;
     }
 
     private static Set<String> dynamicSharedNames(KernelSource source) {
