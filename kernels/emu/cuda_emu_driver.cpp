@@ -445,6 +445,10 @@ TK_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* address, size_t bytes) try {
     // 256-byte alignment, as cudaMalloc guarantees; sizes that would wrap when rounded up cannot exist.
     void* p = bytes <= SIZE_MAX - 255 ? std::aligned_alloc(256, (bytes + 255) / 256 * 256) : nullptr;
     if (!p) return fail(CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc: cannot allocate " + std::to_string(bytes) + " bytes");
+    // Device memory starts undefined on a GPU; the adversarial schedule (cuda_emu_runtime.cpp) makes
+    // it 0xff bytes (NaN, -1), so a kernel that reads a buffer nobody wrote shows it.
+    const char* schedule = std::getenv("TOKENKERNELS_EMU_SCHEDULE");
+    if (schedule && std::strcmp(schedule, "adversarial") == 0) std::memset(p, 0xff, bytes);
     try {
         std::lock_guard<std::mutex> guard(memory_lock);
         allocations[(uintptr_t)p] = Allocation{bytes};

@@ -27,7 +27,7 @@ import org.junit.jupiter.api.parallel.Isolated;
 /**
  * The emulator's adversarial schedule (TOKENKERNELS_EMU_SCHEDULE=adversarial): the races of
  * {@code kernels/test/emu_schedule.cu} pass unnoticed in the default order and give wrong answers
- * in the adversarial one. The variable is read by every launch, so the test sets it in this
+ * in the adversarial one, and fresh device memory reads as 0xff bytes. The variable is read by every launch, so the test sets it in this
  * process (libc setenv) around its launches; {@link Isolated} keeps other tests from launching then.
  */
 @Isolated
@@ -89,6 +89,20 @@ class CudaEmuScheduleTest {
         assertArrayEquals(expected, run("handoff_without_barrier", in, 256, false), "default order hides the race");
         assertFalse(Arrays.equals(expected, run("handoff_without_barrier", in, 256, true)),
                 "the adversarial order must expose the race");
+    }
+
+    @Test
+    void freshDeviceMemoryIsPoisonedInTheAdversarialSchedule() throws Throwable {
+        String saved = System.getenv(VARIABLE);
+        setenv(VARIABLE, "adversarial");
+        try (DeviceBuffer fresh = backend().allocate(4L * 100)) {
+            float[] values = floats(fresh, 100);
+            for (float v : values) {
+                assertEquals(0xffffffff, Float.floatToRawIntBits(v), "unwritten device memory reads as 0xff bytes");
+            }
+        } finally {
+            setenv(VARIABLE, saved == null ? "" : saved);
+        }
     }
 
     @Test
