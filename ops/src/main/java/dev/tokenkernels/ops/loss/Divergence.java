@@ -175,9 +175,12 @@ public final class Divergence {
          * filter drops get probability 0 and the rest is renormalized ({@link ProxyDistribution}
          * defines the rule; it is applied to {@code z_t / T} with this call's temperature). With
          * forward KL this is {@code KL(proxy || P_s)}; reverse KL is {@code +inf} as soon as the
-         * student gives probability to a dropped class. With {@link #withSharedPrefix()} the filter
-         * sees only the shared prefix: its max and renormalization are over the student's {@code V}
-         * classes; with {@link #withExtrapolatedTeacher} it filters {@code z*}.
+         * student gives probability to a dropped class (any finite student logit does), and that
+         * row's gradient is then not finite either (infinite and NaN entries): use forward KL,
+         * or {@link ProxyDistribution}'s log-probabilities, for a usable regularizer.
+         * With {@link #withSharedPrefix()} the filter sees only the shared prefix: its max and
+         * renormalization are over the student's {@code V} classes; with
+         * {@link #withExtrapolatedTeacher} it filters {@code z*}.
          */
         public Options withTeacherFilter(ProxyDistribution.Mode mode, float threshold) {
             return new Options(kind, beta, temperature, reduction, weights, targets, ignoreIndex, sharedPrefix, backend,
