@@ -1,5 +1,6 @@
 // HAPO's normalized token entropy h_hat (ops: dev.tokenkernels.ops.select.EntropyNormalization;
-// CPU twin: EntropyNormalizationCpu). The pivot token comes from token_selection.cu.
+// CPU twin: EntropyNormalizationCpu). The pivot token comes from token_selection.cu; the host passes
+// its floored entropy f_p and pivot = ln f_p (or a stored batch's, for EntropyNormalization.apply).
 //
 // entropy_stats: a grid-stride sweep; per block the sum of (e - pivot)^2 and the max and min of
 // e - pivot over the masked tokens, written to partials[3 * block] for the host to combine in
@@ -30,10 +31,8 @@ __device__ __forceinline__ float centered(float h, float pivot_entropy, float pi
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(256)
-    entropy_stats(const float* entropy, const unsigned char* mask, int has_mask, long long n, long long pivot_index,
-                  float* partials) {
-    const float pivot_entropy = floored(entropy[pivot_index]);
-    const float pivot = logf(pivot_entropy);
+    entropy_stats(const float* entropy, const unsigned char* mask, int has_mask, long long n, float pivot_entropy,
+                  float pivot, float* partials) {
     float sum = 0.0f, hi = tk::negative_infinity(), lo = tk::positive_infinity();
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
@@ -57,9 +56,7 @@ extern "C" __global__ void __launch_bounds__(256)
 // released code's signs); 0 outside the mask.
 extern "C" __global__ void __launch_bounds__(256)
     entropy_normalize(const float* entropy, const unsigned char* mask, int has_mask, long long n,
-                      long long pivot_index, float s, float p, float negative_scale, float* out) {
-    const float pivot_entropy = floored(entropy[pivot_index]);
-    const float pivot = logf(pivot_entropy);
+                      float pivot_entropy, float pivot, float s, float p, float negative_scale, float* out) {
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         float value = 0.0f;

@@ -29,8 +29,10 @@ import dev.tokenkernels.runtime.Tensor;
  *     aggregation, and the gradient w.r.t. the logits.</li>
  * </ol>
  * The paper's defaults: eps 0.2 both sides, alpha = beta = 1, dual clip 10. Its fourth part,
- * Adaptive Temperature Sampling, acts at rollout time: {@link #samplingTemperatures} gives
- * {@code T0 (1 + tau h_hat)} per token for the sampler (T0 = 1, tau = 0.05).
+ * Adaptive Temperature Sampling, acts at rollout time: {@code samplingTemperatures} gives
+ * {@code T0 (1 + tau clamp(h_hat, -1, 1))} per token for the sampler (T0 = 1, tau = 0.05), with
+ * h_hat either over the entropies given or, as the authors' released sampler does during decoding,
+ * under a training batch's statistics ({@link #entropyStatistics}).
  *
  * <p>The entropies are the rollout's (the sampling policy's, e.g. {@link LogitStats} on its
  * logits); h_hat and the advantages are constants of the loss, as in the paper. A token counts
@@ -141,6 +143,41 @@ public final class HapoLoss {
     public Tensor samplingTemperatures(Tensor entropy, Tensor mask, float t0, float tau) {
         try (EntropyNormalization.Result h = EntropyNormalization.compute(entropy, mask, normalization())) {
             return TokenTerms.adaptiveTemperature(h.normalized(), t0, tau, TokenTerms.Options.defaults().on(backend));
+        }
+    }
+
+    /**
+     * Adaptive Temperature Sampling as HAPO's released sampler does it: each token's {@code h_hat}
+     * under a training batch's {@code statistics} ({@link #entropyStatistics}, e.g. the last
+     * step's), not over the entropies given, which during decoding are one step's few tokens;
+     * then {@code t0 (1 + tau clamp(h_hat, -1, 1))} (F32 [N]).
+     *
+     * @param entropy the sampling policy's entropies at the positions being sampled, F32 [N]
+     * @param mask U8 [N] of the positions that count, or null for all
+     */
+    public Tensor samplingTemperatures(Tensor entropy, Tensor mask, EntropyNormalization.Result statistics, float t0,
+                                       float tau) {
+        try (Tensor hHat = EntropyNormalization.apply(entropy, mask, statistics, normalization())) {
+            return TokenTerms.adaptiveTemperature(hHat, t0, tau, TokenTerms.Options.defaults().on(backend));
+        }
+    }
+
+    /**
+     * The entropy statistics {@link #compute} normalizes a batch with: over the tokens whose
+     * target is not the ignore index, with this loss's signs. Keep them (the result may be
+     * closed) for {@link #samplingTemperatures(Tensor, Tensor, EntropyNormalization.Result, float, float)}.
+     *
+     * @param entropy the batch's entropies, F32 [N] (finite where counted)
+     * @param targets the batch's sampled tokens [N] (I32 or I64), the ignore index where a token does not count
+     */
+    public EntropyNormalization.Result entropyStatistics(Tensor entropy, Tensor targets) {
+        Checks.notNull("targets", targets);
+        Checks.rank("targets", targets, 1, "[N]");
+        Checks.notNull("entropy", entropy);
+        Checks.rank("entropy", entropy, 1, "[N]");
+        Checks.dim("entropy", entropy, 0, targets.dim(0), "N, the entries of targets");
+        try (Tensor mask = TokenSelection.countedMask(targets, LogitStats.DEFAULT_IGNORE_INDEX)) {
+            return EntropyNormalization.compute(entropy, mask, normalization());
         }
     }
 

@@ -95,10 +95,12 @@ public final class EntropyNormalization {
 
     /**
      * {@code h_hat} (F32 [N]) and the statistics: the pivot's token index (-1 without masked
-     * tokens) and value {@code e_p}, {@code s}, {@code P}, {@code Q} and {@code n}. Closing closes {@code h_hat}.
+     * tokens), its floored entropy {@code f_p = max(H_p, 1e-8)} and {@code e_p = ln f_p}, {@code s},
+     * {@code P}, {@code Q} and {@code n}. Closing closes {@code h_hat}; the statistics stay usable by
+     * {@link #apply}.
      */
-    public record Result(Tensor normalized, long pivotIndex, float pivot, float std, float positiveMax,
-                         float negativeMax, long count) implements AutoCloseable {
+    public record Result(Tensor normalized, long pivotIndex, float pivotEntropy, float pivot, float std,
+                         float positiveMax, float negativeMax, long count) implements AutoCloseable {
         @Override
         public void close() {
             normalized.close();
@@ -106,14 +108,14 @@ public final class EntropyNormalization {
     }
 
     /** One validated call as the backends see it. */
-    record Job(Tensor entropy, Tensor mask, int pivotIndex, boolean releasedSigns, Tensor out) {
+    record Job(Tensor entropy, Tensor mask, float pivotEntropy, float pivot, boolean releasedSigns, Tensor out) {
         int n() {
             return (int) entropy.dim(0);
         }
     }
 
-    /** The pass-one statistics of the masked tokens: {@code sum (e - pivot)^2}, max and min of {@code e - pivot}, and the pivot. */
-    record Stats(double sumSquares, float max, float min, float pivot) {
+    /** The pass-one statistics of the masked tokens: {@code sum (e - pivot)^2}, max and min of {@code e - pivot}. */
+    record Stats(double sumSquares, float max, float min) {
     }
 
     private EntropyNormalization() {
@@ -133,35 +135,88 @@ public final class EntropyNormalization {
         int count = TokenVectors.finite("entropy", entropy, mask, "a finite entropy at a masked token");
         Tensor out = Tensor.allocate(DType.F32, n);
         if (count == 0) {
-            return new Result(out, -1, 0f, (float) Math.sqrt(VARIANCE_FLOOR), SCALE_FLOOR, SCALE_FLOOR, 0);
+            return new Result(out, -1, 1f, 0f, (float) Math.sqrt(VARIANCE_FLOOR), SCALE_FLOOR, SCALE_FLOOR, 0);
         }
         try {
             TokenSelection.Element pivot = TokenSelection.quantile(entropy, mask, options.pivotQuantile(),
                     options.rank(), TokenSelection.Options.defaults().on(options.backend()));
-            Job job = new Job(entropy, mask, (int) pivot.index(), options.releasedCodeSigns(), out);
-            Backend backend = Backends.select(options.backend());
-            Stats stats;
-            if (backend instanceof CpuBackend cpu) {
-                stats = EntropyNormalizationCpu.stats(cpu, job);
-            } else if (backend instanceof KernelBackend gpu) {
-                stats = EntropyNormalizationKernel.stats(gpu, job);
-            } else {
-                throw new TokenKernelsException("entropy normalization cannot run on backend '" + backend.name()
-                        + "': it is neither the cpu backend nor a kernel backend");
-            }
+            float pivotEntropy = Math.max(entropy.getFloat(pivot.index()), ENTROPY_FLOOR);
+            // in float64, rounded once, the same on every backend and JIT tier
+            float e = (float) StrictMath.log(pivotEntropy);
+            Job job = new Job(entropy, mask, pivotEntropy, e, options.releasedCodeSigns(), out);
+            Backend backend = backend(options);
+            Stats stats = backend instanceof CpuBackend cpu ? EntropyNormalizationCpu.stats(cpu, job)
+                    : EntropyNormalizationKernel.stats((KernelBackend) backend, job);
             float s = (float) Math.sqrt(Math.max(stats.sumSquares() / count, VARIANCE_FLOOR));
             // fl(d / s) is monotone in d, so these are the max and min of the h the second pass computes.
             float p = Math.max(SCALE_FLOOR, stats.max() / s);
             float q = Math.max(SCALE_FLOOR, -(stats.min() / s));
-            if (backend instanceof CpuBackend cpu) {
-                EntropyNormalizationCpu.normalize(cpu, job, s, p, q);
-            } else {
-                EntropyNormalizationKernel.normalize((KernelBackend) backend, job, s, p, q);
-            }
-            return new Result(out, pivot.index(), stats.pivot(), s, p, q, count);
+            normalize(backend, job, s, p, q);
+            return new Result(out, pivot.index(), pivotEntropy, e, s, p, q, count);
         } catch (RuntimeException | Error e) {
             out.close();
             throw e;
+        }
+    }
+
+    /**
+     * {@code h_hat} (F32 [N]) of new tokens' {@code entropy} under an earlier batch's statistics
+     * ({@code f_p}, {@code e_p}, {@code s}, {@code P}, {@code Q} of {@code statistics}, which may be
+     * closed), 0 outside {@code mask}: how HAPO's released sampler gives each token of a rollout its
+     * temperature from the last training batch, where normalizing over one decoding step's few
+     * tokens would not. Values may leave {@code [-1, 1]} ({@link TokenTerms#adaptiveTemperature}
+     * clamps them); statistics of a batch without masked tokens give 0 everywhere. Applied to the
+     * batch that made them, it gives that batch's {@code h_hat} bit for bit. The signs follow
+     * {@code options}' {@link Options#releasedCodeSigns()}; its quantile and rank are not used.
+     */
+    public static Tensor apply(Tensor entropy, Tensor mask, Result statistics, Options options) {
+        int n = TokenVectors.vector("entropy", entropy, null, null);
+        TokenVectors.mask(mask, n, "entropy");
+        TokenVectors.options(options);
+        Checks.require(statistics != null, "statistics", "an EntropyNormalization.Result", "null");
+        Checks.require(Float.isFinite(statistics.pivotEntropy()) && statistics.pivotEntropy() >= ENTROPY_FLOOR,
+                "statistics.pivotEntropy", "a finite value >= 1e-8", statistics.pivotEntropy());
+        Checks.require(Float.isFinite(statistics.pivot()), "statistics.pivot", "a finite value", statistics.pivot());
+        Checks.require(Float.isFinite(statistics.std()) && statistics.std() > 0f, "statistics.std",
+                "a finite value > 0", statistics.std());
+        Checks.require(Float.isFinite(statistics.positiveMax()) && statistics.positiveMax() > 0f,
+                "statistics.positiveMax", "a finite value > 0", statistics.positiveMax());
+        Checks.require(Float.isFinite(statistics.negativeMax()) && statistics.negativeMax() > 0f,
+                "statistics.negativeMax", "a finite value > 0", statistics.negativeMax());
+        TokenVectors.finite("entropy", entropy, mask, "a finite entropy at a masked token");
+        Tensor out = Tensor.allocate(DType.F32, n);
+        if (statistics.count() == 0) {
+            return out; // no statistics: every token neutral
+        }
+        try {
+            Job job = new Job(entropy, mask, statistics.pivotEntropy(), statistics.pivot(), options.releasedCodeSigns(),
+                    out);
+            Backend backend = backend(options);
+            if (backend instanceof CpuBackend cpu) {
+                EntropyNormalizationCpu.stats(cpu, job); // leaves e - pivot in out for normalize
+            }
+            normalize(backend, job, statistics.std(), statistics.positiveMax(), statistics.negativeMax());
+            return out;
+        } catch (RuntimeException | Error e) {
+            out.close();
+            throw e;
+        }
+    }
+
+    private static Backend backend(Options options) {
+        Backend backend = Backends.select(options.backend());
+        if (!(backend instanceof CpuBackend) && !(backend instanceof KernelBackend)) {
+            throw new TokenKernelsException("entropy normalization cannot run on backend '" + backend.name()
+                    + "': it is neither the cpu backend nor a kernel backend");
+        }
+        return backend;
+    }
+
+    private static void normalize(Backend backend, Job job, float s, float p, float q) {
+        if (backend instanceof CpuBackend cpu) {
+            EntropyNormalizationCpu.normalize(cpu, job, s, p, q);
+        } else {
+            EntropyNormalizationKernel.normalize((KernelBackend) backend, job, s, p, q);
         }
     }
 }

@@ -36,10 +36,6 @@ final class EntropyNormalizationCpu {
     private EntropyNormalizationCpu() {
     }
 
-    static FloatVector logEntropy(FloatVector h) {
-        return VectorMath.log(h.max(EntropyNormalization.ENTROPY_FLOOR));
-    }
-
     /** Lanes in range that the mask counts. */
     static VectorMask<Float> counted(MemorySegment mask, int i, int n) {
         VectorMask<Float> inRange = F.indexInRange(i, n);
@@ -50,10 +46,6 @@ final class EntropyNormalizationCpu {
         IntVector flags = (IntVector) ByteVector.fromMemorySegment(B, mask, i, NATIVE, B.indexInRange(i, n))
                 .convertShape(VectorOperators.B2I, I, 0);
         return flags.compare(VectorOperators.NE, 0).cast(F).and(inRange);
-    }
-
-    static float pivot(EntropyNormalization.Job job) {
-        return logEntropy(FloatVector.broadcast(F, job.entropy().getFloat(job.pivotIndex()))).lane(0);
     }
 
     /**
@@ -77,8 +69,8 @@ final class EntropyNormalizationCpu {
         MemorySegment h = job.entropy().segment();
         MemorySegment mask = job.mask() == null ? null : job.mask().segment();
         MemorySegment out = job.out().segment();
-        float pivot = pivot(job);
-        float pivotEntropy = Math.max(job.entropy().getFloat(job.pivotIndex()), EntropyNormalization.ENTROPY_FLOOR);
+        float pivot = job.pivot();
+        float pivotEntropy = job.pivotEntropy();
         int chunks = TokenVectors.chunks(n, CHUNK);
         double[] sums = new double[chunks];
         float[] max = new float[chunks];
@@ -111,7 +103,7 @@ final class EntropyNormalizationCpu {
             hi = Math.max(hi, max[c]);
             lo = Math.min(lo, min[c]);
         }
-        return new EntropyNormalization.Stats(total, hi, lo, pivot);
+        return new EntropyNormalization.Stats(total, hi, lo);
     }
 
     /** Turns the {@code e - pivot} that {@link #stats} left in the output into {@code h_hat}, in place. */

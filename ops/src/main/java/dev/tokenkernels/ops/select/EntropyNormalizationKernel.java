@@ -20,9 +20,9 @@ final class EntropyNormalizationKernel {
     static final String SOURCE = "select/entropy_normalization.cu";
     static final int THREADS = 256;
     private static final Kernel STATS = new Kernel(SOURCE, "entropy_stats", pointer("entropy"), pointer("mask"),
-            i32("has_mask"), i64("n"), i64("pivot_index"), pointer("partials"));
+            i32("has_mask"), i64("n"), f32("pivot_entropy"), f32("pivot"), pointer("partials"));
     private static final Kernel NORMALIZE = new Kernel(SOURCE, "entropy_normalize", pointer("entropy"),
-            pointer("mask"), i32("has_mask"), i64("n"), i64("pivot_index"), f32("s"), f32("p"),
+            pointer("mask"), i32("has_mask"), i64("n"), f32("pivot_entropy"), f32("pivot"), f32("s"), f32("p"),
             f32("negative_scale"), pointer("out"));
 
     private EntropyNormalizationKernel() {
@@ -45,7 +45,7 @@ final class EntropyNormalizationKernel {
                 gpu.copyToDevice(job.mask().segment(), mask);
             }
             gpu.launch(STATS, LaunchConfig.of1d(blocks, THREADS, 0), entropy, mask, hasMask ? 1 : 0, (long) n,
-                    (long) job.pivotIndex(), out);
+                    job.pivotEntropy(), job.pivot(), out);
             gpu.copyToHost(out, MemorySegment.ofArray(partials));
         }
         double sum = 0;
@@ -56,9 +56,7 @@ final class EntropyNormalizationKernel {
             hi = Math.max(hi, partials[3 * b + 1]);
             lo = Math.min(lo, partials[3 * b + 2]);
         }
-        // The reported pivot: ln of the pivot entropy in float64 on the host (the kernels use logf, within an ulp).
-        float pivot = (float) Math.log(Math.max(job.entropy().getFloat(job.pivotIndex()), EntropyNormalization.ENTROPY_FLOOR));
-        return new EntropyNormalization.Stats(sum, hi, lo, pivot);
+        return new EntropyNormalization.Stats(sum, hi, lo);
     }
 
     static void normalize(KernelBackend gpu, EntropyNormalization.Job job, float s, float p, float q) {
@@ -72,7 +70,7 @@ final class EntropyNormalizationKernel {
                 gpu.copyToDevice(job.mask().segment(), mask);
             }
             gpu.launch(NORMALIZE, LaunchConfig.of1d(blocks(n), THREADS, 0), entropy, mask, hasMask ? 1 : 0, (long) n,
-                    (long) job.pivotIndex(), s, p, job.releasedSigns() ? -q : q, out);
+                    job.pivotEntropy(), job.pivot(), s, p, job.releasedSigns() ? -q : q, out);
             gpu.copyToHost(out, job.out().segment());
         }
     }
