@@ -14,16 +14,16 @@ namespace {
 
 __device__ __forceinline__ float floored(float h) { return fmaxf(h, 1e-8f); }
 
-// e_i - pivot as EntropyNormalizationCpu.centered forms it: near the pivot's floored entropy from
-// the ratio w = f / f_p, ln(w) u / (w - 1) with u = (f - f_p) / f_p (accurate to a few ulps of
-// itself, so clustered entropies stay well-conditioned; u where w = 1, exactly 0 for a tie),
-// elsewhere ln f - pivot.
+// e_i - pivot as EntropyNormalizationCpu.centered forms it: from the ratio w = f / f_p,
+// ln(w) u / (w - 1) with u = (f - f_p) / f_p (accurate to a few ulps of itself wherever w is a normal
+// float, so clustered entropies keep their order; exactly 0 for a tie), else ln f - pivot (there
+// |e - pivot| > 87).
 __device__ __forceinline__ float centered(float h, float pivot_entropy, float pivot) {
     const float f = floored(h);
     const float w = __fdiv_rn(f, pivot_entropy);
-    if (w > 0.5f && w < 1.5f) {
+    if (w >= 1.17549435e-38f && w <= 3.40282347e38f) {
         const float u = __fdiv_rn(__fadd_rn(f, -pivot_entropy), pivot_entropy);
-        return w == 1.0f ? u : __fmul_rn(logf(w), __fdiv_rn(u, __fadd_rn(w, -1.0f)));
+        return w == 1.0f ? 0.0f : __fmul_rn(logf(w), __fdiv_rn(u, __fadd_rn(w, -1.0f)));
     }
     return __fadd_rn(logf(f), -pivot);
 }

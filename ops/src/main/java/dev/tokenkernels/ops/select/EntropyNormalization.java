@@ -40,12 +40,12 @@ import dev.tokenkernels.runtime.TokenKernelsException;
  *
  * <p>Input validation: masked entropies must be finite (negative values are clamped by the
  * {@code 1e-8} floor). Exactness: the pivot token is the same on every backend (an exact
- * selection). {@code e_t - pivot} is not a difference of two logs where it is small: with
- * {@code f} the floored entropies and {@code w = f_t / f_p} in {@code (1/2, 3/2)} it is
- * {@code ln(w) u / (w - 1)}, {@code u = (f_t - f_p) / f_p} (accurate to a few ulps of itself, so
- * entropies that cluster within a few ulps keep their order and spacing: a difference of logs
- * rounded at {@code |e|} turned them into noise); elsewhere it is {@code ln f_t - pivot}, at
- * least 0.4 in magnitude. Each backend takes its own {@code log} (Vector API on the CPU,
+ * selection). {@code e_t - pivot} is not a difference of two logs: with {@code f} the floored
+ * entropies it is {@code ln(w) u / (w - 1)}, {@code w = f_t / f_p}, {@code u = (f_t - f_p) / f_p},
+ * accurate to a few ulps of itself wherever {@code w} is a normal float (so entropies that cluster
+ * within a few ulps keep their order and spacing, where a difference of two logs rounded at
+ * {@code |e|} turned them into noise), and {@code ln f_t - pivot} where the ratio leaves the float
+ * range ({@code |e_t - pivot| > 87}). Each backend takes its own {@code log} (Vector API on the CPU,
  * {@code logf} in CUDA), so {@code h_hat} agrees across backends to about 1e-6 relative, with the
  * same sign on every backend; tokens whose floored entropy equals the pivot's
  * get exactly 0 on each. Cost: the selection, then two passes over
@@ -176,13 +176,17 @@ public final class EntropyNormalization {
         Checks.require(statistics != null, "statistics", "an EntropyNormalization.Result", "null");
         Checks.require(Float.isFinite(statistics.pivotEntropy()) && statistics.pivotEntropy() >= ENTROPY_FLOOR,
                 "statistics.pivotEntropy", "a finite value >= 1e-8", statistics.pivotEntropy());
-        Checks.require(Float.isFinite(statistics.pivot()), "statistics.pivot", "a finite value", statistics.pivot());
-        Checks.require(Float.isFinite(statistics.std()) && statistics.std() > 0f, "statistics.std",
-                "a finite value > 0", statistics.std());
-        Checks.require(Float.isFinite(statistics.positiveMax()) && statistics.positiveMax() > 0f,
-                "statistics.positiveMax", "a finite value > 0", statistics.positiveMax());
-        Checks.require(Float.isFinite(statistics.negativeMax()) && statistics.negativeMax() > 0f,
-                "statistics.negativeMax", "a finite value > 0", statistics.negativeMax());
+        float lnPivot = (float) StrictMath.log(statistics.pivotEntropy());
+        Checks.require(statistics.pivot() == lnPivot, "statistics.pivot",
+                "ln(pivotEntropy) = " + lnPivot + ", as compute gives it", statistics.pivot());
+        // compute's floors: s >= 1e-4, P and Q >= 1e-8, so that h_hat stays finite
+        float stdFloor = (float) Math.sqrt(VARIANCE_FLOOR);
+        Checks.require(Float.isFinite(statistics.std()) && statistics.std() >= stdFloor, "statistics.std",
+                "a finite value >= " + stdFloor, statistics.std());
+        Checks.require(Float.isFinite(statistics.positiveMax()) && statistics.positiveMax() >= SCALE_FLOOR,
+                "statistics.positiveMax", "a finite value >= 1e-8", statistics.positiveMax());
+        Checks.require(Float.isFinite(statistics.negativeMax()) && statistics.negativeMax() >= SCALE_FLOOR,
+                "statistics.negativeMax", "a finite value >= 1e-8", statistics.negativeMax());
         TokenVectors.finite("entropy", entropy, mask, "a finite entropy at a masked token");
         Tensor out = Tensor.allocate(DType.F32, n);
         if (statistics.count() == 0) {

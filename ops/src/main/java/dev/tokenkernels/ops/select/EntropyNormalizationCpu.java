@@ -50,18 +50,19 @@ final class EntropyNormalizationCpu {
 
     /**
      * {@code e - pivot} for the lanes of {@code h} ({@link EntropyNormalization}'s "Exactness"):
-     * near the pivot's floored entropy {@code f_p} from the ratio {@code w = f / f_p},
-     * {@code ln(w) u / (w - 1)} with {@code u = (f - f_p) / f_p} ({@code u} itself where
-     * {@code w = 1}), elsewhere {@code ln f - pivot}. One log per lane, of {@code w} or {@code f}.
+     * from the ratio {@code w = f / f_p} to the pivot's floored entropy, {@code ln(w) u / (w - 1)}
+     * with {@code u = (f - f_p) / f_p} (0 where {@code w = 1}), wherever {@code w} is a normal
+     * float; {@code ln f - pivot} where it is not (then {@code |e - pivot| > 87}). One log per lane.
      */
     static FloatVector centered(FloatVector h, float pivotEntropy, float pivot) {
         FloatVector floored = h.max(EntropyNormalization.ENTROPY_FLOOR);
         FloatVector ratio = floored.div(pivotEntropy);
         FloatVector u = floored.sub(pivotEntropy).div(pivotEntropy);
-        VectorMask<Float> near = ratio.compare(VectorOperators.GT, 0.5f).and(ratio.compare(VectorOperators.LT, 1.5f));
-        FloatVector log = VectorMath.log(floored.blend(ratio, near));
-        FloatVector fromRatio = log.mul(u.div(ratio.sub(1f))).blend(u, ratio.compare(VectorOperators.EQ, 1f));
-        return log.sub(pivot).blend(fromRatio, near);
+        VectorMask<Float> normal = ratio.compare(VectorOperators.GE, Float.MIN_NORMAL)
+                .and(ratio.compare(VectorOperators.LE, Float.MAX_VALUE));
+        FloatVector log = VectorMath.log(floored.blend(ratio, normal));
+        FloatVector fromRatio = log.mul(u.div(ratio.sub(1f))).blend(0f, ratio.compare(VectorOperators.EQ, 1f));
+        return log.sub(pivot).blend(fromRatio, normal);
     }
 
     static EntropyNormalization.Stats stats(CpuBackend cpu, EntropyNormalization.Job job) {
