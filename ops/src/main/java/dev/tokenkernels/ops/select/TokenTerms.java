@@ -91,8 +91,8 @@ public final class TokenTerms {
         Checks.positiveFinite("t0", t0);
         Checks.require(tau >= 0f && tau < 1f, "tau", "a value in [0, 1) (so the temperature stays > 0)", tau);
         TokenVectors.finite("hHat", hHat, null, "a finite h_hat");
-        Checks.require(t0 * (1.0 + tau) <= Float.MAX_VALUE, "t0", "a value for which t0 (1 + tau) stays finite",
-                t0);
+        // the largest temperature, in the backends' fp32 arithmetic (h_hat clamped to 1): fl(1 + tau) t0
+        Checks.require(Float.isFinite((1f + tau) * t0), "t0", "a value for which t0 (1 + tau) stays finite", t0);
         Tensor out = Tensor.allocate(DType.F32, hHat.dim(0));
         return run(new Job(Kind.TEMPERATURE, hHat, null, new float[] {t0, tau}, new Tensor[] {out}), options)[0];
     }
@@ -109,17 +109,15 @@ public final class TokenTerms {
         nonNegative("beta", beta);
         TokenVectors.finite("hHat", hHat, null, "a finite h_hat");
         TokenVectors.finite("advantages", advantages, null, "a finite advantage");
-        // |h_hat| <= 1 from EntropyNormalization, but any finite h_hat is taken: bound by the largest.
-        double h = TokenVectors.maxAbs(hHat);
-        double widening = 1.0 + alpha * h;
-        Checks.require(widening <= Float.MAX_VALUE && Math.max(epsLow, epsHigh) * widening <= Float.MAX_VALUE,
-                "alpha", "a value for which eps (1 + alpha |h_hat|) stays finite (max |h_hat| " + (float) h + ")",
-                alpha);
-        double scaling = 1.0 + beta * h;
-        double a = TokenVectors.maxAbs(advantages);
-        Checks.require(scaling <= Float.MAX_VALUE && a * scaling <= Float.MAX_VALUE, "beta",
-                "a value for which A (1 + beta |h_hat|) stays finite (max |A| " + (float) a + ", max |h_hat| "
-                        + (float) h + ")", beta);
+        // |h_hat| <= 1 from EntropyNormalization, but any finite h_hat is taken: bound by the largest,
+        // in the backends' fp32 arithmetic (rounding is monotone, so the largest |h| and |A| give the
+        // largest results): eps fl(1 + fl(alpha |h|)) and |A| fl(1 + fl(beta |h|)).
+        float h = TokenVectors.maxAbs(hHat);
+        Checks.require(Float.isFinite(Math.max(epsLow, epsHigh) * (alpha * h + 1f)), "alpha",
+                "a value for which eps (1 + alpha |h_hat|) stays finite (max |h_hat| " + h + ")", alpha);
+        float a = TokenVectors.maxAbs(advantages);
+        Checks.require(Float.isFinite(a * (beta * h + 1f)), "beta",
+                "a value for which A (1 + beta |h_hat|) stays finite (max |A| " + a + ", max |h_hat| " + h + ")", beta);
         long n = hHat.dim(0);
         Tensor[] out = new Tensor[4];
         try {

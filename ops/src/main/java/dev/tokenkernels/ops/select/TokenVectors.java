@@ -56,7 +56,7 @@ final class TokenVectors {
     }
 
     /** The largest {@code |x|} of an F32 vector (0 for none). */
-    static double maxAbs(Tensor t) {
+    static float maxAbs(Tensor t) {
         MemorySegment x = t.segment();
         float max = 0f;
         for (long i = 0, n = t.dim(0); i < n; i++) {
