@@ -39,7 +39,7 @@ final class EmuModuleBuilder {
             "-fvisibility=hidden", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas",
             "-DTK_EMU_MAX_DYNAMIC_SHARED=" + MAX_DYNAMIC_SHARED);
     private static final Pattern ENTRY = Pattern.compile(
-            "extern\\s+\"C\"\\s+__global__\\s+void\\s+(?:__launch_bounds__\\s*\\(\\s*([^,)]+?)\\s*(?:,[^)]*)?\\)\\s*)?(\\w+)\\s*\\(");
+            "extern\\s+\"C\"\\s+__global__\\s+void\\s+(?:__launch_bounds__\\s*\\(((?:[^()]|\\([^()]*\\))*)\\)\\s*)?(\\w+)\\s*\\(");
     private static final Pattern DYNAMIC_SHARED = Pattern.compile(
             "extern\\s+__shared__\\s+[^;\\[]*?(\\w+)\\s*\\[\\s*\\]\\s*;");
     private static final Pattern COMMENTS = Pattern.compile("//[^\\n]*|/\\*.*?\\*/", Pattern.DOTALL);
@@ -150,9 +150,22 @@ final class EmuModuleBuilder {
         Map<String, String> bounds = new LinkedHashMap<>();
         Matcher m = ENTRY.matcher(COMMENTS.matcher(text).replaceAll(" "));
         while (m.find()) {
-            bounds.putIfAbsent(m.group(2), m.group(1) == null ? "0" : m.group(1));
+            bounds.putIfAbsent(m.group(2), m.group(1) == null ? "0" : firstArgument(m.group(1)));
         }
         return bounds;
+    }
+
+    /** The first of comma-separated arguments, commas inside parentheses kept: {@code f(a, b), 2} gives {@code f(a, b)}. */
+    private static String firstArgument(String arguments) {
+        int depth = 0;
+        for (int i = 0; i < arguments.length(); i++) {
+            char c = arguments.charAt(i);
+            depth += c == '(' ? 1 : c == ')' ? -1 : 0;
+            if (c == ',' && depth == 0) {
+                return arguments.substring(0, i).strip();
+            }
+        }
+        return arguments.strip();
     }
 
     private static Set<String> dynamicSharedNames(KernelSource source) {

@@ -67,5 +67,9 @@ class CudaEmuLaunchBoundsTest {
                 + "extern \"C\" __global__ void c(int x) {}\n";
         assertEquals(Map.of("a", "kThreads", "b", "256", "c", "0"), EmuModuleBuilder.launchBounds(text));
         assertEquals(List.of("a", "b", "c"), EmuModuleBuilder.entryPoints(text));
+        // parentheses inside the bound (a review found the first regex stopping at the first ')')
+        String nested = "extern \"C\" __global__ void __launch_bounds__((kWarps) * 32) reduce(int x) {}\n"
+                + "extern \"C\" __global__ void __launch_bounds__(TK_THREADS(4), 1) scan(int x) {}\n";
+        assertEquals(Map.of("reduce", "(kWarps) * 32", "scan", "TK_THREADS(4)"), EmuModuleBuilder.launchBounds(nested));
     }
 }
