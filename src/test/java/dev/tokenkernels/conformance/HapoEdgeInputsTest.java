@@ -12,11 +12,6 @@ import dev.tokenkernels.runtime.Backend;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
-import java.io.ByteArrayOutputStream;
-import java.io.IOException;
-import java.io.InputStream;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
 import java.util.List;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
@@ -50,17 +45,11 @@ class HapoEdgeInputsTest {
      */
     @Test
     void cpuBackendNormalizesWith128BitVectors() throws Exception {
-        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        Process child = new ProcessBuilder(java, "-XX:MaxVectorSize=16", "--add-modules", "jdk.incubator.vector",
-                "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"),
-                HapoEdgeInputsTest.class.getName()).start();
-        String out = read(child.getInputStream());
-        String err = read(child.getErrorStream());
-        assertEquals(0, child.waitFor(), "child JVM with 128-bit vectors: " + out + err);
+        String out = ChildJvm.run(HapoEdgeInputsTest.class, List.of("-XX:MaxVectorSize=16"));
         float[] h = childEntropies();
         double[] ref = EntropyNormalizationReference.compute(h, null, 0.8, true, false);
         List<String> lines = out.lines().filter(l -> !l.isBlank()).toList();
-        assertEquals(h.length, lines.size(), "one h_hat per line: " + out + err);
+        assertEquals(h.length, lines.size(), "one h_hat per line: " + out);
         for (int i = 0; i < h.length; i++) {
             assertEquals(ref[i], Float.parseFloat(lines.get(i)), 1e-5, "h_hat[" + i + "] with 128-bit vectors");
         }
@@ -75,12 +64,6 @@ class HapoEdgeInputsTest {
                 System.out.println(r.normalized().getFloat(i));
             }
         }
-    }
-
-    private static String read(InputStream in) throws IOException {
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        in.transferTo(bytes);
-        return bytes.toString(StandardCharsets.UTF_8);
     }
 
     /** 64 consecutive floats above 148.41316 (e^5): entropies that differ by 1 ulp each. */

@@ -16,12 +16,8 @@ import dev.tokenkernels.ops.select.EntropyNormalization;
 import dev.tokenkernels.runtime.CpuBackend;
 import dev.tokenkernels.runtime.DType;
 import dev.tokenkernels.runtime.Tensor;
-import java.io.ByteArrayOutputStream;
-import java.io.IOException;
-import java.io.InputStream;
 import java.lang.foreign.ValueLayout;
 import java.lang.management.ManagementFactory;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
@@ -43,19 +39,13 @@ class ReproducibleResultsTest {
             outputs();
         }
         List<String> compiled = outputs();
-        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        List<String> command = new ArrayList<>(List.of(java, "-Xint", "--add-modules", "jdk.incubator.vector",
-                "--enable-native-access=ALL-UNNAMED"));
+        List<String> flags = new ArrayList<>(List.of("-Xint"));
         // the same vector width as this JVM (CI runs the suite with -XX:MaxVectorSize=16 too)
         ManagementFactory.getRuntimeMXBean().getInputArguments().stream()
-                .filter(a -> a.startsWith("-XX:MaxVectorSize=")).forEach(command::add);
-        command.addAll(List.of("-cp", System.getProperty("java.class.path"), ReproducibleResultsTest.class.getName()));
-        Process child = new ProcessBuilder(command).redirectErrorStream(false).start();
-        String out = read(child.getInputStream());
-        String err = read(child.getErrorStream());
-        assertEquals(0, child.waitFor(), "child JVM: " + err);
+                .filter(a -> a.startsWith("-XX:MaxVectorSize=")).forEach(flags::add);
+        String out = ChildJvm.run(ReproducibleResultsTest.class, flags);
         List<String> interpreted = out.lines().toList();
-        assertEquals(compiled.size(), interpreted.size(), "outputs: " + out + err);
+        assertEquals(compiled.size(), interpreted.size(), "outputs: " + out);
         for (int i = 0; i < compiled.size(); i++) {
             assertEquals(compiled.get(i), interpreted.get(i), "compiled vs interpreted");
         }
@@ -64,12 +54,6 @@ class ReproducibleResultsTest {
     /** Run by the child JVM: one line per output. */
     public static void main(String[] args) {
         outputs().forEach(System.out::println);
-    }
-
-    private static String read(InputStream in) throws IOException {
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        in.transferTo(bytes);
-        return bytes.toString(java.nio.charset.StandardCharsets.UTF_8);
     }
 
     /** Each op's outputs on fixed inputs (one CPU thread), as "name: hash of the bits". */
